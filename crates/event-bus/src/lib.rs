@@ -1,0 +1,103 @@
+//! # dynreg-event-bus
+//!
+//! The event bus that hot reload, caches and ingestion publish on: the original's `Event` /
+//! `EventType` model and JSON wire format (so Python and Rust processes on one server read each
+//! other's events), one small [`EventBus`] trait, and three buses with **one set of semantics**:
+//!
+//! | bus | feature | transport |
+//! |---|---|---|
+//! | [`InMemoryEventBus`] | always built | in-process |
+//! | `postgres::PostgresEventBus` | `postgres` | `LISTEN`/`NOTIFY` over tokio-postgres |
+//! | `redis::RedisEventBus` | `redis` | Redis pub/sub (redis 1.x, tokio) |
+//!
+//! The `conformance` feature exports the suite every bus's tests run.
+//!
+//! ## Semantics (every bus)
+//! * `subscribe(topic)` receives events published to exactly that bus topic;
+//!   `subscribe_pattern(glob)` receives every topic the `fnmatch`-style glob matches.
+//!   Each subscription receives a matching event once — the transport never duplicates.
+//! * Per-topic publish order is preserved for each subscription.
+//! * Each subscription has a bounded queue: `publish` never waits for a consumer. When a queue is
+//!   full, events for it are dropped and it yields [`Delivery::Resync`] with
+//!   [`ResyncReason::Lagged`]; after a server reconnect every subscription yields
+//!   [`ResyncReason::Reconnected`]. The transports are at-most-once: a resync means "re-read".
+//! * Server connections (listening and publishing) reconnect by themselves with capped
+//!   exponential back-off whose jitter survives the cap ([`Backoff`]). Publishing while
+//!   disconnected returns [`EventBusError::Disconnected`]; nothing is dropped silently.
+//! * Topics are validated ([`validate_topic`]). `close()` ends every background task and every
+//!   subscription.
+//!
+//! ## Why tokio-postgres and not sqlx (which the registry uses)
+//! The Postgres bus needs one *dedicated* connection that stays in `LISTEN` and streams
+//! asynchronous notifications alongside query results, and a publishing connection that
+//! pipelines many concurrent `pg_notify` calls. tokio-postgres exposes exactly that
+//! (`Connection::poll_message` yields `AsyncMessage::Notification`; one `Client` pipelines
+//! concurrent queries). sqlx's `PgListener` owns its connection and hides reconnects (it
+//! reconnects silently, so the bus could not emit its resync signal), and a sqlx pool would
+//! spread publishes over several connections, losing the single-connection publish order.
+//!
+//! ## Example
+//! ```
+//! # async fn demo() -> Result<(), dynreg_event_bus::EventBusError> {
+//! use dynreg_event_bus::{create_event_bus, Delivery, Event, EventType};
+//! let bus = create_event_bus(&serde_json::json!({"backend": "memory"})).await?;
+//! let mut sub = bus.subscribe_pattern("registry:*").await?;
+//! bus.publish("registry:configs", &Event::new(EventType::Updated, "registry:configs:bot-1", Default::default())).await?;
+//! if let Some(Delivery::Event { topic, event }) = sub.next().await {
+//!     assert_eq!(topic, "registry:configs");
+//!     assert_eq!(event.event_type, EventType::Updated);
+//! }
+//! bus.close().await?;
+//! # Ok(()) }
+//! ```
+
+mod backoff;
+mod config;
+mod error;
+mod event;
+mod factory;
+mod handler;
+mod memory;
+mod python_json;
+mod router;
+mod subscription;
+mod topic;
+
+pub use backoff::Backoff;
+pub use error::{BoxError, EventBusError};
+pub use event::{Event, EventType, new_uuid_v4, parse_timestamp, python_isoformat};
+pub use factory::{available_backends, create_event_bus};
+pub use handler::spawn_handler;
+pub use memory::InMemoryEventBus;
+pub use subscription::{DEFAULT_CAPACITY, Delivery, ResyncReason, Subscription, SubscriptionKind};
+pub use topic::{Glob, MAX_TOPIC_LEN, validate_topic};
+
+/// A publish/subscribe bus. Implementations: [`InMemoryEventBus`], `postgres::PostgresEventBus`,
+/// `redis::RedisEventBus`; build one from configuration with [`create_event_bus`].
+#[async_trait::async_trait]
+pub trait EventBus: Send + Sync + std::fmt::Debug {
+    /// Publishes `event` on bus topic `topic` (routing uses this topic, not `event.topic`).
+    /// Returns once the transport accepted the event; an error means it was not (or may not have
+    /// been) sent — never a silent drop.
+    async fn publish(&self, topic: &str, event: &Event) -> Result<(), EventBusError>;
+
+    /// Subscribes to exactly `topic`. Events published after this returns are delivered.
+    async fn subscribe(&self, topic: &str) -> Result<Subscription, EventBusError>;
+
+    /// Subscribes to every topic matching the `fnmatch`-style glob `pattern` (e.g. `registry:*`).
+    async fn subscribe_pattern(&self, pattern: &str) -> Result<Subscription, EventBusError>;
+
+    /// Ends every subscription and background task; later publishes and subscribes fail with
+    /// [`EventBusError::Closed`]. Idempotent.
+    async fn close(&self) -> Result<(), EventBusError>;
+
+    /// Number of live subscriptions on this bus handle.
+    fn subscription_count(&self) -> usize {
+        0
+    }
+
+    /// The backend's name: `memory`, `postgres` or `redis`.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
+}

@@ -1,0 +1,229 @@
+//! `Subscription`, the bounded per-subscription queue behind it, and what it yields (`Delivery`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::sync::Notify;
+
+use crate::event::Event;
+use crate::router::Router;
+
+/// The default number of events a subscription buffers before it starts dropping (and signals
+/// [`ResyncReason::Lagged`]).
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// Why a subscriber must assume it missed events and re-read whatever state it caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResyncReason {
+    /// The subscriber's queue was full; `missed` events for it were dropped at this point.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+    /// The bus lost its server connection and re-established it; events published in between
+    /// were not delivered (the transports are at-most-once).
+    Reconnected,
+}
+
+/// One item taken from a [`Subscription`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// An event published on `topic` (the bus topic, which routing used; `event.topic` is the
+    /// event's own, independent topic).
+    Event {
+        /// The bus topic the event was published to.
+        topic: String,
+        /// The event.
+        event: Event,
+    },
+    /// Events may have been missed here; re-read any cached state.
+    Resync {
+        /// Why.
+        reason: ResyncReason,
+    },
+}
+
+/// Whether a subscription matches one exact topic or a glob pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionKind {
+    /// `subscribe(topic)`.
+    Exact,
+    /// `subscribe_pattern(pattern)`.
+    Pattern,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Delivery>,
+    events: usize,
+    closed: bool,
+}
+
+/// The bounded queue between a bus (producer) and one [`Subscription`] (consumer).
+#[derive(Debug)]
+pub(crate) struct SubQueue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+    capacity: usize,
+}
+
+impl SubQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        SubQueue {
+            state: Mutex::new(QueueState::default()),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues an event; when the queue is full the event is dropped and a `Lagged` marker is
+    /// queued (or the pending one counts one more). Never blocks.
+    pub(crate) fn push_event(&self, topic: &str, event: &Event) {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            if state.events >= self.capacity {
+                match state.items.back_mut() {
+                    Some(Delivery::Resync {
+                        reason: ResyncReason::Lagged { missed },
+                    }) => *missed += 1,
+                    _ => state.items.push_back(Delivery::Resync {
+                        reason: ResyncReason::Lagged { missed: 1 },
+                    }),
+                }
+            } else {
+                state.items.push_back(Delivery::Event {
+                    topic: topic.to_owned(),
+                    event: event.clone(),
+                });
+                state.events += 1;
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Queues a resync marker (not counted against the capacity; not repeated back to back).
+    pub(crate) fn push_resync(&self, reason: ResyncReason) {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            if let Some(Delivery::Resync { reason: last }) = state.items.back()
+                && *last == reason
+            {
+                return;
+            }
+            state.items.push_back(Delivery::Resync { reason });
+        }
+        self.notify.notify_one();
+    }
+
+    /// Ends the queue: already queued items are still handed out, then `None`.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    fn try_pop(&self) -> Result<Delivery, bool> {
+        let mut state = self.lock();
+        match state.items.pop_front() {
+            Some(item) => {
+                if matches!(item, Delivery::Event { .. }) {
+                    state.events -= 1;
+                }
+                Ok(item)
+            }
+            None => Err(state.closed),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+}
+
+/// A live subscription: a receiver of [`Delivery`] items. Dropping it (or [`Subscription::cancel`])
+/// unsubscribes; other subscriptions are not disturbed.
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) key: u64,
+    pub(crate) id: String,
+    pub(crate) target: String,
+    pub(crate) kind: SubscriptionKind,
+    pub(crate) queue: Arc<SubQueue>,
+    pub(crate) router: Weak<Router>,
+    pub(crate) cancelled: bool,
+}
+
+impl Subscription {
+    /// Waits for the next item. `None` once the subscription is cancelled or the bus is closed
+    /// (after anything already queued has been handed out).
+    pub async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            match self.queue.try_pop() {
+                Ok(item) => return Some(item),
+                Err(true) => return None,
+                Err(false) => self.queue.notify.notified().await,
+            }
+        }
+    }
+
+    /// The next item if one is queued, without waiting.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        self.queue.try_pop().ok()
+    }
+
+    /// Number of queued items (events and resync markers).
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Unsubscribes now (idempotent). Queued items can still be read; then `next` returns `None`.
+    pub fn cancel(&mut self) {
+        if !self.cancelled {
+            self.cancelled = true;
+            if let Some(router) = self.router.upgrade() {
+                router.remove(self.key);
+            }
+            self.queue.close();
+        }
+    }
+
+    /// The subscription's uuid4 id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The exact topic or the pattern subscribed to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Exact topic or pattern.
+    pub fn kind(&self) -> SubscriptionKind {
+        self.kind
+    }
+
+    /// Turns the subscription into a `Stream` of deliveries (dropping the stream unsubscribes).
+    pub fn into_stream(self) -> impl futures::Stream<Item = Delivery> + Send + 'static {
+        futures::stream::unfold(self, |mut sub| async move {
+            sub.next().await.map(|item| (item, sub))
+        })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
