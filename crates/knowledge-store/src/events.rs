@@ -1,0 +1,114 @@
+//! State-write observability (reference-spec §4.8): every metadata (index or status) write and
+//! every snapshot write is reported as a [`StateWrite`] to local callbacks registered with
+//! [`StateEvents::on_state_write`].
+//!
+//! Topics are the original's stable strings; the payload is `{domain_id, key, kind, byte_size}`.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+/// Topic of index/status writes.
+pub const INGEST_METADATA_WRITE: &str = "ingest:metadata:write";
+/// Topic of snapshot writes.
+pub const INGEST_SNAPSHOT_WRITE: &str = "ingest:snapshot:write";
+/// Topic of ingestion start (published by the ingestion layer, declared here for reuse).
+pub const INGEST_DOMAIN_START: &str = "ingest:domain:start";
+/// Topic of ingestion end (published by the ingestion layer, declared here for reuse).
+pub const INGEST_DOMAIN_END: &str = "ingest:domain:end";
+
+/// What a storage key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KnowledgeKeyKind {
+    /// A raw knowledge file.
+    Content,
+    /// The index / status document (`_metadata.json`).
+    Metadata,
+    /// A `{path: checksum}` snapshot.
+    Snapshot,
+    /// Anything else.
+    Unknown,
+}
+
+impl KnowledgeKeyKind {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Content => "content",
+            Self::Metadata => "metadata",
+            Self::Snapshot => "snapshot",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One state write a backend made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWrite {
+    /// The knowledge base written.
+    pub domain_id: String,
+    /// The backend's key of the written document (absolute path for `file`, object key for `s3`).
+    pub key: String,
+    /// `Metadata` or `Snapshot`.
+    pub kind: KnowledgeKeyKind,
+    /// Bytes written.
+    pub byte_size: u64,
+}
+
+impl StateWrite {
+    /// The topic this write is published on.
+    pub fn topic(&self) -> &'static str {
+        match self.kind {
+            KnowledgeKeyKind::Snapshot => INGEST_SNAPSHOT_WRITE,
+            _ => INGEST_METADATA_WRITE,
+        }
+    }
+
+    /// The original's payload: `{"domain_id", "key", "kind", "byte_size"}`.
+    pub fn payload(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("domain_id".into(), self.domain_id.clone().into());
+        m.insert("key".into(), self.key.clone().into());
+        m.insert("kind".into(), self.kind.as_str().into());
+        m.insert("byte_size".into(), self.byte_size.into());
+        m
+    }
+}
+
+/// A local state-write callback.
+pub type StateWriteCallback = Arc<dyn Fn(&StateWrite) + Send + Sync>;
+
+/// The observers of one backend's state writes. Cloning shares the registrations.
+#[derive(Clone, Default)]
+pub struct StateEvents {
+    callbacks: Arc<RwLock<Vec<StateWriteCallback>>>,
+}
+
+impl fmt::Debug for StateEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.callbacks.read().map(|c| c.len()).unwrap_or(0);
+        f.debug_struct("StateEvents").field("callbacks", &n).finish()
+    }
+}
+
+impl StateEvents {
+    /// Registers a callback run (in registration order) after every state write.
+    pub fn on_state_write(&self, callback: impl Fn(&StateWrite) + Send + Sync + 'static) {
+        if let Ok(mut c) = self.callbacks.write() {
+            c.push(Arc::new(callback));
+        }
+    }
+
+    /// Reports one write to every observer.
+    pub(crate) async fn emit(&self, write: StateWrite) {
+        let callbacks: Vec<StateWriteCallback> = match self.callbacks.read() {
+            Ok(c) => c.clone(),
+            Err(_) => Vec::new(),
+        };
+        for cb in callbacks {
+            cb(&write);
+        }
+    }
+}

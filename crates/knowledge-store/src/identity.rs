@@ -1,0 +1,173 @@
+//! Checksums and knowledge-base identity, exactly as the original computes them.
+//!
+//! * File checksum: MD5 hex of the bytes.
+//! * KB identity: `""` for no files, else MD5 hex of the sorted `"{path}:{checksum}"` strings
+//!   joined with `":"` (sorted by UTF-8 bytes). Snapshot files are named by this identity and
+//!   hold the JSON map `{path: checksum}`.
+
+use std::collections::BTreeMap;
+
+use md5::{Digest, Md5};
+
+use crate::model::ChangeSet;
+
+/// A `{path: checksum}` map: the content of a knowledge base at one identity.
+pub type Snapshot = BTreeMap<String, String>;
+
+/// MD5 hex of `bytes`.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    hex::encode(Md5::digest(bytes))
+}
+
+/// The knowledge-base identity of `(path, checksum)` pairs.
+pub fn kb_identity<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut entries: Vec<String> = files
+        .into_iter()
+        .map(|(path, checksum)| format!("{path}:{checksum}"))
+        .collect();
+    if entries.is_empty() {
+        return String::new();
+    }
+    entries.sort_unstable();
+    let mut hasher = Md5::new();
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            hasher.update(b":");
+        }
+        hasher.update(e.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The identity of a snapshot map.
+pub fn snapshot_identity(snapshot: &Snapshot) -> String {
+    kb_identity(snapshot.iter().map(|(p, c)| (p.as_str(), c.as_str())))
+}
+
+/// Compares the current content with a retained snapshot; every list is sorted by path.
+pub fn diff(current: &Snapshot, old: &Snapshot, version: String) -> ChangeSet {
+    let mut added = Vec::new();
+    let mut modified = Vec::new();
+    for (path, checksum) in current {
+        match old.get(path) {
+            None => added.push(path.clone()),
+            Some(c) if c != checksum => modified.push(path.clone()),
+            Some(_) => {}
+        }
+    }
+    let deleted = old
+        .keys()
+        .filter(|p| !current.contains_key(*p))
+        .cloned()
+        .collect();
+    ChangeSet {
+        version,
+        added,
+        modified,
+        deleted,
+    }
+}
+
+/// Serialises a snapshot the way the original does (`json.dumps(map)`: `", "` and `": "`).
+pub fn snapshot_to_json(snapshot: &Snapshot) -> String {
+    let mut out = String::with_capacity(snapshot.len() * 64 + 2);
+    out.push('{');
+    for (i, (path, checksum)) in snapshot.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&py_json_string(path));
+        out.push_str(": ");
+        out.push_str(&py_json_string(checksum));
+    }
+    out.push('}');
+    out
+}
+
+/// A JSON string literal with Python's default `ensure_ascii=True` escaping.
+pub(crate) fn py_json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_support() -> Snapshot {
+        [
+            ("archive/old.md.gz", "1d0a04fa2d446a1bc91900e272a5e34b"),
+            ("content/guide.md", "1f1b75f43ca64bf0c283acebdff4e653"),
+            ("content/intro.md", "7aa65ec152c81a0d7053e620e3f1cd0f"),
+            ("data/faq.json", "007b22ea9f96f8066d17a31cd4e6a495"),
+            ("data/products.csv", "b79ab2e09386e8c96ba97c3302877228"),
+            ("data/settings.yaml", "8bca9e96b21b193def52560a92961ba6"),
+            ("faq.md", "06f98abdabc4d30a02af4ea81a1906f4"),
+            ("notes/readme.txt", "64d209087e83d440f318710d6208f341"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn identity_matches_the_value_the_original_reported() {
+        // expected.json of the fixture: support's checksum.
+        assert_eq!(
+            snapshot_identity(&fixture_support()),
+            "70bc08b03191145dd5d29dea7693be38"
+        );
+        assert_eq!(snapshot_identity(&Snapshot::new()), "");
+    }
+
+    #[test]
+    fn md5_of_bytes() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+
+    #[test]
+    fn diff_is_disjoint_and_sorted() {
+        let old: Snapshot = [("a", "1"), ("b", "2"), ("z", "9"), ("c", "3")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        let cur: Snapshot = [("a", "1"), ("b", "22"), ("d", "4")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        let cs = diff(&cur, &old, "v".into());
+        assert_eq!(cs.added, vec!["d"]);
+        assert_eq!(cs.modified, vec!["b"]);
+        assert_eq!(cs.deleted, vec!["c", "z"]);
+    }
+
+    #[test]
+    fn snapshot_json_is_python_json_dumps() {
+        let s: Snapshot = [("a.md", "x"), ("é", "y")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        let text = snapshot_to_json(&s);
+        assert_eq!(text, r#"{"a.md": "x", "\u00e9": "y"}"#);
+        let back: Snapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,432 @@
+//! The in-memory backend: for tests and single-process use. Clones share one store, so two
+//! clones behave like two instances on one storage.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use crate::error::{KnowledgeError, Result};
+use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
+use crate::identity::{self, Snapshot, md5_hex};
+use crate::index::FileIndex;
+use crate::model::{
+    ChangeSet, FileUpload, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions, StatusUpdate,
+};
+use crate::paths::{validate_domain_id, validate_path, validate_version};
+use crate::snapshots::{DEFAULT_SNAPSHOT_RETENTION, SnapshotRing};
+use crate::stream::{ByteStream, bytes_stream};
+use crate::{KnowledgeBackend, guess_content_type, pytime};
+
+/// Knowledge bases held in process memory.
+#[derive(Debug, Clone)]
+pub struct MemoryKnowledgeBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    kbs: Mutex<BTreeMap<String, Arc<Mutex<MemKb>>>>,
+    retention: usize,
+    events: StateEvents,
+}
+
+#[derive(Debug)]
+struct MemKb {
+    info: KnowledgeBaseInfo,
+    index: FileIndex,
+    contents: HashMap<String, Bytes>,
+    snapshots: SnapshotRing,
+    state_seq: u64,
+    deleted: bool,
+}
+
+impl Default for MemoryKnowledgeBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Builds the index entry of an upload.
+pub(crate) fn file_entry(path: &str, size: u64, checksum: String, options: PutOptions) -> KnowledgeFile {
+    KnowledgeFile {
+        path: path.to_owned(),
+        content_type: options
+            .content_type
+            .unwrap_or_else(|| guess_content_type(path).to_owned()),
+        size_bytes: size,
+        checksum,
+        uploaded_at: pytime::now(),
+        metadata: options.metadata,
+    }
+}
+
+impl MemoryKnowledgeBackend {
+    /// An empty store keeping [`DEFAULT_SNAPSHOT_RETENTION`] snapshots per knowledge base.
+    pub fn new() -> Self {
+        Self::with_retention(DEFAULT_SNAPSHOT_RETENTION)
+    }
+
+    /// An empty store keeping `retention` snapshots per knowledge base.
+    pub fn with_retention(retention: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                kbs: Mutex::new(BTreeMap::new()),
+                retention,
+                events: StateEvents::default(),
+            }),
+        }
+    }
+
+    fn kb(&self, domain_id: &str) -> Option<Arc<Mutex<MemKb>>> {
+        lock(&self.inner.kbs).get(domain_id).cloned()
+    }
+
+    fn kb_required(&self, domain_id: &str) -> Result<Arc<Mutex<MemKb>>> {
+        self.kb(domain_id).ok_or_else(|| KnowledgeError::KbNotFound {
+            domain_id: domain_id.to_owned(),
+        })
+    }
+
+    fn metadata_write(domain_id: &str, byte_size: usize) -> StateWrite {
+        StateWrite {
+            domain_id: domain_id.to_owned(),
+            key: format!("{domain_id}/_metadata.json"),
+            kind: KnowledgeKeyKind::Metadata,
+            byte_size: byte_size as u64,
+        }
+    }
+
+    /// Applies validated uploads under the knowledge base's lock.
+    fn apply_puts(
+        &self,
+        domain_id: &str,
+        entries: Vec<(KnowledgeFile, Bytes)>,
+    ) -> Result<(Vec<KnowledgeFile>, usize)> {
+        let kb = self.kb_required(domain_id)?;
+        let mut g = lock(&kb);
+        if g.deleted {
+            return Err(KnowledgeError::KbNotFound {
+                domain_id: domain_id.to_owned(),
+            });
+        }
+        // Check every path against the index and the batch before changing anything.
+        let mut staged = FileIndex::default();
+        for (f, _) in &entries {
+            if g.index.get(&f.path).is_none() {
+                g.index.check_conflict(domain_id, &f.path)?;
+            }
+            if staged.get(&f.path).is_none() {
+                staged.check_conflict(domain_id, &f.path)?;
+            }
+            staged.insert(f.clone());
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        let mut written = 0;
+        for (f, bytes) in entries {
+            written += serde_json::to_vec(&f).map(|v| v.len()).unwrap_or(0);
+            g.contents.insert(f.path.clone(), bytes);
+            g.index.insert(f.clone());
+            g.info.increment_version();
+            out.push(f);
+        }
+        g.info.file_count = g.index.len() as u64;
+        g.info.total_size_bytes = g.index.total_size();
+        g.info.last_updated = pytime::now();
+        g.state_seq += 1;
+        Ok((out, written))
+    }
+
+    fn record_snapshot(g: &mut MemKb, version: &str) -> Option<StateWrite> {
+        if version.is_empty() || g.snapshots.contains(version) {
+            return None;
+        }
+        let snap = g.index.snapshot();
+        let size = identity::snapshot_to_json(&snap).len();
+        g.snapshots.record(version.to_owned(), Arc::new(snap));
+        Some(StateWrite {
+            domain_id: g.info.domain_id.clone(),
+            key: format!("{}/_snapshots/{version}.json", g.info.domain_id),
+            kind: KnowledgeKeyKind::Snapshot,
+            byte_size: size as u64,
+        })
+    }
+}
+
+#[async_trait]
+impl KnowledgeBackend for MemoryKnowledgeBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn state_events(&self) -> &StateEvents {
+        &self.inner.events
+    }
+
+    async fn create_kb(&self, domain_id: &str, metadata: Metadata) -> Result<KnowledgeBaseInfo> {
+        validate_domain_id(domain_id)?;
+        let info = KnowledgeBaseInfo::new(domain_id, metadata);
+        {
+            let mut kbs = lock(&self.inner.kbs);
+            if kbs.contains_key(domain_id) {
+                return Err(KnowledgeError::KbAlreadyExists {
+                    domain_id: domain_id.to_owned(),
+                });
+            }
+            kbs.insert(
+                domain_id.to_owned(),
+                Arc::new(Mutex::new(MemKb {
+                    info: info.clone(),
+                    index: FileIndex::default(),
+                    contents: HashMap::new(),
+                    snapshots: SnapshotRing::new(self.inner.retention),
+                    state_seq: 0,
+                    deleted: false,
+                })),
+            );
+        }
+        let size = serde_json::to_vec(&info).map(|v| v.len()).unwrap_or(0);
+        self.inner.events.emit(Self::metadata_write(domain_id, size)).await;
+        Ok(info)
+    }
+
+    async fn get_info(&self, domain_id: &str) -> Result<Option<KnowledgeBaseInfo>> {
+        validate_domain_id(domain_id)?;
+        Ok(self.kb(domain_id).map(|kb| lock(&kb).info.clone()))
+    }
+
+    async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>> {
+        let kbs: Vec<_> = lock(&self.inner.kbs).values().cloned().collect();
+        Ok(kbs.iter().map(|kb| lock(kb).info.clone()).collect())
+    }
+
+    async fn delete_kb(&self, domain_id: &str) -> Result<bool> {
+        validate_domain_id(domain_id)?;
+        let removed = lock(&self.inner.kbs).remove(domain_id);
+        match removed {
+            Some(kb) => {
+                lock(&kb).deleted = true;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn put_file(
+        &self,
+        domain_id: &str,
+        path: &str,
+        content: Bytes,
+        options: PutOptions,
+    ) -> Result<KnowledgeFile> {
+        let mut out = self
+            .put_files(
+                domain_id,
+                vec![FileUpload {
+                    path: path.to_owned(),
+                    content,
+                    options,
+                }],
+            )
+            .await?;
+        out.pop().ok_or_else(|| KnowledgeError::FileNotFound {
+            domain_id: domain_id.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    async fn put_stream(
+        &self,
+        domain_id: &str,
+        path: &str,
+        mut content: ByteStream,
+        options: PutOptions,
+    ) -> Result<KnowledgeFile> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        self.kb_required(domain_id)?;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = content.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        self.put_file(domain_id, path, buf.freeze(), options).await
+    }
+
+    async fn put_files(
+        &self,
+        domain_id: &str,
+        uploads: Vec<FileUpload>,
+    ) -> Result<Vec<KnowledgeFile>> {
+        validate_domain_id(domain_id)?;
+        for u in &uploads {
+            validate_path(domain_id, &u.path)?;
+        }
+        let entries: Vec<_> = uploads
+            .into_iter()
+            .map(|u| {
+                let checksum = md5_hex(&u.content);
+                let f = file_entry(&u.path, u.content.len() as u64, checksum, u.options);
+                (f, u.content)
+            })
+            .collect();
+        let (out, written) = self.apply_puts(domain_id, entries)?;
+        self.inner
+            .events
+            .emit(Self::metadata_write(domain_id, written))
+            .await;
+        Ok(out)
+    }
+
+    async fn get_file(&self, domain_id: &str, path: &str) -> Result<Option<Bytes>> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        Ok(self
+            .kb(domain_id)
+            .and_then(|kb| lock(&kb).contents.get(path).cloned()))
+    }
+
+    async fn stream_file(
+        &self,
+        domain_id: &str,
+        path: &str,
+        chunk_size: usize,
+    ) -> Result<Option<ByteStream>> {
+        Ok(self
+            .get_file(domain_id, path)
+            .await?
+            .map(|b| bytes_stream(b, chunk_size)))
+    }
+
+    async fn delete_file(&self, domain_id: &str, path: &str) -> Result<bool> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        let Some(kb) = self.kb(domain_id) else {
+            return Ok(false);
+        };
+        let size = {
+            let mut g = lock(&kb);
+            if g.deleted || g.index.remove(path).is_none() {
+                return Ok(false);
+            }
+            g.contents.remove(path);
+            g.info.file_count = g.index.len() as u64;
+            g.info.total_size_bytes = g.index.total_size();
+            g.info.last_updated = pytime::now();
+            g.info.increment_version();
+            g.state_seq += 1;
+            path.len() + 32
+        };
+        self.inner.events.emit(Self::metadata_write(domain_id, size)).await;
+        Ok(true)
+    }
+
+    async fn get_file_info(&self, domain_id: &str, path: &str) -> Result<Option<KnowledgeFile>> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        Ok(self
+            .kb(domain_id)
+            .and_then(|kb| lock(&kb).index.get(path).cloned()))
+    }
+
+    async fn list_files(&self, domain_id: &str, prefix: Option<&str>) -> Result<Vec<KnowledgeFile>> {
+        validate_domain_id(domain_id)?;
+        Ok(self
+            .kb(domain_id)
+            .map(|kb| lock(&kb).index.list(prefix))
+            .unwrap_or_default())
+    }
+
+    async fn set_ingestion_status(
+        &self,
+        domain_id: &str,
+        update: StatusUpdate,
+    ) -> Result<KnowledgeBaseInfo> {
+        validate_domain_id(domain_id)?;
+        let kb = self.kb_required(domain_id)?;
+        let info = {
+            let mut g = lock(&kb);
+            if let Some(expected) = &update.expected_version {
+                let actual = g.state_seq.to_string();
+                if &actual != expected {
+                    return Err(KnowledgeError::Conflict {
+                        domain_id: domain_id.to_owned(),
+                        key: format!("{domain_id}/_metadata.json"),
+                        expected_version: expected.clone(),
+                        actual_version: Some(actual),
+                    });
+                }
+            }
+            g.info.ingestion_status = update.status;
+            g.info.ingestion_error = update.error;
+            g.info.generation = update.generation;
+            if update.vector_store_path.is_some() {
+                g.info.vector_store_path = update.vector_store_path;
+            }
+            g.state_seq += 1;
+            g.info.clone()
+        };
+        let size = serde_json::to_vec(&info).map(|v| v.len()).unwrap_or(0);
+        self.inner.events.emit(Self::metadata_write(domain_id, size)).await;
+        Ok(info)
+    }
+
+    async fn get_state_version(&self, domain_id: &str) -> Result<Option<String>> {
+        validate_domain_id(domain_id)?;
+        Ok(self.kb(domain_id).map(|kb| lock(&kb).state_seq.to_string()))
+    }
+
+    async fn get_checksum(&self, domain_id: &str) -> Result<String> {
+        validate_domain_id(domain_id)?;
+        let kb = self.kb_required(domain_id)?;
+        let (id, write) = {
+            let mut g = lock(&kb);
+            let id = g.index.identity();
+            let write = Self::record_snapshot(&mut g, &id);
+            (id, write)
+        };
+        if let Some(w) = write {
+            self.inner.events.emit(w).await;
+        }
+        Ok(id)
+    }
+
+    async fn list_changes_since(&self, domain_id: &str, version: &str) -> Result<ChangeSet> {
+        validate_domain_id(domain_id)?;
+        validate_version(domain_id, version)?;
+        let kb = self.kb_required(domain_id)?;
+        let (cs, write) = {
+            let mut g = lock(&kb);
+            let current_id = g.index.identity();
+            if current_id == version {
+                return Ok(ChangeSet {
+                    version: current_id,
+                    ..ChangeSet::default()
+                });
+            }
+            let old: Arc<Snapshot> = if version.is_empty() {
+                Arc::default()
+            } else {
+                g.snapshots
+                    .get(version)
+                    .ok_or_else(|| KnowledgeError::InvalidVersion {
+                        domain_id: domain_id.to_owned(),
+                        version: version.to_owned(),
+                        reason: "no snapshot of this version is retained",
+                    })?
+            };
+            let current = g.index.snapshot();
+            let write = Self::record_snapshot(&mut g, &current_id);
+            (identity::diff(&current, &old, current_id), write)
+        };
+        if let Some(w) = write {
+            self.inner.events.emit(w).await;
+        }
+        Ok(cs)
+    }
+}

@@ -1,0 +1,50 @@
+//! The conformance suite against the in-memory backend, plus its backend-specific checks.
+
+use std::sync::Arc;
+
+use dynreg_knowledge_store::conformance::Store;
+use dynreg_knowledge_store::{KnowledgeBackend, MemoryKnowledgeBackend, Metadata, PutOptions};
+
+async fn make() -> Option<Store> {
+    let backend = MemoryKnowledgeBackend::new();
+    let sibling = backend.clone();
+    Some(Store {
+        backend: Arc::new(backend),
+        sibling: Arc::new(sibling),
+        guard: Box::new(()),
+    })
+}
+
+dynreg_knowledge_store::knowledge_conformance_tests!(make);
+
+#[tokio::test]
+async fn snapshots_are_bounded_by_retention() {
+    let b = MemoryKnowledgeBackend::with_retention(3);
+    b.create_kb("d", Metadata::new()).await.unwrap();
+    let mut versions = Vec::new();
+    for i in 0..5 {
+        b.put_file("d", "a.md", format!("v{i}").into(), PutOptions::default())
+            .await
+            .unwrap();
+        versions.push(b.get_checksum("d").await.unwrap());
+    }
+    // The two oldest were evicted; the last three still diff.
+    assert!(b.list_changes_since("d", &versions[0]).await.is_err());
+    assert!(b.list_changes_since("d", &versions[1]).await.is_err());
+    let cs = b.list_changes_since("d", &versions[2]).await.unwrap();
+    assert_eq!(cs.modified, vec!["a.md"]);
+    assert!(b.has_changes_since("d", &versions[0]).await.unwrap());
+}
+
+#[tokio::test]
+async fn factory_builds_memory_case_insensitively_and_refuses_unknown_kinds() {
+    let b = dynreg_knowledge_store::create_knowledge_backend("Memory", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(b.kind(), "memory");
+    let err = dynreg_knowledge_store::create_knowledge_backend("ftp", &serde_json::json!({}))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("\"ftp\"") && msg.contains("memory"), "{msg}");
+}
