@@ -1,0 +1,99 @@
+//! The registry conformance suite: one contract, run by every backend.
+//!
+//! A backend's test file implements [`Harness`] (how to open an instance on a named storage)
+//! and expands [`registry_conformance_tests!`](crate::registry_conformance_tests), which
+//! generates one `#[tokio::test]` per case of this module. The cases port the upstream tests of
+//! reference-spec §6.1–6.2 and add revisions, change feeds, conditional writes, hostile ids and
+//! concurrency across tasks and across instances.
+
+mod basic;
+mod concurrency;
+mod listing;
+mod revisions;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::RegistryBackend;
+
+pub use basic::*;
+pub use concurrency::*;
+pub use listing::*;
+pub use revisions::*;
+
+/// How the suite opens backends.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// An initialized backend on the storage named `store` (a name of `[a-z0-9_]`, at most 48
+    /// characters). Two calls with the same name give two independent instances (their own
+    /// connections and handles) on the same storage; a new name gives a new, empty storage.
+    async fn open(&self, store: &str) -> Arc<dyn RegistryBackend>;
+
+    /// The backend's touch resolution: `get` advances `last_accessed_at` only when the stored
+    /// value is at least this old.
+    fn touch_resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+/// A storage name unique to this process run: `<case>_<pid>_<n>`.
+pub fn unique_store(case: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut case: String = case.chars().take(24).collect();
+    case.retain(|c| c.is_ascii_alphanumeric() || c == '_');
+    format!("{case}_{}_{n}_{nanos:x}", std::process::id())
+}
+
+/// Opens a fresh storage for `case`.
+pub async fn fresh(h: &dyn Harness, case: &str) -> Arc<dyn RegistryBackend> {
+    h.open(&unique_store(case)).await
+}
+
+/// Prints the skip line for a backend whose server is not configured and returns `None`.
+pub fn skipped<T>(backend: &str, var: &str) -> Option<T> {
+    println!("skipped: {backend} registry conformance tests ({var} unset)");
+    None
+}
+
+/// Generates one `#[tokio::test]` per conformance case.
+///
+/// `$harness` is an expression of type `Option<impl Harness>`; `None` skips every case (the
+/// harness constructor prints why).
+#[macro_export]
+macro_rules! registry_conformance_tests {
+    ($harness:expr) => {
+        $crate::registry_conformance_tests!(@cases $harness;
+            register_new, register_update_keeps_created_at, register_with_status,
+            get_existing_and_missing, get_touches_and_peek_does_not, configs_are_served_only_when_active,
+            exists_means_present_and_active, unregister_is_a_hard_delete, deactivate_is_a_soft_delete,
+            list_and_count, clear_removes_everything, metadata_is_stored_copied_and_replaced,
+            filter_metadata_semantics, sort_limit_offset, reactivate_by_registering,
+            special_character_ids_round_trip, hostile_ids_are_rejected_and_store_nothing,
+            config_must_be_an_object, timestamps_are_utc_and_wire_round_trips,
+            revisions_are_monotonic_and_skip_no_ops, changes_since_reports_upserts_and_tombstones,
+            changes_since_a_future_cursor_is_expired, conditional_writes_conflict,
+            stored_values_are_immutable, close_keeps_data,
+            concurrent_registers_all_land, concurrent_read_write, no_lost_update_under_contention,
+            touch_never_reverts_a_register, two_instances_share_storage_and_revisions);
+    };
+    (@cases $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(h) = $harness else { return };
+                $crate::conformance::$case(&h).await;
+            }
+        )*
+    };
+}
+
+pub(crate) fn cfg(n: i64) -> serde_json::Value {
+    serde_json::json!({"llm": {"provider": "anthropic", "model": "claude-3-sonnet"}, "n": n})
+}

@@ -1,0 +1,171 @@
+//! Conformance cases for revisions, the change feed and conditional writes.
+
+use std::sync::Arc;
+
+use super::{Harness, cfg, fresh};
+use crate::{
+    Change, ChangeFeed, RegisterOptions, RegistryBackendExt, RegistryError, Status, WriteCondition,
+};
+
+/// Every committed write takes a new, higher revision; no-op writes and touches take none.
+pub async fn revisions_are_monotonic_and_skip_no_ops(h: &dyn Harness) {
+    let b = fresh(h, "revisions").await;
+    assert_eq!(b.current_revision().await.unwrap(), 0);
+    let r1 = b.register("a", cfg(1)).await.unwrap().revision;
+    let r2 = b.register("b", cfg(1)).await.unwrap().revision;
+    assert!(r2 > r1);
+    let same = b.register("a", cfg(1)).await.unwrap();
+    assert_eq!(same.revision, r1, "identical re-register keeps the revision");
+    assert_eq!(b.current_revision().await.unwrap(), r2);
+    b.get("a").await.unwrap();
+    assert_eq!(b.current_revision().await.unwrap(), r2, "touches take no revision");
+    let r3 = b.register("a", cfg(2)).await.unwrap().revision;
+    assert!(r3 > r2);
+    b.deactivate("a").await.unwrap();
+    let r4 = b.peek("a").await.unwrap().unwrap().revision;
+    assert!(r4 > r3);
+    let r5 = b
+        .register_with("a", Arc::new(cfg(2)), RegisterOptions::default().status(Status::Active))
+        .await
+        .unwrap()
+        .revision;
+    assert!(r5 > r4, "a status change is a change");
+    b.unregister("b").await.unwrap();
+    let r6 = b.current_revision().await.unwrap();
+    assert!(r6 > r5);
+}
+
+fn feed(f: ChangeFeed) -> (Vec<Change>, u64) {
+    match f {
+        ChangeFeed::Changes {
+            changes,
+            current_revision,
+        } => (changes, current_revision),
+        other => panic!("expected changes, got {other:?}"),
+    }
+}
+
+/// `changes_since` lists the latest state of each changed id and deletion tombstones, in
+/// revision order, and following the cursor never misses or repeats a change.
+pub async fn changes_since_reports_upserts_and_tombstones(h: &dyn Harness) {
+    let b = fresh(h, "changes_since").await;
+    let (none, cur0) = feed(b.changes_since(0).await.unwrap());
+    assert!(none.is_empty());
+    assert_eq!(cur0, 0);
+    b.register("a", cfg(1)).await.unwrap();
+    b.register("b", cfg(1)).await.unwrap();
+    b.register("c", cfg(1)).await.unwrap();
+    let (all, cursor) = feed(b.changes_since(0).await.unwrap());
+    assert_eq!(all.iter().map(Change::bot_id).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(cursor, b.current_revision().await.unwrap());
+
+    b.register("a", cfg(2)).await.unwrap();
+    b.unregister("b").await.unwrap();
+    b.deactivate("c").await.unwrap();
+    b.register("d", cfg(1)).await.unwrap();
+    b.register("a", cfg(3)).await.unwrap();
+    let (changes, cursor2) = feed(b.changes_since(cursor).await.unwrap());
+    let revs: Vec<u64> = changes.iter().map(Change::revision).collect();
+    assert!(revs.windows(2).all(|w| w[0] < w[1]), "ascending: {revs:?}");
+    assert!(revs.iter().all(|r| *r > cursor && *r <= cursor2));
+    let summary: Vec<(String, &str)> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Upsert(r) => (r.bot_id.clone(), if r.is_active() { "active" } else { "inactive" }),
+            Change::Deleted { bot_id, .. } => (bot_id.clone(), "deleted"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("b".to_owned(), "deleted"),
+            ("c".to_owned(), "inactive"),
+            ("d".to_owned(), "active"),
+            ("a".to_owned(), "active")
+        ]
+    );
+    let Change::Upsert(a) = &changes[3] else { unreachable!() };
+    assert_eq!(*a.config, cfg(3), "the latest state of a");
+    let (empty, cursor3) = feed(b.changes_since(cursor2).await.unwrap());
+    assert!(empty.is_empty());
+    assert_eq!(cursor3, cursor2);
+
+    // A deleted and re-created id shows up as its new state.
+    b.unregister("d").await.unwrap();
+    b.register("d", cfg(9)).await.unwrap();
+    let (changes, _) = feed(b.changes_since(cursor2).await.unwrap());
+    let last = changes.last().unwrap();
+    assert!(matches!(last, Change::Upsert(r) if r.bot_id == "d" && *r.config == cfg(9)), "{changes:?}");
+
+    // clear() produces a tombstone per id.
+    let before = b.current_revision().await.unwrap();
+    let removed = b.clear().await.unwrap();
+    let (changes, _) = feed(b.changes_since(before).await.unwrap());
+    assert_eq!(changes.len() as u64, removed);
+    assert!(changes.iter().all(|c| matches!(c, Change::Deleted { .. })));
+}
+
+/// A cursor ahead of the registry (e.g. after it was recreated) must relist.
+pub async fn changes_since_a_future_cursor_is_expired(h: &dyn Harness) {
+    let b = fresh(h, "future_cursor").await;
+    b.register("a", cfg(1)).await.unwrap();
+    let cur = b.current_revision().await.unwrap();
+    match b.changes_since(cur + 100).await.unwrap() {
+        ChangeFeed::Expired {
+            cursor,
+            current_revision,
+            ..
+        } => {
+            assert_eq!(cursor, cur + 100);
+            assert_eq!(current_revision, cur);
+        }
+        other => panic!("expected Expired, got {other:?}"),
+    }
+}
+
+/// Create-only and compare-and-swap writes fail with a conflict naming id, expected, actual.
+pub async fn conditional_writes_conflict(h: &dyn Harness) {
+    let b = fresh(h, "conditional").await;
+    let r1 = b
+        .register_with("bot", Arc::new(cfg(1)), RegisterOptions::default().create_only())
+        .await
+        .unwrap();
+    let err = b
+        .register_with("bot", Arc::new(cfg(2)), RegisterOptions::default().create_only())
+        .await
+        .unwrap_err();
+    match &err {
+        RegistryError::Conflict {
+            bot_id,
+            expected,
+            actual,
+        } => {
+            assert_eq!(bot_id, "bot");
+            assert_eq!(*expected, WriteCondition::MustNotExist);
+            assert_eq!(*actual, Some(r1.revision));
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("\"bot\"") && msg.contains(&r1.revision.to_string()), "{msg}");
+    let r2 = b
+        .register_with("bot", Arc::new(cfg(2)), RegisterOptions::default().if_revision(r1.revision))
+        .await
+        .unwrap();
+    assert!(r2.revision > r1.revision);
+    let stale = b
+        .register_with("bot", Arc::new(cfg(3)), RegisterOptions::default().if_revision(r1.revision))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, RegistryError::Conflict { expected: WriteCondition::Revision(e), actual: Some(a), .. } if e == r1.revision && a == r2.revision),
+        "{stale}"
+    );
+    let missing = b
+        .register_with("ghost", Arc::new(cfg(1)), RegisterOptions::default().if_revision(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, RegistryError::Conflict { actual: None, .. }), "{missing}");
+    assert!(b.peek("ghost").await.unwrap().is_none());
+    assert_eq!(*b.peek_config("bot").await.unwrap().unwrap(), cfg(2), "failed writes change nothing");
+}

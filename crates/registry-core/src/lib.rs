@@ -1,0 +1,274 @@
+//! # dynreg-registry-core
+//!
+//! The contract of dynreg's bot registry: the [`Registration`] model (the wire shape of the
+//! Python original, plus a registry-wide `revision` and a `config_hash`), the
+//! [`RegistryBackend`] trait with its convenience extension [`RegistryBackendExt`], the
+//! change feed ([`RegistryBackend::changes_since`]), the in-memory backend
+//! ([`InMemoryBackend`]), the portability check ([`validate_portability`]) and, behind the
+//! `conformance` feature, the conformance suite every backend runs.
+//!
+//! Persistent backends (SQLite, PostgreSQL, file, S3) live in `dynreg-registry-backends`,
+//! each behind its own feature; the facade crate `dynreg` re-exports both as `dynreg::registry`.
+//!
+//! ## Semantics every backend shares
+//! - **Revisions.** Every committed write (register that changes something, deactivate of an
+//!   active registration, unregister, clear) takes the next registry-wide revision; no two
+//!   writes ever get the same one, even from two processes on the same storage.
+//!   Re-registering an identical config, status and metadata changes nothing and keeps the
+//!   revision.
+//! - **Conditional writes.** [`RegisterOptions::condition`] makes a register a create-only or
+//!   compare-and-swap write that fails with [`RegistryError::Conflict`].
+//! - **Change feed.** [`RegistryBackend::changes_since`] returns the upserts and deletions
+//!   after a revision in revision order, or [`ChangeFeed::Expired`] when the caller must relist.
+//! - **Inactive is not servable.** [`RegistryBackendExt::get_config`] and
+//!   [`RegistryBackendExt::peek_config`] return `None` for a registration that is not active,
+//!   so a deactivated bot is never built from its config; [`RegistryBackend::get`] and
+//!   [`RegistryBackend::peek`] still return it with its status.
+//! - **Touching reads** ([`RegistryBackend::get`]) advance only `last_accessed_at`, never
+//!   rewriting config or status, so a touch can never revert a concurrent register. Persistent
+//!   backends write a touch only when the stored value is older than their touch resolution
+//!   (default one second), so hot reads are not writes.
+//! - **Shared values.** `config` and `metadata` are `Arc`s: reads hand out cheap clones and
+//!   nobody can mutate what a backend stored.
+//! - **Order.** Without a sort, lists are ordered by `bot_id`.
+//!
+//! ## Features
+//! - `conformance`: exports [`conformance`], the suite of async test cases and the
+//!   [`registry_conformance_tests!`] macro.
+
+mod changes;
+mod error;
+mod hash;
+mod id;
+mod memory;
+mod model;
+mod portability;
+mod query;
+mod time;
+mod write;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+pub use changes::{Change, ChangeFeed};
+pub use error::{BoxError, DisplayId, RegistryError, Result};
+pub use hash::{canonical_json, config_hash};
+pub use id::{MAX_BOT_ID_BYTES, validate_bot_id};
+pub use memory::InMemoryBackend;
+pub use model::{Registration, Status};
+pub use portability::{
+    PortabilityError, PortabilityIssue, has_resource_references, is_portable,
+    portability_issues, validate_portability,
+};
+pub use query::{ListQuery, SortOrder, SortSpec, compare_json, matches_metadata, paginate};
+pub use time::{format_timestamp, now, parse_timestamp};
+pub use write::{RegisterOptions, WriteCondition};
+
+/// A store of bot registrations.
+///
+/// Implementations are cheap to share (`Arc<dyn RegistryBackend>`) and safe to call from many
+/// tasks at once. See the crate docs for the semantics every implementation must have; the
+/// `conformance` feature holds the suite that proves them.
+#[async_trait]
+pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
+    /// The backend kind (`memory`, `sqlite`, `postgres`, `file`, `s3`, `http`).
+    fn kind(&self) -> &'static str;
+
+    /// Idempotent setup (create schema, directories...).
+    async fn initialize(&self) -> Result<()>;
+
+    /// Releases resources. Never deletes data.
+    async fn close(&self) -> Result<()>;
+
+    /// Creates or replaces a registration (config, status and metadata wholesale), keeping
+    /// `created_at` of an existing id. Identical content is a no-op that keeps the revision.
+    async fn register_with(
+        &self,
+        bot_id: &str,
+        config: Arc<Value>,
+        options: RegisterOptions,
+    ) -> Result<Registration>;
+
+    /// A touching read: the registration in any status, with `last_accessed_at` advanced.
+    async fn get(&self, bot_id: &str) -> Result<Option<Registration>>;
+
+    /// A non-touching read: the registration in any status; changes nothing.
+    async fn peek(&self, bot_id: &str) -> Result<Option<Registration>>;
+
+    /// Soft delete: sets the status to `inactive`. `false` if the id does not exist.
+    /// Deactivating an inactive registration returns `true` and changes nothing.
+    async fn deactivate(&self, bot_id: &str) -> Result<bool>;
+
+    /// Hard delete. `false` if the id does not exist.
+    async fn unregister(&self, bot_id: &str) -> Result<bool>;
+
+    /// Lists registrations (see [`ListQuery`] for the semantics).
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>>;
+
+    /// Counts registrations of `status` (every status when `None`) matching `filter_metadata`.
+    async fn count_where(
+        &self,
+        status: Option<&Status>,
+        filter_metadata: Option<&Map<String, Value>>,
+    ) -> Result<u64>;
+
+    /// The changes after `revision` (see [`ChangeFeed`]).
+    async fn changes_since(&self, revision: u64) -> Result<ChangeFeed>;
+
+    /// The registry's current revision (0 for a registry that has never been written).
+    async fn current_revision(&self) -> Result<u64>;
+
+    /// Removes every registration (each removal is a change with its own revision).
+    /// Returns how many were removed.
+    async fn clear(&self) -> Result<u64>;
+
+    /// The config of an **active** registration, with a touch; `None` if absent or not active.
+    async fn get_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
+        Ok(self
+            .get(bot_id)
+            .await?
+            .filter(Registration::is_active)
+            .map(|r| r.config))
+    }
+
+    /// The config of an **active** registration, without a touch; `None` if absent or not
+    /// active.
+    async fn peek_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
+        Ok(self
+            .peek(bot_id)
+            .await?
+            .filter(Registration::is_active)
+            .map(|r| r.config))
+    }
+}
+
+/// Conveniences over [`RegistryBackend`], implemented for every backend.
+#[async_trait]
+pub trait RegistryBackendExt: RegistryBackend {
+    /// Unconditional register with status active and empty metadata.
+    async fn register(&self, bot_id: &str, config: Value) -> Result<Registration> {
+        self.register_with(bot_id, Arc::new(config), RegisterOptions::default())
+            .await
+    }
+
+    /// Whether the id exists **and** is active.
+    async fn exists(&self, bot_id: &str) -> Result<bool> {
+        Ok(self.peek(bot_id).await?.is_some_and(|r| r.is_active()))
+    }
+
+    /// Every registration, every status, ordered by `bot_id`.
+    async fn list_all(&self) -> Result<Vec<Registration>> {
+        self.list(&ListQuery::all()).await
+    }
+
+    /// Active registrations, ordered by `bot_id`.
+    async fn list_active(&self) -> Result<Vec<Registration>> {
+        self.list(&ListQuery::with_status(Status::Active)).await
+    }
+
+    /// Inactive registrations, ordered by `bot_id`.
+    async fn list_inactive(&self) -> Result<Vec<Registration>> {
+        self.list(&ListQuery::with_status(Status::Inactive)).await
+    }
+
+    /// Ids of the active registrations, sorted.
+    async fn list_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .list_active()
+            .await?
+            .into_iter()
+            .map(|r| r.bot_id)
+            .collect())
+    }
+
+    /// Number of active registrations.
+    async fn count(&self) -> Result<u64> {
+        self.count_where(Some(&Status::Active), None).await
+    }
+
+    /// Number of registrations of every status.
+    async fn count_all(&self) -> Result<u64> {
+        self.count_where(None, None).await
+    }
+
+    /// Number of inactive registrations.
+    async fn count_inactive(&self) -> Result<u64> {
+        self.count_where(Some(&Status::Inactive), None).await
+    }
+}
+
+impl<T: RegistryBackend + ?Sized> RegistryBackendExt for T {}
+
+/// Checks the shape of a write before any I/O: a valid id, an object config and a non-empty
+/// status without control characters. Every backend calls it first.
+pub fn validate_write(bot_id: &str, config: &Value, options: &RegisterOptions) -> Result<()> {
+    validate_bot_id(bot_id)?;
+    if !config.is_object() {
+        return Err(RegistryError::InvalidRegistration {
+            bot_id: bot_id.to_owned(),
+            reason: format!(
+                "config must be a JSON object, got {}",
+                json_type_name(config)
+            ),
+        });
+    }
+    let status = options.status.as_str();
+    if status.is_empty() || status.len() > 64 || status.chars().any(char::is_control) {
+        return Err(RegistryError::InvalidRegistration {
+            bot_id: bot_id.to_owned(),
+            reason: format!(
+                "status {status:?} must be 1 to 64 bytes without control characters"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What a register would store, given the current state of the id (`None`: absent).
+///
+/// Returns `None` when the write changes nothing (identical config, status and metadata), in
+/// which case the backend returns the current registration unchanged. Shared by every backend so
+/// that all of them decide "identical" and fill timestamps the same way.
+pub fn plan_register(
+    bot_id: &str,
+    config: Arc<Value>,
+    options: &RegisterOptions,
+    current: Option<&Registration>,
+    revision: u64,
+) -> Option<Registration> {
+    let hash = config_hash(&config);
+    if let Some(cur) = current {
+        if cur.config_hash == hash && cur.status == options.status && cur.metadata == options.metadata
+        {
+            return None;
+        }
+    }
+    let t = now();
+    Some(Registration {
+        bot_id: bot_id.to_owned(),
+        config,
+        status: options.status.clone(),
+        metadata: options.metadata.clone(),
+        created_at: current.map_or(t, |c| c.created_at),
+        updated_at: t,
+        last_accessed_at: t,
+        revision,
+        config_hash: hash,
+    })
+}

@@ -1,0 +1,325 @@
+//! `InMemoryBackend`: a process-local registry for tests and development.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::changes::{Change, ChangeFeed};
+use crate::error::Result;
+use crate::model::{Registration, Status};
+use crate::query::{ListQuery, matches_metadata};
+use crate::time::now;
+use crate::write::RegisterOptions;
+use crate::{RegistryBackend, plan_register, validate_bot_id, validate_write};
+
+/// How many deletion tombstones a memory registry keeps before it compacts the oldest.
+pub const DEFAULT_TOMBSTONE_RETENTION: usize = 100_000;
+
+/// A registry held in process memory.
+///
+/// Clones share the same data (two clones are "two instances on the same storage").
+/// `close()` keeps the data, unlike the original, which wiped it.
+#[derive(Clone, Default)]
+pub struct InMemoryBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: RwLock<State>,
+    tombstone_retention: Option<usize>,
+}
+
+#[derive(Default)]
+struct State {
+    rows: HashMap<String, Entry>,
+    /// Revision → id of the latest change of each id (live row or tombstone): at most one
+    /// entry per id, so `changes_since` is a range scan over exactly the changes.
+    log: BTreeMap<u64, LogEntry>,
+    tombstones: HashMap<String, u64>,
+    revision: u64,
+    /// Cursors below this cannot be answered (tombstones were compacted).
+    horizon: u64,
+}
+
+struct Entry {
+    reg: Registration,
+    last_accessed_micros: AtomicI64,
+}
+
+impl Entry {
+    fn snapshot(&self) -> Registration {
+        let mut reg = self.reg.clone();
+        reg.last_accessed_at = micros_to_time(self.last_accessed_micros.load(Ordering::Relaxed));
+        reg
+    }
+}
+
+enum LogEntry {
+    Live(String),
+    Deleted(String),
+}
+
+fn micros_to_time(m: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(m).unwrap_or_default()
+}
+
+impl InMemoryBackend {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty registry that keeps at most `retention` deletion tombstones; older deletions
+    /// make `changes_since` answer [`ChangeFeed::Expired`] for cursors before them.
+    pub fn with_tombstone_retention(retention: usize) -> Self {
+        InMemoryBackend {
+            inner: Arc::new(Inner {
+                state: RwLock::default(),
+                tombstone_retention: Some(retention),
+            }),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retention(&self) -> usize {
+        self.inner
+            .tombstone_retention
+            .unwrap_or(DEFAULT_TOMBSTONE_RETENTION)
+    }
+}
+
+impl State {
+    fn next_revision(&mut self) -> u64 {
+        self.revision += 1;
+        self.revision
+    }
+
+    fn store(&mut self, reg: Registration) {
+        if let Some(old) = self.rows.get(&reg.bot_id) {
+            self.log.remove(&old.reg.revision);
+        }
+        if let Some(rev) = self.tombstones.remove(&reg.bot_id) {
+            self.log.remove(&rev);
+        }
+        self.log.insert(reg.revision, LogEntry::Live(reg.bot_id.clone()));
+        let micros = reg.last_accessed_at.timestamp_micros();
+        self.rows.insert(
+            reg.bot_id.clone(),
+            Entry {
+                reg,
+                last_accessed_micros: AtomicI64::new(micros),
+            },
+        );
+    }
+
+    fn delete(&mut self, bot_id: &str, retention: usize) -> bool {
+        let Some(old) = self.rows.remove(bot_id) else {
+            return false;
+        };
+        self.log.remove(&old.reg.revision);
+        let rev = self.next_revision();
+        self.log.insert(rev, LogEntry::Deleted(bot_id.to_owned()));
+        self.tombstones.insert(bot_id.to_owned(), rev);
+        while self.tombstones.len() > retention {
+            let oldest = self
+                .log
+                .iter()
+                .find_map(|(r, e)| matches!(e, LogEntry::Deleted(_)).then_some(*r))
+                .expect("a tombstone count above zero means a tombstone in the log");
+            if let Some(LogEntry::Deleted(id)) = self.log.remove(&oldest) {
+                self.tombstones.remove(&id);
+            }
+            self.horizon = self.horizon.max(oldest);
+        }
+        true
+    }
+}
+
+impl std::fmt::Debug for InMemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.read();
+        write!(
+            f,
+            "InMemoryBackend(count={}, revision={})",
+            s.rows.len(),
+            s.revision
+        )
+    }
+}
+
+#[async_trait]
+impl RegistryBackend for InMemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn initialize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn register_with(
+        &self,
+        bot_id: &str,
+        config: Arc<Value>,
+        options: RegisterOptions,
+    ) -> Result<Registration> {
+        validate_write(bot_id, &config, &options)?;
+        let mut s = self.write();
+        let current = s.rows.get(bot_id).map(Entry::snapshot);
+        options
+            .condition
+            .check(bot_id, current.as_ref().map(|c| c.revision))?;
+        let next = s.revision + 1;
+        match plan_register(bot_id, config, &options, current.as_ref(), next) {
+            None => Ok(current.expect("no-op plans only exist for present ids")),
+            Some(reg) => {
+                s.next_revision();
+                s.store(reg.clone());
+                Ok(reg)
+            }
+        }
+    }
+
+    async fn get(&self, bot_id: &str) -> Result<Option<Registration>> {
+        validate_bot_id(bot_id)?;
+        let s = self.read();
+        Ok(s.rows.get(bot_id).map(|e| {
+            let mut reg = e.reg.clone();
+            let t = now();
+            e.last_accessed_micros
+                .fetch_max(t.timestamp_micros(), Ordering::Relaxed);
+            reg.last_accessed_at = t;
+            reg
+        }))
+    }
+
+    async fn peek(&self, bot_id: &str) -> Result<Option<Registration>> {
+        validate_bot_id(bot_id)?;
+        Ok(self.read().rows.get(bot_id).map(Entry::snapshot))
+    }
+
+    async fn get_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
+        validate_bot_id(bot_id)?;
+        let s = self.read();
+        Ok(s.rows.get(bot_id).filter(|e| e.reg.is_active()).map(|e| {
+            e.last_accessed_micros
+                .fetch_max(now().timestamp_micros(), Ordering::Relaxed);
+            e.reg.config.clone()
+        }))
+    }
+
+    async fn peek_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
+        validate_bot_id(bot_id)?;
+        let s = self.read();
+        Ok(s.rows
+            .get(bot_id)
+            .filter(|e| e.reg.is_active())
+            .map(|e| e.reg.config.clone()))
+    }
+
+    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+        validate_bot_id(bot_id)?;
+        let mut s = self.write();
+        let Some(entry) = s.rows.get(bot_id) else {
+            return Ok(false);
+        };
+        if entry.reg.status == Status::Inactive {
+            return Ok(true);
+        }
+        let mut reg = entry.snapshot();
+        reg.status = Status::Inactive;
+        reg.updated_at = now();
+        reg.revision = s.next_revision();
+        s.store(reg);
+        Ok(true)
+    }
+
+    async fn unregister(&self, bot_id: &str) -> Result<bool> {
+        validate_bot_id(bot_id)?;
+        let retention = self.retention();
+        Ok(self.write().delete(bot_id, retention))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
+        query.validate()?;
+        let rows: Vec<Registration> = {
+            let s = self.read();
+            s.rows
+                .values()
+                .filter(|e| query.matches(&e.reg))
+                .map(Entry::snapshot)
+                .collect()
+        };
+        query.sort_and_paginate(rows)
+    }
+
+    async fn count_where(
+        &self,
+        status: Option<&Status>,
+        filter_metadata: Option<&Map<String, Value>>,
+    ) -> Result<u64> {
+        let s = self.read();
+        Ok(s.rows
+            .values()
+            .filter(|e| status.is_none_or(|st| &e.reg.status == st))
+            .filter(|e| matches_metadata(&e.reg, filter_metadata))
+            .count() as u64)
+    }
+
+    async fn changes_since(&self, revision: u64) -> Result<ChangeFeed> {
+        let s = self.read();
+        if revision < s.horizon || revision > s.revision {
+            return Ok(ChangeFeed::Expired {
+                cursor: revision,
+                oldest_available: s.horizon,
+                current_revision: s.revision,
+            });
+        }
+        let changes = s
+            .log
+            .range(revision + 1..)
+            .map(|(rev, e)| match e {
+                LogEntry::Live(id) => Change::Upsert(s.rows[id].snapshot()),
+                LogEntry::Deleted(id) => Change::Deleted {
+                    bot_id: id.clone(),
+                    revision: *rev,
+                },
+            })
+            .collect();
+        Ok(ChangeFeed::Changes {
+            changes,
+            current_revision: s.revision,
+        })
+    }
+
+    async fn current_revision(&self) -> Result<u64> {
+        Ok(self.read().revision)
+    }
+
+    async fn clear(&self) -> Result<u64> {
+        let retention = self.retention();
+        let mut s = self.write();
+        let mut ids: Vec<String> = s.rows.keys().cloned().collect();
+        ids.sort();
+        for id in &ids {
+            s.delete(id, retention);
+        }
+        Ok(ids.len() as u64)
+    }
+}
