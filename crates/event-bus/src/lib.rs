@@ -63,6 +63,9 @@ mod router;
 mod subscription;
 mod topic;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 pub use backoff::Backoff;
 pub use error::{BoxError, EventBusError};
 pub use event::{Event, EventType, new_uuid_v4, parse_timestamp, python_isoformat};
