@@ -1,0 +1,45 @@
+//! # dynreg-registry-backends
+//!
+//! Persistent implementations of [`RegistryBackend`] (from `dynreg-registry-core`) and the
+//! [`create_registry_backend`] factory that picks one from configuration, as the original's
+//! `create_registry_backend(type, config)` does.
+//!
+//! ## Features (each backend behind its own)
+//! | feature | kind | backend |
+//! |---|---|---|
+//! | `sqlite` (default) | `sqlite` | [`SqliteBackend`]: embedded SQLite (rusqlite, bundled), WAL |
+//! | `postgres` | `postgres`, `postgresql` | [`PostgresBackend`]: sqlx pool, TLS through rustls |
+//! | `file` | `file` | [`FileBackend`]: a directory of JSON documents, multi-process safe |
+//! | `s3` | `s3` | [`S3Backend`]: object_store with ETag compare-and-swap |
+//!
+//! The `memory` kind is always available (`InMemoryBackend` from the core crate). Every
+//! backend passes the one conformance suite of `dynreg_registry_core::conformance`.
+
+mod config;
+mod factory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
+
+#[cfg(feature = "file")]
+mod file;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "s3")]
+mod s3;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use config::{
+    BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION, validate_identifier,
+};
+pub use dynreg_registry_core::RegistryBackend;
+pub use factory::{SUPPORTED_KINDS, create_registry_backend};
+
+#[cfg(feature = "file")]
+pub use file::FileBackend;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresBackend;
+#[cfg(feature = "s3")]
+pub use s3::S3Backend;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteBackend;
