@@ -65,6 +65,8 @@ mod topic;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 pub use backoff::Backoff;
 pub use error::{BoxError, EventBusError};

@@ -1,0 +1,297 @@
+//! `PostgresEventBus`: LISTEN/NOTIFY over tokio-postgres (feature `postgres`).
+//!
+//! Two connections per bus, as in the original, but both supervised: a dedicated LISTEN
+//! connection owned by one task, and a pipelined publishing connection. Every publish sends the
+//! original's event JSON to the topic's channel (exact subscribers everywhere, including Python
+//! processes when [`ChannelNaming::Original`] is chosen) and `topic\n<json>` to one pattern
+//! channel per prefix (dynreg pattern subscribers; the original's pattern subscriptions were
+//! broken, reference-spec §9.3 #24). An exact subscription reads only topic channels and a
+//! pattern subscription only the pattern channel, so no event is delivered twice to one
+//! subscription. Events too big for NOTIFY (8000 bytes) go through a claim-check table.
+
+mod channel;
+mod config;
+mod listener;
+mod publisher;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use channel::{ChannelNaming, MAX_CHANNEL_LEN, original_channel, pattern_channel, sanitize_prefix, topic_channel};
+pub use config::{OversizePolicy, PostgresEventBusConfig};
+
+use self::listener::{Command, Listener};
+use self::publisher::{PublisherSettings, PublisherSlot};
+use crate::backoff::Backoff;
+use crate::error::EventBusError;
+use crate::event::{Event, new_uuid_v4};
+use crate::router::Router;
+use crate::subscription::Subscription;
+use crate::topic::validate_topic;
+use crate::EventBus;
+
+/// Postgres rejects NOTIFY payloads of 8000 bytes or more.
+pub const NOTIFY_PAYLOAD_LIMIT: usize = 7999;
+
+/// Marks a notification whose event is in the claim table: `dynreg-claim:<uuid>`.
+pub(crate) const CLAIM_PREFIX: &str = "dynreg-claim:";
+
+/// Run a claim-table cleanup every this many claim-checked publishes.
+const CLEANUP_EVERY: u64 = 64;
+
+fn split_pattern_payload(payload: &str) -> Option<(&str, &str)> {
+    payload.split_once('\n')
+}
+
+/// The Postgres LISTEN/NOTIFY bus.
+pub struct PostgresEventBus {
+    router: Arc<Router>,
+    commands: mpsc::UnboundedSender<Command>,
+    publisher: Arc<PublisherSlot>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+    naming: ChannelNaming,
+    prefix: String,
+    pattern_channel: String,
+    oversize: OversizePolicy,
+    claim_ttl: std::time::Duration,
+    claims: AtomicU64,
+    listen_name: String,
+    publish_name: String,
+    target: String,
+}
+
+impl std::fmt::Debug for PostgresEventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresEventBus")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .field("naming", &self.naming)
+            .field("subscriptions", &self.router.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresEventBus {
+    /// Opens the LISTEN and publishing connections (an unreachable server is an error here) and
+    /// starts the tasks that keep them alive.
+    pub async fn connect(config: PostgresEventBusConfig) -> Result<Self, EventBusError> {
+        config.validate()?;
+        let prefix = sanitize_prefix(&config.channel_prefix)?;
+        let base = config.pg_config()?;
+        let target = describe(&base);
+        let bus_id = &new_uuid_v4()[..8];
+        let listen_name = format!("dynreg-event-bus-{bus_id}-listen");
+        let publish_name = format!("dynreg-event-bus-{bus_id}-publish");
+        let mut listen_config = base.clone();
+        listen_config.application_name(&listen_name);
+        let mut publish_config = base;
+        publish_config.application_name(&publish_name);
+        let connect_error = |source: tokio_postgres::Error| EventBusError::Connect {
+            backend: "postgres",
+            target: target.clone(),
+            source: Box::new(source),
+        };
+        let settings = PublisherSettings {
+            pg_config: publish_config,
+            oversize: config.oversize,
+            claim_table: config.claim_table.clone(),
+        };
+        let first_publisher = publisher::open(&settings).await.map_err(connect_error)?;
+        let first_listener = match listener::open(&listen_config).await {
+            Ok(l) => l,
+            Err(e) => {
+                first_publisher.1.abort();
+                return Err(connect_error(e));
+            }
+        };
+
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let hook_tx = commands.clone();
+        let router = Router::new(
+            config.capacity,
+            Some(Box::new(move |interest| {
+                let _ = hook_tx.send(Command::Interest(interest));
+            })),
+        );
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let slot = Arc::new(PublisherSlot::default());
+        let (first_conn, first_driver) = first_publisher;
+        slot.set(Some(Arc::new(first_conn)));
+        let backoff = Backoff::new(config.reconnect_base, config.reconnect_max);
+        let listener = Listener {
+            pg_config: listen_config,
+            naming: config.channel_naming,
+            prefix: prefix.clone(),
+            pattern_channel: pattern_channel(&prefix),
+            claim_table: config.claim_table.clone(),
+            probe_interval: config.probe_interval,
+            backoff: backoff.clone(),
+            router: Arc::clone(&router),
+            commands: command_rx,
+            shutdown: shutdown_rx.clone(),
+            routes: HashMap::new(),
+            patterns: 0,
+        };
+        let tasks = vec![
+            tokio::spawn(listener.run(first_listener)),
+            tokio::spawn(publisher::supervise(Arc::clone(&slot), settings, first_driver, backoff, shutdown_rx)),
+        ];
+        Ok(PostgresEventBus {
+            router,
+            commands,
+            publisher: slot,
+            shutdown,
+            tasks: Mutex::new(tasks),
+            closed: AtomicBool::new(false),
+            naming: config.channel_naming,
+            pattern_channel: pattern_channel(&prefix),
+            prefix,
+            oversize: config.oversize,
+            claim_ttl: config.claim_ttl,
+            claims: AtomicU64::new(0),
+            listen_name,
+            publish_name,
+            target,
+        })
+    }
+
+    /// The `application_name` of this bus's LISTEN connection (visible in `pg_stat_activity`).
+    pub fn listen_application_name(&self) -> &str {
+        &self.listen_name
+    }
+
+    /// The `application_name` of this bus's publishing connection.
+    pub fn publish_application_name(&self) -> &str {
+        &self.publish_name
+    }
+
+    /// The channel `topic` is published on.
+    pub fn channel_for(&self, topic: &str) -> Result<String, EventBusError> {
+        validate_topic(topic)?;
+        topic_channel(self.naming, &self.prefix, topic)
+    }
+
+    /// Whether the publishing connection is currently up.
+    pub fn is_publish_connected(&self) -> bool {
+        self.publisher.get().is_some_and(|c| !c.client.is_closed())
+    }
+
+    /// Waits until the listener has applied every subscription change made so far.
+    async fn sync(&self, topic: &str) -> Result<(), EventBusError> {
+        let (ack, done) = oneshot::channel();
+        if self.commands.send(Command::Sync(ack)).is_err() || done.await.is_err() {
+            return Err(EventBusError::Closed { topic: topic.to_owned() });
+        }
+        Ok(())
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+#[async_trait]
+impl EventBus for PostgresEventBus {
+    async fn publish(&self, topic: &str, event: &Event) -> Result<(), EventBusError> {
+        validate_topic(topic)?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(EventBusError::Closed { topic: topic.to_owned() });
+        }
+        let channel = topic_channel(self.naming, &self.prefix, topic)?;
+        let body = event.to_json();
+        let pattern_payload = format!("{topic}\n{body}");
+        let Some(conn) = self.publisher.get() else {
+            return Err(EventBusError::Disconnected { backend: "postgres", topic: topic.to_owned() });
+        };
+        let result = if pattern_payload.len() <= NOTIFY_PAYLOAD_LIMIT {
+            conn.client.query(&conn.notify, &[&channel, &body, &self.pattern_channel, &pattern_payload]).await
+        } else {
+            match (self.oversize, &conn.claim) {
+                (OversizePolicy::ClaimCheck, Some(claim)) => {
+                    let id = new_uuid_v4();
+                    let marker = format!("{CLAIM_PREFIX}{id}");
+                    let pattern_marker = format!("{topic}\n{marker}");
+                    let result = conn
+                        .client
+                        .query(claim, &[&id, &body, &channel, &marker, &self.pattern_channel, &pattern_marker])
+                        .await;
+                    if self.claims.fetch_add(1, Ordering::Relaxed) % CLEANUP_EVERY == 0 {
+                        tokio::spawn(publisher::cleanup_claims(Arc::clone(&conn), self.claim_ttl));
+                    }
+                    result
+                }
+                _ => {
+                    return Err(EventBusError::PayloadTooLarge {
+                        backend: "postgres",
+                        topic: topic.to_owned(),
+                        size: pattern_payload.len(),
+                        limit: NOTIFY_PAYLOAD_LIMIT,
+                    });
+                }
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(_) if conn.client.is_closed() => {
+                Err(EventBusError::Disconnected { backend: "postgres", topic: topic.to_owned() })
+            }
+            Err(source) => Err(EventBusError::Publish { backend: "postgres", topic: topic.to_owned(), source: Box::new(source) }),
+        }
+    }
+
+    async fn subscribe(&self, topic: &str) -> Result<Subscription, EventBusError> {
+        validate_topic(topic)?;
+        topic_channel(self.naming, &self.prefix, topic)?;
+        let subscription = self.router.subscribe(topic)?;
+        self.sync(topic).await?;
+        Ok(subscription)
+    }
+
+    async fn subscribe_pattern(&self, pattern: &str) -> Result<Subscription, EventBusError> {
+        let subscription = self.router.subscribe_pattern(pattern)?;
+        self.sync(pattern).await?;
+        Ok(subscription)
+    }
+
+    async fn close(&self) -> Result<(), EventBusError> {
+        self.closed.store(true, Ordering::Release);
+        self.router.close();
+        let _ = self.shutdown.send(true);
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    fn subscription_count(&self) -> usize {
+        self.router.count()
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+impl Drop for PostgresEventBus {
+    fn drop(&mut self) {
+        // Dropping without close() still stops the background tasks.
+        let _ = self.shutdown.send(true);
+    }
+}

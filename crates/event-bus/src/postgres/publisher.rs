@@ -1,0 +1,160 @@
+//! The publishing connection: prepared `pg_notify` statements on one pipelined client, swapped
+//! out when the connection dies and re-established by a supervisor task with back-off.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::config::OversizePolicy;
+use crate::backoff::Backoff;
+
+/// One live publishing connection.
+pub(super) struct PubConn {
+    pub(super) client: Client,
+    /// `SELECT pg_notify($1, $2), pg_notify($3, $4)`
+    pub(super) notify: Statement,
+    /// Claim check: insert the body, then notify both channels with the claim marker.
+    pub(super) claim: Option<Statement>,
+    /// Deletes expired claim rows.
+    pub(super) cleanup: Option<Statement>,
+}
+
+/// The current publishing connection, if any.
+#[derive(Default)]
+pub(super) struct PublisherSlot {
+    current: RwLock<Option<Arc<PubConn>>>,
+}
+
+impl PublisherSlot {
+    pub(super) fn get(&self) -> Option<Arc<PubConn>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn set(&self, conn: Option<Arc<PubConn>>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = conn;
+    }
+}
+
+/// Settings the publisher needs.
+#[derive(Clone)]
+pub(super) struct PublisherSettings {
+    pub(super) pg_config: tokio_postgres::Config,
+    pub(super) oversize: OversizePolicy,
+    pub(super) claim_table: String,
+}
+
+/// Opens a publishing connection, prepares its statements (creating the claim table if needed).
+pub(super) async fn open(settings: &PublisherSettings) -> Result<(PubConn, JoinHandle<()>), tokio_postgres::Error> {
+    let (client, connection) = settings.pg_config.connect(NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "postgres publish connection ended");
+        }
+    });
+    match prepare(client, settings).await {
+        Ok(conn) => Ok((conn, driver)),
+        Err(error) => {
+            driver.abort();
+            Err(error)
+        }
+    }
+}
+
+async fn prepare(client: Client, settings: &PublisherSettings) -> Result<PubConn, tokio_postgres::Error> {
+    let text4 = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
+    let notify = client.prepare_typed("SELECT pg_notify($1, $2), pg_notify($3, $4)", &text4).await?;
+    let (claim, cleanup) = match settings.oversize {
+        OversizePolicy::Reject => (None, None),
+        OversizePolicy::ClaimCheck => {
+            let table = &settings.claim_table;
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, body text NOT NULL, \
+                 created_at timestamptz NOT NULL DEFAULT now()); \
+                 CREATE INDEX IF NOT EXISTS {table}_created_at ON {table} (created_at)"
+            );
+            // Two processes creating the table at once can collide on the catalog; retry once.
+            if client.batch_execute(&ddl).await.is_err() {
+                client.batch_execute(&ddl).await?;
+            }
+            let claim = client
+                .prepare_typed(
+                    &format!(
+                        "WITH stored AS (INSERT INTO {table} (id, body) VALUES ($1, $2)) \
+                         SELECT pg_notify($3, $4), pg_notify($5, $6)"
+                    ),
+                    &[Type::TEXT; 6],
+                )
+                .await?;
+            let cleanup = client
+                .prepare_typed(
+                    &format!("DELETE FROM {table} WHERE created_at < now() - make_interval(secs => $1)"),
+                    &[Type::FLOAT8],
+                )
+                .await?;
+            (Some(claim), Some(cleanup))
+        }
+    };
+    Ok(PubConn { client, notify, claim, cleanup })
+}
+
+/// Keeps `slot` filled (the caller fills it first, with the connection `driver` drives): waits for the connection to die, empties the slot (so publishes fail
+/// fast with `Disconnected`), reconnects with back-off, until shutdown.
+pub(super) async fn supervise(
+    slot: Arc<PublisherSlot>,
+    settings: PublisherSettings,
+    mut driver: JoinHandle<()>,
+    mut backoff: Backoff,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut driver => {}
+            _ = wait_shutdown(&mut shutdown) => {
+                slot.set(None);
+                driver.abort();
+                let _ = driver.await;
+                return;
+            }
+        }
+        slot.set(None);
+        tracing::warn!("postgres event bus: publish connection lost; reconnecting");
+        loop {
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = wait_shutdown(&mut shutdown) => return,
+            }
+            match open(&settings).await {
+                Ok((conn, new_driver)) => {
+                    slot.set(Some(Arc::new(conn)));
+                    driver = new_driver;
+                    backoff.reset();
+                    tracing::warn!("postgres event bus: re-established publish connection");
+                    break;
+                }
+                Err(error) => tracing::warn!(%error, ?delay, "postgres event bus: publish reconnect failed"),
+            }
+        }
+    }
+}
+
+async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Deletes claim rows older than `ttl` (best effort; failures are logged).
+pub(super) async fn cleanup_claims(conn: Arc<PubConn>, ttl: Duration) {
+    if let Some(cleanup) = &conn.cleanup
+        && let Err(error) = conn.client.execute(cleanup, &[&ttl.as_secs_f64()]).await
+    {
+        tracing::warn!(%error, "postgres event bus: claim cleanup failed");
+    }
+}

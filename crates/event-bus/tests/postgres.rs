@@ -1,0 +1,182 @@
+//! The conformance suite on the Postgres bus (DYNREG_TEST_POSTGRES_URL), plus what is specific
+//! to Postgres: channel naming modes, the claim check and the reject policy.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dynreg_event_bus::conformance::{Harness, next_event, numbered, unique_prefix};
+use dynreg_event_bus::postgres::{ChannelNaming, OversizePolicy, PostgresEventBus, PostgresEventBusConfig};
+use dynreg_event_bus::{BoxError, EventBus, EventBusError, create_event_bus};
+use tokio_postgres::NoTls;
+
+fn url() -> Option<String> {
+    match std::env::var("DYNREG_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped: postgres tests (DYNREG_TEST_POSTGRES_URL unset)");
+            None
+        }
+    }
+}
+
+fn fast_config(url: &str) -> PostgresEventBusConfig {
+    let mut config = PostgresEventBusConfig::new(url);
+    config.reconnect_base = std::time::Duration::from_millis(50);
+    config.reconnect_max = std::time::Duration::from_millis(500);
+    config.probe_interval = std::time::Duration::from_millis(500);
+    config
+}
+
+struct PgHarness {
+    url: String,
+    buses: std::sync::Mutex<Vec<Arc<PostgresEventBus>>>,
+}
+
+impl PgHarness {
+    fn find(&self, bus: &Arc<dyn EventBus>) -> Arc<PostgresEventBus> {
+        let target = Arc::as_ptr(bus) as *const ();
+        let buses = self.buses.lock().unwrap();
+        let found = buses.iter().find(|b| Arc::as_ptr(b) as *const () == target);
+        Arc::clone(found.expect("bus made by this harness"))
+    }
+
+    async fn terminate(&self, application_name: &str) -> Result<(), BoxError> {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        let driver = tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&application_name],
+            )
+            .await?;
+        drop(client);
+        let _ = driver.await;
+        if rows.is_empty() {
+            return Err(format!("no backend with application_name {application_name}").into());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Harness for PgHarness {
+    async fn bus(&self, capacity: usize) -> Arc<dyn EventBus> {
+        let mut config = fast_config(&self.url);
+        config.capacity = capacity;
+        let bus = Arc::new(PostgresEventBus::connect(config).await.expect("connect postgres bus"));
+        self.buses.lock().unwrap().push(Arc::clone(&bus));
+        bus
+    }
+    async fn peer(&self, _: &Arc<dyn EventBus>) -> Arc<dyn EventBus> {
+        self.bus(64).await
+    }
+    async fn kill_listener(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>> {
+        let bus = self.find(bus);
+        Some(self.terminate(bus.listen_application_name()).await)
+    }
+    async fn kill_publisher(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>> {
+        let bus = self.find(bus);
+        Some(self.terminate(bus.publish_application_name()).await)
+    }
+}
+
+fn harness() -> Option<PgHarness> {
+    url().map(|url| PgHarness { url, buses: Default::default() })
+}
+
+dynreg_event_bus::conformance_tests!(harness());
+
+#[tokio::test]
+async fn original_naming_interoperates_and_over_delivers_on_collision() {
+    let Some(url) = url() else { return };
+    let mut config = fast_config(&url);
+    config.channel_naming = ChannelNaming::Original;
+    let bus = PostgresEventBus::connect(config).await.unwrap();
+    let prefix = unique_prefix("orig").replace(':', "_");
+    let (a, b) = (format!("{prefix}:x"), format!("{prefix}.x"));
+    assert_eq!(bus.channel_for(&a).unwrap(), format!("events_{prefix}_x"));
+    let mut sa = bus.subscribe(&a).await.unwrap();
+    let mut sb = bus.subscribe(&b).await.unwrap();
+    // A NOTIFY exactly as the Python original sends it reaches the exact subscribers.
+    let event = numbered(1);
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&bus.channel_for(&a).unwrap(), &event.to_json()])
+        .await
+        .unwrap();
+    // Colliding topics cannot be told apart on the original's channels: both get it (no loss).
+    assert_eq!(next_event(&mut sa, "a").await.1, event);
+    assert_eq!(next_event(&mut sb, "b").await.1, event);
+    drop(client);
+    let _ = driver.await;
+    // Unsubscribing one colliding topic does not UNLISTEN the other (the original's bug).
+    drop(sa);
+    let again = numbered(2);
+    bus.publish(&b, &again).await.unwrap();
+    assert_eq!(next_event(&mut sb, "b after a left").await.1, again);
+    let err = bus.subscribe("!@#$%^&").await.unwrap_err();
+    assert!(matches!(err, EventBusError::InvalidTopic { .. }), "{err}");
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reject_policy_refuses_oversized_events_clearly() {
+    let Some(url) = url() else { return };
+    let mut config = fast_config(&url);
+    config.oversize = OversizePolicy::Reject;
+    let bus = PostgresEventBus::connect(config).await.unwrap();
+    let topic = format!("{}:big", unique_prefix("reject"));
+    let mut payload = serde_json::Map::new();
+    payload.insert("body".into(), serde_json::json!("x".repeat(10_000)));
+    let event = dynreg_event_bus::Event::new(dynreg_event_bus::EventType::Custom, topic.clone(), payload);
+    match bus.publish(&topic, &event).await {
+        Err(EventBusError::PayloadTooLarge { topic: t, size, limit, .. }) => {
+            assert_eq!(t, topic);
+            assert!(size > limit);
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn factory_builds_postgres_and_reports_bad_config() {
+    let Some(url) = url() else { return };
+    let bus = create_event_bus(&serde_json::json!({"backend": "postgres", "url": url, "channel_naming": "original"}))
+        .await
+        .unwrap();
+    assert_eq!(bus.backend(), "postgres");
+    bus.close().await.unwrap();
+    let err = create_event_bus(&serde_json::json!({"backend": "postgres", "url": url, "channel_naming": "fancy"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EventBusError::InvalidConfig { ref key, .. } if key == "channel_naming"), "{err}");
+    let err = create_event_bus(&serde_json::json!({"backend": "postgres", "url": "postgres://postgres@127.0.0.1:1/x"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EventBusError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_publishes_all_succeed() {
+    let Some(url) = url() else { return };
+    let bus: Arc<dyn EventBus> = Arc::new(PostgresEventBus::connect(fast_config(&url)).await.unwrap());
+    let topic = format!("{}:c", unique_prefix("concurrent"));
+    let mut sub = bus.subscribe(&topic).await.unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let bus = Arc::clone(&bus);
+            let topic = topic.clone();
+            tokio::spawn(async move { bus.publish(&topic, &numbered(i)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for _ in 0..1000 {
+        next_event(&mut sub, "concurrent").await;
+    }
+    bus.close().await.unwrap();
+}
