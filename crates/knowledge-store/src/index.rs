@@ -17,6 +17,7 @@ pub(crate) struct FileIndex {
 }
 
 impl FileIndex {
+    #[cfg(test)]
     pub(crate) fn from_files(files: impl IntoIterator<Item = KnowledgeFile>) -> Self {
         let mut index = Self::default();
         for f in files {
@@ -35,10 +36,6 @@ impl FileIndex {
 
     pub(crate) fn get(&self, path: &str) -> Option<&KnowledgeFile> {
         self.files.get(path)
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &KnowledgeFile> {
-        self.files.values()
     }
 
     /// Refuses `path` if it would be a file and a folder at once (`a` vs `a/b`).

@@ -1,0 +1,862 @@
+//! One knowledge base on disk: the lock (in-process mutex + `flock` on the lock file), the
+//! cached index kept in step with `_metadata.json` + journal, recovery, and compaction.
+//!
+//! Every write runs under the exclusive lock: catch up on what other instances wrote, append
+//! the journal record(s) (the commit point), apply them to the cache, then rename the content
+//! temp files into place. Readers take the shared lock and catch up the same way. Recovery is
+//! part of catching up: a journaled put whose temp file still exists (its writer died between
+//! commit and rename) is rolled forward; a journaled delete whose file still exists is
+//! finished; a torn last journal line (a writer died mid-append) is cut off.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+
+use super::atomic::{FsyncPolicy, sync_dir, write_atomic};
+use super::journal::{Record, parse_lines};
+use super::layout::{Layout, metadata_json, parse_metadata};
+use crate::error::{KnowledgeError, Result};
+use crate::events::{KnowledgeKeyKind, StateWrite};
+use crate::identity::{Snapshot, snapshot_to_json};
+use crate::index::FileIndex;
+use crate::model::{KnowledgeBaseInfo, KnowledgeFile, StatusUpdate};
+use crate::pytime;
+
+/// Tunables shared by every knowledge base of one backend.
+#[derive(Debug, Clone)]
+pub(crate) struct Tuning {
+    pub(crate) fsync: FsyncPolicy,
+    pub(crate) retention: usize,
+    pub(crate) compact_min_records: usize,
+}
+
+/// Identity of a file version on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        }
+    }
+}
+
+/// The in-memory view of one knowledge base, in step with disk as of `offset`.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    meta_stamp: Stamp,
+    meta_sha: String,
+    journal_id: Option<String>,
+    journal_ino: Option<(u64, u64)>,
+    offset: u64,
+    records: usize,
+    compact_at: usize,
+    foreign: bool,
+    pub(crate) info: KnowledgeBaseInfo,
+    pub(crate) index: FileIndex,
+    known_snapshots: HashSet<String>,
+}
+
+impl Cache {
+    /// The state token: changes with every journal append and every index rewrite.
+    pub(crate) fn token(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            &self.meta_sha[..16],
+            self.journal_id.as_deref().unwrap_or("-"),
+            self.offset
+        )
+    }
+}
+
+/// The temp-file folder of this backend instance, kept alive by an exclusive lock so other
+/// instances can tell it from a dead instance's leftovers.
+#[derive(Debug)]
+struct Owner {
+    id: String,
+    dir: PathBuf,
+    _lock: File,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    lock_file: Option<File>,
+    owner: Option<Owner>,
+    cache: Option<Cache>,
+    effects: Option<(String, u64)>,
+}
+
+/// Handle on one knowledge base folder.
+#[derive(Debug)]
+pub(crate) struct KbHandle {
+    pub(crate) layout: Layout,
+    tuning: Tuning,
+    state: Mutex<State>,
+}
+
+/// The lock held for one operation; releases the `flock` when dropped.
+pub(crate) struct Locked<'a> {
+    handle: &'a KbHandle,
+    state: MutexGuard<'a, State>,
+    exclusive: bool,
+    /// State writes made under this lock, to report after it is released.
+    pub(crate) writes: Vec<StateWrite>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = &self.state.lock_file {
+            let _ = f.unlock();
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn not_found(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
+impl KbHandle {
+    pub(crate) fn new(layout: Layout, tuning: Tuning) -> Self {
+        Self {
+            layout,
+            tuning,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn kb_not_found(&self) -> KnowledgeError {
+        KnowledgeError::KbNotFound {
+            domain_id: self.layout.domain_id.clone(),
+        }
+    }
+
+    /// Takes the lock (shared or exclusive) on the knowledge base; `KbNotFound` if its folder
+    /// does not exist.
+    pub(crate) fn lock(&self, exclusive: bool) -> Result<Locked<'_>> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if state.lock_file.is_none() {
+                match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.layout.lock)
+                {
+                    Ok(f) => state.lock_file = Some(f),
+                    Err(e) if not_found(&e) => {
+                        state.cache = None;
+                        return Err(self.kb_not_found());
+                    }
+                    Err(e) => return Err(self.layout.io(&self.layout.lock, e)),
+                }
+            }
+            let Some(f) = state.lock_file.as_ref() else {
+                continue;
+            };
+            let r = if exclusive { f.lock() } else { f.lock_shared() };
+            r.map_err(|e| self.layout.io(&self.layout.lock, e))?;
+            // The folder may have been deleted (and re-created) while we waited.
+            let fd_ino = f.metadata().map(|m| (m.dev(), m.ino()));
+            let path_ino = fs::metadata(&self.layout.lock).map(|m| (m.dev(), m.ino()));
+            match (fd_ino, path_ino) {
+                (Ok(a), Ok(b)) if a == b => break,
+                _ => {
+                    let _ = f.unlock();
+                    state.lock_file = None;
+                    state.cache = None;
+                    state.owner = None;
+                    state.effects = None;
+                }
+            }
+        }
+        Ok(Locked {
+            handle: self,
+            state,
+            exclusive,
+            writes: Vec::new(),
+        })
+    }
+
+    /// The folder this instance writes temp files into (created on first use).
+    pub(crate) fn temp_dir(&self) -> Result<(String, PathBuf)> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(o) = &state.owner {
+            if o.dir.is_dir() {
+                return Ok((o.id.clone(), o.dir.clone()));
+            }
+        }
+        if !self.layout.meta.exists() {
+            return Err(self.kb_not_found());
+        }
+        let id = format!("{:016x}", rand::random::<u64>());
+        let dir = self.layout.tmp_root.join(&id);
+        fs::create_dir_all(&dir).map_err(|e| self.layout.io(&dir, e))?;
+        let lock_path = self.layout.tmp_root.join(format!("{id}.lock"));
+        let lock = File::create(&lock_path).map_err(|e| self.layout.io(&lock_path, e))?;
+        lock.lock().map_err(|e| self.layout.io(&lock_path, e))?;
+        state.owner = Some(Owner {
+            id: id.clone(),
+            dir: dir.clone(),
+            _lock: lock,
+        });
+        Ok((id, dir))
+    }
+
+    /// Drops the cached view (after the folder was deleted or replaced).
+    pub(crate) fn forget(&self) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *state = State::default();
+    }
+}
+
+impl Locked<'_> {
+    fn layout(&self) -> &Layout {
+        &self.handle.layout
+    }
+
+    fn io(&self, path: &Path, e: io::Error) -> KnowledgeError {
+        self.handle.layout.io(path, e)
+    }
+
+    /// Brings the cache in step with disk and returns it; `KbNotFound` if there is no index.
+    pub(crate) fn sync(&mut self) -> Result<&mut Cache> {
+        let layout = self.handle.layout.clone();
+        let meta_md = match fs::metadata(&layout.meta) {
+            Ok(m) => m,
+            Err(e) if not_found(&e) => {
+                self.state.cache = None;
+                return Err(self.handle.kb_not_found());
+            }
+            Err(e) => return Err(self.io(&layout.meta, e)),
+        };
+        let stamp = Stamp::of(&meta_md);
+        let journal_md = match fs::metadata(&layout.journal) {
+            Ok(m) => Some(m),
+            Err(e) if not_found(&e) => None,
+            Err(e) => return Err(self.io(&layout.journal, e)),
+        };
+        let journal_ino = journal_md.as_ref().map(|m| (m.dev(), m.ino()));
+        let journal_len = journal_md.as_ref().map_or(0, fs::Metadata::len);
+        let full = match &self.state.cache {
+            None => true,
+            Some(c) => c.meta_stamp != stamp || c.journal_ino != journal_ino || journal_len < c.offset,
+        };
+        if full {
+            self.full_load(stamp, journal_ino)?;
+        } else if journal_len > self.state.cache.as_ref().map_or(0, |c| c.offset) {
+            self.read_journal_tail()?;
+        }
+        if self.state.cache.as_ref().is_some_and(|c| c.foreign) && self.exclusive {
+            self.compact()?;
+        }
+        self.state.cache.as_mut().ok_or_else(|| self.handle.kb_not_found())
+    }
+
+    fn full_load(&mut self, stamp: Stamp, journal_ino: Option<(u64, u64)>) -> Result<()> {
+        let layout = self.handle.layout.clone();
+        let bytes = match fs::read(&layout.meta) {
+            Ok(b) => b,
+            Err(e) if not_found(&e) => {
+                self.state.cache = None;
+                return Err(self.handle.kb_not_found());
+            }
+            Err(e) => return Err(self.io(&layout.meta, e)),
+        };
+        let meta_sha = sha256_hex(&bytes);
+        let (info, index) = parse_metadata(&layout, &bytes)?;
+        let compact_at = self.handle.tuning.compact_min_records.max(index.len());
+        self.state.cache = Some(Cache {
+            meta_stamp: stamp,
+            meta_sha,
+            journal_id: None,
+            journal_ino,
+            offset: 0,
+            records: 0,
+            compact_at,
+            foreign: false,
+            info,
+            index,
+            known_snapshots: HashSet::new(),
+        });
+        if journal_ino.is_some() {
+            self.read_journal_tail()?;
+        }
+        Ok(())
+    }
+
+    /// Reads and applies journal records after the cached offset (with recovery effects).
+    fn read_journal_tail(&mut self) -> Result<()> {
+        let layout = self.handle.layout.clone();
+        let offset = self.state.cache.as_ref().map_or(0, |c| c.offset);
+        let mut f = match File::open(&layout.journal) {
+            Ok(f) => f,
+            Err(e) if not_found(&e) => return Ok(()),
+            Err(e) => return Err(self.io(&layout.journal, e)),
+        };
+        let mut buf = Vec::new();
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_to_end(&mut buf))
+            .map_err(|e| self.io(&layout.journal, e))?;
+        let (records, consumed) = parse_lines(&buf).map_err(|(at, reason)| KnowledgeError::Corrupt {
+            domain_id: layout.domain_id.clone(),
+            what: "journal",
+            path: format!("{} (byte {})", layout.journal.display(), offset + at as u64),
+            reason,
+        })?;
+        if consumed < buf.len() && self.exclusive {
+            // A writer died mid-append: nobody else can be appending while we hold the lock.
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&layout.journal)
+                .map_err(|e| self.io(&layout.journal, e))?;
+            f.set_len(offset + consumed as u64)
+                .map_err(|e| self.io(&layout.journal, e))?;
+        }
+        let Some(cache) = self.state.cache.as_mut() else {
+            return Ok(());
+        };
+        let mut body_start = 0;
+        if offset == 0 {
+            match records.first() {
+                Some((Record::Header { journal, base }, _)) => {
+                    cache.journal_id = Some(journal.clone());
+                    // Someone else (the original) rewrote the index since this journal began.
+                    cache.foreign = base != &cache.meta_sha && records.len() > 1;
+                    body_start = 1;
+                }
+                Some(_) => {
+                    return Err(KnowledgeError::Corrupt {
+                        domain_id: layout.domain_id.clone(),
+                        what: "journal",
+                        path: layout.journal.display().to_string(),
+                        reason: "first record is not a header".into(),
+                    });
+                }
+                None => {}
+            }
+        }
+        let body = &records[body_start.min(records.len())..];
+        for (r, _) in body {
+            apply(cache, r);
+        }
+        cache.records += body.len();
+        cache.offset = offset + consumed as u64;
+        let journal_id = cache.journal_id.clone().unwrap_or_default();
+        // Recovery effects run once per record: those ending after `done` are unchecked.
+        let done = match &self.state.effects {
+            Some((id, at)) if *id == journal_id => *at,
+            _ => 0,
+        };
+        let start = body
+            .iter()
+            .position(|(_, end)| offset + *end as u64 > done)
+            .unwrap_or(body.len());
+        if start < body.len() {
+            let plain: Vec<&Record> = body.iter().map(|(r, _)| r).collect();
+            recover(&layout, &plain, start)?;
+        }
+        self.state.effects = Some((journal_id, done.max(offset + consumed as u64)));
+        Ok(())
+    }
+
+    /// Appends records to the journal (creating it if needed), applies them to the cache.
+    pub(crate) fn append(&mut self, records: &[Record]) -> Result<u64> {
+        let layout = self.handle.layout.clone();
+        let fsync = self.handle.tuning.fsync;
+        let needs_journal = self
+            .state
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.journal_id.is_none());
+        if needs_journal {
+            self.new_journal()?;
+        }
+        let mut bytes = Vec::with_capacity(records.len() * 320);
+        for r in records {
+            bytes.extend_from_slice(&r.to_line());
+        }
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&layout.journal)
+            .map_err(|e| self.io(&layout.journal, e))?;
+        f.write_all(&bytes).map_err(|e| self.io(&layout.journal, e))?;
+        if fsync.enabled() {
+            f.sync_data().map_err(|e| self.io(&layout.journal, e))?;
+        }
+        let new_len = f
+            .metadata()
+            .map_err(|e| self.io(&layout.journal, e))?
+            .len();
+        let Some(cache) = self.state.cache.as_mut() else {
+            return Err(self.handle.kb_not_found());
+        };
+        for r in records {
+            apply(cache, r);
+        }
+        cache.records += records.len();
+        cache.offset = new_len;
+        let id = cache.journal_id.clone().unwrap_or_default();
+        self.state.effects = Some((id, new_len));
+        self.writes.push(StateWrite {
+            domain_id: layout.domain_id.clone(),
+            key: layout.meta.display().to_string(),
+            kind: KnowledgeKeyKind::Metadata,
+            byte_size: bytes.len() as u64,
+        });
+        Ok(bytes.len() as u64)
+    }
+
+    fn new_journal(&mut self) -> Result<()> {
+        let layout = self.handle.layout.clone();
+        let Some(cache) = self.state.cache.as_mut() else {
+            return Err(self.handle.kb_not_found());
+        };
+        let id = format!("{:016x}", rand::random::<u64>());
+        let header = Record::Header {
+            journal: id.clone(),
+            base: cache.meta_sha.clone(),
+        }
+        .to_line();
+        fs::create_dir_all(&layout.dynreg).map_err(|e| layout.io(&layout.dynreg, e))?;
+        write_atomic(&layout.journal, &header, self.handle.tuning.fsync)
+            .map_err(|e| layout.io(&layout.journal, e))?;
+        let md = fs::metadata(&layout.journal).map_err(|e| layout.io(&layout.journal, e))?;
+        cache.journal_id = Some(id.clone());
+        cache.journal_ino = Some((md.dev(), md.ino()));
+        cache.offset = md.len();
+        cache.records = 0;
+        self.state.effects = Some((id, md.len()));
+        Ok(())
+    }
+
+    /// True when the journal has grown enough that folding it into `_metadata.json` is due.
+    pub(crate) fn compaction_due(&self) -> bool {
+        self.state
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.records >= c.compact_at)
+    }
+
+    /// True when the journal holds records not yet in `_metadata.json`.
+    pub(crate) fn has_journal_records(&self) -> bool {
+        self.state.cache.as_ref().is_some_and(|c| c.records > 0 || c.foreign)
+    }
+
+    /// Folds the journal into `_metadata.json` (atomically) and starts a new journal. Records
+    /// a snapshot of the compacted state so the original can diff against what it reads.
+    pub(crate) fn compact(&mut self) -> Result<()> {
+        let layout = self.handle.layout.clone();
+        let fsync = self.handle.tuning.fsync;
+        let Some(cache) = self.state.cache.as_mut() else {
+            return Err(self.handle.kb_not_found());
+        };
+        let bytes = metadata_json(&cache.info, &cache.index);
+        write_atomic(&layout.meta, &bytes, fsync).map_err(|e| layout.io(&layout.meta, e))?;
+        let md = fs::metadata(&layout.meta).map_err(|e| layout.io(&layout.meta, e))?;
+        cache.meta_stamp = Stamp::of(&md);
+        cache.meta_sha = sha256_hex(&bytes);
+        cache.foreign = false;
+        cache.compact_at = self.handle.tuning.compact_min_records.max(cache.index.len());
+        cache.journal_id = None;
+        self.writes.push(StateWrite {
+            domain_id: layout.domain_id.clone(),
+            key: layout.meta.display().to_string(),
+            kind: KnowledgeKeyKind::Metadata,
+            byte_size: bytes.len() as u64,
+        });
+        self.new_journal()?;
+        self.record_current_snapshot()?;
+        remove_dead_owners(&layout);
+        Ok(())
+    }
+
+    /// Writes `_snapshots/<identity>.json` for the current content unless it exists; prunes
+    /// the oldest beyond the retention bound. Returns the identity.
+    pub(crate) fn record_current_snapshot(&mut self) -> Result<String> {
+        let layout = self.handle.layout.clone();
+        let fsync = self.handle.tuning.fsync;
+        let retention = self.handle.tuning.retention;
+        let Some(cache) = self.state.cache.as_mut() else {
+            return Err(self.handle.kb_not_found());
+        };
+        let id = cache.index.identity();
+        if id.is_empty() || cache.known_snapshots.contains(&id) {
+            return Ok(id);
+        }
+        let path = layout.snapshot_path(&id);
+        if !path.exists() {
+            let json = snapshot_to_json(&cache.index.snapshot());
+            fs::create_dir_all(&layout.snapshots).map_err(|e| layout.io(&layout.snapshots, e))?;
+            write_atomic(&path, json.as_bytes(), fsync).map_err(|e| layout.io(&path, e))?;
+            self.writes.push(StateWrite {
+                domain_id: layout.domain_id.clone(),
+                key: path.display().to_string(),
+                kind: KnowledgeKeyKind::Snapshot,
+                byte_size: json.len() as u64,
+            });
+            prune_snapshots(&layout, retention, &id);
+        }
+        if cache.known_snapshots.len() > 4 * retention {
+            cache.known_snapshots.clear();
+        }
+        cache.known_snapshots.insert(id.clone());
+        Ok(id)
+    }
+
+    /// Reads a retained snapshot; `None` if it is not retained.
+    pub(crate) fn load_snapshot(&self, version: &str) -> Result<Option<Snapshot>> {
+        let layout = self.layout();
+        let path = layout.snapshot_path(version);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                KnowledgeError::Corrupt {
+                    domain_id: layout.domain_id.clone(),
+                    what: "snapshot",
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            }),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(self.io(&path, e)),
+        }
+    }
+
+    /// Writes the first index and an empty journal of a new knowledge base.
+    pub(crate) fn initialise(&mut self, info: &KnowledgeBaseInfo) -> Result<()> {
+        let layout = self.handle.layout.clone();
+        let bytes = metadata_json(info, &FileIndex::default());
+        write_atomic(&layout.meta, &bytes, self.handle.tuning.fsync)
+            .map_err(|e| layout.io(&layout.meta, e))?;
+        self.writes.push(StateWrite {
+            domain_id: layout.domain_id.clone(),
+            key: layout.meta.display().to_string(),
+            kind: KnowledgeKeyKind::Metadata,
+            byte_size: bytes.len() as u64,
+        });
+        let _ = fs::remove_file(&layout.journal);
+        self.state.cache = None;
+        self.state.effects = None;
+        self.sync()?;
+        self.new_journal()
+    }
+
+    /// Builds the status record of an update, checking its expected version.
+    pub(crate) fn status_record(&mut self, update: StatusUpdate) -> Result<Record> {
+        let layout = self.handle.layout.clone();
+        let cache = self.sync()?;
+        if let Some(expected) = &update.expected_version {
+            let actual = cache.token();
+            if &actual != expected {
+                return Err(KnowledgeError::Conflict {
+                    domain_id: layout.domain_id.clone(),
+                    key: layout.meta.display().to_string(),
+                    expected_version: expected.clone(),
+                    actual_version: Some(actual),
+                });
+            }
+        }
+        Ok(Record::Status {
+            status: update.status,
+            error: update.error,
+            generation: update.generation,
+            vector_store_path: update.vector_store_path,
+        })
+    }
+
+    pub(crate) fn cache(&self) -> Option<&Cache> {
+        self.state.cache.as_ref()
+    }
+}
+
+/// Applies one record to the cached view.
+fn apply(cache: &mut Cache, record: &Record) {
+    match record {
+        Record::Header { .. } => {}
+        Record::Put { file, version, .. } => {
+            bump_version(&mut cache.info, version);
+            cache.info.last_updated = file.uploaded_at;
+            cache.index.insert(file.clone());
+        }
+        Record::Delete { path, version, at } => {
+            bump_version(&mut cache.info, version);
+            if let Some(t) = pytime::parse(at) {
+                cache.info.last_updated = t;
+            }
+            cache.index.remove(path);
+        }
+        Record::Status {
+            status,
+            error,
+            generation,
+            vector_store_path,
+        } => {
+            cache.info.ingestion_status = *status;
+            cache.info.ingestion_error.clone_from(error);
+            cache.info.generation.clone_from(generation);
+            if vector_store_path.is_some() {
+                cache.info.vector_store_path.clone_from(vector_store_path);
+            }
+        }
+    }
+    cache.info.file_count = cache.index.len() as u64;
+    cache.info.total_size_bytes = cache.index.total_size();
+}
+
+/// Sets the version counter to `version` if that is ahead (replays are idempotent).
+fn bump_version(info: &mut KnowledgeBaseInfo, version: &str) {
+    let current = info.version.parse::<u64>().unwrap_or(0);
+    if version.parse::<u64>().is_ok_and(|v| v > current) {
+        info.version = version.to_owned();
+    }
+}
+
+/// Finishes journaled writes (from `start` on) whose writer died before completing them.
+fn recover(layout: &Layout, records: &[&Record], start: usize) -> Result<()> {
+    for (i, r) in records.iter().enumerate().skip(start) {
+        match r {
+            Record::Put { file, tmp, .. } => {
+                let tmp_path = layout.dir.join(tmp);
+                if tmp_path.exists() {
+                    let target = layout.content_path(&file.path);
+                    tracing::warn!(domain_id = %layout.domain_id, path = %file.path, "rolling forward an interrupted put");
+                    place(layout, &tmp_path, &target)?;
+                }
+            }
+            Record::Delete { path, .. } => {
+                let superseded = records[i + 1..]
+                    .iter()
+                    .any(|r| matches!(r, Record::Put { file, .. } if file.path == *path));
+                let target = layout.content_path(path);
+                if !superseded && target.is_file() {
+                    tracing::warn!(domain_id = %layout.domain_id, %path, "finishing an interrupted delete");
+                    remove_content(layout, &target)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Renames a temp file to its content location, creating parent folders.
+pub(crate) fn place(layout: &Layout, tmp: &Path, target: &Path) -> Result<()> {
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|e| layout.io(parent, e))?;
+    }
+    fs::rename(tmp, target).map_err(|e| layout.io(target, e))
+}
+
+/// Deletes a content file and the folders it leaves empty (up to `content/`).
+pub(crate) fn remove_content(layout: &Layout, target: &Path) -> Result<()> {
+    match fs::remove_file(target) {
+        Ok(()) => {}
+        Err(e) if not_found(&e) => {}
+        Err(e) => return Err(layout.io(target, e)),
+    }
+    let mut dir = target.parent();
+    while let Some(d) = dir {
+        if d == layout.content || !d.starts_with(&layout.content) {
+            break;
+        }
+        if fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// Removes temp folders of backend instances that no longer hold their owner lock.
+pub(crate) fn remove_dead_owners(layout: &Layout) {
+    let Ok(entries) = fs::read_dir(&layout.tmp_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".lock") else {
+            continue;
+        };
+        let Ok(f) = File::open(entry.path()) else {
+            continue;
+        };
+        if f.try_lock().is_ok() {
+            let _ = fs::remove_dir_all(layout.tmp_root.join(id));
+            let _ = fs::remove_file(entry.path());
+            let _ = f.unlock();
+        }
+    }
+}
+
+/// Keeps at most `retention` snapshot files (newest by modification time), never `keep`.
+fn prune_snapshots(layout: &Layout, retention: usize, keep: &str) {
+    let Ok(entries) = fs::read_dir(&layout.snapshots) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= retention {
+        return;
+    }
+    files.sort();
+    let excess = files.len() - retention;
+    let keep_name = format!("{keep}.json");
+    for (_, p) in files.into_iter().take(excess) {
+        if p.file_name().is_some_and(|n| n.to_string_lossy() == keep_name) {
+            continue;
+        }
+        let _ = fs::remove_file(p);
+    }
+}
+
+/// Writes `content` chunks to a fresh temp file in `dir`, hashing as it goes.
+pub(crate) struct TempWriter {
+    pub(crate) path: PathBuf,
+    pub(crate) rel: String,
+    file: File,
+    md5: md5::Md5,
+    pub(crate) size: u64,
+}
+
+impl TempWriter {
+    pub(crate) fn create(layout: &Layout, owner_id: &str, dir: &Path) -> Result<Self> {
+        let name = format!("{:016x}.tmp", rand::random::<u64>());
+        let path = dir.join(&name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| layout.io(&path, e))?;
+        Ok(Self {
+            rel: format!("_dynreg/tmp/{owner_id}/{name}"),
+            path,
+            file,
+            md5: md5::Md5::default(),
+            size: 0,
+        })
+    }
+
+    pub(crate) fn write(&mut self, layout: &Layout, chunk: &[u8]) -> Result<()> {
+        md5::Digest::update(&mut self.md5, chunk);
+        self.size += chunk.len() as u64;
+        self.file
+            .write_all(chunk)
+            .map_err(|e| layout.io(&self.path, e))
+    }
+
+    /// Flushes (per policy) and returns the MD5 hex of what was written.
+    pub(crate) fn finish(self, layout: &Layout, fsync: FsyncPolicy) -> Result<(String, PathBuf, String, u64)> {
+        if fsync.enabled() {
+            self.file
+                .sync_all()
+                .map_err(|e| layout.io(&self.path, e))?;
+        }
+        Ok((
+            hex::encode(md5::Digest::finalize(self.md5)),
+            self.path,
+            self.rel,
+            self.size,
+        ))
+    }
+}
+
+/// A staged upload: the entry to index and the temp file holding its bytes.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    pub(crate) file: KnowledgeFile,
+    pub(crate) tmp_path: PathBuf,
+    pub(crate) tmp_rel: String,
+}
+
+impl Locked<'_> {
+    /// Commits staged uploads: conflict checks, one journal append, renames into place.
+    pub(crate) fn commit_puts(&mut self, staged: &[Staged]) -> Result<()> {
+        let layout = self.handle.layout.clone();
+        let cache = self.sync()?;
+        let mut batch = FileIndex::default();
+        for s in staged {
+            if cache.index.get(&s.file.path).is_none() {
+                cache.index.check_conflict(&layout.domain_id, &s.file.path)?;
+            }
+            if batch.get(&s.file.path).is_none() {
+                batch.check_conflict(&layout.domain_id, &s.file.path)?;
+            }
+            batch.insert(s.file.clone());
+        }
+        let mut version = cache.info.version.parse::<u64>().unwrap_or(1);
+        let records: Vec<Record> = staged
+            .iter()
+            .map(|s| {
+                version += 1;
+                Record::Put {
+                    file: s.file.clone(),
+                    tmp: s.tmp_rel.clone(),
+                    version: version.to_string(),
+                }
+            })
+            .collect();
+        self.append(&records)?;
+        for s in staged {
+            place(&layout, &s.tmp_path, &layout.content_path(&s.file.path))?;
+        }
+        if self.handle.tuning.fsync.enabled() {
+            sync_dir(&layout.content).map_err(|e| layout.io(&layout.content, e))?;
+        }
+        if self.compaction_due() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes one file: journal first (the commit), then the content.
+    pub(crate) fn commit_delete(&mut self, path: &str) -> Result<bool> {
+        let layout = self.handle.layout.clone();
+        let cache = self.sync()?;
+        if cache.index.get(path).is_none() {
+            return Ok(false);
+        }
+        let mut info = cache.info.clone();
+        info.increment_version();
+        let record = Record::Delete {
+            path: path.to_owned(),
+            version: info.version,
+            at: pytime::format(&pytime::now()),
+        };
+        self.append(std::slice::from_ref(&record))?;
+        remove_content(&layout, &layout.content_path(path))?;
+        if self.compaction_due() {
+            self.compact()?;
+        }
+        Ok(true)
+    }
+}

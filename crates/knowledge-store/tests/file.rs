@@ -1,0 +1,321 @@
+//! The conformance suite against the file backend, plus what is specific to it: the
+//! original's fixtures (both directions), journal compaction, recovery from a torn journal,
+//! foreign index rewrites, bounded snapshots and fsync policies.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, ensure};
+use bytes::Bytes;
+use dynreg_knowledge_store::conformance::Store;
+use dynreg_knowledge_store::identity::{kb_identity, md5_hex};
+use dynreg_knowledge_store::{
+    FileConfig, FileKnowledgeBackend, FsyncPolicy, IngestionStatus, KnowledgeBackend, Metadata,
+    PutOptions, StatusUpdate,
+};
+use serde_json::Value;
+
+fn config(dir: &Path) -> FileConfig {
+    let mut c = FileConfig::new(dir);
+    c.fsync = FsyncPolicy::Never;
+    c
+}
+
+async fn make() -> Option<Store> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = FileKnowledgeBackend::open(config(dir.path())).await.expect("open");
+    let sibling = FileKnowledgeBackend::open(config(dir.path())).await.expect("open");
+    Some(Store {
+        backend: Arc::new(backend),
+        sibling: Arc::new(sibling),
+        guard: Box::new(dir),
+    })
+}
+
+dynreg_knowledge_store::knowledge_conformance_tests!(make);
+
+mod fsync_always {
+    use super::*;
+
+    async fn make() -> Option<Store> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FileKnowledgeBackend::open(FileConfig::new(dir.path())).await.expect("open");
+        let sibling = FileKnowledgeBackend::open(FileConfig::new(dir.path())).await.expect("open");
+        Some(Store {
+            backend: Arc::new(backend),
+            sibling: Arc::new(sibling),
+            guard: Box::new(dir),
+        })
+    }
+
+    dynreg_knowledge_store::knowledge_conformance_tests!(@cases make;
+        concurrent_puts_lose_nothing, two_instances_lose_nothing, put_stream_round_trips,
+        diff_disjoint_and_correct, conditional_status_writes);
+}
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/dataknobs-file-kb");
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+            let mut perm = std::fs::metadata(&target)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&target, perm)?;
+        }
+    }
+    Ok(())
+}
+
+/// A writable copy of the fixture's `knowledge/` root, or None when the fixture is absent.
+fn fixture_copy() -> Result<Option<(tempfile::TempDir, PathBuf, Value)>> {
+    let src = Path::new(FIXTURE);
+    if !src.join("expected.json").exists() {
+        println!("skipped: fixture tests ({FIXTURE} missing)");
+        return Ok(None);
+    }
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("knowledge");
+    copy_dir(&src.join("knowledge"), &root)?;
+    let expected: Value = serde_json::from_slice(&std::fs::read(src.join("expected.json"))?)?;
+    Ok(Some((dir, root, expected)))
+}
+
+#[tokio::test]
+async fn reads_what_the_original_wrote() -> Result<()> {
+    let Some((_dir, root, expected)) = fixture_copy()? else {
+        return Ok(());
+    };
+    let b = FileKnowledgeBackend::open(config(&root)).await?;
+    let kbs: Vec<String> = b.list_kbs().await?.into_iter().map(|i| i.domain_id).collect();
+    assert_eq!(kbs, vec!["empty-kb", "support"]);
+    for (domain, exp) in expected.as_object().context("expected.json object")? {
+        let info = b.get_info(domain).await?.context("info")?;
+        let exp_info = &exp["info"];
+        assert_eq!(info.file_count, exp_info["file_count"].as_u64().unwrap());
+        assert_eq!(info.total_size_bytes, exp_info["total_size_bytes"].as_u64().unwrap());
+        assert_eq!(info.version, exp_info["version"].as_str().unwrap());
+        assert_eq!(info.ingestion_status.as_str(), exp_info["ingestion_status"].as_str().unwrap());
+        assert_eq!(Value::Object(info.metadata.clone()), exp_info["metadata"]);
+        assert_eq!(info.ingestion_error, None);
+        // expected.json prints str(datetime) (a space); the index holds isoformat: same instant.
+        let exp_t = exp_info["last_updated"].as_str().unwrap().replace(' ', "T");
+        assert_eq!(
+            info.last_updated,
+            chrono::DateTime::parse_from_rfc3339(&exp_t)?.with_timezone(&chrono::Utc)
+        );
+        assert_eq!(b.get_checksum(domain).await?, exp["checksum"].as_str().unwrap());
+        assert_eq!(
+            b.has_changes_since(domain, "").await?,
+            exp["has_changes_since_empty"].as_bool().unwrap()
+        );
+        let files = b.list_files(domain, None).await?;
+        let exp_files = exp["files"].as_array().unwrap();
+        assert_eq!(files.len(), exp_files.len());
+        for (f, e) in files.iter().zip(exp_files) {
+            assert_eq!(f.path, e["path"].as_str().unwrap());
+            assert_eq!(f.content_type, e["content_type"].as_str().unwrap());
+            assert_eq!(f.size_bytes, e["size_bytes"].as_u64().unwrap());
+            assert_eq!(f.checksum, e["checksum"].as_str().unwrap());
+            assert_eq!(Value::Object(f.metadata.clone()), e["metadata"]);
+            let body = b.get_file(domain, &f.path).await?.context("content")?;
+            assert_eq!(md5_hex(&body), f.checksum, "{}", f.path);
+            assert_eq!(body.len() as u64, f.size_bytes);
+        }
+    }
+    // The .gz file is the raw gzip member, not decompressed.
+    let gz = b.get_file("support", "archive/old.md.gz").await?.unwrap();
+    assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+    // A snapshot the original recorded (4 files) diffs against today's 8.
+    let cs = b
+        .list_changes_since("support", "6e3e93e3d88645242d08d66ada768428")
+        .await?;
+    assert_eq!(
+        cs.added,
+        vec!["archive/old.md.gz", "data/products.csv", "data/settings.yaml", "notes/readme.txt"]
+    );
+    assert!(cs.modified.is_empty() && cs.deleted.is_empty());
+    Ok(())
+}
+
+/// Reads a knowledge base the way the original does: `_metadata.json` only.
+fn read_like_the_original(root: &Path, domain: &str) -> Result<(Value, Vec<(String, String)>)> {
+    let doc: Value = serde_json::from_slice(&std::fs::read(root.join(domain).join("_metadata.json"))?)?;
+    let files = doc["files"].as_object().context("files")?;
+    let mut pairs = Vec::new();
+    for (path, f) in files {
+        ensure!(f["path"] == Value::String(path.clone()), "path field of {path}");
+        let content = std::fs::read(root.join(domain).join("content").join(path))?;
+        ensure!(md5_hex(&content) == f["checksum"].as_str().unwrap_or(""), "checksum of {path}");
+        ensure!(content.len() as u64 == f["size_bytes"].as_u64().unwrap_or(u64::MAX), "size of {path}");
+        ensure!(
+            f["uploaded_at"].as_str().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+            "uploaded_at of {path}"
+        );
+        pairs.push((path.clone(), f["checksum"].as_str().unwrap_or("").to_owned()));
+    }
+    Ok((doc, pairs))
+}
+
+#[tokio::test]
+async fn the_original_reads_what_dynreg_wrote() -> Result<()> {
+    let Some((_dir, root, _)) = fixture_copy()? else {
+        return Ok(());
+    };
+    let b = FileKnowledgeBackend::open(config(&root)).await?;
+    b.put_file("support", "faq.md", Bytes::from_static(b"# FAQ v2\n"), PutOptions::default())
+        .await?;
+    b.put_file("support", "new/added.json", Bytes::from_static(b"{\"a\": 1}"), PutOptions::default())
+        .await?;
+    assert!(b.delete_file("support", "notes/readme.txt").await?);
+    b.set_ingestion_status("support", StatusUpdate::new(IngestionStatus::Ingesting))
+        .await?;
+    b.create_kb("fresh", Metadata::new()).await?;
+    b.put_file("fresh", "a.md", Bytes::from_static(b"a"), PutOptions::default())
+        .await?;
+    b.close().await?;
+
+    for domain in ["support", "fresh"] {
+        let (doc, pairs) = read_like_the_original(&root, domain)?;
+        let info = b.get_info(domain).await?.unwrap();
+        assert_eq!(doc["info"]["file_count"].as_u64(), Some(info.file_count));
+        assert_eq!(doc["info"]["total_size_bytes"].as_u64(), Some(info.total_size_bytes));
+        assert_eq!(doc["info"]["version"], Value::String(info.version.clone()));
+        assert_eq!(pairs.len() as u64, info.file_count);
+        // The identity the original computes from its index equals ours.
+        let id = kb_identity(pairs.iter().map(|(p, c)| (p.as_str(), c.as_str())));
+        assert_eq!(id, b.get_checksum(domain).await?);
+        // ...and the original finds a snapshot for it.
+        let snap: Value = serde_json::from_slice(&std::fs::read(
+            root.join(domain).join("_snapshots").join(format!("{id}.json")),
+        )?)?;
+        assert_eq!(snap.as_object().map(|m| m.len()), Some(pairs.len()));
+    }
+    let (doc, _) = read_like_the_original(&root, "support")?;
+    assert_eq!(doc["info"]["ingestion_status"], "ingesting");
+    assert!(doc["files"].get("notes/readme.txt").is_none());
+    assert!(!root.join("support/content/notes").exists(), "emptied folders are removed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_index_current_for_the_original() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.compact_min_records = 10;
+    let b = FileKnowledgeBackend::open(cfg).await?;
+    b.create_kb("d", Metadata::new()).await?;
+    for i in 0..25 {
+        b.put_file("d", &format!("f{i:02}.md"), Bytes::from(format!("{i}")), PutOptions::default())
+            .await?;
+    }
+    let (_, pairs) = read_like_the_original(dir.path(), "d")?;
+    assert!(pairs.len() >= 20, "compacted at 10 and 20 records: {}", pairs.len());
+    b.compact("d").await?;
+    let (_, pairs) = read_like_the_original(dir.path(), "d")?;
+    assert_eq!(pairs.len(), 25);
+    // The journal restarted: one header line.
+    let journal = std::fs::read_to_string(dir.path().join("d/_dynreg/journal.jsonl"))?;
+    assert_eq!(journal.lines().count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_torn_journal_line_is_ignored_and_cut() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let b = FileKnowledgeBackend::open(config(dir.path())).await?;
+        b.create_kb("d", Metadata::new()).await?;
+        b.put_file("d", "a.md", Bytes::from_static(b"a"), PutOptions::default()).await?;
+    }
+    // A writer died half-way through appending a record.
+    let journal = dir.path().join("d/_dynreg/journal.jsonl");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&journal)?;
+    std::io::Write::write_all(&mut f, br#"{"op":"put","file":{"path":"b.md","che"#)?;
+    drop(f);
+    let b = FileKnowledgeBackend::open(config(dir.path())).await?;
+    let paths: Vec<_> = b.list_files("d", None).await?.into_iter().map(|f| f.path).collect();
+    assert_eq!(paths, vec!["a.md"]);
+    b.put_file("d", "c.md", Bytes::from_static(b"c"), PutOptions::default()).await?;
+    let text = std::fs::read_to_string(&journal)?;
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line).context("torn tail was cut before appending")?;
+    }
+    assert_eq!(text.lines().count(), 3, "header, a.md, c.md");
+    let b2 = FileKnowledgeBackend::open(config(dir.path())).await?;
+    assert_eq!(b2.list_files("d", None).await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_foreign_index_rewrite_keeps_journaled_files() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let b = FileKnowledgeBackend::open(config(dir.path())).await?;
+    b.create_kb("d", Metadata::new()).await?;
+    b.put_file("d", "ours.md", Bytes::from_static(b"ours"), PutOptions::default()).await?;
+    // The original, not knowing the journal, adds a file by rewriting _metadata.json.
+    let meta_path = dir.path().join("d/_metadata.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&meta_path)?)?;
+    assert!(doc["files"].get("ours.md").is_none(), "not compacted yet");
+    std::fs::write(dir.path().join("d/content/theirs.md"), b"theirs")?;
+    doc["files"]["theirs.md"] = serde_json::json!({
+        "path": "theirs.md", "content_type": "text/markdown", "size_bytes": 6,
+        "checksum": md5_hex(b"theirs"), "uploaded_at": "2026-11-28T00:04:10.568737+00:00",
+        "metadata": {}
+    });
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&doc)?)?;
+    let paths: Vec<_> = b.list_files("d", None).await?.into_iter().map(|f| f.path).collect();
+    assert_eq!(paths, vec!["ours.md", "theirs.md"]);
+    // The next write compacts first, so the original sees both too.
+    b.put_file("d", "more.md", Bytes::from_static(b"m"), PutOptions::default()).await?;
+    let (_, pairs) = read_like_the_original(dir.path(), "d")?;
+    let names: Vec<_> = pairs.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(names.contains(&"ours.md") && names.contains(&"theirs.md"), "{names:?}");
+    assert_eq!(b.list_files("d", None).await?.len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshots_on_disk_are_bounded() -> Result<()> {
+    let Some((_dir, root, _)) = fixture_copy()? else {
+        return Ok(());
+    };
+    let mut cfg = config(&root);
+    cfg.snapshot_retention = 3;
+    let b = FileKnowledgeBackend::open(cfg).await?;
+    for i in 0..6 {
+        b.put_file("support", "faq.md", Bytes::from(format!("v{i}")), PutOptions::default())
+            .await?;
+        b.get_checksum("support").await?;
+    }
+    let n = std::fs::read_dir(root.join("support/_snapshots"))?.count();
+    assert!(n <= 3, "{n} snapshots kept");
+    Ok(())
+}
+
+#[tokio::test]
+async fn factory_builds_file_from_config() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let b = dynreg_knowledge_store::create_knowledge_backend(
+        "FILE",
+        &serde_json::json!({"path": dir.path(), "fsync": "never"}),
+    )
+    .await?;
+    assert_eq!(b.kind(), "file");
+    b.create_kb("d", Metadata::new()).await?;
+    assert!(dir.path().join("d/_metadata.json").is_file());
+    let err = dynreg_knowledge_store::create_knowledge_backend(
+        "file",
+        &serde_json::json!({"path": dir.path(), "fsync": "sometimes"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("fsync"), "{err}");
+    Ok(())
+}
