@@ -291,7 +291,7 @@ pub async fn unsubscribe_stops_delivery(h: &dyn Harness) {
         event.event_id
     );
     assert!(
-        matches!(gone.next().await, None),
+        gone.next().await.is_none(),
         "a cancelled subscription still yields items"
     );
     // Cancelling the last exact subscriber must not disturb the pattern subscriber.

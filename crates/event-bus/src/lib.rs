@@ -67,6 +67,8 @@ mod topic;
 pub mod conformance;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use backoff::Backoff;
 pub use error::{BoxError, EventBusError};

@@ -237,22 +237,6 @@ impl Router {
         }
     }
 
-    /// Whether anyone subscribes to `topic` exactly.
-    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
-    pub(crate) fn has_exact(&self, topic: &str) -> bool {
-        self.read().exact.contains_key(topic)
-    }
-
-    /// The exact topics and the patterns currently subscribed to.
-    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
-    pub(crate) fn interests(&self) -> (Vec<String>, Vec<Glob>) {
-        let table = self.read();
-        (
-            table.exact.keys().cloned().collect(),
-            table.patterns.values().map(|g| g.glob.clone()).collect(),
-        )
-    }
-
     /// Tells every subscriber to resync.
     #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
     pub(crate) fn resync_all(&self, reason: ResyncReason) {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dynreg_event_bus::conformance::{Harness, next_event, numbered, unique_prefix};
-use dynreg_event_bus::postgres::{ChannelNaming, OversizePolicy, PostgresEventBus, PostgresEventBusConfig};
+use dynreg_event_bus::postgres::{
+    ChannelNaming, OversizePolicy, PostgresEventBus, PostgresEventBusConfig,
+};
 use dynreg_event_bus::{BoxError, EventBus, EventBusError, create_event_bus};
 use tokio_postgres::NoTls;
 
@@ -63,7 +65,11 @@ impl Harness for PgHarness {
     async fn bus(&self, capacity: usize) -> Arc<dyn EventBus> {
         let mut config = fast_config(&self.url);
         config.capacity = capacity;
-        let bus = Arc::new(PostgresEventBus::connect(config).await.expect("connect postgres bus"));
+        let bus = Arc::new(
+            PostgresEventBus::connect(config)
+                .await
+                .expect("connect postgres bus"),
+        );
         self.buses.lock().unwrap().push(Arc::clone(&bus));
         bus
     }
@@ -81,7 +87,10 @@ impl Harness for PgHarness {
 }
 
 fn harness() -> Option<PgHarness> {
-    url().map(|url| PgHarness { url, buses: Default::default() })
+    url().map(|url| PgHarness {
+        url,
+        buses: Default::default(),
+    })
 }
 
 dynreg_event_bus::conformance_tests!(harness());
@@ -102,7 +111,10 @@ async fn original_naming_interoperates_and_over_delivers_on_collision() {
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     let driver = tokio::spawn(connection);
     client
-        .execute("SELECT pg_notify($1, $2)", &[&bus.channel_for(&a).unwrap(), &event.to_json()])
+        .execute(
+            "SELECT pg_notify($1, $2)",
+            &[&bus.channel_for(&a).unwrap(), &event.to_json()],
+        )
         .await
         .unwrap();
     // Colliding topics cannot be told apart on the original's channels: both get it (no loss).
@@ -129,9 +141,15 @@ async fn reject_policy_refuses_oversized_events_clearly() {
     let topic = format!("{}:big", unique_prefix("reject"));
     let mut payload = serde_json::Map::new();
     payload.insert("body".into(), serde_json::json!("x".repeat(10_000)));
-    let event = dynreg_event_bus::Event::new(dynreg_event_bus::EventType::Custom, topic.clone(), payload);
+    let event =
+        dynreg_event_bus::Event::new(dynreg_event_bus::EventType::Custom, topic.clone(), payload);
     match bus.publish(&topic, &event).await {
-        Err(EventBusError::PayloadTooLarge { topic: t, size, limit, .. }) => {
+        Err(EventBusError::PayloadTooLarge {
+            topic: t,
+            size,
+            limit,
+            ..
+        }) => {
             assert_eq!(t, topic);
             assert!(size > limit);
         }
@@ -143,18 +161,27 @@ async fn reject_policy_refuses_oversized_events_clearly() {
 #[tokio::test]
 async fn factory_builds_postgres_and_reports_bad_config() {
     let Some(url) = url() else { return };
-    let bus = create_event_bus(&serde_json::json!({"backend": "postgres", "url": url, "channel_naming": "original"}))
-        .await
-        .unwrap();
+    let bus = create_event_bus(
+        &serde_json::json!({"backend": "postgres", "url": url, "channel_naming": "original"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(bus.backend(), "postgres");
     bus.close().await.unwrap();
-    let err = create_event_bus(&serde_json::json!({"backend": "postgres", "url": url, "channel_naming": "fancy"}))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, EventBusError::InvalidConfig { ref key, .. } if key == "channel_naming"), "{err}");
-    let err = create_event_bus(&serde_json::json!({"backend": "postgres", "url": "postgres://postgres@127.0.0.1:1/x"}))
-        .await
-        .unwrap_err();
+    let err = create_event_bus(
+        &serde_json::json!({"backend": "postgres", "url": url, "channel_naming": "fancy"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, EventBusError::InvalidConfig { ref key, .. } if key == "channel_naming"),
+        "{err}"
+    );
+    let err = create_event_bus(
+        &serde_json::json!({"backend": "postgres", "url": "postgres://postgres@127.0.0.1:1/x"}),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, EventBusError::Connect { .. }), "{err}");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 }
@@ -162,7 +189,8 @@ async fn factory_builds_postgres_and_reports_bad_config() {
 #[tokio::test]
 async fn concurrent_publishes_all_succeed() {
     let Some(url) = url() else { return };
-    let bus: Arc<dyn EventBus> = Arc::new(PostgresEventBus::connect(fast_config(&url)).await.unwrap());
+    let bus: Arc<dyn EventBus> =
+        Arc::new(PostgresEventBus::connect(fast_config(&url)).await.unwrap());
     let topic = format!("{}:c", unique_prefix("concurrent"));
     let mut sub = bus.subscribe(&topic).await.unwrap();
     let tasks: Vec<_> = (0..1000)

@@ -27,7 +27,10 @@ pub enum ChannelNaming {
 
 /// The original's prefix sanitiser: keep `[A-Za-z0-9_]`, error if nothing is left.
 pub fn sanitize_prefix(prefix: &str) -> Result<String, EventBusError> {
-    let safe: String = prefix.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let safe: String = prefix
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
     if safe.is_empty() {
         return Err(EventBusError::InvalidConfig {
             key: "channel_prefix".into(),
@@ -38,7 +41,11 @@ pub fn sanitize_prefix(prefix: &str) -> Result<String, EventBusError> {
 }
 
 /// The channel for `topic` (already validated as a topic) under `prefix` (already sanitised).
-pub fn topic_channel(naming: ChannelNaming, prefix: &str, topic: &str) -> Result<String, EventBusError> {
+pub fn topic_channel(
+    naming: ChannelNaming,
+    prefix: &str,
+    topic: &str,
+) -> Result<String, EventBusError> {
     match naming {
         ChannelNaming::Original => original_channel(prefix, topic),
         ChannelNaming::CollisionFree => Ok(collision_free_channel(prefix, topic)),
@@ -62,7 +69,9 @@ pub fn original_channel(prefix: &str, topic: &str) -> Result<String, EventBusErr
     if channel.len() > MAX_CHANNEL_LEN {
         return Err(EventBusError::InvalidTopic {
             topic: topic.to_owned(),
-            reason: format!("original-formula channel {channel:?} is longer than {MAX_CHANNEL_LEN} bytes"),
+            reason: format!(
+                "original-formula channel {channel:?} is longer than {MAX_CHANNEL_LEN} bytes"
+            ),
         });
     }
     Ok(channel)
@@ -107,10 +116,18 @@ mod tests {
         let c = |t| original_channel("events", t);
         assert_eq!(c("registry:bots").unwrap(), "events_registry_bots");
         assert_eq!(c("com.example.topic").unwrap(), "events_com_example_topic");
-        assert_eq!(c("foo'; DROP TABLE users --").unwrap(), "events_fooDROPTABLEusers__");
+        assert_eq!(
+            c("foo'; DROP TABLE users --").unwrap(),
+            "events_fooDROPTABLEusers__"
+        );
         assert_eq!(c("my topic").unwrap(), "events_mytopic");
         assert_eq!(c("événement").unwrap(), "events_vnement");
-        assert!(c("!@#$%^&*()").unwrap_err().to_string().contains("!@#$%^&*()"));
+        assert!(
+            c("!@#$%^&*()")
+                .unwrap_err()
+                .to_string()
+                .contains("!@#$%^&*()")
+        );
         // The original's collision, kept only in this mode.
         assert_eq!(c("a:b").unwrap(), c("a.b").unwrap());
     }
@@ -118,7 +135,12 @@ mod tests {
     #[test]
     fn prefix_sanitization() {
         assert_eq!(sanitize_prefix("my-app.events").unwrap(), "myappevents");
-        assert!(sanitize_prefix("-.-").unwrap_err().to_string().contains("empty after sanitization"));
+        assert!(
+            sanitize_prefix("-.-")
+                .unwrap_err()
+                .to_string()
+                .contains("empty after sanitization")
+        );
     }
 
     #[test]

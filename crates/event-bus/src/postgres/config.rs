@@ -112,12 +112,18 @@ impl PostgresEventBusConfig {
                 "connect_timeout_ms",
             ],
         )?;
-        let url = match (string_key(map, "url")?, string_key(map, "connection_string")?) {
+        let url = match (
+            string_key(map, "url")?,
+            string_key(map, "connection_string")?,
+        ) {
             (Some(url), _) | (None, Some(url)) => url,
-            (None, None) => std::env::var("DATABASE_URL").map_err(|_| EventBusError::InvalidConfig {
-                key: "url".into(),
-                reason: "no \"url\" or \"connection_string\" given and DATABASE_URL is not set".into(),
-            })?,
+            (None, None) => {
+                std::env::var("DATABASE_URL").map_err(|_| EventBusError::InvalidConfig {
+                    key: "url".into(),
+                    reason: "no \"url\" or \"connection_string\" given and DATABASE_URL is not set"
+                        .into(),
+                })?
+            }
         };
         let mut config = PostgresEventBusConfig::new(url);
         if let Some(prefix) = string_key(map, "channel_prefix")? {
@@ -177,23 +183,32 @@ impl PostgresEventBusConfig {
         sanitize_prefix(&self.channel_prefix)?;
         let table_ok = !self.claim_table.is_empty()
             && self.claim_table.len() <= 63
-            && self.claim_table.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && self
+                .claim_table
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             && !self.claim_table.starts_with(|c: char| c.is_ascii_digit());
         if !table_ok {
             return Err(EventBusError::InvalidConfig {
                 key: "claim_table".into(),
-                reason: format!("{:?} is not a plain lower-case SQL identifier", self.claim_table),
+                reason: format!(
+                    "{:?} is not a plain lower-case SQL identifier",
+                    self.claim_table
+                ),
             });
         }
         Ok(())
     }
 
     pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, EventBusError> {
-        let url = self.url.replacen("postgresql+asyncpg://", "postgresql://", 1);
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| EventBusError::InvalidConfig {
-            key: "url".into(),
-            reason: format!("{}: {e}", redact(&self.url)),
-        })?;
+        let url = self
+            .url
+            .replacen("postgresql+asyncpg://", "postgresql://", 1);
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| EventBusError::InvalidConfig {
+                key: "url".into(),
+                reason: format!("{}: {e}", redact(&self.url)),
+            })?;
         config.connect_timeout(self.connect_timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, Notification, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 use super::channel::{ChannelNaming, quote_ident, topic_channel};
 use super::{CLAIM_PREFIX, split_pattern_payload};
@@ -35,7 +35,9 @@ pub(super) struct Established {
 }
 
 /// Opens a connection and starts the task that forwards its notifications.
-pub(super) async fn open(config: &tokio_postgres::Config) -> Result<Established, tokio_postgres::Error> {
+pub(super) async fn open(
+    config: &tokio_postgres::Config,
+) -> Result<Established, tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, notifications) = mpsc::unbounded_channel();
     let forwarder = tokio::spawn(async move {
@@ -55,7 +57,11 @@ pub(super) async fn open(config: &tokio_postgres::Config) -> Result<Established,
             }
         }
     });
-    Ok(Established { client, notifications, forwarder })
+    Ok(Established {
+        client,
+        notifications,
+        forwarder,
+    })
 }
 
 enum Outcome {
@@ -111,7 +117,10 @@ impl Listener {
             }
             self.backoff.reset();
             if reconnecting {
-                tracing::warn!(channels = self.routes.len(), "postgres event bus: re-established dropped LISTEN connection");
+                tracing::warn!(
+                    channels = self.routes.len(),
+                    "postgres event bus: re-established dropped LISTEN connection"
+                );
                 self.router.resync_all(ResyncReason::Reconnected);
             }
             let mut established = established;
@@ -122,7 +131,10 @@ impl Listener {
                 Outcome::Lost => {
                     reconnecting = true;
                     let delay = self.backoff.next_delay();
-                    tracing::warn!(?delay, "postgres event bus: LISTEN connection lost; reconnecting");
+                    tracing::warn!(
+                        ?delay,
+                        "postgres event bus: LISTEN connection lost; reconnecting"
+                    );
                     self.sleep_offline(delay).await;
                 }
             }
@@ -157,7 +169,11 @@ impl Listener {
         if self.patterns > 0 {
             sql.push_str(&format!("LISTEN {};", quote_ident(&self.pattern_channel)));
         }
-        if sql.is_empty() { Ok(()) } else { client.batch_execute(&sql).await }
+        if sql.is_empty() {
+            Ok(())
+        } else {
+            client.batch_execute(&sql).await
+        }
     }
 
     async fn serve(&mut self, est: &mut Established) -> Outcome {
@@ -198,43 +214,63 @@ impl Listener {
         }
     }
 
-    async fn apply(&mut self, client: Option<&Client>, command: Command) -> Result<(), tokio_postgres::Error> {
+    async fn apply(
+        &mut self,
+        client: Option<&Client>,
+        command: Command,
+    ) -> Result<(), tokio_postgres::Error> {
         match command {
             Command::Sync(ack) => {
                 let _ = ack.send(());
             }
             Command::Interest(Interest::TopicAdded(topic)) => {
                 // The bus validated the topic's channel before subscribing.
-                let Ok(channel) = topic_channel(self.naming, &self.prefix, &topic) else { return Ok(()) };
+                let Ok(channel) = topic_channel(self.naming, &self.prefix, &topic) else {
+                    return Ok(());
+                };
                 let topics = self.routes.entry(channel.clone()).or_default();
                 let first = topics.is_empty();
                 topics.insert(topic);
                 if first && let Some(client) = client {
-                    client.batch_execute(&format!("LISTEN {}", quote_ident(&channel))).await?;
+                    client
+                        .batch_execute(&format!("LISTEN {}", quote_ident(&channel)))
+                        .await?;
                 }
             }
             Command::Interest(Interest::TopicRemoved(topic)) => {
-                let Ok(channel) = topic_channel(self.naming, &self.prefix, &topic) else { return Ok(()) };
+                let Ok(channel) = topic_channel(self.naming, &self.prefix, &topic) else {
+                    return Ok(());
+                };
                 if let Some(topics) = self.routes.get_mut(&channel) {
                     topics.remove(&topic);
                     if topics.is_empty() {
                         self.routes.remove(&channel);
                         if let Some(client) = client {
-                            client.batch_execute(&format!("UNLISTEN {}", quote_ident(&channel))).await?;
+                            client
+                                .batch_execute(&format!("UNLISTEN {}", quote_ident(&channel)))
+                                .await?;
                         }
                     }
                 }
             }
             Command::Interest(Interest::PatternAdded(_)) => {
                 self.patterns += 1;
-                if self.patterns == 1 && let Some(client) = client {
-                    client.batch_execute(&format!("LISTEN {}", quote_ident(&self.pattern_channel))).await?;
+                if self.patterns == 1
+                    && let Some(client) = client
+                {
+                    client
+                        .batch_execute(&format!("LISTEN {}", quote_ident(&self.pattern_channel)))
+                        .await?;
                 }
             }
             Command::Interest(Interest::PatternRemoved(_)) => {
                 self.patterns = self.patterns.saturating_sub(1);
-                if self.patterns == 0 && let Some(client) = client {
-                    client.batch_execute(&format!("UNLISTEN {}", quote_ident(&self.pattern_channel))).await?;
+                if self.patterns == 0
+                    && let Some(client) = client
+                {
+                    client
+                        .batch_execute(&format!("UNLISTEN {}", quote_ident(&self.pattern_channel)))
+                        .await?;
                 }
             }
         }
@@ -248,23 +284,30 @@ impl Listener {
                 return Ok(());
             }
             let Some((topic, body)) = split_pattern_payload(n.payload()) else {
-                tracing::warn!(channel = n.channel(), "postgres event bus: malformed pattern notification dropped");
+                tracing::warn!(
+                    channel = n.channel(),
+                    "postgres event bus: malformed pattern notification dropped"
+                );
                 return Ok(());
             };
             if let Some(event) = self.decode(client, body).await? {
                 self.router.dispatch_patterns(topic, &event);
             }
-        } else if let Some(topics) = self.routes.get(n.channel()) {
-            if let Some(event) = self.decode(client, n.payload()).await? {
-                for topic in topics {
-                    self.router.dispatch_exact(topic, &event);
-                }
+        } else if let Some(topics) = self.routes.get(n.channel())
+            && let Some(event) = self.decode(client, n.payload()).await?
+        {
+            for topic in topics {
+                self.router.dispatch_exact(topic, &event);
             }
         }
         Ok(())
     }
 
-    async fn decode(&self, client: &Client, body: &str) -> Result<Option<Event>, tokio_postgres::Error> {
+    async fn decode(
+        &self,
+        client: &Client,
+        body: &str,
+    ) -> Result<Option<Event>, tokio_postgres::Error> {
         let owned;
         let json = match body.strip_prefix(CLAIM_PREFIX) {
             None => body,
@@ -276,7 +319,10 @@ impl Listener {
                         owned.as_str()
                     }
                     Ok(None) => {
-                        tracing::error!(claim = id, "postgres event bus: claim-check row missing (expired?); signalling resync");
+                        tracing::error!(
+                            claim = id,
+                            "postgres event bus: claim-check row missing (expired?); signalling resync"
+                        );
                         self.router.resync_all(ResyncReason::Lagged { missed: 1 });
                         return Ok(None);
                     }
@@ -300,7 +346,11 @@ impl Listener {
 }
 
 async fn close(established: Established) {
-    let Established { client, notifications, forwarder } = established;
+    let Established {
+        client,
+        notifications,
+        forwarder,
+    } = established;
     drop(client);
     drop(notifications);
     forwarder.abort();

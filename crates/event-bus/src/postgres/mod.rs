@@ -22,18 +22,21 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use channel::{ChannelNaming, MAX_CHANNEL_LEN, original_channel, pattern_channel, sanitize_prefix, topic_channel};
+pub use channel::{
+    ChannelNaming, MAX_CHANNEL_LEN, original_channel, pattern_channel, sanitize_prefix,
+    topic_channel,
+};
 pub use config::{OversizePolicy, PostgresEventBusConfig};
 
 use self::listener::{Command, Listener};
 use self::publisher::{PublisherSettings, PublisherSlot};
+use crate::EventBus;
 use crate::backoff::Backoff;
 use crate::error::EventBusError;
 use crate::event::{Event, new_uuid_v4};
 use crate::router::Router;
 use crate::subscription::Subscription;
 use crate::topic::validate_topic;
-use crate::EventBus;
 
 /// Postgres rejects NOTIFY payloads of 8000 bytes or more.
 pub const NOTIFY_PAYLOAD_LIMIT: usize = 7999;
@@ -141,7 +144,13 @@ impl PostgresEventBus {
         };
         let tasks = vec![
             tokio::spawn(listener.run(first_listener)),
-            tokio::spawn(publisher::supervise(Arc::clone(&slot), settings, first_driver, backoff, shutdown_rx)),
+            tokio::spawn(publisher::supervise(
+                Arc::clone(&slot),
+                settings,
+                first_driver,
+                backoff,
+                shutdown_rx,
+            )),
         ];
         Ok(PostgresEventBus {
             router,
@@ -187,7 +196,9 @@ impl PostgresEventBus {
     async fn sync(&self, topic: &str) -> Result<(), EventBusError> {
         let (ack, done) = oneshot::channel();
         if self.commands.send(Command::Sync(ack)).is_err() || done.await.is_err() {
-            return Err(EventBusError::Closed { topic: topic.to_owned() });
+            return Err(EventBusError::Closed {
+                topic: topic.to_owned(),
+            });
         }
         Ok(())
     }
@@ -211,16 +222,26 @@ impl EventBus for PostgresEventBus {
     async fn publish(&self, topic: &str, event: &Event) -> Result<(), EventBusError> {
         validate_topic(topic)?;
         if self.closed.load(Ordering::Acquire) {
-            return Err(EventBusError::Closed { topic: topic.to_owned() });
+            return Err(EventBusError::Closed {
+                topic: topic.to_owned(),
+            });
         }
         let channel = topic_channel(self.naming, &self.prefix, topic)?;
         let body = event.to_json();
         let pattern_payload = format!("{topic}\n{body}");
         let Some(conn) = self.publisher.get() else {
-            return Err(EventBusError::Disconnected { backend: "postgres", topic: topic.to_owned() });
+            return Err(EventBusError::Disconnected {
+                backend: "postgres",
+                topic: topic.to_owned(),
+            });
         };
         let result = if pattern_payload.len() <= NOTIFY_PAYLOAD_LIMIT {
-            conn.client.query(&conn.notify, &[&channel, &body, &self.pattern_channel, &pattern_payload]).await
+            conn.client
+                .query(
+                    &conn.notify,
+                    &[&channel, &body, &self.pattern_channel, &pattern_payload],
+                )
+                .await
         } else {
             match (self.oversize, &conn.claim) {
                 (OversizePolicy::ClaimCheck, Some(claim)) => {
@@ -229,9 +250,23 @@ impl EventBus for PostgresEventBus {
                     let pattern_marker = format!("{topic}\n{marker}");
                     let result = conn
                         .client
-                        .query(claim, &[&id, &body, &channel, &marker, &self.pattern_channel, &pattern_marker])
+                        .query(
+                            claim,
+                            &[
+                                &id,
+                                &body,
+                                &channel,
+                                &marker,
+                                &self.pattern_channel,
+                                &pattern_marker,
+                            ],
+                        )
                         .await;
-                    if self.claims.fetch_add(1, Ordering::Relaxed) % CLEANUP_EVERY == 0 {
+                    if self
+                        .claims
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(CLEANUP_EVERY)
+                    {
                         tokio::spawn(publisher::cleanup_claims(Arc::clone(&conn), self.claim_ttl));
                     }
                     result
@@ -248,10 +283,15 @@ impl EventBus for PostgresEventBus {
         };
         match result {
             Ok(_) => Ok(()),
-            Err(_) if conn.client.is_closed() => {
-                Err(EventBusError::Disconnected { backend: "postgres", topic: topic.to_owned() })
-            }
-            Err(source) => Err(EventBusError::Publish { backend: "postgres", topic: topic.to_owned(), source: Box::new(source) }),
+            Err(_) if conn.client.is_closed() => Err(EventBusError::Disconnected {
+                backend: "postgres",
+                topic: topic.to_owned(),
+            }),
+            Err(source) => Err(EventBusError::Publish {
+                backend: "postgres",
+                topic: topic.to_owned(),
+                source: Box::new(source),
+            }),
         }
     }
 
@@ -273,7 +313,8 @@ impl EventBus for PostgresEventBus {
         self.closed.store(true, Ordering::Release);
         self.router.close();
         let _ = self.shutdown.send(true);
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {
             let _ = task.await;
         }

@@ -31,7 +31,10 @@ pub(super) struct PublisherSlot {
 
 impl PublisherSlot {
     pub(super) fn get(&self) -> Option<Arc<PubConn>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(super) fn set(&self, conn: Option<Arc<PubConn>>) {
@@ -48,7 +51,9 @@ pub(super) struct PublisherSettings {
 }
 
 /// Opens a publishing connection, prepares its statements (creating the claim table if needed).
-pub(super) async fn open(settings: &PublisherSettings) -> Result<(PubConn, JoinHandle<()>), tokio_postgres::Error> {
+pub(super) async fn open(
+    settings: &PublisherSettings,
+) -> Result<(PubConn, JoinHandle<()>), tokio_postgres::Error> {
     let (client, connection) = settings.pg_config.connect(NoTls).await?;
     let driver = tokio::spawn(async move {
         if let Err(error) = connection.await {
@@ -64,9 +69,14 @@ pub(super) async fn open(settings: &PublisherSettings) -> Result<(PubConn, JoinH
     }
 }
 
-async fn prepare(client: Client, settings: &PublisherSettings) -> Result<PubConn, tokio_postgres::Error> {
+async fn prepare(
+    client: Client,
+    settings: &PublisherSettings,
+) -> Result<PubConn, tokio_postgres::Error> {
     let text4 = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
-    let notify = client.prepare_typed("SELECT pg_notify($1, $2), pg_notify($3, $4)", &text4).await?;
+    let notify = client
+        .prepare_typed("SELECT pg_notify($1, $2), pg_notify($3, $4)", &text4)
+        .await?;
     let (claim, cleanup) = match settings.oversize {
         OversizePolicy::Reject => (None, None),
         OversizePolicy::ClaimCheck => {
@@ -91,14 +101,21 @@ async fn prepare(client: Client, settings: &PublisherSettings) -> Result<PubConn
                 .await?;
             let cleanup = client
                 .prepare_typed(
-                    &format!("DELETE FROM {table} WHERE created_at < now() - make_interval(secs => $1)"),
+                    &format!(
+                        "DELETE FROM {table} WHERE created_at < now() - make_interval(secs => $1)"
+                    ),
                     &[Type::FLOAT8],
                 )
                 .await?;
             (Some(claim), Some(cleanup))
         }
     };
-    Ok(PubConn { client, notify, claim, cleanup })
+    Ok(PubConn {
+        client,
+        notify,
+        claim,
+        cleanup,
+    })
 }
 
 /// Keeps `slot` filled (the caller fills it first, with the connection `driver` drives): waits for the connection to die, empties the slot (so publishes fail
@@ -136,7 +153,9 @@ pub(super) async fn supervise(
                     tracing::warn!("postgres event bus: re-established publish connection");
                     break;
                 }
-                Err(error) => tracing::warn!(%error, ?delay, "postgres event bus: publish reconnect failed"),
+                Err(error) => {
+                    tracing::warn!(%error, ?delay, "postgres event bus: publish reconnect failed")
+                }
             }
         }
     }

@@ -1,0 +1,446 @@
+//! `RedisEventBus`: Redis pub/sub (feature `redis`, redis 1.x on tokio).
+//!
+//! Channels use the original's formula `{prefix}:{topic}` and the original's event JSON, so
+//! Python processes of the original and dynreg processes on one Redis read each other's events.
+//! Pattern subscriptions `PSUBSCRIBE` the translated glob; a `pmessage` goes only to the
+//! subscribers of its pattern and a `message` only to exact subscribers, so one subscription never
+//! gets a transport duplicate. Two supervised connections: a dedicated pub/sub connection and a
+//! multiplexed (pipelined) publishing connection.
+
+mod listener;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use self::listener::{Command, Listener};
+use crate::EventBus;
+use crate::backoff::Backoff;
+use crate::config::{millis_key, reject_unknown, string_key, usize_key};
+use crate::error::EventBusError;
+use crate::event::Event;
+use crate::router::Router;
+use crate::subscription::{DEFAULT_CAPACITY, Subscription};
+use crate::topic::validate_topic;
+
+/// Options of the Redis bus.
+#[derive(Clone)]
+pub struct RedisEventBusConfig {
+    /// `redis://[:password@]host:port[/db]` (default `redis://localhost:6379`).
+    pub url: String,
+    /// Channel prefix, joined with `:` (default `events`; not sanitised, as in the original).
+    pub channel_prefix: String,
+    /// Per-subscription queue capacity.
+    pub capacity: usize,
+    /// First reconnect delay (default 250 ms).
+    pub reconnect_base: Duration,
+    /// Longest reconnect delay (default 30 s).
+    pub reconnect_max: Duration,
+    /// Liveness probe (PING) cadence of both connections (default 2 s).
+    pub probe_interval: Duration,
+    /// Connect and response timeout (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisEventBusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEventBusConfig")
+            .field("url", &redact(&self.url))
+            .field("channel_prefix", &self.channel_prefix)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl RedisEventBusConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisEventBusConfig {
+            url: url.into(),
+            channel_prefix: "events".into(),
+            capacity: DEFAULT_CAPACITY,
+            reconnect_base: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Reads `url` (or `host`/`port`/`password`, defaults `localhost`/`6379`/none),
+    /// `channel_prefix`, `capacity`, `reconnect_base_ms`, `reconnect_max_ms`,
+    /// `probe_interval_ms`, `connect_timeout_ms`.
+    pub fn from_json(map: &Map<String, Value>) -> Result<Self, EventBusError> {
+        reject_unknown(
+            map,
+            &[
+                "url",
+                "host",
+                "port",
+                "password",
+                "channel_prefix",
+                "capacity",
+                "reconnect_base_ms",
+                "reconnect_max_ms",
+                "probe_interval_ms",
+                "connect_timeout_ms",
+            ],
+        )?;
+        let url = match string_key(map, "url")? {
+            Some(url) => url,
+            None => {
+                let host = string_key(map, "host")?.unwrap_or_else(|| "localhost".into());
+                let port = usize_key(map, "port")?.unwrap_or(6379);
+                match string_key(map, "password")? {
+                    Some(password) => format!("redis://:{password}@{host}:{port}"),
+                    None => format!("redis://{host}:{port}"),
+                }
+            }
+        };
+        let mut config = RedisEventBusConfig::new(url);
+        if let Some(prefix) = string_key(map, "channel_prefix")? {
+            config.channel_prefix = prefix;
+        }
+        if let Some(capacity) = usize_key(map, "capacity")? {
+            config.capacity = capacity;
+        }
+        if let Some(d) = millis_key(map, "reconnect_base_ms")? {
+            config.reconnect_base = d;
+        }
+        if let Some(d) = millis_key(map, "reconnect_max_ms")? {
+            config.reconnect_max = d;
+        }
+        if let Some(d) = millis_key(map, "probe_interval_ms")? {
+            config.probe_interval = d;
+        }
+        if let Some(d) = millis_key(map, "connect_timeout_ms")? {
+            config.connect_timeout = d;
+        }
+        Ok(config)
+    }
+}
+
+/// Escapes glob characters of a literal for a Redis pattern.
+pub(crate) fn escape_redis_glob(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The publishing connection and its server-side client id.
+#[derive(Default)]
+struct PublisherSlot {
+    current: RwLock<Option<(redis::aio::MultiplexedConnection, i64)>>,
+    broken: Notify,
+}
+
+impl PublisherSlot {
+    fn get(&self) -> Option<(redis::aio::MultiplexedConnection, i64)> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn set(&self, conn: Option<(redis::aio::MultiplexedConnection, i64)>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = conn;
+    }
+}
+
+async fn open_publisher(
+    client: &redis::Client,
+    timeout: Duration,
+) -> Result<(redis::aio::MultiplexedConnection, i64), redis::RedisError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut conn)
+        .await?;
+    Ok((conn, id))
+}
+
+/// Keeps the publishing slot filled: PINGs it, empties it when it breaks (publishes then fail
+/// fast with `Disconnected`) and reconnects with back-off.
+async fn supervise_publisher(
+    slot: Arc<PublisherSlot>,
+    client: redis::Client,
+    timeout: Duration,
+    probe_interval: Duration,
+    mut backoff: Backoff,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        // Healthy: probe until broken or shutdown.
+        loop {
+            tokio::select! {
+                _ = wait_shutdown(&mut shutdown) => return,
+                _ = slot.broken.notified() => break,
+                _ = tokio::time::sleep(probe_interval) => {
+                    let Some((mut conn, _)) = slot.get() else { break };
+                    let ping: Result<Result<String, _>, _> =
+                        tokio::time::timeout(timeout, redis::cmd("PING").query_async(&mut conn)).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        slot.set(None);
+        tracing::warn!("redis event bus: publish connection lost; reconnecting");
+        loop {
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = wait_shutdown(&mut shutdown) => return,
+            }
+            match open_publisher(&client, timeout).await {
+                Ok(conn) => {
+                    slot.set(Some(conn));
+                    backoff.reset();
+                    tracing::warn!("redis event bus: re-established publish connection");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ?delay, "redis event bus: publish reconnect failed")
+                }
+            }
+        }
+    }
+}
+
+async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The Redis pub/sub bus.
+pub struct RedisEventBus {
+    router: Arc<Router>,
+    commands: mpsc::UnboundedSender<Command>,
+    publisher: Arc<PublisherSlot>,
+    pubsub_addr: Arc<Mutex<Option<String>>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+    prefix: String,
+    target: String,
+}
+
+impl std::fmt::Debug for RedisEventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEventBus")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .field("subscriptions", &self.router.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisEventBus {
+    /// Opens the pub/sub and publishing connections (an unreachable server is an error here)
+    /// and starts the tasks that keep them alive.
+    pub async fn connect(config: RedisEventBusConfig) -> Result<Self, EventBusError> {
+        let target = redact(&config.url);
+        let connect_error = |source: redis::RedisError| EventBusError::Connect {
+            backend: "redis",
+            target: target.clone(),
+            source: Box::new(source),
+        };
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| EventBusError::InvalidConfig {
+                key: "url".into(),
+                reason: format!("{target}: {e}"),
+            })?;
+        let first_publisher = open_publisher(&client, config.connect_timeout)
+            .await
+            .map_err(connect_error)?;
+        let pubsub_addr = Arc::new(Mutex::new(None));
+        let first_listener = listener::open(&client, config.connect_timeout, &pubsub_addr)
+            .await
+            .map_err(connect_error)?;
+
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let hook_tx = commands.clone();
+        let router = Router::new(
+            config.capacity,
+            Some(Box::new(move |interest| {
+                let _ = hook_tx.send(Command::Interest(interest));
+            })),
+        );
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let slot = Arc::new(PublisherSlot::default());
+        slot.set(Some(first_publisher));
+        let backoff = Backoff::new(config.reconnect_base, config.reconnect_max);
+        let listener = Listener {
+            client: client.clone(),
+            connect_timeout: config.connect_timeout,
+            local_addr: Arc::clone(&pubsub_addr),
+            prefix: config.channel_prefix.clone(),
+            probe_interval: config.probe_interval,
+            backoff: backoff.clone(),
+            router: Arc::clone(&router),
+            commands: command_rx,
+            shutdown: shutdown_rx.clone(),
+            topics: Default::default(),
+            patterns: Default::default(),
+        };
+        let tasks = vec![
+            tokio::spawn(listener.run(first_listener)),
+            tokio::spawn(supervise_publisher(
+                Arc::clone(&slot),
+                client,
+                config.connect_timeout,
+                config.probe_interval,
+                backoff,
+                shutdown_rx,
+            )),
+        ];
+        Ok(RedisEventBus {
+            router,
+            commands,
+            publisher: slot,
+            pubsub_addr,
+            shutdown,
+            tasks: Mutex::new(tasks),
+            closed: AtomicBool::new(false),
+            prefix: config.channel_prefix,
+            target,
+        })
+    }
+
+    /// The channel `topic` is published on (the original's formula).
+    pub fn channel_for(&self, topic: &str) -> Result<String, EventBusError> {
+        validate_topic(topic)?;
+        Ok(format!("{}:{topic}", self.prefix))
+    }
+
+    /// The address the server sees for the current pub/sub connection (plain TCP only), for
+    /// `CLIENT KILL TYPE pubsub ADDR <addr>`.
+    pub fn pubsub_client_addr(&self) -> Option<String> {
+        self.pubsub_addr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The server-side `CLIENT ID` of the current publishing connection.
+    pub fn publish_client_id(&self) -> Option<i64> {
+        self.publisher.get().map(|(_, id)| id)
+    }
+
+    async fn sync(&self, topic: &str) -> Result<(), EventBusError> {
+        let (ack, done) = oneshot::channel();
+        if self.commands.send(Command::Sync(ack)).is_err() || done.await.is_err() {
+            return Err(EventBusError::Closed {
+                topic: topic.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisEventBus {
+    async fn publish(&self, topic: &str, event: &Event) -> Result<(), EventBusError> {
+        validate_topic(topic)?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(EventBusError::Closed {
+                topic: topic.to_owned(),
+            });
+        }
+        let Some((mut conn, _)) = self.publisher.get() else {
+            return Err(EventBusError::Disconnected {
+                backend: "redis",
+                topic: topic.to_owned(),
+            });
+        };
+        let channel = format!("{}:{topic}", self.prefix);
+        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(event.to_json())
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if error.is_unrecoverable_error()
+                    || error.is_connection_dropped()
+                    || error.is_io_error()
+                    || error.is_timeout()
+                {
+                    self.publisher.set(None);
+                    self.publisher.broken.notify_one();
+                }
+                Err(EventBusError::Publish {
+                    backend: "redis",
+                    topic: topic.to_owned(),
+                    source: Box::new(error),
+                })
+            }
+        }
+    }
+
+    async fn subscribe(&self, topic: &str) -> Result<Subscription, EventBusError> {
+        let subscription = self.router.subscribe(topic)?;
+        self.sync(topic).await?;
+        Ok(subscription)
+    }
+
+    async fn subscribe_pattern(&self, pattern: &str) -> Result<Subscription, EventBusError> {
+        let subscription = self.router.subscribe_pattern(pattern)?;
+        self.sync(pattern).await?;
+        Ok(subscription)
+    }
+
+    async fn close(&self) -> Result<(), EventBusError> {
+        self.closed.store(true, Ordering::Release);
+        self.router.close();
+        let _ = self.shutdown.send(true);
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.publisher.set(None);
+        Ok(())
+    }
+
+    fn subscription_count(&self) -> usize {
+        self.router.count()
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+impl Drop for RedisEventBus {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
