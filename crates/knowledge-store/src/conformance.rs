@@ -77,7 +77,10 @@ pub async fn create_kb_duplicate_fails(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "dup").await;
     let err = b.create_kb(&d, Metadata::new()).await.unwrap_err();
-    assert!(matches!(err, KnowledgeError::KbAlreadyExists { .. }), "{err}");
+    assert!(
+        matches!(err, KnowledgeError::KbAlreadyExists { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains(&d));
 }
 
@@ -118,9 +121,19 @@ pub async fn list_kbs_sorted(s: Store) {
         .collect();
     assert_eq!(
         ids,
-        vec![format!("{base}-a"), format!("{base}-b"), format!("{base}-c")]
+        vec![
+            format!("{base}-a"),
+            format!("{base}-b"),
+            format!("{base}-c")
+        ]
     );
-    let all: Vec<String> = b.list_kbs().await.unwrap().into_iter().map(|i| i.domain_id).collect();
+    let all: Vec<String> = b
+        .list_kbs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.domain_id)
+        .collect();
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(all, sorted);
@@ -166,14 +179,33 @@ pub async fn put_and_get_file(s: Store) {
     assert_eq!(f.checksum, md5_hex(body));
     assert_eq!(f.content_type, "text/markdown");
     assert_eq!(f.metadata["n"], 3);
-    assert_eq!(b.get_file(&d, "content/intro.md").await.unwrap().unwrap().as_ref(), body);
+    assert_eq!(
+        b.get_file(&d, "content/intro.md")
+            .await
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        body
+    );
     let info = b.get_info(&d).await.unwrap().unwrap();
-    assert_eq!((info.file_count, info.total_size_bytes), (1, body.len() as u64));
+    assert_eq!(
+        (info.file_count, info.total_size_bytes),
+        (1, body.len() as u64)
+    );
     assert_eq!(info.version, "2");
-    let stored = b.get_file_info(&d, "content/intro.md").await.unwrap().unwrap();
+    let stored = b
+        .get_file_info(&d, "content/intro.md")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored, f);
     let explicit = b
-        .put_file(&d, "x.bin", Bytes::from_static(b"x"), PutOptions::with_content_type("text/plain"))
+        .put_file(
+            &d,
+            "x.bin",
+            Bytes::from_static(b"x"),
+            PutOptions::with_content_type("text/plain"),
+        )
         .await
         .unwrap();
     assert_eq!(explicit.content_type, "text/plain");
@@ -202,11 +234,32 @@ pub async fn put_file_without_kb_fails(s: Store) {
 pub async fn list_files_prefix_sorted(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "listf").await;
-    for p in ["z.md", "content/b.md", "content/a.md", "contents.md", "data/x.json"] {
+    for p in [
+        "z.md",
+        "content/b.md",
+        "content/a.md",
+        "contents.md",
+        "data/x.json",
+    ] {
         put(b, &d, p, p).await;
     }
-    let all: Vec<_> = b.list_files(&d, None).await.unwrap().into_iter().map(|f| f.path).collect();
-    assert_eq!(all, vec!["content/a.md", "content/b.md", "contents.md", "data/x.json", "z.md"]);
+    let all: Vec<_> = b
+        .list_files(&d, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            "content/a.md",
+            "content/b.md",
+            "contents.md",
+            "data/x.json",
+            "z.md"
+        ]
+    );
     let content: Vec<_> = b
         .list_files(&d, Some("content/"))
         .await
@@ -215,7 +268,13 @@ pub async fn list_files_prefix_sorted(s: Store) {
         .map(|f| f.path)
         .collect();
     assert_eq!(content, vec!["content/a.md", "content/b.md"]);
-    let c: Vec<_> = b.list_files(&d, Some("content")).await.unwrap().into_iter().map(|f| f.path).collect();
+    let c: Vec<_> = b
+        .list_files(&d, Some("content"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
     assert_eq!(c.len(), 3);
     assert!(b.list_files(&d, Some("nothing/")).await.unwrap().is_empty());
 }
@@ -248,7 +307,10 @@ pub async fn delete_file_updates_counts(s: Store) {
     assert!(b.get_file(&d, "deep/nested/b.md").await.unwrap().is_none());
     // The emptied folder does not block a file of the same name.
     put(b, &d, "deep", "now a file").await;
-    assert_eq!(b.get_file(&d, "deep").await.unwrap().unwrap().as_ref(), b"now a file");
+    assert_eq!(
+        b.get_file(&d, "deep").await.unwrap().unwrap().as_ref(),
+        b"now a file"
+    );
 }
 
 /// Replacing a file keeps the count, updates size and checksum, bumps the version.
@@ -262,7 +324,10 @@ pub async fn overwrite_replaces_entry(s: Store) {
     assert_eq!(info.version, "3");
     let f = b.get_file_info(&d, "a.md").await.unwrap().unwrap();
     assert_eq!(f.checksum, md5_hex(b"three"));
-    assert_eq!(b.get_file(&d, "a.md").await.unwrap().unwrap().as_ref(), b"three");
+    assert_eq!(
+        b.get_file(&d, "a.md").await.unwrap().unwrap().as_ref(),
+        b"three"
+    );
 }
 
 /// stream_file: 1000 bytes at chunk 100 is exactly 10 chunks; a missing file is None.
@@ -270,9 +335,14 @@ pub async fn stream_file_chunks(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "stream").await;
     let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
-    b.put_file(&d, "big.bin", Bytes::from(data.clone()), PutOptions::default())
-        .await
-        .unwrap();
+    b.put_file(
+        &d,
+        "big.bin",
+        Bytes::from(data.clone()),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
     let chunks: Vec<Bytes> = b
         .stream_file(&d, "big.bin", 100)
         .await
@@ -285,7 +355,12 @@ pub async fn stream_file_chunks(s: Store) {
     assert!(chunks.iter().all(|c| c.len() == 100));
     assert_eq!(chunks.concat(), data);
     assert!(b.stream_file(&d, "nope.bin", 100).await.unwrap().is_none());
-    assert!(b.stream_file(&unique("nokb"), "big.bin", 100).await.unwrap().is_none());
+    assert!(
+        b.stream_file(&unique("nokb"), "big.bin", 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// put_stream stores a multi-chunk upload; stream_file reads it back identically.
@@ -308,7 +383,11 @@ pub async fn put_stream_round_trips(s: Store) {
         .unwrap();
     assert_eq!(f.size_bytes, (chunk.len() * n) as u64);
     assert_eq!(f.checksum, expected);
-    let mut s2 = b.stream_file(&d, "big/blob.bin", 1 << 20).await.unwrap().unwrap();
+    let mut s2 = b
+        .stream_file(&d, "big/blob.bin", 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
     let mut h = md5::Md5::default();
     let mut total = 0usize;
     while let Some(c) = s2.next().await {
@@ -326,7 +405,10 @@ pub async fn set_ingestion_status_writes_error_and_generation(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "status").await;
     let info = b
-        .set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Swapping).generation("g1"))
+        .set_ingestion_status(
+            &d,
+            StatusUpdate::new(IngestionStatus::Swapping).generation("g1"),
+        )
         .await
         .unwrap();
     assert_eq!(info.ingestion_status, IngestionStatus::Swapping);
@@ -357,14 +439,24 @@ pub async fn set_ingestion_status_writes_error_and_generation(s: Store) {
 pub async fn conditional_status_writes(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "cas").await;
-    let t0 = b.get_state_version(&d).await.unwrap().expect("token after create");
-    b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ingesting).expect_version(&t0))
+    let t0 = b
+        .get_state_version(&d)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("token after create");
+    b.set_ingestion_status(
+        &d,
+        StatusUpdate::new(IngestionStatus::Ingesting).expect_version(&t0),
+    )
+    .await
+    .unwrap();
     let t1 = b.get_state_version(&d).await.unwrap().unwrap();
     assert_ne!(t0, t1);
     let err = b
-        .set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready).expect_version(&t0))
+        .set_ingestion_status(
+            &d,
+            StatusUpdate::new(IngestionStatus::Ready).expect_version(&t0),
+        )
         .await
         .unwrap_err();
     match &err {
@@ -382,7 +474,11 @@ pub async fn conditional_status_writes(s: Store) {
     }
     assert!(err.to_string().contains(&d));
     let info = b.get_info(&d).await.unwrap().unwrap();
-    assert_eq!(info.ingestion_status, IngestionStatus::Ingesting, "nothing written");
+    assert_eq!(
+        info.ingestion_status,
+        IngestionStatus::Ingesting,
+        "nothing written"
+    );
     assert_eq!(b.get_state_version(&d).await.unwrap().unwrap(), t1);
     // Without a token: last writer wins.
     b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Pending))
@@ -402,11 +498,17 @@ pub async fn conditional_status_writes(s: Store) {
     b.delete_file(&d, "a.md").await.unwrap();
     let t5 = b.get_state_version(&d).await.unwrap().unwrap();
     assert_ne!(t5, t4);
-    b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready).expect_version(&t5))
-        .await
-        .unwrap();
+    b.set_ingestion_status(
+        &d,
+        StatusUpdate::new(IngestionStatus::Ready).expect_version(&t5),
+    )
+    .await
+    .unwrap();
     let err = b
-        .set_ingestion_status(&unique("nokb"), StatusUpdate::new(IngestionStatus::Ready).expect_version(&t5))
+        .set_ingestion_status(
+            &unique("nokb"),
+            StatusUpdate::new(IngestionStatus::Ready).expect_version(&t5),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, KnowledgeError::KbNotFound { .. }));
@@ -512,11 +614,21 @@ pub async fn diff_disjoint_and_correct(s: Store) {
     assert_eq!(cs.added, vec!["new/a.md", "new/b.md"]);
     assert_eq!(cs.modified, vec!["mod.md"]);
     assert_eq!(cs.deleted, vec!["del1.md", "del2.md"]);
-    let all: BTreeSet<_> = cs.added.iter().chain(&cs.modified).chain(&cs.deleted).collect();
+    let all: BTreeSet<_> = cs
+        .added
+        .iter()
+        .chain(&cs.modified)
+        .chain(&cs.deleted)
+        .collect();
     assert_eq!(all.len(), 5, "disjoint");
     assert_eq!(cs.version, b.get_checksum(&d).await.unwrap());
     // The version just handed out is itself retained.
-    assert!(b.list_changes_since(&d, &cs.version).await.unwrap().is_empty());
+    assert!(
+        b.list_changes_since(&d, &cs.version)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// An unretained version is InvalidVersion from list_changes_since and "changed" from
@@ -527,12 +639,18 @@ pub async fn unretained_version(s: Store) {
     put(b, &d, "a.md", "a").await;
     let never = "0123456789abcdef0123456789abcdef";
     let err = b.list_changes_since(&d, never).await.unwrap_err();
-    assert!(matches!(err, KnowledgeError::InvalidVersion { .. }), "{err}");
+    assert!(
+        matches!(err, KnowledgeError::InvalidVersion { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains(&d) && err.to_string().contains(never));
     assert!(b.has_changes_since(&d, never).await.unwrap());
     for bad in ["../../etc/passwd", "a/b", ".."] {
         let err = b.list_changes_since(&d, bad).await.unwrap_err();
-        assert!(matches!(err, KnowledgeError::InvalidVersion { .. }), "{bad}");
+        assert!(
+            matches!(err, KnowledgeError::InvalidVersion { .. }),
+            "{bad}"
+        );
     }
 }
 
@@ -549,7 +667,10 @@ pub async fn no_spurious_reingest_then_detects(s: Store) {
     b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
-    assert!(!b.has_changes_since(&d, &v).await.unwrap(), "status is not content");
+    assert!(
+        !b.has_changes_since(&d, &v).await.unwrap(),
+        "status is not content"
+    );
     put(b, &d, "c.md", "c").await;
     let cs = b.list_changes_since(&d, &v).await.unwrap();
     assert_eq!(cs.added, vec!["c.md"]);
@@ -567,19 +688,29 @@ pub async fn hostile_paths_refused(s: Store) {
             other => panic!("{op} {p:?} was not refused: {other:?}"),
         };
         refused(
-            b.put_file(&d, p, Bytes::from_static(b"x"), PutOptions::default()).await.map(drop),
+            b.put_file(&d, p, Bytes::from_static(b"x"), PutOptions::default())
+                .await
+                .map(drop),
             "put_file",
         );
         refused(
-            b.put_files(&d, vec![FileUpload::new("ok.md", "ok"), FileUpload::new(*p, "x")])
-                .await
-                .map(drop),
+            b.put_files(
+                &d,
+                vec![FileUpload::new("ok.md", "ok"), FileUpload::new(*p, "x")],
+            )
+            .await
+            .map(drop),
             "put_files",
         );
         refused(
-            b.put_stream(&d, p, crate::stream::once(Bytes::from_static(b"x")), PutOptions::default())
-                .await
-                .map(drop),
+            b.put_stream(
+                &d,
+                p,
+                crate::stream::once(Bytes::from_static(b"x")),
+                PutOptions::default(),
+            )
+            .await
+            .map(drop),
             "put_stream",
         );
         refused(b.get_file(&d, p).await.map(drop), "get_file");
@@ -588,7 +719,10 @@ pub async fn hostile_paths_refused(s: Store) {
         refused(b.file_exists(&d, p).await.map(drop), "file_exists");
         refused(b.get_file_info(&d, p).await.map(drop), "get_file_info");
     }
-    assert!(b.list_files(&d, None).await.unwrap().is_empty(), "a refused batch writes nothing");
+    assert!(
+        b.list_files(&d, None).await.unwrap().is_empty(),
+        "a refused batch writes nothing"
+    );
 }
 
 /// Every hostile domain id is refused by every entry point.
@@ -605,7 +739,9 @@ pub async fn hostile_domain_ids_refused(s: Store) {
         refused(b.get_info(d).await.map(drop), "get_info");
         refused(b.delete_kb(d).await.map(drop), "delete_kb");
         refused(
-            b.put_file(d, "a.md", Bytes::from_static(b"x"), PutOptions::default()).await.map(drop),
+            b.put_file(d, "a.md", Bytes::from_static(b"x"), PutOptions::default())
+                .await
+                .map(drop),
             "put_file",
         );
         refused(b.get_file(d, "a.md").await.map(drop), "get_file");
@@ -613,17 +749,28 @@ pub async fn hostile_domain_ids_refused(s: Store) {
         refused(b.delete_file(d, "a.md").await.map(drop), "delete_file");
         refused(b.list_files(d, None).await.map(drop), "list_files");
         refused(
-            b.set_ingestion_status(d, StatusUpdate::new(IngestionStatus::Ready)).await.map(drop),
+            b.set_ingestion_status(d, StatusUpdate::new(IngestionStatus::Ready))
+                .await
+                .map(drop),
             "set_ingestion_status",
         );
         refused(b.get_state_version(d).await.map(drop), "get_state_version");
         refused(b.get_checksum(d).await.map(drop), "get_checksum");
-        refused(b.list_changes_since(d, "").await.map(drop), "list_changes_since");
+        refused(
+            b.list_changes_since(d, "").await.map(drop),
+            "list_changes_since",
+        );
     }
     // A KB named like a reserved folder is fine and does not leak into others.
     let named_content = format!("content-{}", unique("x"));
     b.create_kb(&named_content, Metadata::new()).await.unwrap();
-    assert!(b.list_kbs().await.unwrap().iter().all(|i| !i.domain_id.starts_with('_')));
+    assert!(
+        b.list_kbs()
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| !i.domain_id.starts_with('_'))
+    );
 }
 
 /// A name cannot be both a file and a folder.
@@ -638,7 +785,12 @@ pub async fn file_folder_conflict_refused(s: Store) {
     assert!(matches!(err, KnowledgeError::PathConflict { .. }), "{err}");
     put(b, &d, "file.md", "f").await;
     let err = b
-        .put_file(&d, "file.md/inner.md", Bytes::from_static(b"x"), PutOptions::default())
+        .put_file(
+            &d,
+            "file.md/inner.md",
+            Bytes::from_static(b"x"),
+            PutOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, KnowledgeError::PathConflict { .. }), "{err}");
@@ -653,8 +805,13 @@ pub async fn concurrent_puts_lose_nothing(s: Store) {
     for i in 0..200 {
         let (b, d) = (b.clone(), d.clone());
         tasks.push(tokio::spawn(async move {
-            b.put_file(&d, &format!("f/{i:03}.md"), Bytes::from(format!("file {i}")), PutOptions::default())
-                .await
+            b.put_file(
+                &d,
+                &format!("f/{i:03}.md"),
+                Bytes::from(format!("file {i}")),
+                PutOptions::default(),
+            )
+            .await
         }));
     }
     for t in tasks {
@@ -679,8 +836,13 @@ pub async fn two_instances_lose_nothing(s: Store) {
     for i in 0..60 {
         let (inst, d) = (if i % 2 == 0 { a.clone() } else { b.clone() }, d.clone());
         tasks.push(tokio::spawn(async move {
-            inst.put_file(&d, &format!("p{i:02}.md"), Bytes::from(format!("{i}")), PutOptions::default())
-                .await
+            inst.put_file(
+                &d,
+                &format!("p{i:02}.md"),
+                Bytes::from(format!("{i}")),
+                PutOptions::default(),
+            )
+            .await
         }));
     }
     for t in tasks {
@@ -690,12 +852,17 @@ pub async fn two_instances_lose_nothing(s: Store) {
         assert_eq!(inst.list_files(&d, None).await.unwrap().len(), 60);
         assert_eq!(inst.get_info(&d).await.unwrap().unwrap().file_count, 60);
     }
-    assert_eq!(a.get_checksum(&d).await.unwrap(), b.get_checksum(&d).await.unwrap());
+    assert_eq!(
+        a.get_checksum(&d).await.unwrap(),
+        b.get_checksum(&d).await.unwrap()
+    );
     let v = a.get_checksum(&d).await.unwrap();
     b.delete_file(&d, "p00.md").await.unwrap();
     let cs = a.list_changes_since(&d, &v).await.unwrap();
     assert_eq!(cs.deleted, vec!["p00.md"]);
-    b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready)).await.unwrap();
+    b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready))
+        .await
+        .unwrap();
     assert_eq!(
         a.get_info(&d).await.unwrap().unwrap().ingestion_status,
         IngestionStatus::Ready
@@ -714,12 +881,25 @@ pub async fn batch_upload(s: Store) {
     assert_eq!(out.len(), 51);
     assert_eq!(out[3].path, "batch/03.txt");
     assert_eq!(b.list_files(&d, None).await.unwrap().len(), 50);
-    assert_eq!(b.get_file(&d, "batch/00.txt").await.unwrap().unwrap().as_ref(), b"replaced");
+    assert_eq!(
+        b.get_file(&d, "batch/00.txt")
+            .await
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        b"replaced"
+    );
     assert_eq!(b.get_info(&d).await.unwrap().unwrap().file_count, 50);
     assert!(b.put_files(&d, Vec::new()).await.unwrap().is_empty());
     // A conflicting batch writes nothing.
     let err = b
-        .put_files(&d, vec![FileUpload::new("ok.md", "x"), FileUpload::new("batch/00.txt/x", "y")])
+        .put_files(
+            &d,
+            vec![
+                FileUpload::new("ok.md", "x"),
+                FileUpload::new("batch/00.txt/x", "y"),
+            ],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, KnowledgeError::PathConflict { .. }), "{err}");
@@ -731,17 +911,37 @@ pub async fn gz_stored_as_uploaded(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "gz").await;
     // A real gzip member header followed by arbitrary bytes: must not be decompressed.
-    let raw: Vec<u8> = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03, 1, 2, 3, 4, 5].to_vec();
+    let raw: Vec<u8> = [
+        0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03, 1, 2, 3, 4, 5,
+    ]
+    .to_vec();
     let f = b
-        .put_file(&d, "archive/old.md.gz", Bytes::from(raw.clone()), PutOptions::default())
+        .put_file(
+            &d,
+            "archive/old.md.gz",
+            Bytes::from(raw.clone()),
+            PutOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(f.content_type, "application/gzip");
     assert_eq!(f.size_bytes, raw.len() as u64);
-    assert_eq!(b.get_file(&d, "archive/old.md.gz").await.unwrap().unwrap().as_ref(), &raw[..]);
-    let streamed = collect(b.stream_file(&d, "archive/old.md.gz", 4).await.unwrap().unwrap())
-        .await
-        .unwrap();
+    assert_eq!(
+        b.get_file(&d, "archive/old.md.gz")
+            .await
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        &raw[..]
+    );
+    let streamed = collect(
+        b.stream_file(&d, "archive/old.md.gz", 4)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(streamed.as_ref(), &raw[..]);
 }
 
@@ -754,7 +954,9 @@ pub async fn state_write_events(s: Store) {
         .on_state_write(move |w| sink.lock().unwrap().push(w.clone()));
     let d = new_kb(b, "events").await;
     put(b, &d, "a.md", "a").await;
-    b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready)).await.unwrap();
+    b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready))
+        .await
+        .unwrap();
     let v = b.get_checksum(&d).await.unwrap();
     let got: Vec<_> = seen
         .lock()
@@ -763,11 +965,25 @@ pub async fn state_write_events(s: Store) {
         .filter(|w| w.domain_id == d)
         .cloned()
         .collect();
-    let metadata: Vec<_> = got.iter().filter(|w| w.kind == KnowledgeKeyKind::Metadata).collect();
+    let metadata: Vec<_> = got
+        .iter()
+        .filter(|w| w.kind == KnowledgeKeyKind::Metadata)
+        .collect();
     assert!(metadata.len() >= 3, "create, put, status: {got:?}");
-    assert!(metadata.iter().all(|w| w.key.ends_with("_metadata.json") && w.byte_size > 0));
-    assert!(metadata.iter().all(|w| w.topic() == crate::INGEST_METADATA_WRITE));
-    let snaps: Vec<_> = got.iter().filter(|w| w.kind == KnowledgeKeyKind::Snapshot).collect();
+    assert!(
+        metadata
+            .iter()
+            .all(|w| w.key.ends_with("_metadata.json") && w.byte_size > 0)
+    );
+    assert!(
+        metadata
+            .iter()
+            .all(|w| w.topic() == crate::INGEST_METADATA_WRITE)
+    );
+    let snaps: Vec<_> = got
+        .iter()
+        .filter(|w| w.kind == KnowledgeKeyKind::Snapshot)
+        .collect();
     assert_eq!(snaps.len(), 1, "{got:?}");
     assert!(snaps[0].key.ends_with(&format!("_snapshots/{v}.json")));
     assert_eq!(snaps[0].topic(), crate::INGEST_SNAPSHOT_WRITE);

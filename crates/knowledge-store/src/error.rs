@@ -51,7 +51,9 @@ pub enum KnowledgeError {
         reason: &'static str,
     },
     /// A path that would be both a file and a folder (`a` and `a/b`).
-    #[error("path '{path}' in knowledge base '{domain_id}' conflicts with existing file '{existing}'")]
+    #[error(
+        "path '{path}' in knowledge base '{domain_id}' conflicts with existing file '{existing}'"
+    )]
     PathConflict {
         /// The domain.
         domain_id: String,
@@ -136,7 +138,9 @@ pub enum KnowledgeError {
         available: String,
     },
     /// `create_knowledge_backend` with a kind whose feature is not built.
-    #[error("knowledge backend {kind:?} is not built; enable the cargo feature \"{feature}\" of dynreg-knowledge-store")]
+    #[error(
+        "knowledge backend {kind:?} is not built; enable the cargo feature \"{feature}\" of dynreg-knowledge-store"
+    )]
     FeatureDisabled {
         /// The requested kind.
         kind: String,

@@ -89,7 +89,9 @@ pub struct StateEvents {
 impl fmt::Debug for StateEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.callbacks.read().map(|c| c.len()).unwrap_or(0);
-        f.debug_struct("StateEvents").field("callbacks", &n).finish()
+        f.debug_struct("StateEvents")
+            .field("callbacks", &n)
+            .finish()
     }
 }
 

@@ -39,7 +39,9 @@ pub async fn create_knowledge_backend(
         #[cfg(feature = "file")]
         "file" | "filesystem" | "local" => {
             let cfg = crate::file::FileConfig::from_json(config)?;
-            Ok(Arc::new(crate::file::FileKnowledgeBackend::open(cfg).await?))
+            Ok(Arc::new(
+                crate::file::FileKnowledgeBackend::open(cfg).await?,
+            ))
         }
         #[cfg(not(feature = "file"))]
         "file" | "filesystem" | "local" => Err(KnowledgeError::FeatureDisabled {

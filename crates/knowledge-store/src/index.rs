@@ -55,7 +55,10 @@ impl FileIndex {
         let upper = format!("{path}0"); // '0' follows '/' in byte order
         if let Some((existing, _)) = self
             .files
-            .range::<str, _>((Bound::Included(lower.as_str()), Bound::Excluded(upper.as_str())))
+            .range::<str, _>((
+                Bound::Included(lower.as_str()),
+                Bound::Excluded(upper.as_str()),
+            ))
             .next()
         {
             return Err(conflict(existing));
@@ -161,7 +164,12 @@ mod tests {
 
     #[test]
     fn prefix_listing_is_sorted_startswith() {
-        let ix = FileIndex::from_files([file("b/x", 1), file("a/y", 1), file("a/x", 1), file("ab", 1)]);
+        let ix = FileIndex::from_files([
+            file("b/x", 1),
+            file("a/y", 1),
+            file("a/x", 1),
+            file("ab", 1),
+        ]);
         let paths: Vec<_> = ix.list(Some("a/")).into_iter().map(|f| f.path).collect();
         assert_eq!(paths, vec!["a/x", "a/y"]);
         let all: Vec<_> = ix.list(Some("a")).into_iter().map(|f| f.path).collect();

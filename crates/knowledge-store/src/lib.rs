@@ -37,6 +37,8 @@ mod factory;
 pub mod identity;
 mod index;
 mod memory;
+#[cfg(any(feature = "file", feature = "s3"))]
+mod metadata_doc;
 mod model;
 pub mod paths;
 mod pytime;
@@ -63,8 +65,8 @@ pub use events::{
 pub use factory::{available_backends, create_knowledge_backend};
 pub use memory::MemoryKnowledgeBackend;
 pub use model::{
-    ChangeSet, FileUpload, IngestionStatus, KnowledgeBaseInfo, KnowledgeFile, Metadata,
-    PutOptions, StatusUpdate,
+    ChangeSet, FileUpload, IngestionStatus, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions,
+    StatusUpdate,
 };
 pub use snapshots::DEFAULT_SNAPSHOT_RETENTION;
 pub use stream::{ByteStream, DEFAULT_CHUNK_SIZE, bytes_stream, collect, rechunk};
@@ -118,8 +120,11 @@ pub trait KnowledgeBackend: std::fmt::Debug + Send + Sync {
 
     /// Stores many files with one index update. All paths are validated before anything is
     /// written; the result is in input order. A path given twice keeps the last upload.
-    async fn put_files(&self, domain_id: &str, uploads: Vec<FileUpload>)
-    -> Result<Vec<KnowledgeFile>>;
+    async fn put_files(
+        &self,
+        domain_id: &str,
+        uploads: Vec<FileUpload>,
+    ) -> Result<Vec<KnowledgeFile>>;
 
     /// The file's bytes, or `None` if the file (or the knowledge base) does not exist.
     async fn get_file(&self, domain_id: &str, path: &str) -> Result<Option<Bytes>>;
@@ -146,7 +151,8 @@ pub trait KnowledgeBackend: std::fmt::Debug + Send + Sync {
 
     /// Files whose path starts with `prefix` (a plain string prefix), sorted by path; an
     /// unknown knowledge base gives an empty list.
-    async fn list_files(&self, domain_id: &str, prefix: Option<&str>) -> Result<Vec<KnowledgeFile>>;
+    async fn list_files(&self, domain_id: &str, prefix: Option<&str>)
+    -> Result<Vec<KnowledgeFile>>;
 
     /// Writes the ingestion status (and error, generation), optionally as a compare-and-swap.
     async fn set_ingestion_status(

@@ -54,7 +54,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Builds the index entry of an upload.
-pub(crate) fn file_entry(path: &str, size: u64, checksum: String, options: PutOptions) -> KnowledgeFile {
+pub(crate) fn file_entry(
+    path: &str,
+    size: u64,
+    checksum: String,
+    options: PutOptions,
+) -> KnowledgeFile {
     KnowledgeFile {
         path: path.to_owned(),
         content_type: options
@@ -89,9 +94,10 @@ impl MemoryKnowledgeBackend {
     }
 
     fn kb_required(&self, domain_id: &str) -> Result<Arc<Mutex<MemKb>>> {
-        self.kb(domain_id).ok_or_else(|| KnowledgeError::KbNotFound {
-            domain_id: domain_id.to_owned(),
-        })
+        self.kb(domain_id)
+            .ok_or_else(|| KnowledgeError::KbNotFound {
+                domain_id: domain_id.to_owned(),
+            })
     }
 
     fn metadata_write(domain_id: &str, byte_size: usize) -> StateWrite {
@@ -192,7 +198,10 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
             );
         }
         let size = serde_json::to_vec(&info).map(|v| v.len()).unwrap_or(0);
-        self.inner.events.emit(Self::metadata_write(domain_id, size)).await;
+        self.inner
+            .events
+            .emit(Self::metadata_write(domain_id, size))
+            .await;
         Ok(info)
     }
 
@@ -322,7 +331,10 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
             g.state_seq += 1;
             path.len() + 32
         };
-        self.inner.events.emit(Self::metadata_write(domain_id, size)).await;
+        self.inner
+            .events
+            .emit(Self::metadata_write(domain_id, size))
+            .await;
         Ok(true)
     }
 
@@ -334,7 +346,11 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
             .and_then(|kb| lock(&kb).index.get(path).cloned()))
     }
 
-    async fn list_files(&self, domain_id: &str, prefix: Option<&str>) -> Result<Vec<KnowledgeFile>> {
+    async fn list_files(
+        &self,
+        domain_id: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<KnowledgeFile>> {
         validate_domain_id(domain_id)?;
         Ok(self
             .kb(domain_id)
@@ -363,6 +379,7 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
                 }
             }
             g.info.ingestion_status = update.status;
+            g.info.last_updated = pytime::now();
             g.info.ingestion_error = update.error;
             g.info.generation = update.generation;
             if update.vector_store_path.is_some() {
@@ -372,7 +389,10 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
             g.info.clone()
         };
         let size = serde_json::to_vec(&info).map(|v| v.len()).unwrap_or(0);
-        self.inner.events.emit(Self::metadata_write(domain_id, size)).await;
+        self.inner
+            .events
+            .emit(Self::metadata_write(domain_id, size))
+            .await;
         Ok(info)
     }
 

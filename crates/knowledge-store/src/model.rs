@@ -308,7 +308,10 @@ mod tests {
         assert_eq!(info.ingestion_status, IngestionStatus::Ready);
         assert_eq!(serde_json::to_value(&info).unwrap(), v);
         let d: KnowledgeBaseInfo = serde_json::from_value(json!({"domain_id": "d"})).unwrap();
-        assert_eq!((d.version.as_str(), d.ingestion_status), ("1", IngestionStatus::Pending));
+        assert_eq!(
+            (d.version.as_str(), d.ingestion_status),
+            ("1", IngestionStatus::Pending)
+        );
         assert!(
             serde_json::from_value::<KnowledgeBaseInfo>(
                 json!({"domain_id": "d", "ingestion_status": "nope"})
@@ -331,7 +334,10 @@ mod tests {
     fn unknown_status_is_refused_with_the_valid_list() {
         let err = "done".parse::<IngestionStatus>().unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("\"done\"") && msg.contains("swapping"), "{msg}");
+        assert!(
+            msg.contains("\"done\"") && msg.contains("swapping"),
+            "{msg}"
+        );
         for s in ["pending", "ingesting", "ready", "error", "swapping"] {
             assert_eq!(s.parse::<IngestionStatus>().unwrap().as_str(), s);
         }

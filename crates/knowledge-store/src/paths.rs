@@ -121,7 +121,17 @@ pub const HOSTILE_PATHS: &[&str] = &[
 
 /// Hostile or malformed domain ids every backend must refuse.
 pub const HOSTILE_DOMAIN_IDS: &[&str] = &[
-    "", " ", ".", "..", "acme/content", "a\\b", "_scoped", "_x", "nul\0", "../etc", "/abs",
+    "",
+    " ",
+    ".",
+    "..",
+    "acme/content",
+    "a\\b",
+    "_scoped",
+    "_x",
+    "nul\0",
+    "../etc",
+    "/abs",
 ];
 
 #[cfg(test)]
@@ -130,7 +140,14 @@ mod tests {
 
     #[test]
     fn accepts_canonical_paths_and_ids() {
-        for p in ["a.md", "docs/a.md", "content/guide.md", "archive/old.md.gz", "x..y/z.", ".hidden"] {
+        for p in [
+            "a.md",
+            "docs/a.md",
+            "content/guide.md",
+            "archive/old.md.gz",
+            "x..y/z.",
+            ".hidden",
+        ] {
             validate_path("d", p).unwrap();
         }
         for d in ["support", "my_domain", "empty-kb", "content", "a.b"] {
@@ -144,7 +161,10 @@ mod tests {
             let err = validate_path("dom", p).unwrap_err();
             assert!(err.is_refusal(), "{p:?}");
             let msg = err.to_string();
-            assert!(msg.contains("dom") && msg.contains(&format!("{p:?}")), "{msg}");
+            assert!(
+                msg.contains("dom") && msg.contains(&format!("{p:?}")),
+                "{msg}"
+            );
         }
     }
 
@@ -161,7 +181,13 @@ mod tests {
     fn versions_are_empty_or_md5_hex() {
         validate_version("d", "").unwrap();
         validate_version("d", "70bc08b03191145dd5d29dea7693be38").unwrap();
-        for v in ["..", "a/b", "70BC08B03191145DD5D29DEA7693BE38", "xyz", "../../etc/passwd"] {
+        for v in [
+            "..",
+            "a/b",
+            "70BC08B03191145DD5D29DEA7693BE38",
+            "xyz",
+            "../../etc/passwd",
+        ] {
             assert!(matches!(
                 validate_version("d", v),
                 Err(KnowledgeError::InvalidVersion { .. })

@@ -61,7 +61,10 @@ mod tests {
         assert!(ring.record("a".into(), Arc::default()).is_empty());
         ring.record("b".into(), Arc::default());
         ring.record("a".into(), Arc::default());
-        assert_eq!(ring.record("c".into(), Arc::default()), vec!["b".to_owned()]);
+        assert_eq!(
+            ring.record("c".into(), Arc::default()),
+            vec!["b".to_owned()]
+        );
         assert!(ring.contains("a") && ring.contains("c") && !ring.contains("b"));
     }
 }

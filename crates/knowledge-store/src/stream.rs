@@ -121,6 +121,12 @@ mod tests {
         let all: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
         assert_eq!(&all[..30], &[1u8; 30][..]);
         assert_eq!(&all[280..], &[3u8; 5][..]);
-        assert_eq!(collect(once(Bytes::from_static(b"ab"))).await.unwrap().as_ref(), b"ab");
+        assert_eq!(
+            collect(once(Bytes::from_static(b"ab")))
+                .await
+                .unwrap()
+                .as_ref(),
+            b"ab"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! original's fixtures (both directions), journal compaction, recovery from a torn journal,
 //! foreign index rewrites, bounded snapshots and fsync policies.
 
+#![allow(clippy::print_stdout)] // the skip notices the test policy asks for
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,8 +25,12 @@ fn config(dir: &Path) -> FileConfig {
 
 async fn make() -> Option<Store> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = FileKnowledgeBackend::open(config(dir.path())).await.expect("open");
-    let sibling = FileKnowledgeBackend::open(config(dir.path())).await.expect("open");
+    let backend = FileKnowledgeBackend::open(config(dir.path()))
+        .await
+        .expect("open");
+    let sibling = FileKnowledgeBackend::open(config(dir.path()))
+        .await
+        .expect("open");
     Some(Store {
         backend: Arc::new(backend),
         sibling: Arc::new(sibling),
@@ -39,8 +45,12 @@ mod fsync_always {
 
     async fn make() -> Option<Store> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let backend = FileKnowledgeBackend::open(FileConfig::new(dir.path())).await.expect("open");
-        let sibling = FileKnowledgeBackend::open(FileConfig::new(dir.path())).await.expect("open");
+        let backend = FileKnowledgeBackend::open(FileConfig::new(dir.path()))
+            .await
+            .expect("open");
+        let sibling = FileKnowledgeBackend::open(FileConfig::new(dir.path()))
+            .await
+            .expect("open");
         Some(Store {
             backend: Arc::new(backend),
             sibling: Arc::new(sibling),
@@ -53,7 +63,10 @@ mod fsync_always {
         diff_disjoint_and_correct, conditional_status_writes);
 }
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/dataknobs-file-kb");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/fixtures/dataknobs-file-kb"
+);
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
@@ -93,15 +106,26 @@ async fn reads_what_the_original_wrote() -> Result<()> {
         return Ok(());
     };
     let b = FileKnowledgeBackend::open(config(&root)).await?;
-    let kbs: Vec<String> = b.list_kbs().await?.into_iter().map(|i| i.domain_id).collect();
+    let kbs: Vec<String> = b
+        .list_kbs()
+        .await?
+        .into_iter()
+        .map(|i| i.domain_id)
+        .collect();
     assert_eq!(kbs, vec!["empty-kb", "support"]);
     for (domain, exp) in expected.as_object().context("expected.json object")? {
         let info = b.get_info(domain).await?.context("info")?;
         let exp_info = &exp["info"];
         assert_eq!(info.file_count, exp_info["file_count"].as_u64().unwrap());
-        assert_eq!(info.total_size_bytes, exp_info["total_size_bytes"].as_u64().unwrap());
+        assert_eq!(
+            info.total_size_bytes,
+            exp_info["total_size_bytes"].as_u64().unwrap()
+        );
         assert_eq!(info.version, exp_info["version"].as_str().unwrap());
-        assert_eq!(info.ingestion_status.as_str(), exp_info["ingestion_status"].as_str().unwrap());
+        assert_eq!(
+            info.ingestion_status.as_str(),
+            exp_info["ingestion_status"].as_str().unwrap()
+        );
         assert_eq!(Value::Object(info.metadata.clone()), exp_info["metadata"]);
         assert_eq!(info.ingestion_error, None);
         // expected.json prints str(datetime) (a space); the index holds isoformat: same instant.
@@ -110,7 +134,10 @@ async fn reads_what_the_original_wrote() -> Result<()> {
             info.last_updated,
             chrono::DateTime::parse_from_rfc3339(&exp_t)?.with_timezone(&chrono::Utc)
         );
-        assert_eq!(b.get_checksum(domain).await?, exp["checksum"].as_str().unwrap());
+        assert_eq!(
+            b.get_checksum(domain).await?,
+            exp["checksum"].as_str().unwrap()
+        );
         assert_eq!(
             b.has_changes_since(domain, "").await?,
             exp["has_changes_since_empty"].as_bool().unwrap()
@@ -138,7 +165,12 @@ async fn reads_what_the_original_wrote() -> Result<()> {
         .await?;
     assert_eq!(
         cs.added,
-        vec!["archive/old.md.gz", "data/products.csv", "data/settings.yaml", "notes/readme.txt"]
+        vec![
+            "archive/old.md.gz",
+            "data/products.csv",
+            "data/settings.yaml",
+            "notes/readme.txt"
+        ]
     );
     assert!(cs.modified.is_empty() && cs.deleted.is_empty());
     Ok(())
@@ -146,19 +178,34 @@ async fn reads_what_the_original_wrote() -> Result<()> {
 
 /// Reads a knowledge base the way the original does: `_metadata.json` only.
 fn read_like_the_original(root: &Path, domain: &str) -> Result<(Value, Vec<(String, String)>)> {
-    let doc: Value = serde_json::from_slice(&std::fs::read(root.join(domain).join("_metadata.json"))?)?;
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(root.join(domain).join("_metadata.json"))?)?;
     let files = doc["files"].as_object().context("files")?;
     let mut pairs = Vec::new();
     for (path, f) in files {
-        ensure!(f["path"] == Value::String(path.clone()), "path field of {path}");
-        let content = std::fs::read(root.join(domain).join("content").join(path))?;
-        ensure!(md5_hex(&content) == f["checksum"].as_str().unwrap_or(""), "checksum of {path}");
-        ensure!(content.len() as u64 == f["size_bytes"].as_u64().unwrap_or(u64::MAX), "size of {path}");
         ensure!(
-            f["uploaded_at"].as_str().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+            f["path"] == Value::String(path.clone()),
+            "path field of {path}"
+        );
+        let content = std::fs::read(root.join(domain).join("content").join(path))?;
+        ensure!(
+            md5_hex(&content) == f["checksum"].as_str().unwrap_or(""),
+            "checksum of {path}"
+        );
+        ensure!(
+            content.len() as u64 == f["size_bytes"].as_u64().unwrap_or(u64::MAX),
+            "size of {path}"
+        );
+        ensure!(
+            f["uploaded_at"]
+                .as_str()
+                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
             "uploaded_at of {path}"
         );
-        pairs.push((path.clone(), f["checksum"].as_str().unwrap_or("").to_owned()));
+        pairs.push((
+            path.clone(),
+            f["checksum"].as_str().unwrap_or("").to_owned(),
+        ));
     }
     Ok((doc, pairs))
 }
@@ -169,23 +216,41 @@ async fn the_original_reads_what_dynreg_wrote() -> Result<()> {
         return Ok(());
     };
     let b = FileKnowledgeBackend::open(config(&root)).await?;
-    b.put_file("support", "faq.md", Bytes::from_static(b"# FAQ v2\n"), PutOptions::default())
-        .await?;
-    b.put_file("support", "new/added.json", Bytes::from_static(b"{\"a\": 1}"), PutOptions::default())
-        .await?;
+    b.put_file(
+        "support",
+        "faq.md",
+        Bytes::from_static(b"# FAQ v2\n"),
+        PutOptions::default(),
+    )
+    .await?;
+    b.put_file(
+        "support",
+        "new/added.json",
+        Bytes::from_static(b"{\"a\": 1}"),
+        PutOptions::default(),
+    )
+    .await?;
     assert!(b.delete_file("support", "notes/readme.txt").await?);
     b.set_ingestion_status("support", StatusUpdate::new(IngestionStatus::Ingesting))
         .await?;
     b.create_kb("fresh", Metadata::new()).await?;
-    b.put_file("fresh", "a.md", Bytes::from_static(b"a"), PutOptions::default())
-        .await?;
+    b.put_file(
+        "fresh",
+        "a.md",
+        Bytes::from_static(b"a"),
+        PutOptions::default(),
+    )
+    .await?;
     b.close().await?;
 
     for domain in ["support", "fresh"] {
         let (doc, pairs) = read_like_the_original(&root, domain)?;
         let info = b.get_info(domain).await?.unwrap();
         assert_eq!(doc["info"]["file_count"].as_u64(), Some(info.file_count));
-        assert_eq!(doc["info"]["total_size_bytes"].as_u64(), Some(info.total_size_bytes));
+        assert_eq!(
+            doc["info"]["total_size_bytes"].as_u64(),
+            Some(info.total_size_bytes)
+        );
         assert_eq!(doc["info"]["version"], Value::String(info.version.clone()));
         assert_eq!(pairs.len() as u64, info.file_count);
         // The identity the original computes from its index equals ours.
@@ -193,14 +258,19 @@ async fn the_original_reads_what_dynreg_wrote() -> Result<()> {
         assert_eq!(id, b.get_checksum(domain).await?);
         // ...and the original finds a snapshot for it.
         let snap: Value = serde_json::from_slice(&std::fs::read(
-            root.join(domain).join("_snapshots").join(format!("{id}.json")),
+            root.join(domain)
+                .join("_snapshots")
+                .join(format!("{id}.json")),
         )?)?;
         assert_eq!(snap.as_object().map(|m| m.len()), Some(pairs.len()));
     }
     let (doc, _) = read_like_the_original(&root, "support")?;
     assert_eq!(doc["info"]["ingestion_status"], "ingesting");
     assert!(doc["files"].get("notes/readme.txt").is_none());
-    assert!(!root.join("support/content/notes").exists(), "emptied folders are removed");
+    assert!(
+        !root.join("support/content/notes").exists(),
+        "emptied folders are removed"
+    );
     Ok(())
 }
 
@@ -212,11 +282,20 @@ async fn compaction_keeps_the_index_current_for_the_original() -> Result<()> {
     let b = FileKnowledgeBackend::open(cfg).await?;
     b.create_kb("d", Metadata::new()).await?;
     for i in 0..25 {
-        b.put_file("d", &format!("f{i:02}.md"), Bytes::from(format!("{i}")), PutOptions::default())
-            .await?;
+        b.put_file(
+            "d",
+            &format!("f{i:02}.md"),
+            Bytes::from(format!("{i}")),
+            PutOptions::default(),
+        )
+        .await?;
     }
     let (_, pairs) = read_like_the_original(dir.path(), "d")?;
-    assert!(pairs.len() >= 20, "compacted at 10 and 20 records: {}", pairs.len());
+    assert!(
+        pairs.len() >= 20,
+        "compacted at 10 and 20 records: {}",
+        pairs.len()
+    );
     b.compact("d").await?;
     let (_, pairs) = read_like_the_original(dir.path(), "d")?;
     assert_eq!(pairs.len(), 25);
@@ -232,7 +311,8 @@ async fn a_torn_journal_line_is_ignored_and_cut() -> Result<()> {
     {
         let b = FileKnowledgeBackend::open(config(dir.path())).await?;
         b.create_kb("d", Metadata::new()).await?;
-        b.put_file("d", "a.md", Bytes::from_static(b"a"), PutOptions::default()).await?;
+        b.put_file("d", "a.md", Bytes::from_static(b"a"), PutOptions::default())
+            .await?;
     }
     // A writer died half-way through appending a record.
     let journal = dir.path().join("d/_dynreg/journal.jsonl");
@@ -240,9 +320,15 @@ async fn a_torn_journal_line_is_ignored_and_cut() -> Result<()> {
     std::io::Write::write_all(&mut f, br#"{"op":"put","file":{"path":"b.md","che"#)?;
     drop(f);
     let b = FileKnowledgeBackend::open(config(dir.path())).await?;
-    let paths: Vec<_> = b.list_files("d", None).await?.into_iter().map(|f| f.path).collect();
+    let paths: Vec<_> = b
+        .list_files("d", None)
+        .await?
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
     assert_eq!(paths, vec!["a.md"]);
-    b.put_file("d", "c.md", Bytes::from_static(b"c"), PutOptions::default()).await?;
+    b.put_file("d", "c.md", Bytes::from_static(b"c"), PutOptions::default())
+        .await?;
     let text = std::fs::read_to_string(&journal)?;
     for line in text.lines() {
         serde_json::from_str::<Value>(line).context("torn tail was cut before appending")?;
@@ -258,7 +344,13 @@ async fn a_foreign_index_rewrite_keeps_journaled_files() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let b = FileKnowledgeBackend::open(config(dir.path())).await?;
     b.create_kb("d", Metadata::new()).await?;
-    b.put_file("d", "ours.md", Bytes::from_static(b"ours"), PutOptions::default()).await?;
+    b.put_file(
+        "d",
+        "ours.md",
+        Bytes::from_static(b"ours"),
+        PutOptions::default(),
+    )
+    .await?;
     // The original, not knowing the journal, adds a file by rewriting _metadata.json.
     let meta_path = dir.path().join("d/_metadata.json");
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&meta_path)?)?;
@@ -270,13 +362,27 @@ async fn a_foreign_index_rewrite_keeps_journaled_files() -> Result<()> {
         "metadata": {}
     });
     std::fs::write(&meta_path, serde_json::to_vec_pretty(&doc)?)?;
-    let paths: Vec<_> = b.list_files("d", None).await?.into_iter().map(|f| f.path).collect();
+    let paths: Vec<_> = b
+        .list_files("d", None)
+        .await?
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
     assert_eq!(paths, vec!["ours.md", "theirs.md"]);
     // The next write compacts first, so the original sees both too.
-    b.put_file("d", "more.md", Bytes::from_static(b"m"), PutOptions::default()).await?;
+    b.put_file(
+        "d",
+        "more.md",
+        Bytes::from_static(b"m"),
+        PutOptions::default(),
+    )
+    .await?;
     let (_, pairs) = read_like_the_original(dir.path(), "d")?;
     let names: Vec<_> = pairs.iter().map(|(p, _)| p.as_str()).collect();
-    assert!(names.contains(&"ours.md") && names.contains(&"theirs.md"), "{names:?}");
+    assert!(
+        names.contains(&"ours.md") && names.contains(&"theirs.md"),
+        "{names:?}"
+    );
     assert_eq!(b.list_files("d", None).await?.len(), 3);
     Ok(())
 }
@@ -290,8 +396,13 @@ async fn snapshots_on_disk_are_bounded() -> Result<()> {
     cfg.snapshot_retention = 3;
     let b = FileKnowledgeBackend::open(cfg).await?;
     for i in 0..6 {
-        b.put_file("support", "faq.md", Bytes::from(format!("v{i}")), PutOptions::default())
-            .await?;
+        b.put_file(
+            "support",
+            "faq.md",
+            Bytes::from(format!("v{i}")),
+            PutOptions::default(),
+        )
+        .await?;
         b.get_checksum("support").await?;
     }
     let n = std::fs::read_dir(root.join("support/_snapshots"))?.count();

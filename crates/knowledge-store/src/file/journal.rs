@@ -50,6 +50,9 @@ pub(crate) enum Record {
         generation: Option<String>,
         /// New vector store path, if given.
         vector_store_path: Option<String>,
+        /// When.
+        #[serde(default)]
+        at: Option<String>,
     },
 }
 
@@ -62,9 +65,12 @@ impl Record {
     }
 }
 
+/// Records with the offset just past each, and the bytes consumed.
+pub(crate) type Parsed = (Vec<(Record, usize)>, usize);
+
 /// Splits complete lines off `buf`; returns each record with the offset just past its line,
 /// and the bytes consumed (a torn last line without its newline is not consumed).
-pub(crate) fn parse_lines(buf: &[u8]) -> Result<(Vec<(Record, usize)>, usize), (usize, String)> {
+pub(crate) fn parse_lines(buf: &[u8]) -> Result<Parsed, (usize, String)> {
     let mut records = Vec::new();
     let mut consumed = 0;
     while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {

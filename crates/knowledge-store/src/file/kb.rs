@@ -130,7 +130,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn not_found(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 impl KbHandle {
@@ -205,10 +208,10 @@ impl KbHandle {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(o) = &state.owner {
-            if o.dir.is_dir() {
-                return Ok((o.id.clone(), o.dir.clone()));
-            }
+        if let Some(o) = &state.owner
+            && o.dir.is_dir()
+        {
+            return Ok((o.id.clone(), o.dir.clone()));
         }
         if !self.layout.meta.exists() {
             return Err(self.kb_not_found());
@@ -267,7 +270,9 @@ impl Locked<'_> {
         let journal_len = journal_md.as_ref().map_or(0, fs::Metadata::len);
         let full = match &self.state.cache {
             None => true,
-            Some(c) => c.meta_stamp != stamp || c.journal_ino != journal_ino || journal_len < c.offset,
+            Some(c) => {
+                c.meta_stamp != stamp || c.journal_ino != journal_ino || journal_len < c.offset
+            }
         };
         if full {
             self.full_load(stamp, journal_ino)?;
@@ -277,7 +282,10 @@ impl Locked<'_> {
         if self.state.cache.as_ref().is_some_and(|c| c.foreign) && self.exclusive {
             self.compact()?;
         }
-        self.state.cache.as_mut().ok_or_else(|| self.handle.kb_not_found())
+        self.state
+            .cache
+            .as_mut()
+            .ok_or_else(|| self.handle.kb_not_found())
     }
 
     fn full_load(&mut self, stamp: Stamp, journal_ino: Option<(u64, u64)>) -> Result<()> {
@@ -325,12 +333,13 @@ impl Locked<'_> {
         f.seek(SeekFrom::Start(offset))
             .and_then(|_| f.read_to_end(&mut buf))
             .map_err(|e| self.io(&layout.journal, e))?;
-        let (records, consumed) = parse_lines(&buf).map_err(|(at, reason)| KnowledgeError::Corrupt {
-            domain_id: layout.domain_id.clone(),
-            what: "journal",
-            path: format!("{} (byte {})", layout.journal.display(), offset + at as u64),
-            reason,
-        })?;
+        let (records, consumed) =
+            parse_lines(&buf).map_err(|(at, reason)| KnowledgeError::Corrupt {
+                domain_id: layout.domain_id.clone(),
+                what: "journal",
+                path: format!("{} (byte {})", layout.journal.display(), offset + at as u64),
+                reason,
+            })?;
         if consumed < buf.len() && self.exclusive {
             // A writer died mid-append: nobody else can be appending while we hold the lock.
             let f = OpenOptions::new()
@@ -407,14 +416,12 @@ impl Locked<'_> {
             .append(true)
             .open(&layout.journal)
             .map_err(|e| self.io(&layout.journal, e))?;
-        f.write_all(&bytes).map_err(|e| self.io(&layout.journal, e))?;
+        f.write_all(&bytes)
+            .map_err(|e| self.io(&layout.journal, e))?;
         if fsync.enabled() {
             f.sync_data().map_err(|e| self.io(&layout.journal, e))?;
         }
-        let new_len = f
-            .metadata()
-            .map_err(|e| self.io(&layout.journal, e))?
-            .len();
+        let new_len = f.metadata().map_err(|e| self.io(&layout.journal, e))?.len();
         let Some(cache) = self.state.cache.as_mut() else {
             return Err(self.handle.kb_not_found());
         };
@@ -467,7 +474,10 @@ impl Locked<'_> {
 
     /// True when the journal holds records not yet in `_metadata.json`.
     pub(crate) fn has_journal_records(&self) -> bool {
-        self.state.cache.as_ref().is_some_and(|c| c.records > 0 || c.foreign)
+        self.state
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.records > 0 || c.foreign)
     }
 
     /// Folds the journal into `_metadata.json` (atomically) and starts a new journal. Records
@@ -484,7 +494,11 @@ impl Locked<'_> {
         cache.meta_stamp = Stamp::of(&md);
         cache.meta_sha = sha256_hex(&bytes);
         cache.foreign = false;
-        cache.compact_at = self.handle.tuning.compact_min_records.max(cache.index.len());
+        cache.compact_at = self
+            .handle
+            .tuning
+            .compact_min_records
+            .max(cache.index.len());
         cache.journal_id = None;
         self.writes.push(StateWrite {
             domain_id: layout.domain_id.clone(),
@@ -536,14 +550,16 @@ impl Locked<'_> {
         let layout = self.layout();
         let path = layout.snapshot_path(version);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                KnowledgeError::Corrupt {
-                    domain_id: layout.domain_id.clone(),
-                    what: "snapshot",
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }
-            }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| KnowledgeError::Corrupt {
+                        domain_id: layout.domain_id.clone(),
+                        what: "snapshot",
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(self.io(&path, e)),
         }
@@ -588,6 +604,7 @@ impl Locked<'_> {
             error: update.error,
             generation: update.generation,
             vector_store_path: update.vector_store_path,
+            at: Some(pytime::format(&pytime::now())),
         })
     }
 
@@ -617,8 +634,12 @@ fn apply(cache: &mut Cache, record: &Record) {
             error,
             generation,
             vector_store_path,
+            at,
         } => {
             cache.info.ingestion_status = *status;
+            if let Some(t) = at.as_deref().and_then(pytime::parse) {
+                cache.info.last_updated = t;
+            }
             cache.info.ingestion_error.clone_from(error);
             cache.info.generation.clone_from(generation);
             if vector_store_path.is_some() {
@@ -732,7 +753,9 @@ fn prune_snapshots(layout: &Layout, retention: usize, keep: &str) {
     let excess = files.len() - retention;
     let keep_name = format!("{keep}.json");
     for (_, p) in files.into_iter().take(excess) {
-        if p.file_name().is_some_and(|n| n.to_string_lossy() == keep_name) {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy() == keep_name)
+        {
             continue;
         }
         let _ = fs::remove_file(p);
@@ -775,11 +798,13 @@ impl TempWriter {
     }
 
     /// Flushes (per policy) and returns the MD5 hex of what was written.
-    pub(crate) fn finish(self, layout: &Layout, fsync: FsyncPolicy) -> Result<(String, PathBuf, String, u64)> {
+    pub(crate) fn finish(
+        self,
+        layout: &Layout,
+        fsync: FsyncPolicy,
+    ) -> Result<(String, PathBuf, String, u64)> {
         if fsync.enabled() {
-            self.file
-                .sync_all()
-                .map_err(|e| layout.io(&self.path, e))?;
+            self.file.sync_all().map_err(|e| layout.io(&self.path, e))?;
         }
         Ok((
             hex::encode(md5::Digest::finalize(self.md5)),
@@ -806,7 +831,9 @@ impl Locked<'_> {
         let mut batch = FileIndex::default();
         for s in staged {
             if cache.index.get(&s.file.path).is_none() {
-                cache.index.check_conflict(&layout.domain_id, &s.file.path)?;
+                cache
+                    .index
+                    .check_conflict(&layout.domain_id, &s.file.path)?;
             }
             if batch.get(&s.file.path).is_none() {
                 batch.check_conflict(&layout.domain_id, &s.file.path)?;

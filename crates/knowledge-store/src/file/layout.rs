@@ -11,12 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{KnowledgeError, Result};
 use crate::index::FileIndex;
-use crate::model::{KnowledgeBaseInfo, KnowledgeFile};
-use crate::paths::validate_path;
+use crate::model::KnowledgeBaseInfo;
 
 /// The paths of one knowledge base.
 #[derive(Debug, Clone)]
@@ -67,69 +64,16 @@ impl Layout {
     }
 }
 
-#[derive(Serialize)]
-struct MetaOut<'a> {
-    info: &'a KnowledgeBaseInfo,
-    files: &'a std::collections::BTreeMap<String, KnowledgeFile>,
+/// Parses this knowledge base's `_metadata.json` bytes.
+pub(crate) fn parse_metadata(
+    layout: &Layout,
+    bytes: &[u8],
+) -> Result<(KnowledgeBaseInfo, FileIndex)> {
+    crate::metadata_doc::parse_metadata(
+        &layout.domain_id,
+        &layout.meta.display().to_string(),
+        bytes,
+    )
 }
 
-#[derive(Deserialize)]
-struct MetaIn {
-    #[serde(default)]
-    info: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    files: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// Serialises `_metadata.json` like the original (`json.dump(indent=2)`).
-pub(crate) fn metadata_json(info: &KnowledgeBaseInfo, index: &FileIndex) -> Vec<u8> {
-    serde_json::to_vec_pretty(&MetaOut {
-        info,
-        files: index.files(),
-    })
-    .unwrap_or_default()
-}
-
-/// Parses `_metadata.json` (the original's or ours). Entries whose key is not a canonical
-/// path (which the original allowed) are skipped with a warning: no backend can address them.
-pub(crate) fn parse_metadata(layout: &Layout, bytes: &[u8]) -> Result<(KnowledgeBaseInfo, FileIndex)> {
-    let corrupt = |reason: String| KnowledgeError::Corrupt {
-        domain_id: layout.domain_id.clone(),
-        what: "index (_metadata.json)",
-        path: layout.meta.display().to_string(),
-        reason,
-    };
-    let doc: MetaIn = if bytes.iter().all(u8::is_ascii_whitespace) {
-        MetaIn {
-            info: None,
-            files: None,
-        }
-    } else {
-        serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?
-    };
-    let mut info_map = doc.info.unwrap_or_default();
-    info_map
-        .entry("domain_id")
-        .or_insert_with(|| layout.domain_id.clone().into());
-    let mut info: KnowledgeBaseInfo =
-        serde_json::from_value(info_map.into()).map_err(|e| corrupt(format!("info: {e}")))?;
-    info.domain_id = layout.domain_id.clone();
-    let mut index = FileIndex::default();
-    for (key, value) in doc.files.unwrap_or_default() {
-        if let Err(e) = validate_path(&layout.domain_id, &key) {
-            tracing::warn!(domain_id = %layout.domain_id, path = %key, error = %e, "skipping non-canonical index entry");
-            continue;
-        }
-        let mut map = match value {
-            serde_json::Value::Object(m) => m,
-            _ => return Err(corrupt(format!("files[{key:?}] is not an object"))),
-        };
-        map.insert("path".into(), key.clone().into());
-        let file: KnowledgeFile = serde_json::from_value(map.into())
-            .map_err(|e| corrupt(format!("files[{key:?}]: {e}")))?;
-        index.insert(file);
-    }
-    info.file_count = index.len() as u64;
-    info.total_size_bytes = index.total_size();
-    Ok((info, index))
-}
+pub(crate) use crate::metadata_doc::metadata_json;

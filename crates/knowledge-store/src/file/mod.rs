@@ -27,6 +27,7 @@ pub use atomic::FsyncPolicy;
 use kb::{KbHandle, Staged, TempWriter, Tuning};
 use layout::Layout;
 
+use crate::KnowledgeBackend;
 use crate::error::{KnowledgeError, Result};
 use crate::events::{StateEvents, StateWrite};
 use crate::identity;
@@ -37,7 +38,6 @@ use crate::model::{
 use crate::paths::{validate_domain_id, validate_path, validate_version};
 use crate::snapshots::DEFAULT_SNAPSHOT_RETENTION;
 use crate::stream::ByteStream;
-use crate::KnowledgeBackend;
 
 /// Configuration of the file backend.
 #[derive(Debug, Clone)]
@@ -83,22 +83,24 @@ impl FileConfig {
             })?;
         }
         if let Some(n) = v.get("snapshot_retention") {
-            cfg.snapshot_retention = n.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                KnowledgeError::Config {
-                    kind: "file",
-                    field: "snapshot_retention",
-                    reason: format!("expected a positive integer, got {n}"),
-                }
-            })? as usize;
+            cfg.snapshot_retention =
+                n.as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| KnowledgeError::Config {
+                        kind: "file",
+                        field: "snapshot_retention",
+                        reason: format!("expected a positive integer, got {n}"),
+                    })? as usize;
         }
         if let Some(n) = v.get("compact_min_records") {
-            cfg.compact_min_records = n.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                KnowledgeError::Config {
-                    kind: "file",
-                    field: "compact_min_records",
-                    reason: format!("expected a positive integer, got {n}"),
-                }
-            })? as usize;
+            cfg.compact_min_records =
+                n.as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| KnowledgeError::Config {
+                        kind: "file",
+                        field: "compact_min_records",
+                        reason: format!("expected a positive integer, got {n}"),
+                    })? as usize;
         }
         Ok(cfg)
     }
@@ -188,6 +190,8 @@ impl FileKnowledgeBackend {
             l.sync()?;
             if l.has_journal_records() {
                 l.compact()?;
+            } else {
+                kb::remove_dead_owners(&h.layout);
             }
             Ok(std::mem::take(&mut l.writes))
         })
@@ -381,8 +385,7 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         let layout = h.layout.clone();
         let fsync = self.tuning.fsync;
         let l2 = layout.clone();
-        let mut writer =
-            blocking(domain_id, move || TempWriter::create(&l2, &owner, &dir)).await?;
+        let mut writer = blocking(domain_id, move || TempWriter::create(&l2, &owner, &dir)).await?;
         let tmp_path = writer.path.clone();
         // Write chunk by chunk on the blocking pool: at most one chunk in memory.
         let written: Result<TempWriter> = async {
@@ -439,7 +442,9 @@ impl KnowledgeBackend for FileKnowledgeBackend {
                 for u in uploads {
                     let mut w = TempWriter::create(&layout, &owner, &dir)?;
                     let tmp_path = w.path.clone();
-                    let done = w.write(&layout, &u.content).and_then(|()| w.finish(&layout, fsync));
+                    let done = w
+                        .write(&layout, &u.content)
+                        .and_then(|()| w.finish(&layout, fsync));
                     match done {
                         Ok((checksum, tmp_path, tmp_rel, size)) => staged.push(Staged {
                             file: file_entry(&u.path, size, checksum, u.options),
@@ -576,7 +581,11 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         .await
     }
 
-    async fn list_files(&self, domain_id: &str, prefix: Option<&str>) -> Result<Vec<KnowledgeFile>> {
+    async fn list_files(
+        &self,
+        domain_id: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<KnowledgeFile>> {
         validate_domain_id(domain_id)?;
         let h = self.handle(domain_id);
         let prefix = prefix.map(str::to_owned);
@@ -606,12 +615,12 @@ impl KnowledgeBackend for FileKnowledgeBackend {
             let mut l = h.lock(true)?;
             let record = l.status_record(update)?;
             l.append(std::slice::from_ref(&record))?;
-            let info = l
-                .cache()
-                .map(|c| c.info.clone())
-                .ok_or_else(|| KnowledgeError::KbNotFound {
-                    domain_id: h.layout.domain_id.clone(),
-                })?;
+            let info =
+                l.cache()
+                    .map(|c| c.info.clone())
+                    .ok_or_else(|| KnowledgeError::KbNotFound {
+                        domain_id: h.layout.domain_id.clone(),
+                    })?;
             if l.compaction_due() {
                 l.compact()?;
             }

@@ -1,0 +1,1046 @@
+//! The S3 backend on `object_store`: the original's key layout under a prefix, the index in
+//! `{prefix}{domain}/_metadata.json` updated by compare-and-swap on its ETag (`If-Match`), and
+//! in-process group commit so concurrent writers share one index write.
+//!
+//! Keys: `{prefix}{domain}/content/{path}`, `{prefix}{domain}/_metadata.json`,
+//! `{prefix}{domain}/_snapshots/{identity}.json`. A knowledge base exists when its
+//! `_metadata.json` exists. Uploads larger than one part use multipart upload, so memory stays
+//! bounded; downloads stream.
+//!
+//! Known limits: the index is one document, so a put rewrites it (O(files) bytes per index
+//! write, shared by every writer waiting in the same group commit); content is uploaded before
+//! the index commit, so a crash between the two can leave a replaced object whose index entry
+//! still has the old checksum until that path is written again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions as ObjPutOptions, PutPayload,
+    UpdateVersion,
+};
+use tokio::sync::oneshot;
+
+use crate::error::{KnowledgeError, Result};
+use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
+use crate::identity::{self, Snapshot, md5_hex, snapshot_to_json};
+use crate::index::FileIndex;
+use crate::memory::file_entry;
+use crate::metadata_doc::{metadata_json, parse_metadata};
+use crate::model::{
+    ChangeSet, FileUpload, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions, StatusUpdate,
+};
+use crate::paths::{validate_domain_id, validate_path, validate_version};
+use crate::snapshots::DEFAULT_SNAPSHOT_RETENTION;
+use crate::stream::{ByteStream, rechunk};
+use crate::{KnowledgeBackend, pytime};
+
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Configuration of the S3 backend (the original's `from_config` keys).
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// Bucket name (required).
+    pub bucket: String,
+    /// Key prefix; normalised to end in `/` (default `knowledge/`).
+    pub prefix: String,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:5000`).
+    pub endpoint_url: Option<String>,
+    /// Access key id.
+    pub aws_access_key_id: Option<String>,
+    /// Secret access key.
+    pub aws_secret_access_key: Option<String>,
+    /// Session token.
+    pub aws_session_token: Option<String>,
+    /// Snapshots kept per knowledge base.
+    pub snapshot_retention: usize,
+}
+
+impl S3Config {
+    /// A config for `bucket` with the default prefix.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            prefix: "knowledge/".into(),
+            snapshot_retention: DEFAULT_SNAPSHOT_RETENTION,
+            ..Self::default()
+        }
+    }
+
+    /// Reads `{"bucket", "prefix", "region"|"region_name", "endpoint_url",
+    /// "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "snapshot_retention"}`.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let bucket = s("bucket")
+            .filter(|b| !b.is_empty())
+            .ok_or(KnowledgeError::Config {
+                kind: "s3",
+                field: "bucket",
+                reason: "required".into(),
+            })?;
+        let mut cfg = Self::new(bucket);
+        if let Some(p) = s("prefix") {
+            cfg.prefix = p;
+        }
+        cfg.region = s("region").or_else(|| s("region_name"));
+        cfg.endpoint_url = s("endpoint_url");
+        cfg.aws_access_key_id = s("aws_access_key_id");
+        cfg.aws_secret_access_key = s("aws_secret_access_key");
+        cfg.aws_session_token = s("aws_session_token");
+        if let Some(n) = v.get("snapshot_retention") {
+            cfg.snapshot_retention =
+                n.as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| KnowledgeError::Config {
+                        kind: "s3",
+                        field: "snapshot_retention",
+                        reason: format!("expected a positive integer, got {n}"),
+                    })? as usize;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Normalises a prefix like the original: `prefix.rstrip("/") + "/"`, or `""`.
+fn normalise_prefix(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("{t}/")
+    }
+}
+
+/// One write waiting for the next group commit of a knowledge base's index.
+enum Op {
+    Put(Vec<KnowledgeFile>),
+    Delete(String),
+    Status(StatusUpdate),
+}
+
+enum OpOutcome {
+    Put(Vec<KnowledgeFile>),
+    Delete(bool),
+    Status(KnowledgeBaseInfo),
+}
+
+type Waiter = (Op, oneshot::Sender<Result<OpOutcome>>);
+
+#[derive(Default)]
+struct DomainQueue {
+    pending: Mutex<Vec<Waiter>>,
+    commit: tokio::sync::Mutex<()>,
+}
+
+/// Knowledge bases in an S3 bucket (or any `object_store`).
+pub struct S3KnowledgeBackend {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    prefix: String,
+    retention: usize,
+    queues: Mutex<HashMap<String, Arc<DomainQueue>>>,
+    known_snapshots: Mutex<HashSet<String>>,
+    events: StateEvents,
+}
+
+impl std::fmt::Debug for S3KnowledgeBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3KnowledgeBackend")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl S3KnowledgeBackend {
+    /// Connects to S3 (or an S3-compatible endpoint) and checks that the bucket answers.
+    pub async fn connect(config: S3Config) -> Result<Self> {
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_region(config.region.clone().unwrap_or_else(|| "us-east-1".into()));
+        if let Some(ep) = &config.endpoint_url {
+            b = b
+                .with_endpoint(ep)
+                .with_allow_http(ep.starts_with("http://"));
+        }
+        if let Some(k) = &config.aws_access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = &config.aws_secret_access_key {
+            b = b.with_secret_access_key(k);
+        }
+        if let Some(k) = &config.aws_session_token {
+            b = b.with_token(k);
+        }
+        let store = b.build().map_err(|e| KnowledgeError::Store {
+            domain_id: String::new(),
+            key: format!("s3://{}", config.bucket),
+            source: Box::new(e),
+        })?;
+        let backend = Self::with_store(
+            Arc::new(store),
+            &config.bucket,
+            &config.prefix,
+            config.snapshot_retention,
+        );
+        let probe = ObjPath::from(backend.prefix.trim_end_matches('/'));
+        backend
+            .store
+            .list_with_delimiter(Some(&probe))
+            .await
+            .map_err(|e| {
+                backend.err("", &format!("s3://{}/{}", config.bucket, backend.prefix), e)
+            })?;
+        Ok(backend)
+    }
+
+    /// Uses any object store (for example `object_store::memory::InMemory` in tests).
+    pub fn with_store(
+        store: Arc<dyn ObjectStore>,
+        bucket: &str,
+        prefix: &str,
+        retention: usize,
+    ) -> Self {
+        Self {
+            store,
+            bucket: bucket.to_owned(),
+            prefix: normalise_prefix(prefix),
+            retention: retention.max(1),
+            queues: Mutex::new(HashMap::new()),
+            known_snapshots: Mutex::new(HashSet::new()),
+            events: StateEvents::default(),
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The normalised key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn err(&self, domain_id: &str, key: &str, e: object_store::Error) -> KnowledgeError {
+        KnowledgeError::Store {
+            domain_id: domain_id.to_owned(),
+            key: key.to_owned(),
+            source: Box::new(e),
+        }
+    }
+
+    fn meta_key(&self, d: &str) -> String {
+        format!("{}{d}/_metadata.json", self.prefix)
+    }
+
+    fn content_key(&self, d: &str, path: &str) -> String {
+        format!("{}{d}/content/{path}", self.prefix)
+    }
+
+    fn snapshot_key(&self, d: &str, version: &str) -> String {
+        format!("{}{d}/_snapshots/{version}.json", self.prefix)
+    }
+
+    /// Loads the index and its ETag; `None` if the knowledge base does not exist.
+    async fn load(&self, d: &str) -> Result<Option<(KnowledgeBaseInfo, FileIndex, UpdateVersion)>> {
+        let key = self.meta_key(d);
+        let got = match self.store.get(&ObjPath::from(key.as_str())).await {
+            Ok(g) => g,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.err(d, &key, e)),
+        };
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let bytes = got.bytes().await.map_err(|e| self.err(d, &key, e))?;
+        let (info, index) = parse_metadata(d, &key, &bytes)?;
+        Ok(Some((info, index, version)))
+    }
+
+    fn queue(&self, d: &str) -> Arc<DomainQueue> {
+        lock(&self.queues).entry(d.to_owned()).or_default().clone()
+    }
+
+    /// Submits one index write; writers that arrive together share one compare-and-swap.
+    async fn submit(&self, d: &str, op: Op) -> Result<OpOutcome> {
+        let q = self.queue(d);
+        let (tx, rx) = oneshot::channel();
+        lock(&q.pending).push((op, tx));
+        {
+            let _guard = q.commit.lock().await;
+            let batch: Vec<Waiter> = std::mem::take(&mut *lock(&q.pending));
+            if !batch.is_empty() {
+                self.commit_batch(d, batch).await;
+            }
+        }
+        rx.await.map_err(|_| KnowledgeError::Task {
+            domain_id: d.to_owned(),
+            reason: "index commit was abandoned".into(),
+        })?
+    }
+
+    async fn commit_batch(&self, d: &str, batch: Vec<Waiter>) {
+        let (ops, senders): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
+        let mut attempt = 0u32;
+        let outcome = loop {
+            attempt += 1;
+            match self.try_commit(d, &ops).await {
+                Err(KnowledgeError::Conflict { .. }) if attempt < 64 => {
+                    let ms = rand::random::<u64>() % (5 * u64::from(attempt.min(20))) + 1;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok((results, deleted_keys, written)) => {
+                for key in deleted_keys {
+                    if let Err(e) = self.store.delete(&ObjPath::from(key.as_str())).await
+                        && !is_not_found(&e)
+                    {
+                        tracing::warn!(domain_id = d, key = %key, error = %e, "content delete failed after index commit");
+                    }
+                }
+                if written > 0 {
+                    self.events
+                        .emit(StateWrite {
+                            domain_id: d.to_owned(),
+                            key: self.meta_key(d),
+                            kind: KnowledgeKeyKind::Metadata,
+                            byte_size: written as u64,
+                        })
+                        .await;
+                }
+                for (tx, r) in senders.into_iter().zip(results) {
+                    let _ = tx.send(r);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let mut first = Some(e);
+                for tx in senders {
+                    let err = first.take().unwrap_or_else(|| KnowledgeError::Task {
+                        domain_id: d.to_owned(),
+                        reason: msg.clone(),
+                    });
+                    let _ = tx.send(Err(err));
+                }
+            }
+        }
+    }
+
+    /// One compare-and-swap attempt of a batch. `Conflict` means: retry.
+    #[allow(clippy::type_complexity)]
+    async fn try_commit(
+        &self,
+        d: &str,
+        ops: &[Op],
+    ) -> Result<(Vec<Result<OpOutcome>>, Vec<String>, usize)> {
+        let key = self.meta_key(d);
+        let Some((mut info, mut index, version)) = self.load(d).await? else {
+            return Err(KnowledgeError::KbNotFound {
+                domain_id: d.to_owned(),
+            });
+        };
+        let loaded_tag = version.e_tag.clone();
+        let mut results = Vec::with_capacity(ops.len());
+        let mut deleted_keys = Vec::new();
+        let mut dirty = false;
+        for op in ops {
+            match op {
+                Op::Put(files) => {
+                    let check = (|| {
+                        let mut batch = FileIndex::default();
+                        for f in files {
+                            if index.get(&f.path).is_none() {
+                                index.check_conflict(d, &f.path)?;
+                            }
+                            if batch.get(&f.path).is_none() {
+                                batch.check_conflict(d, &f.path)?;
+                            }
+                            batch.insert(f.clone());
+                        }
+                        Ok(())
+                    })();
+                    match check {
+                        Ok(()) => {
+                            for f in files {
+                                index.insert(f.clone());
+                                info.increment_version();
+                            }
+                            info.last_updated = pytime::now();
+                            dirty = true;
+                            results.push(Ok(OpOutcome::Put(files.clone())));
+                        }
+                        Err(e) => results.push(Err(e)),
+                    }
+                }
+                Op::Delete(path) => {
+                    if index.remove(path).is_some() {
+                        info.increment_version();
+                        info.last_updated = pytime::now();
+                        deleted_keys.push(self.content_key(d, path));
+                        dirty = true;
+                        results.push(Ok(OpOutcome::Delete(true)));
+                    } else {
+                        results.push(Ok(OpOutcome::Delete(false)));
+                    }
+                }
+                Op::Status(u) => {
+                    if let Some(expected) = &u.expected_version
+                        && (dirty || loaded_tag.as_deref() != Some(expected.as_str()))
+                    {
+                        results.push(Err(KnowledgeError::Conflict {
+                            domain_id: d.to_owned(),
+                            key: key.clone(),
+                            expected_version: expected.clone(),
+                            actual_version: loaded_tag.clone(),
+                        }));
+                        continue;
+                    }
+                    info.ingestion_status = u.status;
+                    info.last_updated = pytime::now();
+                    info.ingestion_error.clone_from(&u.error);
+                    info.generation.clone_from(&u.generation);
+                    if u.vector_store_path.is_some() {
+                        info.vector_store_path.clone_from(&u.vector_store_path);
+                    }
+                    dirty = true;
+                    results.push(Ok(OpOutcome::Status(info.clone())));
+                }
+            }
+        }
+        if !dirty {
+            return Ok((results, Vec::new(), 0));
+        }
+        info.file_count = index.len() as u64;
+        info.total_size_bytes = index.total_size();
+        // Status outcomes report the final info of the batch.
+        for r in &mut results {
+            if let Ok(OpOutcome::Status(i)) = r {
+                *i = info.clone();
+            }
+        }
+        let bytes = metadata_json(&info, &index);
+        let written = bytes.len();
+        let opts = ObjPutOptions {
+            mode: PutMode::Update(version),
+            ..ObjPutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok((results, deleted_keys, written)),
+            Err(object_store::Error::Precondition { .. }) => Err(KnowledgeError::Conflict {
+                domain_id: d.to_owned(),
+                key,
+                expected_version: loaded_tag.unwrap_or_default(),
+                actual_version: None,
+            }),
+            Err(e) if is_not_found(&e) => Err(KnowledgeError::KbNotFound {
+                domain_id: d.to_owned(),
+            }),
+            Err(e) => Err(self.err(d, &key, e)),
+        }
+    }
+
+    async fn require_kb(&self, d: &str) -> Result<()> {
+        let key = self.meta_key(d);
+        match self.store.head(&ObjPath::from(key.as_str())).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Err(KnowledgeError::KbNotFound {
+                domain_id: d.to_owned(),
+            }),
+            Err(e) => Err(self.err(d, &key, e)),
+        }
+    }
+
+    async fn upload_small(&self, d: &str, u: FileUpload) -> Result<KnowledgeFile> {
+        let key = self.content_key(d, &u.path);
+        let checksum = md5_hex(&u.content);
+        let size = u.content.len() as u64;
+        self.store
+            .put(&ObjPath::from(key.as_str()), PutPayload::from(u.content))
+            .await
+            .map_err(|e| self.err(d, &key, e))?;
+        Ok(file_entry(&u.path, size, checksum, u.options))
+    }
+
+    /// Records the snapshot of `index` unless already recorded; prunes beyond retention.
+    async fn record_snapshot(&self, d: &str, id: &str, snapshot: &Snapshot) -> Result<()> {
+        let cache_key = format!("{d}\u{0}{id}");
+        if id.is_empty() || lock(&self.known_snapshots).contains(&cache_key) {
+            return Ok(());
+        }
+        let key = self.snapshot_key(d, id);
+        let json = snapshot_to_json(snapshot);
+        let size = json.len();
+        let opts = ObjPutOptions {
+            mode: PutMode::Create,
+            ..ObjPutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(json), opts)
+            .await
+        {
+            Ok(_) => {
+                self.events
+                    .emit(StateWrite {
+                        domain_id: d.to_owned(),
+                        key: key.clone(),
+                        kind: KnowledgeKeyKind::Snapshot,
+                        byte_size: size as u64,
+                    })
+                    .await;
+                self.prune_snapshots(d, id).await?;
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(self.err(d, &key, e)),
+        }
+        let mut known = lock(&self.known_snapshots);
+        if known.len() > 10_000 {
+            known.clear();
+        }
+        known.insert(cache_key);
+        Ok(())
+    }
+
+    async fn prune_snapshots(&self, d: &str, keep: &str) -> Result<()> {
+        let dir = format!("{}{d}/_snapshots", self.prefix);
+        let mut metas: Vec<_> = self
+            .store
+            .list(Some(&ObjPath::from(dir.as_str())))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| self.err(d, &dir, e))?;
+        if metas.len() <= self.retention {
+            return Ok(());
+        }
+        metas.sort_by_key(|m| m.last_modified);
+        let excess = metas.len() - self.retention;
+        let keep_name = format!("{keep}.json");
+        for m in metas.into_iter().take(excess) {
+            if m.location.filename() == Some(keep_name.as_str()) {
+                continue;
+            }
+            if let Err(e) = self.store.delete(&m.location).await
+                && !is_not_found(&e)
+            {
+                return Err(self.err(d, m.location.as_ref(), e));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KnowledgeBackend for S3KnowledgeBackend {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    fn state_events(&self) -> &StateEvents {
+        &self.events
+    }
+
+    async fn create_kb(&self, domain_id: &str, metadata: Metadata) -> Result<KnowledgeBaseInfo> {
+        validate_domain_id(domain_id)?;
+        let info = KnowledgeBaseInfo::new(domain_id, metadata);
+        let key = self.meta_key(domain_id);
+        let bytes = metadata_json(&info, &FileIndex::default());
+        let size = bytes.len();
+        let opts = ObjPutOptions {
+            mode: PutMode::Create,
+            ..ObjPutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => {}
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
+                return Err(KnowledgeError::KbAlreadyExists {
+                    domain_id: domain_id.to_owned(),
+                });
+            }
+            Err(e) => return Err(self.err(domain_id, &key, e)),
+        }
+        self.events
+            .emit(StateWrite {
+                domain_id: domain_id.to_owned(),
+                key,
+                kind: KnowledgeKeyKind::Metadata,
+                byte_size: size as u64,
+            })
+            .await;
+        Ok(info)
+    }
+
+    async fn get_info(&self, domain_id: &str) -> Result<Option<KnowledgeBaseInfo>> {
+        validate_domain_id(domain_id)?;
+        Ok(self.load(domain_id).await?.map(|(info, _, _)| info))
+    }
+
+    async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>> {
+        let prefix = self.prefix.trim_end_matches('/');
+        let prefix_path = (!prefix.is_empty()).then(|| ObjPath::from(prefix));
+        let listing = self
+            .store
+            .list_with_delimiter(prefix_path.as_ref())
+            .await
+            .map_err(|e| self.err("", &self.prefix, e))?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|n| validate_domain_id(n).is_ok())
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            if let Some((info, _, _)) = self.load(&n).await? {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_kb(&self, domain_id: &str) -> Result<bool> {
+        validate_domain_id(domain_id)?;
+        let key = self.meta_key(domain_id);
+        // The index goes first: the knowledge base disappears at once for every reader.
+        match self.store.head(&ObjPath::from(key.as_str())).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(self.err(domain_id, &key, e)),
+        }
+        match self.store.delete(&ObjPath::from(key.as_str())).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(self.err(domain_id, &key, e)),
+        }
+        let dir = format!("{}{domain_id}", self.prefix);
+        let locations = self
+            .store
+            .list(Some(&ObjPath::from(dir.as_str())))
+            .map_ok(|m| m.location)
+            .boxed();
+        let deleted: Vec<_> = self
+            .store
+            .delete_stream(locations)
+            .collect::<Vec<_>>()
+            .await;
+        for r in deleted {
+            if let Err(e) = r
+                && !is_not_found(&e)
+            {
+                return Err(self.err(domain_id, &dir, e));
+            }
+        }
+        lock(&self.known_snapshots).retain(|k| !k.starts_with(&format!("{domain_id}\u{0}")));
+        Ok(true)
+    }
+
+    async fn put_file(
+        &self,
+        domain_id: &str,
+        path: &str,
+        content: Bytes,
+        options: PutOptions,
+    ) -> Result<KnowledgeFile> {
+        let mut out = self
+            .put_files(
+                domain_id,
+                vec![FileUpload {
+                    path: path.to_owned(),
+                    content,
+                    options,
+                }],
+            )
+            .await?;
+        out.pop().ok_or_else(|| KnowledgeError::FileNotFound {
+            domain_id: domain_id.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    async fn put_stream(
+        &self,
+        domain_id: &str,
+        path: &str,
+        content: ByteStream,
+        options: PutOptions,
+    ) -> Result<KnowledgeFile> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        self.require_kb(domain_id).await?;
+        let key = self.content_key(domain_id, path);
+        let loc = ObjPath::from(key.as_str());
+        let mut parts = rechunk(content, PART_SIZE);
+        let mut md5 = md5::Md5::default();
+        let mut size = 0u64;
+        let first = parts.next().await.transpose()?.unwrap_or_default();
+        md5::Digest::update(&mut md5, &first);
+        size += first.len() as u64;
+        if first.len() < PART_SIZE {
+            // One part: a plain PUT.
+            self.store
+                .put(&loc, PutPayload::from(first))
+                .await
+                .map_err(|e| self.err(domain_id, &key, e))?;
+        } else {
+            let mut upload: Box<dyn MultipartUpload> = self
+                .store
+                .put_multipart(&loc)
+                .await
+                .map_err(|e| self.err(domain_id, &key, e))?;
+            let result: Result<()> = async {
+                upload
+                    .put_part(PutPayload::from(first))
+                    .await
+                    .map_err(|e| self.err(domain_id, &key, e))?;
+                while let Some(part) = parts.next().await {
+                    let part = part?;
+                    md5::Digest::update(&mut md5, &part);
+                    size += part.len() as u64;
+                    upload
+                        .put_part(PutPayload::from(part))
+                        .await
+                        .map_err(|e| self.err(domain_id, &key, e))?;
+                }
+                upload
+                    .complete()
+                    .await
+                    .map_err(|e| self.err(domain_id, &key, e))?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        }
+        let entry = file_entry(path, size, hex::encode(md5::Digest::finalize(md5)), options);
+        match self.submit(domain_id, Op::Put(vec![entry])).await? {
+            OpOutcome::Put(mut v) => v.pop().ok_or_else(|| KnowledgeError::FileNotFound {
+                domain_id: domain_id.to_owned(),
+                path: path.to_owned(),
+            }),
+            _ => Err(KnowledgeError::Task {
+                domain_id: domain_id.to_owned(),
+                reason: "unexpected commit outcome".into(),
+            }),
+        }
+    }
+
+    async fn put_files(
+        &self,
+        domain_id: &str,
+        uploads: Vec<FileUpload>,
+    ) -> Result<Vec<KnowledgeFile>> {
+        validate_domain_id(domain_id)?;
+        for u in &uploads {
+            validate_path(domain_id, &u.path)?;
+        }
+        self.require_kb(domain_id).await?;
+        // Check conflicts before uploading anything, so a refused batch writes nothing.
+        if let Some((_, index, _)) = self.load(domain_id).await? {
+            let mut batch = FileIndex::default();
+            for u in &uploads {
+                if index.get(&u.path).is_none() {
+                    index.check_conflict(domain_id, &u.path)?;
+                }
+                if batch.get(&u.path).is_none() {
+                    batch.check_conflict(domain_id, &u.path)?;
+                }
+                batch.insert(file_entry(&u.path, 0, String::new(), PutOptions::default()));
+            }
+        }
+        // Duplicate paths: only the last upload of a path is sent.
+        let mut last: HashMap<String, usize> = HashMap::new();
+        for (i, u) in uploads.iter().enumerate() {
+            last.insert(u.path.clone(), i);
+        }
+        let n = uploads.len();
+        let mut results: Vec<Option<KnowledgeFile>> = vec![None; n];
+        let jobs = uploads.into_iter().enumerate().map(|(i, u)| {
+            let keep = last.get(&u.path) == Some(&i);
+            async move {
+                if keep {
+                    self.upload_small(domain_id, u).await.map(|f| (i, Some(f)))
+                } else {
+                    let checksum = md5_hex(&u.content);
+                    let size = u.content.len() as u64;
+                    Ok((i, Some(file_entry(&u.path, size, checksum, u.options))))
+                }
+            }
+        });
+        let done: Vec<Result<(usize, Option<KnowledgeFile>)>> = futures::stream::iter(jobs)
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for r in done {
+            let (i, f) = r?;
+            results[i] = f;
+        }
+        let files: Vec<KnowledgeFile> = results.into_iter().flatten().collect();
+        if files.is_empty() {
+            return Ok(files);
+        }
+        match self.submit(domain_id, Op::Put(files)).await? {
+            OpOutcome::Put(v) => Ok(v),
+            _ => Err(KnowledgeError::Task {
+                domain_id: domain_id.to_owned(),
+                reason: "unexpected commit outcome".into(),
+            }),
+        }
+    }
+
+    async fn get_file(&self, domain_id: &str, path: &str) -> Result<Option<Bytes>> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        let key = self.content_key(domain_id, path);
+        match self.store.get(&ObjPath::from(key.as_str())).await {
+            Ok(g) => Ok(Some(
+                g.bytes().await.map_err(|e| self.err(domain_id, &key, e))?,
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.err(domain_id, &key, e)),
+        }
+    }
+
+    async fn stream_file(
+        &self,
+        domain_id: &str,
+        path: &str,
+        chunk_size: usize,
+    ) -> Result<Option<ByteStream>> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        let key = self.content_key(domain_id, path);
+        let got = match self.store.get(&ObjPath::from(key.as_str())).await {
+            Ok(g) => g,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.err(domain_id, &key, e)),
+        };
+        let d = domain_id.to_owned();
+        let raw: ByteStream = got
+            .into_stream()
+            .map_err(move |e| KnowledgeError::Store {
+                domain_id: d.clone(),
+                key: key.clone(),
+                source: Box::new(e),
+            })
+            .boxed();
+        Ok(Some(rechunk(raw, chunk_size)))
+    }
+
+    async fn delete_file(&self, domain_id: &str, path: &str) -> Result<bool> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        match self.submit(domain_id, Op::Delete(path.to_owned())).await {
+            Ok(OpOutcome::Delete(b)) => Ok(b),
+            Ok(_) => Err(KnowledgeError::Task {
+                domain_id: domain_id.to_owned(),
+                reason: "unexpected commit outcome".into(),
+            }),
+            Err(KnowledgeError::KbNotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_file_info(&self, domain_id: &str, path: &str) -> Result<Option<KnowledgeFile>> {
+        validate_domain_id(domain_id)?;
+        validate_path(domain_id, path)?;
+        Ok(self
+            .load(domain_id)
+            .await?
+            .and_then(|(_, index, _)| index.get(path).cloned()))
+    }
+
+    async fn list_files(
+        &self,
+        domain_id: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<KnowledgeFile>> {
+        validate_domain_id(domain_id)?;
+        Ok(self
+            .load(domain_id)
+            .await?
+            .map(|(_, index, _)| index.list(prefix))
+            .unwrap_or_default())
+    }
+
+    async fn set_ingestion_status(
+        &self,
+        domain_id: &str,
+        update: StatusUpdate,
+    ) -> Result<KnowledgeBaseInfo> {
+        validate_domain_id(domain_id)?;
+        match self.submit(domain_id, Op::Status(update)).await? {
+            OpOutcome::Status(info) => Ok(info),
+            _ => Err(KnowledgeError::Task {
+                domain_id: domain_id.to_owned(),
+                reason: "unexpected commit outcome".into(),
+            }),
+        }
+    }
+
+    async fn get_state_version(&self, domain_id: &str) -> Result<Option<String>> {
+        validate_domain_id(domain_id)?;
+        let key = self.meta_key(domain_id);
+        match self.store.head(&ObjPath::from(key.as_str())).await {
+            Ok(m) => Ok(Some(m.e_tag.unwrap_or_default())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.err(domain_id, &key, e)),
+        }
+    }
+
+    async fn get_checksum(&self, domain_id: &str) -> Result<String> {
+        validate_domain_id(domain_id)?;
+        let (_, mut index, _) =
+            self.load(domain_id)
+                .await?
+                .ok_or_else(|| KnowledgeError::KbNotFound {
+                    domain_id: domain_id.to_owned(),
+                })?;
+        let id = index.identity();
+        self.record_snapshot(domain_id, &id, &index.snapshot())
+            .await?;
+        Ok(id)
+    }
+
+    async fn list_changes_since(&self, domain_id: &str, version: &str) -> Result<ChangeSet> {
+        validate_domain_id(domain_id)?;
+        validate_version(domain_id, version)?;
+        let (_, mut index, _) =
+            self.load(domain_id)
+                .await?
+                .ok_or_else(|| KnowledgeError::KbNotFound {
+                    domain_id: domain_id.to_owned(),
+                })?;
+        let current_id = index.identity();
+        if current_id == version {
+            return Ok(ChangeSet {
+                version: current_id,
+                ..ChangeSet::default()
+            });
+        }
+        let old: Snapshot = if version.is_empty() {
+            Snapshot::new()
+        } else {
+            let key = self.snapshot_key(domain_id, version);
+            match self.store.get(&ObjPath::from(key.as_str())).await {
+                Ok(g) => {
+                    let bytes = g.bytes().await.map_err(|e| self.err(domain_id, &key, e))?;
+                    serde_json::from_slice(&bytes).map_err(|e| KnowledgeError::Corrupt {
+                        domain_id: domain_id.to_owned(),
+                        what: "snapshot",
+                        path: key.clone(),
+                        reason: e.to_string(),
+                    })?
+                }
+                Err(e) if is_not_found(&e) => {
+                    return Err(KnowledgeError::InvalidVersion {
+                        domain_id: domain_id.to_owned(),
+                        version: version.to_owned(),
+                        reason: "no snapshot of this version is retained",
+                    });
+                }
+                Err(e) => return Err(self.err(domain_id, &key, e)),
+            }
+        };
+        let current = index.snapshot();
+        self.record_snapshot(domain_id, &current_id, &current)
+            .await?;
+        Ok(identity::diff(&current, &old, current_id))
+    }
+}
+
+/// Collects a stream into memory (used only by tests of this module).
+#[cfg(test)]
+async fn collect_all(mut s: ByteStream) -> Result<Bytes> {
+    let mut b = bytes::BytesMut::new();
+    while let Some(c) = s.next().await {
+        b.extend_from_slice(&c?);
+    }
+    Ok(b.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_normalised_like_the_original() {
+        assert_eq!(normalise_prefix("knowledge"), "knowledge/");
+        assert_eq!(normalise_prefix("kb///"), "kb/");
+        assert_eq!(normalise_prefix(""), "");
+        assert_eq!(normalise_prefix("/"), "");
+    }
+
+    #[tokio::test]
+    async fn keys_follow_the_original_layout() {
+        let b = S3KnowledgeBackend::with_store(
+            Arc::new(object_store::memory::InMemory::new()),
+            "bucket",
+            "kb",
+            4,
+        );
+        assert_eq!(
+            b.content_key("acme", "docs/a.md"),
+            "kb/acme/content/docs/a.md"
+        );
+        assert_eq!(b.meta_key("acme"), "kb/acme/_metadata.json");
+        assert_eq!(b.snapshot_key("acme", "v"), "kb/acme/_snapshots/v.json");
+        b.create_kb("acme", Metadata::new()).await.unwrap();
+        b.put_file(
+            "acme",
+            "a.md",
+            Bytes::from_static(b"x"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        let raw = b
+            .store
+            .get(&ObjPath::from("kb/acme/content/a.md"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(raw.as_ref(), b"x");
+        let s = b.stream_file("acme", "a.md", 1).await.unwrap().unwrap();
+        assert_eq!(collect_all(s).await.unwrap().as_ref(), b"x");
+    }
+}
