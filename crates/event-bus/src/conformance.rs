@@ -498,6 +498,19 @@ pub async fn close_ends_everything(h: &dyn Harness) {
     assert_eq!(bus.subscription_count(), 0);
 }
 
+/// An idle bus stays connected: after a few liveness-probe periods with no traffic, events
+/// still flow and no spurious resync was signalled. (Harnesses use a short probe interval.)
+pub async fn idle_bus_stays_connected(h: &dyn Harness) {
+    let bus = h.bus(8).await;
+    let topic = format!("{}:t", unique_prefix("idle"));
+    let mut sub = bus.subscribe(&topic).await.expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let event = numbered(1);
+    publish(&bus, &topic, &event).await;
+    assert_eq!(next_event(&mut sub, "after idle").await.1, event);
+    bus.close().await.expect("close");
+}
+
 /// Publishes `event` until it is accepted (the publishing connection may be reconnecting).
 async fn publish_until_ok(bus: &Arc<dyn EventBus>, topic: &str, event: &Event) -> usize {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -610,6 +623,7 @@ pub async fn run_all(name: &str, h: &dyn Harness) {
     slow_subscriber(h).await;
     invalid_topics_rejected(h).await;
     close_ends_everything(h).await;
+    idle_bus_stays_connected(h).await;
     if !listener_reconnects(h).await {
         eprintln!("skipped: {name} listener reconnect check (no server connection)");
     }
@@ -628,7 +642,7 @@ macro_rules! conformance_tests {
             publish_subscribe_roundtrip, multiple_subscribers_same_topic, pattern_subscription,
             no_duplicate_deliveries, per_topic_order, unsubscribe_stops_delivery, no_subscribers,
             two_buses_same_server, large_payload, slow_subscriber, invalid_topics_rejected,
-            close_ends_everything);
+            close_ends_everything, idle_bus_stays_connected);
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn listener_reconnects() {
             if let Some(h) = $harness {

@@ -101,11 +101,17 @@ impl SubQueue {
                     }),
                 }
             } else {
+                let was_empty = state.items.is_empty();
                 state.items.push_back(Delivery::Event {
                     topic: topic.to_owned(),
                     event: event.clone(),
                 });
                 state.events += 1;
+                // The consumer only waits after seeing an empty queue, so only the
+                // empty -> non-empty transition needs a wake-up.
+                if !was_empty {
+                    return;
+                }
             }
         }
         self.notify.notify_one();

@@ -204,7 +204,7 @@ impl Listener {
                     None => return Outcome::Shutdown,
                 },
                 _ = probe.tick() => {
-                    let alive = tokio::time::timeout(self.probe_interval.max(Duration::from_secs(1)), est.sink.ping::<String>()).await;
+                    let alive = tokio::time::timeout(self.probe_interval.max(Duration::from_secs(1)), est.sink.ping::<redis::Value>()).await;
                     if !matches!(alive, Ok(Ok(_))) {
                         return Outcome::Lost;
                     }
