@@ -1001,6 +1001,45 @@ pub async fn state_write_events(s: Store) {
     assert_eq!(again, 1);
 }
 
+/// With an event bus given, index and snapshot writes are published on the §4.8 topics.
+pub async fn state_write_events_reach_the_bus(s: Store) {
+    use dynreg_event_bus::{Delivery, EventBus, EventType, InMemoryEventBus};
+    let b = &*s.backend;
+    let bus = Arc::new(InMemoryEventBus::new());
+    let mut meta_sub = bus.subscribe(crate::INGEST_METADATA_WRITE).await.unwrap();
+    let mut snap_sub = bus.subscribe(crate::INGEST_SNAPSHOT_WRITE).await.unwrap();
+    b.state_events().also_publish_to(bus.clone());
+    let d = new_kb(b, "bus").await;
+    put(b, &d, "a.md", "a").await;
+    let v = b.get_checksum(&d).await.unwrap();
+    let next = |sub: &mut dynreg_event_bus::Subscription| {
+        let got = sub.try_next();
+        match got {
+            Some(Delivery::Event { topic, event }) => (topic, event),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    };
+    // Publishing is awaited inside the write, so the events are already delivered.
+    let mut seen_put = false;
+    while let Some(d2) = meta_sub.try_next() {
+        if let Delivery::Event { topic, event } = d2 {
+            assert_eq!(topic, crate::INGEST_METADATA_WRITE);
+            assert_eq!(event.event_type, EventType::Custom);
+            if event.payload["domain_id"] == d.as_str() {
+                assert_eq!(event.payload["kind"], "metadata");
+                assert!(event.payload["byte_size"].as_u64().unwrap() > 0);
+                assert!(event.payload["key"].as_str().unwrap().ends_with("_metadata.json"));
+                seen_put = true;
+            }
+        }
+    }
+    assert!(seen_put, "no metadata write event for {d}");
+    let (topic, event) = next(&mut snap_sub);
+    assert_eq!(topic, crate::INGEST_SNAPSHOT_WRITE);
+    assert_eq!(event.payload["domain_id"], d.as_str());
+    assert!(event.payload["key"].as_str().unwrap().ends_with(&format!("{v}.json")));
+}
+
 /// Errors name what they are about.
 pub async fn errors_name_domain_and_path(s: Store) {
     let b = &*s.backend;
@@ -1036,7 +1075,7 @@ macro_rules! knowledge_conformance_tests {
             no_spurious_reingest_then_detects, hostile_paths_refused, hostile_domain_ids_refused,
             file_folder_conflict_refused, concurrent_puts_lose_nothing,
             two_instances_lose_nothing, batch_upload, gz_stored_as_uploaded, state_write_events,
-            errors_name_domain_and_path);
+            state_write_events_reach_the_bus, errors_name_domain_and_path);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

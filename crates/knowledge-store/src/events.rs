@@ -1,12 +1,15 @@
 //! State-write observability (reference-spec §4.8): every metadata (index or status) write and
-//! every snapshot write is reported as a [`StateWrite`] to local callbacks registered with
-//! [`StateEvents::on_state_write`].
+//! every snapshot write is reported as a [`StateWrite`]: first published to every event bus
+//! given to [`StateEvents::also_publish_to`] (as an `Event` of type `custom` on the bus topic
+//! `ingest:metadata:write` / `ingest:snapshot:write`; a failed publish is logged, never fails
+//! the write), then to local callbacks registered with [`StateEvents::on_state_write`].
 //!
 //! Topics are the original's stable strings; the payload is `{domain_id, key, kind, byte_size}`.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use dynreg_event_bus::{Event, EventBus, EventType};
 use serde::{Deserialize, Serialize};
 
 /// Topic of index/status writes.
@@ -84,6 +87,7 @@ pub type StateWriteCallback = Arc<dyn Fn(&StateWrite) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct StateEvents {
     callbacks: Arc<RwLock<Vec<StateWriteCallback>>>,
+    buses: Arc<RwLock<Vec<Arc<dyn EventBus>>>>,
 }
 
 impl fmt::Debug for StateEvents {
@@ -103,8 +107,27 @@ impl StateEvents {
         }
     }
 
-    /// Reports one write to every observer.
+    /// Publishes every later state write to `bus` too (the original's `also_publish_to`).
+    pub fn also_publish_to(&self, bus: Arc<dyn EventBus>) {
+        if let Ok(mut b) = self.buses.write() {
+            b.push(bus);
+        }
+    }
+
+    /// Reports one write to every observer: buses first, then callbacks.
     pub(crate) async fn emit(&self, write: StateWrite) {
+        let buses: Vec<Arc<dyn EventBus>> = match self.buses.read() {
+            Ok(b) => b.clone(),
+            Err(_) => Vec::new(),
+        };
+        if !buses.is_empty() {
+            let event = Event::new(EventType::Custom, write.topic(), write.payload());
+            for bus in buses {
+                if let Err(e) = bus.publish(write.topic(), &event).await {
+                    tracing::warn!(topic = write.topic(), domain_id = %write.domain_id, error = %e, "state-write event not published");
+                }
+            }
+        }
         let callbacks: Vec<StateWriteCallback> = match self.callbacks.read() {
             Ok(c) => c.clone(),
             Err(_) => Vec::new(),

@@ -20,7 +20,9 @@
 //! - **Streaming.** [`KnowledgeBackend::stream_file`] and [`KnowledgeBackend::put_stream`] hold
 //!   at most one chunk in memory. Files (`.gz` included) are stored exactly as uploaded.
 //! - **Observability.** Index, status and snapshot writes are reported to
-//!   [`StateEvents`] observers (reference-spec §4.8).
+//!   [`StateEvents`] observers (reference-spec §4.8): callbacks, and event buses given with
+//!   [`StateEvents::also_publish_to`] (`dynreg-event-bus`), on `ingest:metadata:write` and
+//!   `ingest:snapshot:write` with payload `{domain_id, key, kind, byte_size}`.
 //!
 //! ## Features
 //! - `memory` backend: always built ([`MemoryKnowledgeBackend`]).
