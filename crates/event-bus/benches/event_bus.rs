@@ -61,11 +61,12 @@ async fn throughput(bus: &Arc<dyn EventBus>, count: usize) -> anyhow::Result<f64
         }
         Ok(Instant::now())
     });
-    let ev = event(0);
+    // Distinct events (each has its own event_id), as real publishers send; built up front.
+    let events: Vec<Event> = (0..count).map(event).collect();
     let start = Instant::now();
     // Keep up to 64 publishes in flight so server transports pipeline them.
-    let errors = futures::stream::iter(0..count)
-        .map(|_| bus.publish(&topic, &ev))
+    let errors = futures::stream::iter(&events)
+        .map(|ev| bus.publish(&topic, ev))
         .buffer_unordered(64)
         .filter(|r| futures::future::ready(r.is_err()))
         .count()

@@ -498,6 +498,28 @@ pub async fn close_ends_everything(h: &dyn Harness) {
     assert_eq!(bus.subscription_count(), 0);
 }
 
+/// Publishing the very same event several times (even concurrently) delivers it that many
+/// times: no transport de-duplicates (Postgres collapses identical NOTIFYs inside a transaction).
+pub async fn same_event_twice_is_delivered_twice(h: &dyn Harness) {
+    let bus = h.bus(64).await;
+    let topic = format!("{}:t", unique_prefix("twice"));
+    let mut sub = bus.subscribe(&topic).await.expect("subscribe");
+    let event = numbered(1);
+    let (a, b, c) = tokio::join!(
+        bus.publish(&topic, &event),
+        bus.publish(&topic, &event),
+        bus.publish(&topic, &event)
+    );
+    for r in [a, b, c] {
+        r.expect("publish");
+    }
+    for i in 0..3 {
+        assert_eq!(next_event(&mut sub, &format!("copy {i}")).await.1, event);
+    }
+    expect_only_fence(&bus, &mut sub, &topic, "after the copies").await;
+    bus.close().await.expect("close");
+}
+
 /// An idle bus stays connected: after a few liveness-probe periods with no traffic, events
 /// still flow and no spurious resync was signalled. (Harnesses use a short probe interval.)
 pub async fn idle_bus_stays_connected(h: &dyn Harness) {
@@ -624,6 +646,7 @@ pub async fn run_all(name: &str, h: &dyn Harness) {
     invalid_topics_rejected(h).await;
     close_ends_everything(h).await;
     idle_bus_stays_connected(h).await;
+    same_event_twice_is_delivered_twice(h).await;
     if !listener_reconnects(h).await {
         eprintln!("skipped: {name} listener reconnect check (no server connection)");
     }
@@ -642,7 +665,7 @@ macro_rules! conformance_tests {
             publish_subscribe_roundtrip, multiple_subscribers_same_topic, pattern_subscription,
             no_duplicate_deliveries, per_topic_order, unsubscribe_stops_delivery, no_subscribers,
             two_buses_same_server, large_payload, slow_subscriber, invalid_topics_rejected,
-            close_ends_everything, idle_bus_stays_connected);
+            close_ends_everything, idle_bus_stays_connected, same_event_twice_is_delivered_twice);
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn listener_reconnects() {
             if let Some(h) = $harness {

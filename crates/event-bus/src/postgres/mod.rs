@@ -9,6 +9,7 @@
 //! pattern subscription only the pattern channel, so no event is delivered twice to one
 //! subscription. Events too big for NOTIFY (8000 bytes) go through a claim-check table.
 
+mod batch;
 mod channel;
 mod config;
 mod listener;
@@ -32,7 +33,7 @@ use self::listener::{Command, Listener};
 use self::publisher::{PublisherSettings, PublisherSlot};
 use crate::EventBus;
 use crate::backoff::Backoff;
-use crate::error::EventBusError;
+use crate::error::{BoxError, EventBusError};
 use crate::event::{Event, new_uuid_v4};
 use crate::router::Router;
 use crate::subscription::Subscription;
@@ -105,6 +106,7 @@ impl PostgresEventBus {
             pg_config: publish_config,
             oversize: config.oversize,
             claim_table: config.claim_table.clone(),
+            pattern_channel: pattern_channel(&prefix),
         };
         let first_publisher = publisher::open(&settings).await.map_err(connect_error)?;
         let first_listener = match listener::open(&listen_config).await {
@@ -235,63 +237,69 @@ impl EventBus for PostgresEventBus {
                 topic: topic.to_owned(),
             });
         };
-        let result = if pattern_payload.len() <= NOTIFY_PAYLOAD_LIMIT {
-            conn.client
-                .query(
-                    &conn.notify,
-                    &[&channel, &body, &self.pattern_channel, &pattern_payload],
-                )
-                .await
-        } else {
-            match (self.oversize, &conn.claim) {
-                (OversizePolicy::ClaimCheck, Some(claim)) => {
-                    let id = new_uuid_v4();
-                    let marker = format!("{CLAIM_PREFIX}{id}");
-                    let pattern_marker = format!("{topic}\n{marker}");
-                    let result = conn
-                        .client
-                        .query(
-                            claim,
-                            &[
-                                &id,
-                                &body,
-                                &channel,
-                                &marker,
-                                &self.pattern_channel,
-                                &pattern_marker,
-                            ],
-                        )
-                        .await;
-                    if self
-                        .claims
-                        .fetch_add(1, Ordering::Relaxed)
-                        .is_multiple_of(CLEANUP_EVERY)
-                    {
-                        tokio::spawn(publisher::cleanup_claims(Arc::clone(&conn), self.claim_ttl));
-                    }
-                    result
-                }
-                _ => {
-                    return Err(EventBusError::PayloadTooLarge {
-                        backend: "postgres",
-                        topic: topic.to_owned(),
-                        size: pattern_payload.len(),
-                        limit: NOTIFY_PAYLOAD_LIMIT,
-                    });
-                }
-            }
+        let disconnected = || EventBusError::Disconnected {
+            backend: "postgres",
+            topic: topic.to_owned(),
         };
+        let failed = |source: BoxError| EventBusError::Publish {
+            backend: "postgres",
+            topic: topic.to_owned(),
+            source,
+        };
+        if pattern_payload.len() <= NOTIFY_PAYLOAD_LIMIT {
+            let (done, outcome) = oneshot::channel();
+            let pending = batch::Pending {
+                channel,
+                body,
+                pattern_payload,
+                done,
+            };
+            if conn.batches.send(pending).is_err() {
+                return Err(disconnected());
+            }
+            return match outcome.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) | Err(_) if conn.client.is_closed() => Err(disconnected()),
+                Ok(Err(error)) => Err(failed(Box::new(error))),
+                Err(_) => Err(disconnected()),
+            };
+        }
+        let (OversizePolicy::ClaimCheck, Some(claim)) = (self.oversize, &conn.claim) else {
+            return Err(EventBusError::PayloadTooLarge {
+                backend: "postgres",
+                topic: topic.to_owned(),
+                size: pattern_payload.len(),
+                limit: NOTIFY_PAYLOAD_LIMIT,
+            });
+        };
+        let id = new_uuid_v4();
+        let marker = format!("{CLAIM_PREFIX}{id}");
+        let pattern_marker = format!("{topic}\n{marker}");
+        let result = conn
+            .client
+            .query(
+                claim,
+                &[
+                    &id,
+                    &body,
+                    &channel,
+                    &marker,
+                    &self.pattern_channel,
+                    &pattern_marker,
+                ],
+            )
+            .await;
+        if self
+            .claims
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(CLEANUP_EVERY)
+        {
+            tokio::spawn(publisher::cleanup_claims(Arc::clone(&conn), self.claim_ttl));
+        }
         match result {
             Ok(_) => Ok(()),
-            Err(_) if conn.client.is_closed() => Err(EventBusError::Disconnected {
-                backend: "postgres",
-                topic: topic.to_owned(),
-            }),
-            Err(source) => Err(EventBusError::Publish {
-                backend: "postgres",
-                topic: topic.to_owned(),
-                source: Box::new(source),
-            }),
+            Err(_) if conn.client.is_closed() => Err(disconnected()),
+            Err(error) => Err(failed(Box::new(error))),
         }
     }
 

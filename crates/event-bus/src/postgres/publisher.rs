@@ -4,19 +4,20 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
+use super::batch::{self, Pending};
 use super::config::OversizePolicy;
 use crate::backoff::Backoff;
 
 /// One live publishing connection.
 pub(super) struct PubConn {
-    pub(super) client: Client,
-    /// `SELECT pg_notify($1, $2), pg_notify($3, $4)`
-    pub(super) notify: Statement,
+    pub(super) client: Arc<Client>,
+    /// Queue of the group-commit task that sends ordinary publishes.
+    pub(super) batches: mpsc::UnboundedSender<Pending>,
     /// Claim check: insert the body, then notify both channels with the claim marker.
     pub(super) claim: Option<Statement>,
     /// Deletes expired claim rows.
@@ -48,6 +49,7 @@ pub(super) struct PublisherSettings {
     pub(super) pg_config: tokio_postgres::Config,
     pub(super) oversize: OversizePolicy,
     pub(super) claim_table: String,
+    pub(super) pattern_channel: String,
 }
 
 /// Opens a publishing connection, prepares its statements (creating the claim table if needed).
@@ -73,9 +75,11 @@ async fn prepare(
     client: Client,
     settings: &PublisherSettings,
 ) -> Result<PubConn, tokio_postgres::Error> {
-    let text4 = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
     let notify = client
-        .prepare_typed("SELECT pg_notify($1, $2), pg_notify($3, $4)", &text4)
+        .prepare_typed(
+            "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
+            &[Type::TEXT_ARRAY, Type::TEXT_ARRAY],
+        )
         .await?;
     let (claim, cleanup) = match settings.oversize {
         OversizePolicy::Reject => (None, None),
@@ -110,16 +114,25 @@ async fn prepare(
             (Some(claim), Some(cleanup))
         }
     };
+    let client = Arc::new(client);
+    let (batches, queue) = mpsc::unbounded_channel();
+    tokio::spawn(batch::run(
+        Arc::clone(&client),
+        notify,
+        settings.pattern_channel.clone(),
+        queue,
+    ));
     Ok(PubConn {
         client,
-        notify,
+        batches,
         claim,
         cleanup,
     })
 }
 
-/// Keeps `slot` filled (the caller fills it first, with the connection `driver` drives): waits for the connection to die, empties the slot (so publishes fail
-/// fast with `Disconnected`), reconnects with back-off, until shutdown.
+/// Keeps `slot` filled (the caller fills it first; `driver` drives that connection): waits for
+/// the connection to die, empties the slot (so publishes fail fast with `Disconnected`),
+/// reconnects with back-off, until shutdown.
 pub(super) async fn supervise(
     slot: Arc<PublisherSlot>,
     settings: PublisherSettings,
