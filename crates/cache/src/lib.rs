@@ -1,0 +1,1 @@
+//! dynreg-cache (being written).

@@ -1,0 +1,1 @@
+//! dynreg-hot-reload (being written).

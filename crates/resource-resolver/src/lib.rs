@@ -1,0 +1,1 @@
+//! dynreg-resource-resolver (being written).
