@@ -20,23 +20,39 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 }
 
 /// The knowledge-base identity of `(path, checksum)` pairs.
+///
+/// Sorts the pairs as the original sorts its `"{path}:{checksum}"` strings (by bytes), without
+/// building those strings; input sorted by path (as every index is) is nearly sorted, so this
+/// is close to linear.
 pub fn kb_identity<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut entries: Vec<String> = files
-        .into_iter()
-        .map(|(path, checksum)| format!("{path}:{checksum}"))
-        .collect();
+    let mut entries: Vec<(&str, &str)> = files.into_iter().collect();
     if entries.is_empty() {
         return String::new();
     }
-    entries.sort_unstable();
+    entries.sort_by(|a, b| cmp_joined(*a, *b));
     let mut hasher = Md5::new();
-    for (i, e) in entries.iter().enumerate() {
+    for (i, (path, checksum)) in entries.iter().enumerate() {
         if i > 0 {
             hasher.update(b":");
         }
-        hasher.update(e.as_bytes());
+        hasher.update(path.as_bytes());
+        hasher.update(b":");
+        hasher.update(checksum.as_bytes());
     }
     hex::encode(hasher.finalize())
+}
+
+/// Compares `"{a.0}:{a.1}"` with `"{b.0}:{b.1}"` byte-wise without allocating.
+fn cmp_joined(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
+    let (ap, bp) = (a.0.as_bytes(), b.0.as_bytes());
+    let n = ap.len().min(bp.len());
+    match ap[..n].cmp(&bp[..n]) {
+        std::cmp::Ordering::Equal => {}
+        other => return other,
+    }
+    let rest_a = ap[n..].iter().chain(b":").chain(a.1.as_bytes());
+    let rest_b = bp[n..].iter().chain(b":").chain(b.1.as_bytes());
+    rest_a.cmp(rest_b)
 }
 
 /// The identity of a snapshot map.
@@ -136,6 +152,18 @@ mod tests {
             "70bc08b03191145dd5d29dea7693be38"
         );
         assert_eq!(snapshot_identity(&Snapshot::new()), "");
+    }
+
+    #[test]
+    fn sorts_joined_strings_not_paths() {
+        // "a.md:..." < "a:..." because '.' < ':' — path order would put "a" first.
+        let pairs = [("a", "1"), ("a.md", "2"), ("a/b", "3"), ("a0", "4"), ("b", "5")];
+        let mut joined: Vec<String> = pairs.iter().map(|(p, c)| format!("{p}:{c}")).collect();
+        joined.sort();
+        let expected = md5_hex(joined.join(":").as_bytes());
+        assert_eq!(kb_identity(pairs), expected);
+        let reversed: Vec<_> = pairs.iter().rev().copied().collect();
+        assert_eq!(kb_identity(reversed), expected);
     }
 
     #[test]

@@ -19,7 +19,22 @@ struct MetaIn {
     #[serde(default)]
     info: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
-    files: Option<serde_json::Map<String, serde_json::Value>>,
+    files: Option<std::collections::BTreeMap<String, FileIn>>,
+}
+
+/// An index entry as stored: the key is the path; every field may be missing.
+#[derive(Deserialize)]
+struct FileIn {
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    size_bytes: Option<u64>,
+    #[serde(default)]
+    checksum: Option<String>,
+    #[serde(default)]
+    uploaded_at: Option<String>,
+    #[serde(default)]
+    metadata: Option<crate::model::Metadata>,
 }
 
 /// Serialises `_metadata.json` like the original (`json.dump(indent=2)`).
@@ -60,19 +75,26 @@ pub(crate) fn parse_metadata(
         serde_json::from_value(info_map.into()).map_err(|e| corrupt(format!("info: {e}")))?;
     info.domain_id = domain_id.to_owned();
     let mut index = FileIndex::default();
-    for (key, value) in doc.files.unwrap_or_default() {
+    for (key, f) in doc.files.unwrap_or_default() {
         if let Err(e) = validate_path(domain_id, &key) {
             tracing::warn!(domain_id = %domain_id, path = %key, error = %e, "skipping non-canonical index entry");
             continue;
         }
-        let mut map = match value {
-            serde_json::Value::Object(m) => m,
-            _ => return Err(corrupt(format!("files[{key:?}] is not an object"))),
+        let uploaded_at = match f.uploaded_at.as_deref() {
+            None => crate::pytime::now(),
+            Some(t) => crate::pytime::parse(t)
+                .ok_or_else(|| corrupt(format!("files[{key:?}].uploaded_at {t:?}")))?,
         };
-        map.insert("path".into(), key.clone().into());
-        let file: KnowledgeFile = serde_json::from_value(map.into())
-            .map_err(|e| corrupt(format!("files[{key:?}]: {e}")))?;
-        index.insert(file);
+        index.insert(KnowledgeFile {
+            path: key,
+            content_type: f
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".to_owned()),
+            size_bytes: f.size_bytes.unwrap_or(0),
+            checksum: f.checksum.unwrap_or_default(),
+            uploaded_at,
+            metadata: f.metadata.unwrap_or_default(),
+        });
     }
     info.file_count = index.len() as u64;
     info.total_size_bytes = index.total_size();

@@ -516,7 +516,6 @@ impl Locked<'_> {
     /// the oldest beyond the retention bound. Returns the identity.
     pub(crate) fn record_current_snapshot(&mut self) -> Result<String> {
         let layout = self.handle.layout.clone();
-        let fsync = self.handle.tuning.fsync;
         let retention = self.handle.tuning.retention;
         let Some(cache) = self.state.cache.as_mut() else {
             return Err(self.handle.kb_not_found());
@@ -529,7 +528,10 @@ impl Locked<'_> {
         if !path.exists() {
             let json = snapshot_to_json(&cache.index.snapshot());
             fs::create_dir_all(&layout.snapshots).map_err(|e| layout.io(&layout.snapshots, e))?;
-            write_atomic(&path, json.as_bytes(), fsync).map_err(|e| layout.io(&path, e))?;
+            // Snapshots are a cache for change detection: one lost to a power failure only
+            // makes that version unretained (a full re-ingest), so they are never fsynced.
+            write_atomic(&path, json.as_bytes(), FsyncPolicy::Never)
+                .map_err(|e| layout.io(&path, e))?;
             self.writes.push(StateWrite {
                 domain_id: layout.domain_id.clone(),
                 key: path.display().to_string(),
