@@ -150,6 +150,7 @@ impl Router {
             queue,
             router: Arc::downgrade(self),
             cancelled: false,
+            taken: std::collections::VecDeque::new(),
         }
     }
 

@@ -60,7 +60,9 @@ struct QueueState {
     closed: bool,
 }
 
-/// The bounded queue between a bus (producer) and one [`Subscription`] (consumer).
+/// The bounded queue between a bus (producer) and one [`Subscription`] (consumer). At most
+/// `capacity` events wait in it; the consumer takes everything queued in one step, so up to
+/// another `capacity` events can be in the consumer's hands, not yet returned by `next`.
 #[derive(Debug)]
 pub(crate) struct SubQueue {
     state: Mutex<QueueState>,
@@ -140,17 +142,16 @@ impl SubQueue {
         self.notify.notify_one();
     }
 
-    fn try_pop(&self) -> Result<Delivery, bool> {
+    /// Moves every queued item into `into` (which is empty) in one step, so the consumer takes
+    /// the lock once per batch rather than once per event. `Err(closed)` when nothing is queued.
+    fn take_all(&self, into: &mut VecDeque<Delivery>) -> Result<(), bool> {
         let mut state = self.lock();
-        match state.items.pop_front() {
-            Some(item) => {
-                if matches!(item, Delivery::Event { .. }) {
-                    state.events -= 1;
-                }
-                Ok(item)
-            }
-            None => Err(state.closed),
+        if state.items.is_empty() {
+            return Err(state.closed);
         }
+        std::mem::swap(&mut state.items, into);
+        state.events = 0;
+        Ok(())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -169,6 +170,8 @@ pub struct Subscription {
     pub(crate) queue: Arc<SubQueue>,
     pub(crate) router: Weak<Router>,
     pub(crate) cancelled: bool,
+    /// Items already taken from the shared queue in one batch, handed out one by one.
+    pub(crate) taken: VecDeque<Delivery>,
 }
 
 impl Subscription {
@@ -176,8 +179,11 @@ impl Subscription {
     /// (after anything already queued has been handed out).
     pub async fn next(&mut self) -> Option<Delivery> {
         loop {
-            match self.queue.try_pop() {
-                Ok(item) => return Some(item),
+            if let Some(item) = self.taken.pop_front() {
+                return Some(item);
+            }
+            match self.queue.take_all(&mut self.taken) {
+                Ok(()) => {}
                 Err(true) => return None,
                 Err(false) => self.queue.notify.notified().await,
             }
@@ -186,12 +192,15 @@ impl Subscription {
 
     /// The next item if one is queued, without waiting.
     pub fn try_next(&mut self) -> Option<Delivery> {
-        self.queue.try_pop().ok()
+        if self.taken.is_empty() {
+            let _ = self.queue.take_all(&mut self.taken);
+        }
+        self.taken.pop_front()
     }
 
     /// Number of queued items (events and resync markers).
     pub fn pending(&self) -> usize {
-        self.queue.len()
+        self.taken.len() + self.queue.len()
     }
 
     /// Unsubscribes now (idempotent). Queued items can still be read; then `next` returns `None`.
