@@ -3,7 +3,8 @@
 //! 10,000th file on the file backend (per fsync policy), get_file rate, get_checksum and
 //! list_files at 10,000 files, and peak RSS growth while putting and streaming a large file.
 //!
-//! Environment: `KS_BENCH_FILES` (default 10000), `KS_BENCH_LARGE_MIB` (default 1024).
+//! Environment: `KS_BENCH_FILES` (default 10000), `KS_BENCH_LARGE_MIB` (default 1024),
+//! `KS_BENCH_POLICIES` (default `never,always`; the fsync policies to run the file series with).
 
 #![allow(clippy::print_stdout)]
 
@@ -288,10 +289,12 @@ async fn main() -> Result<()> {
     let large_mib = env_usize("KS_BENCH_LARGE_MIB", 1024);
     println!("knowledge-store benchmark ({files} files, large file {large_mib} MiB)");
 
-    for (policy, label) in [
-        (FsyncPolicy::Never, "file, fsync=never"),
-        (FsyncPolicy::Always, "file, fsync=always"),
-    ] {
+    let policies = std::env::var("KS_BENCH_POLICIES").unwrap_or_else(|_| "never,always".into());
+    for name in policies.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (policy, label) = match name {
+            "always" => (FsyncPolicy::Always, "file, fsync=always"),
+            _ => (FsyncPolicy::Never, "file, fsync=never"),
+        };
         let dir = tempfile::tempdir()?;
         let mut cfg = FileConfig::new(dir.path());
         cfg.fsync = policy;

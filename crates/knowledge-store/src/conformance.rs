@@ -1028,7 +1028,12 @@ pub async fn state_write_events_reach_the_bus(s: Store) {
             if event.payload["domain_id"] == d.as_str() {
                 assert_eq!(event.payload["kind"], "metadata");
                 assert!(event.payload["byte_size"].as_u64().unwrap() > 0);
-                assert!(event.payload["key"].as_str().unwrap().ends_with("_metadata.json"));
+                assert!(
+                    event.payload["key"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("_metadata.json")
+                );
                 seen_put = true;
             }
         }
@@ -1037,7 +1042,12 @@ pub async fn state_write_events_reach_the_bus(s: Store) {
     let (topic, event) = next(&mut snap_sub);
     assert_eq!(topic, crate::INGEST_SNAPSHOT_WRITE);
     assert_eq!(event.payload["domain_id"], d.as_str());
-    assert!(event.payload["key"].as_str().unwrap().ends_with(&format!("{v}.json")));
+    assert!(
+        event.payload["key"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{v}.json"))
+    );
 }
 
 /// Errors name what they are about.

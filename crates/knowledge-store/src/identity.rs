@@ -86,18 +86,35 @@ pub fn diff(current: &Snapshot, old: &Snapshot, version: String) -> ChangeSet {
 
 /// Serialises a snapshot the way the original does (`json.dumps(map)`: `", "` and `": "`).
 pub fn snapshot_to_json(snapshot: &Snapshot) -> String {
-    let mut out = String::with_capacity(snapshot.len() * 64 + 2);
-    out.push('{');
-    for (i, (path, checksum)) in snapshot.iter().enumerate() {
+    pairs_to_json(snapshot.iter().map(|(p, c)| (p.as_str(), c.as_str())))
+}
+
+/// Serialises `(path, checksum)` pairs as a snapshot document, without building a map.
+pub(crate) fn pairs_to_json<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::from("{");
+    for (i, (path, checksum)) in pairs.into_iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
-        out.push_str(&py_json_string(path));
+        push_py_json_string(&mut out, path);
         out.push_str(": ");
-        out.push_str(&py_json_string(checksum));
+        push_py_json_string(&mut out, checksum);
     }
     out.push('}');
     out
+}
+
+/// Appends a JSON string literal with Python's default `ensure_ascii=True` escaping.
+fn push_py_json_string(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    out.push_str(&py_json_string(s));
 }
 
 /// A JSON string literal with Python's default `ensure_ascii=True` escaping.
@@ -157,7 +174,13 @@ mod tests {
     #[test]
     fn sorts_joined_strings_not_paths() {
         // "a.md:..." < "a:..." because '.' < ':' — path order would put "a" first.
-        let pairs = [("a", "1"), ("a.md", "2"), ("a/b", "3"), ("a0", "4"), ("b", "5")];
+        let pairs = [
+            ("a", "1"),
+            ("a.md", "2"),
+            ("a/b", "3"),
+            ("a0", "4"),
+            ("b", "5"),
+        ];
         let mut joined: Vec<String> = pairs.iter().map(|(p, c)| format!("{p}:{c}")).collect();
         joined.sort();
         let expected = md5_hex(joined.join(":").as_bytes());

@@ -97,6 +97,15 @@ impl FileIndex {
         }
     }
 
+    /// The snapshot document (`{path: checksum}` JSON) of the current content.
+    pub(crate) fn snapshot_json(&self) -> String {
+        crate::identity::pairs_to_json(
+            self.files
+                .iter()
+                .map(|(p, f)| (p.as_str(), f.checksum.as_str())),
+        )
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         self.files
             .iter()

@@ -154,7 +154,12 @@ impl MemoryKnowledgeBackend {
             return None;
         }
         let snap = g.index.snapshot();
-        let size = identity::snapshot_to_json(&snap).len();
+        // What the snapshot document would weigh: `{"path": "checksum", ...}`.
+        let size = 2 + snap
+            .iter()
+            .map(|(p, c)| p.len() + c.len() + 8)
+            .sum::<usize>()
+            - if snap.is_empty() { 0 } else { 2 };
         g.snapshots.record(version.to_owned(), Arc::new(snap));
         Some(StateWrite {
             domain_id: g.info.domain_id.clone(),

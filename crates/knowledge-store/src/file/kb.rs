@@ -22,7 +22,7 @@ use super::journal::{Record, parse_lines};
 use super::layout::{Layout, metadata_json, parse_metadata};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateWrite};
-use crate::identity::{Snapshot, snapshot_to_json};
+use crate::identity::Snapshot;
 use crate::index::FileIndex;
 use crate::model::{KnowledgeBaseInfo, KnowledgeFile, StatusUpdate};
 use crate::pytime;
@@ -526,7 +526,7 @@ impl Locked<'_> {
         }
         let path = layout.snapshot_path(&id);
         if !path.exists() {
-            let json = snapshot_to_json(&cache.index.snapshot());
+            let json = cache.index.snapshot_json();
             fs::create_dir_all(&layout.snapshots).map_err(|e| layout.io(&layout.snapshots, e))?;
             // Snapshots are a cache for change detection: one lost to a power failure only
             // makes that version unretained (a full re-ingest), so they are never fsynced.
