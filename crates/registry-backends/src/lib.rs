@@ -19,6 +19,8 @@ mod config;
 mod factory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod touch;
 
 #[cfg(feature = "file")]
 mod file;

@@ -21,7 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
 use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION};
-use crate::rows::{StoredRow, json_columns, merge_changes, micros, touch_due};
+use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_columns, merge_changes, micros};
+use crate::touch::TouchBuffer;
 
 const KIND: &str = "postgres";
 const COLUMNS: &str =
@@ -62,7 +63,8 @@ impl Sql {
                    revision = EXCLUDED.revision, config_hash = EXCLUDED.config_hash"
             )),
             touch: s(format!(
-                "UPDATE \"{t}\" SET last_accessed_at = GREATEST(last_accessed_at, $1) WHERE bot_id = $2"
+                "UPDATE \"{t}\" AS r SET last_accessed_at = GREATEST(r.last_accessed_at, b.at)
+                 FROM UNNEST($1::text[], $2::bigint[]) AS b(id, at) WHERE r.bot_id = b.id"
             )),
             delete: s(format!(
                 "WITH gone AS (DELETE FROM \"{t}\" WHERE bot_id = $1 RETURNING bot_id),
@@ -71,8 +73,9 @@ impl Sql {
                  ON CONFLICT (bot_id) DO UPDATE SET revision = EXCLUDED.revision"
             )),
             state: s(format!("SELECT revision, horizon FROM \"{t}_state\" WHERE id = 1")),
+            // ORDER BY + LIMIT keeps the planner on the revision index even without statistics.
             rows_after: s(format!(
-                "SELECT {COLUMNS} FROM \"{t}\" WHERE revision > $1 ORDER BY revision"
+                "SELECT {COLUMNS} FROM \"{t}\" WHERE revision > $1 ORDER BY revision LIMIT $2"
             )),
             tombstones_after: s(format!(
                 "SELECT revision, bot_id FROM \"{t}_tombstones\" WHERE revision > $1"
@@ -107,7 +110,8 @@ pub struct PostgresBackend {
     pool: PgPool,
     table: String,
     sql: Sql,
-    touch_resolution: Duration,
+    touches: TouchBuffer,
+    parsed: ParsedConfigs,
     tombstone_retention: u64,
 }
 
@@ -166,6 +170,9 @@ impl PostgresBackend {
         let pool_size = c.u64("pool_size")?.unwrap_or(10).clamp(1, 1000) as u32;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
+            // A failed query already surfaces a dead connection; a ping per acquire would
+            // double the round trips of every read.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(opts);
         let table = c.identifier("table", "registrations")?;
@@ -173,7 +180,10 @@ impl PostgresBackend {
             pool,
             sql: Sql::new(&table),
             table,
-            touch_resolution: c.millis("touch_resolution_ms")?.unwrap_or(DEFAULT_TOUCH_RESOLUTION),
+            touches: TouchBuffer::new(
+                c.millis("touch_resolution_ms")?.unwrap_or(DEFAULT_TOUCH_RESOLUTION),
+            ),
+            parsed: ParsedConfigs::new(),
             tombstone_retention: c.u64("tombstone_retention")?.unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
         })
     }
@@ -202,7 +212,7 @@ impl PostgresBackend {
             .map(|r| {
                 Self::stored(r)
                     .map_err(db_err(op, None))?
-                    .into_registration(KIND, &location)
+                    .into_registration(KIND, &location, &self.parsed)
             })
             .collect()
     }
@@ -266,6 +276,22 @@ impl PostgresBackend {
     }
 }
 
+impl PostgresBackend {
+    /// Writes a batch of buffered touches in one statement; on failure they stay buffered.
+    async fn write_touches(&self, batch: Vec<(String, i64)>) -> Result<()> {
+        let (ids, ats): (Vec<String>, Vec<i64>) = batch.iter().cloned().unzip();
+        let done = sqlx::query(q(&self.sql.touch))
+            .bind(&ids)
+            .bind(&ats)
+            .execute(&self.pool)
+            .await;
+        done.map(drop).map_err(|e| {
+            self.touches.restore(batch);
+            RegistryError::storage(KIND, "touch", None, e)
+        })
+    }
+}
+
 async fn commit(tx: Transaction<'static, Postgres>, bot_id: Option<&str>) -> Result<()> {
     tx.commit().await.map_err(db_err("commit", bot_id))
 }
@@ -311,6 +337,10 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn close(&self) -> Result<()> {
+        let pending = self.touches.drain();
+        if !pending.is_empty() {
+            self.write_touches(pending).await?;
+        }
         self.pool.close().await;
         Ok(())
     }
@@ -341,21 +371,20 @@ impl RegistryBackend for PostgresBackend {
             return Ok(None);
         };
         let t = now();
-        if touch_due(micros(&reg.last_accessed_at), &t, self.touch_resolution) {
-            sqlx::query(q(&self.sql.touch))
-                .bind(micros(&t))
-                .bind(bot_id)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err("touch", Some(bot_id)))?;
-            reg.last_accessed_at = t;
+        if let Some(batch) = self.touches.touch(bot_id, micros(&reg.last_accessed_at), micros(&t)) {
+            self.write_touches(batch).await?;
         }
+        reg.last_accessed_at = t;
         Ok(Some(reg))
     }
 
     async fn peek(&self, bot_id: &str) -> Result<Option<Registration>> {
         validate_bot_id(bot_id)?;
-        self.select(&self.pool, bot_id).await
+        let mut reg = self.select(&self.pool, bot_id).await?;
+        if let (Some(r), Some(t)) = (reg.as_mut(), self.touches.pending(bot_id)) {
+            r.last_accessed_at = r.last_accessed_at.max(from_micros(t));
+        }
+        Ok(reg)
     }
 
     async fn deactivate(&self, bot_id: &str) -> Result<bool> {
@@ -444,11 +473,25 @@ impl RegistryBackend for PostgresBackend {
                 current_revision: current,
             });
         }
-        let rows = sqlx::query(q(&self.sql.rows_after))
-            .bind(revision as i64)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err("read changes", None))?;
+        const PAGE: i64 = 5_000;
+        let mut rows = Vec::new();
+        let mut after = revision as i64;
+        loop {
+            let page = sqlx::query(q(&self.sql.rows_after))
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err("read changes", None))?;
+            let full = page.len() as i64 == PAGE;
+            if let Some(last) = page.last() {
+                after = last.try_get(7).map_err(db_err("read changes", None))?;
+            }
+            rows.extend(page);
+            if !full {
+                break;
+            }
+        }
         let tombstones: Vec<(i64, String)> = sqlx::query_as(q(&self.sql.tombstones_after))
             .bind(revision as i64)
             .fetch_all(&mut *tx)

@@ -2,7 +2,6 @@
 //! merging a change feed from rows and tombstones.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dynreg_registry_core::{Change, Registration, RegistryError, Result, Status};
@@ -39,16 +38,28 @@ pub(crate) fn corrupt(backend: &'static str, location: String, reason: impl ToSt
 
 impl StoredRow {
     /// Parses the JSON columns. `location` names the table, for errors.
-    pub fn into_registration(self, backend: &'static str, location: &str) -> Result<Registration> {
+    pub fn into_registration(
+        self,
+        backend: &'static str,
+        location: &str,
+        parsed: &ParsedConfigs,
+    ) -> Result<Registration> {
         let at = || format!("{location} bot {:?}", self.bot_id);
-        let config: Value = serde_json::from_str(&self.config)
+        let config = parsed
+            .parse(&self.config_hash, &self.config)
             .map_err(|e| corrupt(backend, at(), format!("config column: {e}")))?;
-        let metadata: Map<String, Value> = serde_json::from_str(&self.metadata)
-            .map_err(|e| corrupt(backend, at(), format!("metadata column: {e}")))?;
+        let metadata: Arc<Map<String, Value>> = if self.metadata == "{}" {
+            Arc::default()
+        } else {
+            Arc::new(
+                serde_json::from_str(&self.metadata)
+                    .map_err(|e| corrupt(backend, at(), format!("metadata column: {e}")))?,
+            )
+        };
         Ok(Registration {
-            config: Arc::new(config),
+            config,
             status: Status::parse(&self.status),
-            metadata: Arc::new(metadata),
+            metadata,
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
             last_accessed_at: from_micros(self.last_accessed_at),
@@ -68,12 +79,6 @@ pub(crate) fn json_columns(reg: &Registration) -> (String, String) {
     )
 }
 
-/// Whether a touching read must write: the stored access time is at least `resolution` old.
-pub(crate) fn touch_due(stored_micros: i64, now: &DateTime<Utc>, resolution: Duration) -> bool {
-    let age = micros(now).saturating_sub(stored_micros);
-    age >= 0 && age as u128 >= resolution.as_micros()
-}
-
 /// Merges live rows (already ordered by revision) and tombstones into one ordered feed.
 pub(crate) fn merge_changes(rows: Vec<Registration>, tombstones: Vec<(u64, String)>) -> Vec<Change> {
     let mut changes: Vec<Change> = rows
@@ -87,4 +92,42 @@ pub(crate) fn merge_changes(rows: Vec<Registration>, tombstones: Vec<(u64, Strin
         .collect();
     changes.sort_by_key(Change::revision);
     changes
+}
+
+/// Parsed configs shared by content hash: a row whose `config_hash` was parsed before reuses
+/// the same `Arc<Value>` instead of parsing its JSON again (and identical configs share one
+/// value). Bounded; least recently used hashes are dropped.
+pub(crate) struct ParsedConfigs {
+    cache: std::sync::Mutex<lru::LruCache<String, Arc<Value>>>,
+}
+
+impl std::fmt::Debug for ParsedConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParsedConfigs")
+    }
+}
+
+impl ParsedConfigs {
+    pub fn new() -> Self {
+        let cap = std::num::NonZeroUsize::new(16_384).expect("non-zero");
+        ParsedConfigs {
+            cache: std::sync::Mutex::new(lru::LruCache::new(cap)),
+        }
+    }
+
+    fn parse(&self, hash: &str, text: &str) -> std::result::Result<Arc<Value>, serde_json::Error> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = cache.get(hash) {
+            return Ok(v.clone());
+        }
+        drop(cache);
+        let v: Arc<Value> = Arc::new(serde_json::from_str(text)?);
+        if dynreg_registry_core::config_hash(&v) == hash {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(hash.to_owned(), v.clone());
+        }
+        Ok(v)
+    }
 }

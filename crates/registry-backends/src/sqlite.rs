@@ -21,7 +21,8 @@ use serde_json::{Map, Value};
 use crate::config::{
     BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION,
 };
-use crate::rows::{StoredRow, json_columns, merge_changes, micros, touch_due};
+use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_columns, merge_changes, micros};
+use crate::touch::TouchBuffer;
 
 const KIND: &str = "sqlite";
 const COLUMNS: &str =
@@ -31,7 +32,8 @@ const COLUMNS: &str =
 pub struct SqliteBackend {
     path: PathBuf,
     table: String,
-    touch_resolution: Duration,
+    touches: TouchBuffer,
+    parsed: ParsedConfigs,
     tombstone_retention: u64,
     conn: Mutex<Option<Connection>>,
 }
@@ -52,7 +54,8 @@ impl SqliteBackend {
         SqliteBackend {
             path: path.as_ref().to_owned(),
             table: "registrations".into(),
-            touch_resolution: DEFAULT_TOUCH_RESOLUTION,
+            touches: TouchBuffer::new(DEFAULT_TOUCH_RESOLUTION),
+            parsed: ParsedConfigs::new(),
             tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
             conn: Mutex::new(None),
         }
@@ -70,7 +73,10 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             path: PathBuf::from(path),
             table: c.identifier("table", "registrations")?,
-            touch_resolution: c.millis("touch_resolution_ms")?.unwrap_or(DEFAULT_TOUCH_RESOLUTION),
+            touches: TouchBuffer::new(
+                c.millis("touch_resolution_ms")?.unwrap_or(DEFAULT_TOUCH_RESOLUTION),
+            ),
+            parsed: ParsedConfigs::new(),
             tombstone_retention: c.u64("tombstone_retention")?.unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
             conn: Mutex::new(None),
         })
@@ -78,7 +84,7 @@ impl SqliteBackend {
 
     /// Sets the touch resolution.
     pub fn with_touch_resolution(mut self, d: Duration) -> Self {
-        self.touch_resolution = d;
+        self.touches = TouchBuffer::new(d);
         self
     }
 
@@ -134,7 +140,7 @@ impl SqliteBackend {
         conn.prepare_cached(&format!("SELECT {COLUMNS} FROM \"{t}\" WHERE bot_id = ?1"))
             .and_then(|mut s| s.query_row([bot_id], |r| self.row(r)).optional())
             .map_err(db_err("read", Some(bot_id)))?
-            .map(|row| row.into_registration(KIND, &self.location()))
+            .map(|row| row.into_registration(KIND, &self.location(), &self.parsed))
             .transpose()
     }
 
@@ -230,6 +236,27 @@ impl SqliteBackend {
         Ok(())
     }
 
+    /// Writes a batch of buffered touches in one transaction; on failure they stay buffered.
+    fn write_touches(&self, conn: &mut Connection, batch: Vec<(String, i64)>) -> Result<()> {
+        let t = &self.table;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "UPDATE \"{t}\" SET last_accessed_at = max(last_accessed_at, ?1) WHERE bot_id = ?2"
+                ))?;
+                for (id, at) in &batch {
+                    stmt.execute(params![at, id])?;
+                }
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| {
+            self.touches.restore(batch);
+            RegistryError::storage(KIND, "touch", None, e)
+        })
+    }
+
     fn write_tx<'c>(&self, conn: &'c mut Connection, bot_id: Option<&str>) -> Result<Transaction<'c>> {
         conn.transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err("begin write", bot_id))
@@ -286,6 +313,10 @@ impl RegistryBackend for SqliteBackend {
     }
 
     async fn close(&self) -> Result<()> {
+        let pending = self.touches.drain();
+        if !pending.is_empty() {
+            self.with_conn(|conn| self.write_touches(conn, pending))?;
+        }
         if let Some(conn) = self.lock().take() {
             conn.close().map_err(|(_, e)| RegistryError::storage(KIND, "close", None, e))?;
         }
@@ -324,22 +355,21 @@ impl RegistryBackend for SqliteBackend {
                 return Ok(None);
             };
             let t = now();
-            if touch_due(micros(&reg.last_accessed_at), &t, self.touch_resolution) {
-                let table = &self.table;
-                conn.prepare_cached(&format!(
-                    "UPDATE \"{table}\" SET last_accessed_at = max(last_accessed_at, ?1) WHERE bot_id = ?2"
-                ))
-                .and_then(|mut s| s.execute(params![micros(&t), bot_id]))
-                .map_err(db_err("touch", Some(bot_id)))?;
-                reg.last_accessed_at = t;
+            if let Some(batch) = self.touches.touch(bot_id, micros(&reg.last_accessed_at), micros(&t)) {
+                self.write_touches(conn, batch)?;
             }
+            reg.last_accessed_at = t;
             Ok(Some(reg))
         })
     }
 
     async fn peek(&self, bot_id: &str) -> Result<Option<Registration>> {
         validate_bot_id(bot_id)?;
-        self.with_conn(|conn| self.select(conn, bot_id))
+        let mut reg = self.with_conn(|conn| self.select(conn, bot_id))?;
+        if let (Some(r), Some(t)) = (reg.as_mut(), self.touches.pending(bot_id)) {
+            r.last_accessed_at = r.last_accessed_at.max(from_micros(t));
+        }
+        Ok(reg)
     }
 
     async fn deactivate(&self, bot_id: &str) -> Result<bool> {
@@ -401,7 +431,7 @@ impl RegistryBackend for SqliteBackend {
             .map_err(db_err("list", None))?;
             let regs = rows
                 .into_iter()
-                .map(|r| r.into_registration(KIND, &location))
+                .map(|r| r.into_registration(KIND, &location, &self.parsed))
                 .collect::<Result<Vec<_>>>()?;
             if pushdown { Ok(regs) } else { query.apply(regs) }
         })
@@ -468,7 +498,7 @@ impl RegistryBackend for SqliteBackend {
                 .map_err(db_err("read changes", None))?;
             let regs = rows
                 .into_iter()
-                .map(|r| r.into_registration(KIND, &location))
+                .map(|r| r.into_registration(KIND, &location, &self.parsed))
                 .collect::<Result<Vec<_>>>()?;
             Ok(ChangeFeed::Changes {
                 changes: merge_changes(regs, tombstones),

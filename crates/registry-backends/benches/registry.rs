@@ -1,0 +1,135 @@
+//! Registry benchmark: register (insert, update), get_config, list_active at N = 10,000 and
+//! changes_since with one change at N = 100,000, on memory, SQLite and (when
+//! `DYNREG_TEST_POSTGRES_URL` is set) PostgreSQL. Prints one line per figure.
+//!
+//! Run with `cargo bench -p dynreg-registry-backends --all-features` (or `cargo xtask bench`).
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
+use serde_json::{Value, json};
+
+const N: usize = 10_000;
+const BIG_N: usize = 100_000;
+
+fn cfg(i: usize) -> Value {
+    json!({"llm": {"provider": "anthropic", "model": format!("claude-{i}")},
+           "system_prompt": "You are a helpful support agent.", "memory": {"type": "buffer", "max_messages": 10}})
+}
+
+fn rate(n: usize, d: Duration) -> String {
+    format!("{:>12.0} ops/s ({:.2} µs/op)", n as f64 / d.as_secs_f64(), d.as_secs_f64() * 1e6 / n as f64)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn fill(b: &Arc<dyn RegistryBackend>, from: usize, to: usize, writers: usize) {
+    let per = (to - from).div_ceil(writers);
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for i in (from + w * per)..(from + (w + 1) * per).min(to) {
+                    b.register(&format!("bot-{i:06}"), cfg(i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn run(name: &str, b: Arc<dyn RegistryBackend>, reads: usize, writers: usize) {
+    b.initialize().await.unwrap();
+    b.clear().await.unwrap();
+    let t = Instant::now();
+    for i in 0..N {
+        b.register(&format!("bot-{i:06}"), cfg(i)).await.unwrap();
+    }
+    println!("{name:<9} register (insert, N={N}, 1 client)     {}", rate(N, t.elapsed()));
+    let t = Instant::now();
+    for i in 0..N {
+        b.register(&format!("bot-{i:06}"), cfg(i + 1)).await.unwrap();
+    }
+    println!("{name:<9} register (update, N={N}, 1 client)     {}", rate(N, t.elapsed()));
+    let t = Instant::now();
+    for k in 0..reads {
+        let id = format!("bot-{:06}", (k * 7919) % N);
+        assert!(b.get_config(&id).await.unwrap().is_some());
+    }
+    println!("{name:<9} get_config (N={N}, 1 client)           {}", rate(reads, t.elapsed()));
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..2)
+        .map(|w| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for k in 0..reads / 2 {
+                    let id = format!("bot-{:06}", (k * 7919 + w) % N);
+                    b.get_config(&id).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    println!("{name:<9} get_config (N={N}, 2 tasks)            {}", rate(reads, t.elapsed()));
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        assert_eq!(b.list_active().await.unwrap().len(), N);
+        times.push(t.elapsed());
+    }
+    println!("{name:<9} list_active (N={N})                    {:>9.2} ms (median of 7)", median(times).as_secs_f64() * 1e3);
+
+    fill(&b, N, BIG_N, writers).await;
+    let cursor = b.current_revision().await.unwrap();
+    b.register("bot-000001", cfg(7)).await.unwrap();
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let feed = b.changes_since(cursor).await.unwrap();
+        times.push(t.elapsed());
+        assert!(matches!(feed, dynreg_registry_core::ChangeFeed::Changes { ref changes, .. } if changes.len() == 1));
+    }
+    println!("{name:<9} changes_since, 1 change (N={BIG_N})     {:>9.3} ms (median of 21)", median(times).as_secs_f64() * 1e3);
+    let t = Instant::now();
+    let n = b.count().await.unwrap();
+    println!("{name:<9} count (N={n})                         {:>9.3} ms", t.elapsed().as_secs_f64() * 1e3);
+    b.clear().await.unwrap();
+    b.close().await.unwrap();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        run("memory", Arc::new(InMemoryBackend::new()), 2_000_000, 1).await;
+        #[cfg(feature = "sqlite")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let b = dynreg_registry_backends::SqliteBackend::new(dir.path().join("bench.sqlite3"));
+            run("sqlite", Arc::new(b), 200_000, 1).await;
+        }
+        #[cfg(feature = "postgres")]
+        match std::env::var("DYNREG_TEST_POSTGRES_URL") {
+            Ok(url) => {
+                let b = dynreg_registry_backends::PostgresBackend::from_config(
+                    &json!({"url": url, "table": "bench_registry", "pool_size": 8}),
+                )
+                .unwrap();
+                run("postgres", Arc::new(b), 20_000, 8).await;
+            }
+            Err(_) => println!("skipped: postgres benchmark (DYNREG_TEST_POSTGRES_URL unset)"),
+        }
+    });
+}
