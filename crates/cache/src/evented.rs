@@ -1,0 +1,248 @@
+//! `EventedRegistry`: a `RegistryBackend` decorator that announces every committed write — to
+//! in-process listeners synchronously (read-your-writes) and on the bus topic
+//! [`crate::REGISTRY_TOPIC`] — so it works on every backend.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use async_trait::async_trait;
+use dynreg_event_bus::EventBus;
+use dynreg_registry_core::{
+    ChangeFeed, ListQuery, RegisterOptions, Registration, RegistryBackend, Result, Status,
+};
+use serde_json::{Map, Value};
+
+use crate::notice::{ChangeKind, ChangeNotice, REGISTRY_TOPIC};
+
+/// Receives change notices synchronously, before the registry write that caused them returns.
+/// Implementations must be quick and must not block (caches only mark entries stale).
+pub trait ChangeListener: Send + Sync {
+    /// Called once per committed write.
+    fn on_change(&self, notice: &ChangeNotice);
+}
+
+/// Wraps a backend and publishes one [`ChangeNotice`] per committed write: register
+/// (`created` / `updated` / `deactivated` by status), deactivate, unregister and clear
+/// (`cleared`, one event). No-op writes (identical re-register, deactivating an inactive bot,
+/// unregistering a missing one) publish nothing: revisions before and after are compared.
+///
+/// Order of announcement: first the in-process listeners (so once the write returns, every
+/// cache in this process that is attached treats older entries as stale), then the bus. A bus
+/// publish failure does not fail the committed write: it is logged and counted
+/// ([`EventedRegistry::publish_failures`]); other replicas then converge by polling or resync.
+pub struct EventedRegistry<B: RegistryBackend + ?Sized = dyn RegistryBackend> {
+    inner: Arc<B>,
+    bus: Option<Arc<dyn EventBus>>,
+    topic: String,
+    listeners: RwLock<Vec<Weak<dyn ChangeListener>>>,
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+}
+
+impl<B: RegistryBackend + ?Sized> fmt::Debug for EventedRegistry<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventedRegistry")
+            .field("inner", &self.inner)
+            .field("bus", &self.bus.as_ref().map(|b| b.backend()))
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: RegistryBackend + ?Sized> EventedRegistry<B> {
+    /// Wraps `inner`; events go to `bus` (if any) on [`REGISTRY_TOPIC`].
+    pub fn new(inner: Arc<B>, bus: Option<Arc<dyn EventBus>>) -> Self {
+        EventedRegistry {
+            inner,
+            bus,
+            topic: REGISTRY_TOPIC.to_owned(),
+            listeners: RwLock::new(Vec::new()),
+            published: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Publishes on `topic` instead of [`REGISTRY_TOPIC`] (caches must use the same topic).
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &Arc<B> {
+        &self.inner
+    }
+
+    /// The bus topic events go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Adds an in-process listener (held weakly: a dropped listener is forgotten).
+    pub fn add_listener(&self, listener: Weak<dyn ChangeListener>) {
+        let mut l = self.listeners.write().unwrap_or_else(|p| p.into_inner());
+        l.retain(|w| w.strong_count() > 0);
+        l.push(listener);
+    }
+
+    /// Events handed to the bus so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Events the bus refused (the writes themselves were committed).
+    pub fn publish_failures(&self) -> u64 {
+        self.publish_failures.load(Ordering::Relaxed)
+    }
+
+    async fn announce(&self, notice: ChangeNotice) {
+        let listeners: Vec<_> = self
+            .listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for l in listeners {
+            l.on_change(&notice);
+        }
+        if let Some(bus) = &self.bus {
+            match bus.publish(&self.topic, &notice.to_event()).await {
+                Ok(()) => {
+                    self.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    self.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        topic = %self.topic,
+                        bot_id = ?notice.bot_id,
+                        revision = ?notice.revision,
+                        %error,
+                        "registry change committed but its event was not published"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn kind_for(before: Option<&Registration>, after: &Registration) -> ChangeKind {
+    match (&after.status, before) {
+        (Status::Inactive, _) => ChangeKind::Deactivated,
+        (_, None) => ChangeKind::Created,
+        _ => ChangeKind::Updated,
+    }
+}
+
+#[async_trait]
+impl<B: RegistryBackend + ?Sized> RegistryBackend for EventedRegistry<B> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn initialize(&self) -> Result<()> {
+        self.inner.initialize().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+
+    async fn register_with(
+        &self,
+        bot_id: &str,
+        config: Arc<Value>,
+        options: RegisterOptions,
+    ) -> Result<Registration> {
+        let before = self.inner.peek(bot_id).await?;
+        let reg = self.inner.register_with(bot_id, config, options).await?;
+        if before.as_ref().map(|b| b.revision) != Some(reg.revision) {
+            let kind = kind_for(before.as_ref(), &reg);
+            self.announce(ChangeNotice::new(kind, bot_id, reg.revision))
+                .await;
+        }
+        Ok(reg)
+    }
+
+    async fn get(&self, bot_id: &str) -> Result<Option<Registration>> {
+        self.inner.get(bot_id).await
+    }
+
+    async fn peek(&self, bot_id: &str) -> Result<Option<Registration>> {
+        self.inner.peek(bot_id).await
+    }
+
+    async fn get_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
+        self.inner.get_config(bot_id).await
+    }
+
+    async fn peek_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
+        self.inner.peek_config(bot_id).await
+    }
+
+    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+        let before = self.inner.peek(bot_id).await?;
+        let done = self.inner.deactivate(bot_id).await?;
+        if done && before.as_ref().is_some_and(Registration::is_active) {
+            // The revision of our write, or of a later one: never older than ours.
+            if let Some(after) = self.inner.peek(bot_id).await? {
+                let before_rev = before.as_ref().map_or(0, |b| b.revision);
+                if after.revision != before_rev {
+                    let kind = if after.is_active() {
+                        ChangeKind::Updated
+                    } else {
+                        ChangeKind::Deactivated
+                    };
+                    self.announce(ChangeNotice::new(kind, bot_id, after.revision))
+                        .await;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn unregister(&self, bot_id: &str) -> Result<bool> {
+        let done = self.inner.unregister(bot_id).await?;
+        if done {
+            let revision = self.inner.current_revision().await?;
+            self.announce(ChangeNotice::new(ChangeKind::Deleted, bot_id, revision))
+                .await;
+        }
+        Ok(done)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
+        self.inner.list(query).await
+    }
+
+    async fn count_where(
+        &self,
+        status: Option<&Status>,
+        filter_metadata: Option<&Map<String, Value>>,
+    ) -> Result<u64> {
+        self.inner.count_where(status, filter_metadata).await
+    }
+
+    async fn changes_since(&self, revision: u64) -> Result<ChangeFeed> {
+        self.inner.changes_since(revision).await
+    }
+
+    async fn current_revision(&self) -> Result<u64> {
+        self.inner.current_revision().await
+    }
+
+    async fn clear(&self) -> Result<u64> {
+        let removed = self.inner.clear().await?;
+        if removed > 0 {
+            let revision = self.inner.current_revision().await?;
+            self.announce(ChangeNotice {
+                kind: ChangeKind::Cleared,
+                bot_id: None,
+                revision: Some(revision),
+            })
+            .await;
+        }
+        Ok(removed)
+    }
+}
