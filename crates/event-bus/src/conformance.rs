@@ -533,6 +533,36 @@ pub async fn idle_bus_stays_connected(h: &dyn Harness) {
     bus.close().await.expect("close");
 }
 
+/// `close()` ends every background task the bus started (counted with the runtime's metrics,
+/// so run this on a runtime of its own, as `#[tokio::test]` does).
+pub async fn close_ends_background_tasks(h: &dyn Harness) {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let bus = h.bus(8).await;
+    let prefix = unique_prefix("tasks");
+    let topic = format!("{prefix}:t");
+    let mut sub = bus.subscribe(&topic).await.expect("subscribe");
+    let mut pattern = bus
+        .subscribe_pattern(&format!("{prefix}:*"))
+        .await
+        .expect("pattern");
+    let event = numbered(1);
+    publish(&bus, &topic, &event).await;
+    assert_eq!(next_event(&mut sub, "exact").await.1, event);
+    assert_eq!(next_event(&mut pattern, "pattern").await.1, event);
+    bus.close().await.expect("close");
+    drop(bus);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metrics.num_alive_tasks() > before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} background task(s) still alive after close()",
+            metrics.num_alive_tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Publishes `event` until it is accepted (the publishing connection may be reconnecting).
 async fn publish_until_ok(bus: &Arc<dyn EventBus>, topic: &str, event: &Event) -> usize {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -647,6 +677,7 @@ pub async fn run_all(name: &str, h: &dyn Harness) {
     close_ends_everything(h).await;
     idle_bus_stays_connected(h).await;
     same_event_twice_is_delivered_twice(h).await;
+    close_ends_background_tasks(h).await;
     if !listener_reconnects(h).await {
         eprintln!("skipped: {name} listener reconnect check (no server connection)");
     }
@@ -665,7 +696,7 @@ macro_rules! conformance_tests {
             publish_subscribe_roundtrip, multiple_subscribers_same_topic, pattern_subscription,
             no_duplicate_deliveries, per_topic_order, unsubscribe_stops_delivery, no_subscribers,
             two_buses_same_server, large_payload, slow_subscriber, invalid_topics_rejected,
-            close_ends_everything, idle_bus_stays_connected, same_event_twice_is_delivered_twice);
+            close_ends_everything, idle_bus_stays_connected, same_event_twice_is_delivered_twice, close_ends_background_tasks);
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn listener_reconnects() {
             if let Some(h) = $harness {

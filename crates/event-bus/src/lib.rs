@@ -27,6 +27,23 @@
 //! * Topics are validated ([`validate_topic`]). `close()` ends every background task and every
 //!   subscription.
 //!
+//! ## Configuration (`create_event_bus`)
+//! `{"backend": "memory", "capacity": 1024}` (the default when `backend` is absent);
+//! `{"backend": "postgres", "url": "postgres://...", "channel_prefix": "events",
+//! "channel_naming": "collision_free" | "original", "oversize": "claim_check" | "reject", ...}`;
+//! `{"backend": "redis", "url": "redis://127.0.0.1:6379", "channel_prefix": "events", ...}`.
+//! Unknown keys are rejected. See `postgres::PostgresEventBusConfig::from_json` and
+//! `redis::RedisEventBusConfig::from_json` for every key.
+//!
+//! ## Wire compatibility with the original
+//! Events are the original's JSON, byte for byte (`", "`/`": "` separators, `ensure_ascii`,
+//! `isoformat()` timestamps). Redis channels are the original's `{prefix}:{topic}`. Postgres
+//! channels are collision-free by default (`{prefix}:{topic}`, quoted); the original's formula
+//! (`events_registry_bots`) is available for mixed fleets, with its collisions documented on
+//! `postgres::ChannelNaming::Original`. Postgres events over the 8000-byte NOTIFY limit go
+//! through a claim-check table (or are refused with `PayloadTooLarge`); Python processes of the
+//! original cannot read claim-checked events, nor see dynreg's pattern channel.
+//!
 //! ## Why tokio-postgres and not sqlx (which the registry uses)
 //! The Postgres bus needs one *dedicated* connection that stays in `LISTEN` and streams
 //! asynchronous notifications alongside query results, and a publishing connection that

@@ -12,7 +12,7 @@ use crate::topic::{Glob, validate_topic};
 /// A change of what the bus needs from its server (the first subscriber of a topic or pattern
 /// arrived, or the last one left). Sent while the table is locked, so changes arrive in order.
 #[derive(Debug, Clone)]
-#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Interest {
     TopicAdded(String),
     TopicRemoved(String),

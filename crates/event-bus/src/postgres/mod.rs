@@ -341,6 +341,7 @@ impl EventBus for PostgresEventBus {
 impl Drop for PostgresEventBus {
     fn drop(&mut self) {
         // Dropping without close() still stops the background tasks.
+        self.router.close();
         let _ = self.shutdown.send(true);
     }
 }

@@ -441,6 +441,7 @@ impl EventBus for RedisEventBus {
 
 impl Drop for RedisEventBus {
     fn drop(&mut self) {
+        self.router.close();
         let _ = self.shutdown.send(true);
     }
 }
