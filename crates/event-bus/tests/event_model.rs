@@ -51,7 +51,8 @@ fn test_event_defaults() {
 
 #[test]
 fn test_event_to_dict_matches_python_bytes() {
-    // Produced by the original: json.dumps(Event(...).to_dict()).
+    // Python 3: json.dumps() of the dict the original's to_dict() builds (reference-spec §1.2),
+    // with datetime(2024, 1, 15, 10, 30, 0, 123456, tzinfo=timezone.utc).isoformat().
     let mut payload = Map::new();
     payload.insert("registration_id".into(), json!("bot-é"));
     let mut e =
