@@ -1,0 +1,237 @@
+//! Three replicas (each with its own backend connection, bus connection, EventedRegistry, cache
+//! and Hybrid hot-reload manager): an update on one is served by all; a dead bus still converges
+//! by polling; a bad config keeps the old bot serving. SQLite + memory bus always; PostgreSQL +
+//! Redis bus and PostgreSQL + Postgres bus when DYNREG_TEST_POSTGRES_URL / DYNREG_TEST_REDIS_URL
+//! are set.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Bot, TestFactory, eventually};
+use dynreg_cache::{CachingRegistryManager, EventedRegistry};
+use dynreg_event_bus::{EventBus, InMemoryEventBus, create_event_bus};
+use dynreg_hot_reload::{HotReloadManager, ReloadMode};
+use dynreg_registry_backends::{PostgresBackend, SqliteBackend};
+use dynreg_registry_core::{RegistryBackend, RegistryBackendExt};
+use serde_json::{Value, json};
+
+const POLL: Duration = Duration::from_millis(200);
+
+struct Replica {
+    registry: Arc<EventedRegistry>,
+    bus: Arc<dyn EventBus>,
+    cache: CachingRegistryManager<Bot>,
+    hot: HotReloadManager<Bot>,
+    factory: TestFactory,
+}
+
+async fn replica(backend: Arc<dyn RegistryBackend>, bus: Arc<dyn EventBus>) -> Replica {
+    backend.initialize().await.unwrap();
+    let registry = Arc::new(EventedRegistry::new(backend, Some(bus.clone())));
+    let factory = TestFactory::new();
+    let cache = CachingRegistryManager::builder(
+        registry.clone() as Arc<dyn RegistryBackend>,
+        factory.clone(),
+    )
+    .events(bus.clone())
+    .build()
+    .await
+    .unwrap();
+    cache.attach(&registry);
+    let hot = HotReloadManager::builder(cache.clone())
+        .events(bus.clone())
+        .mode(ReloadMode::Hybrid)
+        .poll_interval(POLL)
+        .build()
+        .unwrap();
+    hot.start().await.unwrap();
+    hot.wait_until_synced().await;
+    Replica {
+        registry,
+        bus,
+        cache,
+        hot,
+        factory,
+    }
+}
+
+async fn serves(r: &Replica, v: i64) -> bool {
+    r.cache
+        .get_or_create("bot")
+        .await
+        .is_ok_and(|b| b.config["v"] == Value::from(v))
+}
+
+async fn all_serve(rs: &[Replica], v: i64) -> bool {
+    for r in rs {
+        if !serves(r, v).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn wait_all(rs: &[Replica], v: i64, what: &str) -> Duration {
+    let t = Instant::now();
+    for _ in 0..2000 {
+        if all_serve(rs, v).await {
+            return t.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("replicas never converged: {what}");
+}
+
+async fn scenario(name: &str, rs: Vec<Replica>) {
+    rs[0]
+        .registry
+        .register("bot", json!({"v": 1}))
+        .await
+        .unwrap();
+    wait_all(&rs, 1, "initial").await;
+
+    // Update on replica 1: read-your-writes there, then every replica serves it.
+    rs[1]
+        .registry
+        .register("bot", json!({"v": 2}))
+        .await
+        .unwrap();
+    assert!(
+        serves(&rs[1], 2).await,
+        "{name}: the writer served its old config"
+    );
+    let took = wait_all(&rs, 2, "update").await;
+    println!("{name}: update served by all 3 replicas after {took:?}");
+
+    // A bad config: every replica keeps serving v2 and reports the failed rebuild.
+    rs[2]
+        .registry
+        .register("bot", json!({"v": 3, "bad": true}))
+        .await
+        .unwrap();
+    assert!(serves(&rs[2], 2).await, "{name}: the writer lost its bot");
+    for r in &rs {
+        eventually("failed rebuild reported", || {
+            r.hot.stats().reload_failures >= 1
+        })
+        .await;
+        assert!(serves(r, 2).await, "{name}: a replica lost its bot");
+    }
+
+    // Events dropped: the writer's bus is closed, so no event is published; Hybrid polling
+    // converges (the poll interval is 200 ms; the time taken is printed, not asserted).
+    rs[0].bus.close().await.unwrap();
+    rs[0]
+        .registry
+        .register("bot", json!({"v": 4}))
+        .await
+        .unwrap();
+    assert!(rs[0].registry.publish_failures() >= 1);
+    let took = wait_all(&rs, 4, "dead bus").await;
+    println!(
+        "{name}: with events dropped, converged by polling after {took:?} (poll interval {POLL:?})"
+    );
+
+    // Delete: nobody serves it any more.
+    rs[1].registry.unregister("bot").await.unwrap();
+    for r in &rs {
+        let c = r.cache.clone();
+        for _ in 0..2000 {
+            if c.get_or_create("bot")
+                .await
+                .is_err_and(|e| e.is_not_found())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            r.cache
+                .get_or_create("bot")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+
+    for r in &rs {
+        r.hot.close().await;
+        r.cache.close().await.unwrap();
+        let t = &r.factory.tracker;
+        assert_eq!(
+            t.double_destroys.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        assert_eq!(t.live(), 0, "{name}: leaked instances");
+        let _ = r.bus.close().await;
+    }
+}
+
+fn suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_sqlite_memory_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    let bus = InMemoryEventBus::new();
+    let mut rs = Vec::new();
+    for _ in 0..3 {
+        let backend: Arc<dyn RegistryBackend> = Arc::new(SqliteBackend::new(&path));
+        // Memory bus handles are clones of one in-process bus; each replica closes only via rs[0].
+        rs.push(replica(backend, Arc::new(bus.clone())).await);
+    }
+    scenario("sqlite+memory", rs).await;
+}
+
+fn pg_backend(url: &str, table: &str) -> Arc<dyn RegistryBackend> {
+    Arc::new(PostgresBackend::from_config(&json!({"url": url, "table": table})).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_postgres_redis_bus() {
+    let (Ok(pg), Ok(redis)) = (
+        std::env::var("DYNREG_TEST_POSTGRES_URL"),
+        std::env::var("DYNREG_TEST_REDIS_URL"),
+    ) else {
+        println!(
+            "skipped: postgres+redis tests (DYNREG_TEST_POSTGRES_URL / DYNREG_TEST_REDIS_URL unset)"
+        );
+        return;
+    };
+    let s = suffix();
+    let table = format!("hr_{s}");
+    let mut rs = Vec::new();
+    for _ in 0..3 {
+        let bus = create_event_bus(
+            &json!({"backend": "redis", "url": redis, "channel_prefix": format!("hr{s}:")}),
+        )
+        .await
+        .unwrap();
+        rs.push(replica(pg_backend(&pg, &table), bus).await);
+    }
+    scenario("postgres+redis", rs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_postgres_postgres_bus() {
+    let Ok(pg) = std::env::var("DYNREG_TEST_POSTGRES_URL") else {
+        println!("skipped: postgres tests (DYNREG_TEST_POSTGRES_URL unset)");
+        return;
+    };
+    let s = suffix();
+    let table = format!("hp_{s}");
+    let mut rs = Vec::new();
+    for _ in 0..3 {
+        let bus = create_event_bus(
+            &json!({"backend": "postgres", "url": pg, "channel_prefix": format!("hp{s}_")}),
+        )
+        .await
+        .unwrap();
+        rs.push(replica(pg_backend(&pg, &table), bus).await);
+    }
+    scenario("postgres+postgres", rs).await;
+}
