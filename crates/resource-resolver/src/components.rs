@@ -256,24 +256,33 @@ impl ResolvedConfig {
     /// Builds and initializes the registry backend described at `path` (e.g. `bot.registry`).
     /// `Ok(None)` when there is no such section.
     pub async fn registry_backend(&self, path: &str) -> Result<Option<Arc<dyn RegistryBackend>>> {
-        match section(self, path, Component::Registry)? {
-            Some(s) => Ok(Some(registry(&s, &self.secrets).await?)),
+        match section(self, path, Component::Registry).map_err(|e| e.scrubbed(&self.secrets))? {
+            Some(s) => registry(&s, &self.secrets)
+                .await
+                .map(Some)
+                .map_err(|e| e.scrubbed(&self.secrets)),
             None => Ok(None),
         }
     }
 
     /// Builds (and connects) the event bus described at `path` (e.g. `bot.events`).
     pub async fn event_bus(&self, path: &str) -> Result<Option<Arc<dyn EventBus>>> {
-        match section(self, path, Component::EventBus)? {
-            Some(s) => Ok(Some(event_bus(&s, &self.secrets).await?)),
+        match section(self, path, Component::EventBus).map_err(|e| e.scrubbed(&self.secrets))? {
+            Some(s) => event_bus(&s, &self.secrets)
+                .await
+                .map(Some)
+                .map_err(|e| e.scrubbed(&self.secrets)),
             None => Ok(None),
         }
     }
 
     /// Builds the knowledge backend described at `path` (e.g. `bot.knowledge`).
     pub async fn knowledge_backend(&self, path: &str) -> Result<Option<Arc<dyn KnowledgeBackend>>> {
-        match section(self, path, Component::Knowledge)? {
-            Some(s) => Ok(Some(knowledge(&s, &self.secrets).await?)),
+        match section(self, path, Component::Knowledge).map_err(|e| e.scrubbed(&self.secrets))? {
+            Some(s) => knowledge(&s, &self.secrets)
+                .await
+                .map(Some)
+                .map_err(|e| e.scrubbed(&self.secrets)),
             None => Ok(None),
         }
     }

@@ -9,7 +9,7 @@ use crate::environment::{Environment, LoadOptions};
 use crate::error::{PortabilityFinding, ResolveError, Result};
 use crate::path::YamlPath;
 use crate::placeholder::Missing;
-use crate::resolve::Resolver;
+use crate::resolve::{MAX_NODES, Resolver};
 use crate::secrets::Secrets;
 use crate::substitute::{Substituter, UnresolvedVar};
 use crate::yaml::{Document, Source};
@@ -28,6 +28,8 @@ pub struct ResolveOptions {
     pub load: LoadOptions,
     /// Whether a non-portable domain config is refused (default true).
     pub check_portability: bool,
+    /// Most nodes the resolved tree may have (default [`MAX_NODES`]).
+    pub max_nodes: usize,
 }
 
 impl Default for ResolveOptions {
@@ -37,6 +39,7 @@ impl Default for ResolveOptions {
             substitute: true,
             load: LoadOptions::default(),
             check_portability: true,
+            max_nodes: MAX_NODES,
         }
     }
 }
@@ -180,8 +183,11 @@ impl DomainConfig {
         let sub = opts.substitute.then(|| {
             Substituter::new(opts.load.vars.as_ref(), opts.load.missing, &self.doc.source)
         });
-        let mut resolver = Resolver::new(env, &self.doc.source, sub, opts.strict);
-        let value = resolver.resolve_app(&self.doc.value)?;
+        let mut resolver = Resolver::new(env, &self.doc.source, sub, opts.strict, opts.max_nodes);
+        let value = match resolver.resolve_app(&self.doc.value) {
+            Ok(v) => v,
+            Err(e) => return Err(e.scrubbed(&resolver.secrets())),
+        };
         let secrets = resolver.secrets();
         let unresolved = resolver.sub.map(|s| s.unresolved).unwrap_or_default();
         Ok(ResolvedConfig {

@@ -220,7 +220,10 @@ impl Environment {
         opts: &LoadOptions,
     ) -> Result<Self> {
         let mut sub = Substituter::new(opts.vars.as_ref(), opts.missing, &doc.source);
-        let value = sub.tree(&doc.value, &YamlPath::root())?;
+        let value = match sub.tree_all(&doc.value, &YamlPath::root()) {
+            Ok(v) => v,
+            Err(e) => return Err(e.scrubbed(&sub.secrets)),
+        };
         let secrets = sub.secrets;
         let unresolved = sub.unresolved;
         let source = doc.source;

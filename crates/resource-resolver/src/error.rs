@@ -87,14 +87,16 @@ pub enum ResolveError {
         reason: String,
     },
     /// `${VAR}` (or `${VAR:?msg}`) with the variable unset or empty and no default.
-    #[error("environment variable {var} is not set ({at}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("environment variable {var} is not set ({at}){}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default(), if others.is_empty() { String::new() } else { format!("; also not set: {}", others.join(", ")) })]
     MissingVariable {
-        /// The variable's name.
+        /// The variable's name (the first missing one in document order).
         var: String,
         /// The `${VAR:?msg}` message, if any.
         message: Option<String>,
         /// Where the placeholder is.
         at: Location,
+        /// Other variables of the same file that are missing too.
+        others: Vec<String>,
     },
     /// The environment file is malformed (`resources` not a mapping of mappings, ...).
     #[error("invalid environment config ({at}): {reason}")]
@@ -249,3 +251,133 @@ impl fmt::Display for PortabilityFinding {
 
 /// The result type of this crate.
 pub type Result<T, E = ResolveError> = std::result::Result<T, E>;
+
+impl Location {
+    fn scrubbed(self, s: &crate::secrets::Secrets) -> Self {
+        Location {
+            path: s.scrub(&self.path),
+            ..self
+        }
+    }
+}
+
+impl ResolveError {
+    /// This error with every value substituted from the environment replaced by its
+    /// placeholder, in every field.
+    pub(crate) fn scrubbed(self, s: &crate::secrets::Secrets) -> Self {
+        if s.is_empty() {
+            return self;
+        }
+        let t = |x: String| s.scrub(&x);
+        use ResolveError::*;
+        match self {
+            e @ (Io { .. }
+            | Yaml { .. }
+            | InvalidEnvironmentName { .. }
+            | EnvironmentNotFound { .. }) => e,
+            Unsupported { at, reason } => Unsupported {
+                at: at.scrubbed(s),
+                reason: t(reason),
+            },
+            MissingVariable {
+                var,
+                message,
+                at,
+                others,
+            } => MissingVariable {
+                var,
+                message: message.map(t),
+                at: at.scrubbed(s),
+                others,
+            },
+            InvalidEnvironment { at, reason } => InvalidEnvironment {
+                at: at.scrubbed(s),
+                reason: t(reason),
+            },
+            InvalidReference { at, reason } => InvalidReference {
+                at: at.scrubbed(s),
+                reason: t(reason),
+            },
+            ResourceNotFound {
+                kind,
+                name,
+                environment,
+                at,
+                reason,
+            } => ResourceNotFound {
+                kind: t(kind),
+                name: t(name),
+                environment: t(environment),
+                at: at.scrubbed(s),
+                reason: t(reason),
+            },
+            ReferenceCycle { chain, at } => ReferenceCycle {
+                chain: t(chain),
+                at: at.scrubbed(s),
+            },
+            MissingCapabilities {
+                kind,
+                name,
+                missing,
+                declares_none,
+                at,
+            } => MissingCapabilities {
+                kind: t(kind),
+                name: t(name),
+                missing: missing.into_iter().map(t).collect(),
+                declares_none,
+                at: at.scrubbed(s),
+            },
+            TooDeep { limit, at } => TooDeep {
+                limit,
+                at: at.scrubbed(s),
+            },
+            TooLarge { limit, at } => TooLarge {
+                limit,
+                at: at.scrubbed(s),
+            },
+            NotPortable { file, issues } => NotPortable {
+                file,
+                issues: issues
+                    .into_iter()
+                    .map(|i| PortabilityFinding {
+                        at: i.at.scrubbed(s),
+                        description: i.description,
+                        matched: t(i.matched),
+                    })
+                    .collect(),
+            },
+            InvalidComponentConfig {
+                component,
+                at,
+                reason,
+            } => InvalidComponentConfig {
+                component,
+                at: at.scrubbed(s),
+                reason: t(reason),
+            },
+            FeatureDisabled {
+                component,
+                kind,
+                feature,
+                at,
+            } => FeatureDisabled {
+                component,
+                kind: t(kind),
+                feature,
+                at: at.scrubbed(s),
+            },
+            Build {
+                component,
+                kind,
+                at,
+                message,
+            } => Build {
+                component,
+                kind: t(kind),
+                at: at.scrubbed(s),
+                message: t(message),
+            },
+        }
+    }
+}

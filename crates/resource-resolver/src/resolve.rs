@@ -17,7 +17,7 @@ use crate::secrets::Secrets;
 use crate::substitute::{MAX_DEPTH, Substituter};
 use crate::yaml::Source;
 
-/// Most nodes one resolution may produce (a guard against reference fan-out bombs).
+/// Default for the most nodes one resolution may produce (a guard against reference fan-out bombs).
 pub const MAX_NODES: usize = 1_000_000;
 
 const MARKERS: [&str; 4] = ["$resource", "type", "$requires", "$required"];
@@ -39,6 +39,7 @@ pub(crate) struct Resolver<'a> {
     pub strict: Option<bool>,
     stack: Vec<(String, String)>,
     nodes: usize,
+    max_nodes: usize,
     env_secrets: Secrets,
 }
 
@@ -48,8 +49,10 @@ impl<'a> Resolver<'a> {
         app: &'a Source,
         sub: Option<Substituter<'a>>,
         strict: Option<bool>,
+        max_nodes: usize,
     ) -> Self {
         Resolver {
+            max_nodes,
             env,
             app,
             sub,
@@ -110,9 +113,9 @@ impl<'a> Resolver<'a> {
             });
         }
         self.nodes += 1;
-        if self.nodes > MAX_NODES {
+        if self.nodes > self.max_nodes {
             return Err(ResolveError::TooLarge {
-                limit: MAX_NODES,
+                limit: self.max_nodes,
                 at: self.locate(origin, path),
             });
         }

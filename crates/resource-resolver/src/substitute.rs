@@ -17,6 +17,8 @@ pub const MAX_DEPTH: usize = 256;
 pub struct UnresolvedVar {
     /// The variable.
     pub var: String,
+    /// The `${VAR:?message}` text, if any.
+    pub message: Option<String>,
     /// Where.
     pub at: Location,
 }
@@ -28,6 +30,7 @@ pub(crate) struct Substituter<'a> {
     pub source: &'a Source,
     pub secrets: Secrets,
     pub unresolved: Vec<UnresolvedVar>,
+    collecting: bool,
 }
 
 impl<'a> Substituter<'a> {
@@ -38,6 +41,7 @@ impl<'a> Substituter<'a> {
             source,
             secrets: Secrets::default(),
             unresolved: Vec::new(),
+            collecting: false,
         }
     }
 
@@ -55,9 +59,15 @@ impl<'a> Substituter<'a> {
                     self.secrets.add(var, value);
                 }
                 for u in r.unresolved {
-                    tracing::warn!(var = %u.var, "environment variable not set; placeholder kept");
+                    if !self.collecting {
+                        tracing::warn!(var = %u.var, "environment variable not set; placeholder kept");
+                    }
                     let at = self.locate(path);
-                    self.unresolved.push(UnresolvedVar { var: u.var, at });
+                    self.unresolved.push(UnresolvedVar {
+                        var: u.var,
+                        message: u.message,
+                        at,
+                    });
                 }
                 Ok(r.text)
             }
@@ -65,8 +75,42 @@ impl<'a> Substituter<'a> {
                 var: u.var,
                 message: u.message.map(|m| self.secrets.scrub(&m)),
                 at: self.locate(path),
+                others: Vec::new(),
             }),
         }
+    }
+
+    /// Like [`Substituter::tree`], but in strict mode reports the missing variable that comes
+    /// first in the document (by line), listing the other missing ones too.
+    pub fn tree_all(&mut self, value: &Value, path: &YamlPath) -> Result<Value> {
+        if self.missing == Missing::Keep {
+            return self.tree(value, path);
+        }
+        self.missing = Missing::Keep;
+        self.collecting = true;
+        let before = self.unresolved.len();
+        let result = self.tree(value, path);
+        self.missing = Missing::Error;
+        self.collecting = false;
+        let v = result?;
+        let mut found: Vec<UnresolvedVar> = self.unresolved.drain(before..).collect();
+        if found.is_empty() {
+            return Ok(v);
+        }
+        found.sort_by(|a, b| (a.at.line, &a.at.path).cmp(&(b.at.line, &b.at.path)));
+        let first = found.remove(0);
+        let mut others: Vec<String> = Vec::new();
+        for u in found {
+            if u.var != first.var && !others.contains(&u.var) {
+                others.push(u.var);
+            }
+        }
+        Err(ResolveError::MissingVariable {
+            var: first.var,
+            message: first.message,
+            at: first.at,
+            others,
+        })
     }
 
     /// Substitutes every key and string of `value` (found at `path`).
