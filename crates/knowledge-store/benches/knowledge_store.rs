@@ -5,6 +5,8 @@
 //!
 //! Environment: `KS_BENCH_FILES` (default 10000), `KS_BENCH_LARGE_MIB` (default 1024),
 //! `KS_BENCH_POLICIES` (default `never,always`; the fsync policies to run the file series with).
+//! With `DYNREG_TEST_S3_ENDPOINT` set, the large-file RSS measurement also runs against that
+//! S3 server with `KS_BENCH_S3_MIB` (default 256) MiB.
 
 #![allow(clippy::print_stdout)]
 
@@ -240,7 +242,7 @@ fn large_stream(mib: usize) -> ByteStream {
     futures::stream::iter((0..mib).map(move |_| Ok(chunk.clone()))).boxed()
 }
 
-async fn large(b: &dyn KnowledgeBackend, mib: usize) -> Result<()> {
+async fn large(label: &str, b: &dyn KnowledgeBackend, mib: usize) -> Result<()> {
     b.create_kb("large", Metadata::new()).await?;
     let t = Instant::now();
     let (before, peak) = peak_rss_during(async {
@@ -252,7 +254,7 @@ async fn large(b: &dyn KnowledgeBackend, mib: usize) -> Result<()> {
     })
     .await?;
     println!(
-        "  put_stream of {mib} MiB: {:.1} s, RSS {} -> peak {} KiB: growth {:.1} MiB (VmHWM {} KiB)",
+        "  {label}: put_stream of {mib} MiB: {:.1} s, RSS {} -> peak {} KiB: growth {:.1} MiB (VmHWM {} KiB)",
         t.elapsed().as_secs_f64(),
         before,
         peak,
@@ -274,7 +276,7 @@ async fn large(b: &dyn KnowledgeBackend, mib: usize) -> Result<()> {
     })
     .await?;
     println!(
-        "  stream_file of {mib} MiB (64 KiB chunks): {:.1} s, RSS {} -> peak {} KiB: growth {:.1} MiB",
+        "  {label}: stream_file of {mib} MiB (64 KiB chunks): {:.1} s, RSS {} -> peak {} KiB: growth {:.1} MiB",
         t.elapsed().as_secs_f64(),
         before,
         peak,
@@ -319,6 +321,19 @@ async fn main() -> Result<()> {
     let mut cfg = FileConfig::new(dir.path());
     cfg.fsync = FsyncPolicy::Never;
     let b = FileKnowledgeBackend::open(cfg).await?;
-    large(&b, large_mib).await?;
+    large("file", &b, large_mib).await?;
+
+    if let Ok(endpoint) = std::env::var("DYNREG_TEST_S3_ENDPOINT") {
+        let mut cfg = dynreg_knowledge_store::S3Config::new(
+            std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| "dynreg-test".into()),
+        );
+        cfg.endpoint_url = Some(endpoint);
+        cfg.aws_access_key_id = Some("bench".into());
+        cfg.aws_secret_access_key = Some("bench".into());
+        cfg.prefix = format!("bench-{:08x}/", rand::random::<u32>());
+        let s3 = dynreg_knowledge_store::S3KnowledgeBackend::connect(cfg).await?;
+        large("s3", &s3, env_usize("KS_BENCH_S3_MIB", 256)).await?;
+        s3.delete_kb("large").await?;
+    }
     Ok(())
 }
