@@ -869,6 +869,34 @@ pub async fn two_instances_lose_nothing(s: Store) {
     );
 }
 
+/// A second instance notices a delete and a re-create of the same domain by the first.
+pub async fn sibling_sees_delete_and_recreate(s: Store) {
+    let (a, b) = (s.backend.clone(), s.sibling.clone());
+    let d = new_kb(&*a, "recreate").await;
+    put(&*a, &d, "old.md", "old").await;
+    assert_eq!(b.list_files(&d, None).await.unwrap().len(), 1);
+    assert!(a.delete_kb(&d).await.unwrap());
+    assert!(b.get_info(&d).await.unwrap().is_none());
+    assert!(b.list_files(&d, None).await.unwrap().is_empty());
+    let err = b
+        .put_file(&d, "x.md", Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KnowledgeError::KbNotFound { .. }), "{err}");
+    a.create_kb(&d, Metadata::new()).await.unwrap();
+    put(&*b, &d, "new.md", "new").await;
+    let paths: Vec<_> = a
+        .list_files(&d, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(paths, vec!["new.md"]);
+    assert!(a.get_file(&d, "old.md").await.unwrap().is_none());
+    assert_eq!(b.get_info(&d).await.unwrap().unwrap().file_count, 1);
+}
+
 /// put_files stores a batch in one go, in input order; the last of duplicate paths wins.
 pub async fn batch_upload(s: Store) {
     let b = &*s.backend;
@@ -1084,7 +1112,7 @@ macro_rules! knowledge_conformance_tests {
             empty_baseline_round_trips, diff_disjoint_and_correct, unretained_version,
             no_spurious_reingest_then_detects, hostile_paths_refused, hostile_domain_ids_refused,
             file_folder_conflict_refused, concurrent_puts_lose_nothing,
-            two_instances_lose_nothing, batch_upload, gz_stored_as_uploaded, state_write_events,
+            two_instances_lose_nothing, sibling_sees_delete_and_recreate, batch_upload, gz_stored_as_uploaded, state_write_events,
             state_write_events_reach_the_bus, errors_name_domain_and_path);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

@@ -12,7 +12,7 @@
 //! the index commit, so a crash between the two can leave a replaced object whose index entry
 //! still has the old checksum until that path is written again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -151,7 +151,6 @@ pub struct S3KnowledgeBackend {
     prefix: String,
     retention: usize,
     queues: Mutex<HashMap<String, Arc<DomainQueue>>>,
-    known_snapshots: Mutex<HashSet<String>>,
     events: StateEvents,
 }
 
@@ -227,7 +226,6 @@ impl S3KnowledgeBackend {
             prefix: normalise_prefix(prefix),
             retention: retention.max(1),
             queues: Mutex::new(HashMap::new()),
-            known_snapshots: Mutex::new(HashSet::new()),
             events: StateEvents::default(),
         }
     }
@@ -492,11 +490,16 @@ impl S3KnowledgeBackend {
 
     /// Records the snapshot of `index` unless already recorded; prunes beyond retention.
     async fn record_snapshot(&self, d: &str, id: &str, snapshot: &Snapshot) -> Result<()> {
-        let cache_key = format!("{d}\u{0}{id}");
-        if id.is_empty() || lock(&self.known_snapshots).contains(&cache_key) {
+        if id.is_empty() {
             return Ok(());
         }
         let key = self.snapshot_key(d, id);
+        // Another instance may have deleted it (with its knowledge base): ask, don't cache.
+        match self.store.head(&ObjPath::from(key.as_str())).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(self.err(d, &key, e)),
+        }
         let json = snapshot_to_json(snapshot);
         let size = json.len();
         let opts = ObjPutOptions {
@@ -522,11 +525,6 @@ impl S3KnowledgeBackend {
             Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(self.err(d, &key, e)),
         }
-        let mut known = lock(&self.known_snapshots);
-        if known.len() > 10_000 {
-            known.clear();
-        }
-        known.insert(cache_key);
         Ok(())
     }
 
@@ -666,7 +664,6 @@ impl KnowledgeBackend for S3KnowledgeBackend {
                 return Err(self.err(domain_id, &dir, e));
             }
         }
-        lock(&self.known_snapshots).retain(|k| !k.starts_with(&format!("{domain_id}\u{0}")));
         Ok(true)
     }
 
