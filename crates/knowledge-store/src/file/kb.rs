@@ -69,6 +69,10 @@ pub(crate) struct Cache {
     pub(crate) info: KnowledgeBaseInfo,
     pub(crate) index: FileIndex,
     known_snapshots: HashSet<String>,
+    /// Folders whose entries changed (renames, unlinks) since the last compaction; with
+    /// fsync=always they are fsynced before compaction drops the journal records that could
+    /// otherwise redo those changes after a power failure.
+    dirty_dirs: HashSet<PathBuf>,
 }
 
 impl Cache {
@@ -313,6 +317,7 @@ impl Locked<'_> {
             info,
             index,
             known_snapshots: HashSet::new(),
+            dirty_dirs: HashSet::new(),
         });
         if journal_ino.is_some() {
             self.read_journal_tail()?;
@@ -379,8 +384,12 @@ impl Locked<'_> {
         cache.records += body.len();
         cache.offset = offset + consumed as u64;
         let journal_id = cache.journal_id.clone().unwrap_or_default();
+        let effects = self.state.effects.clone();
+        let Some(cache) = self.state.cache.as_mut() else {
+            return Ok(());
+        };
         // Recovery effects run once per record: those ending after `done` are unchecked.
-        let done = match &self.state.effects {
+        let done = match &effects {
             Some((id, at)) if *id == journal_id => *at,
             _ => 0,
         };
@@ -390,7 +399,8 @@ impl Locked<'_> {
             .unwrap_or(body.len());
         if start < body.len() {
             let plain: Vec<&Record> = body.iter().map(|(r, _)| r).collect();
-            recover(&layout, &plain, start)?;
+            let touched = recover(&layout, &plain, start)?;
+            cache.dirty_dirs.extend(touched);
         }
         self.state.effects = Some((journal_id, done.max(offset + consumed as u64)));
         Ok(())
@@ -488,6 +498,19 @@ impl Locked<'_> {
         let Some(cache) = self.state.cache.as_mut() else {
             return Err(self.handle.kb_not_found());
         };
+        if fsync.enabled() {
+            cache.dirty_dirs.insert(layout.content.clone());
+            for dir in cache.dirty_dirs.drain() {
+                // A folder removed since (emptied by a delete) needs nothing.
+                match sync_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(layout.io(&dir, e)),
+                }
+            }
+        } else {
+            cache.dirty_dirs.clear();
+        }
         let bytes = metadata_json(&cache.info, &cache.index);
         write_atomic(&layout.meta, &bytes, fsync).map_err(|e| layout.io(&layout.meta, e))?;
         let md = fs::metadata(&layout.meta).map_err(|e| layout.io(&layout.meta, e))?;
@@ -661,8 +684,10 @@ fn bump_version(info: &mut KnowledgeBaseInfo, version: &str) {
     }
 }
 
-/// Finishes journaled writes (from `start` on) whose writer died before completing them.
-fn recover(layout: &Layout, records: &[&Record], start: usize) -> Result<()> {
+/// Finishes journaled writes (from `start` on) whose writer died before completing them;
+/// returns the folders it changed.
+fn recover(layout: &Layout, records: &[&Record], start: usize) -> Result<Vec<PathBuf>> {
+    let mut touched = Vec::new();
     for (i, r) in records.iter().enumerate().skip(start) {
         match r {
             Record::Put { file, tmp, .. } => {
@@ -671,6 +696,7 @@ fn recover(layout: &Layout, records: &[&Record], start: usize) -> Result<()> {
                     let target = layout.content_path(&file.path);
                     tracing::warn!(domain_id = %layout.domain_id, path = %file.path, "rolling forward an interrupted put");
                     place(layout, &tmp_path, &target)?;
+                    touched.extend(target.parent().map(Path::to_path_buf));
                 }
             }
             Record::Delete { path, .. } => {
@@ -681,12 +707,13 @@ fn recover(layout: &Layout, records: &[&Record], start: usize) -> Result<()> {
                 if !superseded && target.is_file() {
                     tracing::warn!(domain_id = %layout.domain_id, %path, "finishing an interrupted delete");
                     remove_content(layout, &target)?;
+                    touched.extend(target.parent().map(Path::to_path_buf));
                 }
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(touched)
 }
 
 /// Renames a temp file to its content location, creating parent folders.
@@ -855,11 +882,16 @@ impl Locked<'_> {
             })
             .collect();
         self.append(&records)?;
+        // The journal is the commit: a rename lost to a power failure is redone from it, so
+        // the folders are fsynced at compaction, not per put.
+        let mut touched = Vec::with_capacity(staged.len());
         for s in staged {
-            place(&layout, &s.tmp_path, &layout.content_path(&s.file.path))?;
+            let target = layout.content_path(&s.file.path);
+            place(&layout, &s.tmp_path, &target)?;
+            touched.extend(target.parent().map(Path::to_path_buf));
         }
-        if self.handle.tuning.fsync.enabled() {
-            sync_dir(&layout.content).map_err(|e| layout.io(&layout.content, e))?;
+        if let Some(cache) = self.state.cache.as_mut() {
+            cache.dirty_dirs.extend(touched);
         }
         if self.compaction_due() {
             self.compact()?;
@@ -882,7 +914,18 @@ impl Locked<'_> {
             at: pytime::format(&pytime::now()),
         };
         self.append(std::slice::from_ref(&record))?;
-        remove_content(&layout, &layout.content_path(path))?;
+        let target = layout.content_path(path);
+        remove_content(&layout, &target)?;
+        if let Some(cache) = self.state.cache.as_mut() {
+            let mut dir = target.parent();
+            while let Some(d) = dir {
+                cache.dirty_dirs.insert(d.to_path_buf());
+                if d == layout.content {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
         if self.compaction_due() {
             self.compact()?;
         }

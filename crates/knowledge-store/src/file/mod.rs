@@ -409,8 +409,16 @@ impl KnowledgeBackend for FileKnowledgeBackend {
             }
         };
         let l4 = layout.clone();
-        let (checksum, tmp_path, tmp_rel, size) =
-            blocking(domain_id, move || writer.finish(&l4, fsync)).await?;
+        let (checksum, tmp_path, tmp_rel, size) = blocking(domain_id, move || {
+            let done = writer.finish(&l4, fsync)?;
+            if fsync.enabled()
+                && let Some(dir) = done.1.parent()
+            {
+                atomic::sync_dir(dir).map_err(|e| l4.io(dir, e))?;
+            }
+            Ok(done)
+        })
+        .await?;
         let staged = Staged {
             file: file_entry(path, size, checksum, options),
             tmp_path,
@@ -459,11 +467,19 @@ impl KnowledgeBackend for FileKnowledgeBackend {
                 }
                 Ok(())
             };
-            let result = stage(&mut staged).and_then(|()| {
-                let mut l = h.lock(true)?;
-                l.commit_puts(&staged)?;
-                Ok(std::mem::take(&mut l.writes))
-            });
+            let result = stage(&mut staged)
+                .and_then(|()| {
+                    // The temp files' names must be durable before the journal refers to them.
+                    if fsync.enabled() {
+                        atomic::sync_dir(&dir).map_err(|e| layout.io(&dir, e))?;
+                    }
+                    Ok(())
+                })
+                .and_then(|()| {
+                    let mut l = h.lock(true)?;
+                    l.commit_puts(&staged)?;
+                    Ok(std::mem::take(&mut l.writes))
+                });
             match result {
                 Ok(w) => Ok((staged.into_iter().map(|s| s.file).collect::<Vec<_>>(), w)),
                 Err(e) => {
