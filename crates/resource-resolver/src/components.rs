@@ -78,7 +78,7 @@ fn section(cfg: &ResolvedConfig, path: &str, component: Component) -> Result<Opt
     };
     let invalid = |reason: String| ResolveError::InvalidComponentConfig {
         component,
-        at: at.clone(),
+        at: Box::new(at.clone()),
         reason: cfg.secrets.scrub(&reason),
     };
     let Value::Object(map) = node else {
@@ -120,7 +120,7 @@ fn build_error(
     ResolveError::Build {
         component,
         kind: s.kind.clone(),
-        at: s.at.clone(),
+        at: Box::new(s.at.clone()),
         message: secrets.scrub(&message),
     }
 }
@@ -130,7 +130,7 @@ fn disabled(component: Component, s: &Section, feature: &str) -> ResolveError {
         component,
         kind: s.kind.clone(),
         feature: feature.to_owned(),
-        at: s.at.clone(),
+        at: Box::new(s.at.clone()),
     }
 }
 
@@ -159,10 +159,10 @@ fn enc(s: &str) -> String {
 /// Adapts an event-bus section to `create_event_bus`'s options.
 fn bus_options(kind: &str, mut m: Map<String, Value>) -> Map<String, Value> {
     for (k, v) in m.iter_mut() {
-        if k == "capacity" || k.ends_with("_ms") {
-            if let Some(n) = v.as_str().and_then(|s| s.trim().parse::<u64>().ok()) {
-                *v = Value::from(n);
-            }
+        if (k == "capacity" || k.ends_with("_ms"))
+            && let Some(n) = v.as_str().and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            *v = Value::from(n);
         }
     }
     let url_keys = [

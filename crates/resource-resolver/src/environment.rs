@@ -229,7 +229,7 @@ impl Environment {
         let source = doc.source;
         let at = |path: YamlPath| source.locate(&path, secrets.scrub(&path.to_string()));
         let invalid = |path: YamlPath, reason: String| ResolveError::InvalidEnvironment {
-            at: at(path),
+            at: Box::new(at(path)),
             reason: secrets.scrub(&reason),
         };
         let root = match value {

@@ -82,7 +82,7 @@ pub enum ResolveError {
     #[error("unsupported YAML value ({at}): {reason}")]
     Unsupported {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// What is wrong.
         reason: String,
     },
@@ -94,7 +94,7 @@ pub enum ResolveError {
         /// The `${VAR:?msg}` message, if any.
         message: Option<String>,
         /// Where the placeholder is.
-        at: Location,
+        at: Box<Location>,
         /// Other variables of the same file that are missing too.
         others: Vec<String>,
     },
@@ -102,7 +102,7 @@ pub enum ResolveError {
     #[error("invalid environment config ({at}): {reason}")]
     InvalidEnvironment {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// What is wrong.
         reason: String,
     },
@@ -124,7 +124,7 @@ pub enum ResolveError {
     #[error("invalid $resource reference ({at}): {reason}")]
     InvalidReference {
         /// Where the block is.
-        at: Location,
+        at: Box<Location>,
         /// What is wrong.
         reason: String,
     },
@@ -140,7 +140,7 @@ pub enum ResolveError {
         /// The environment's name.
         environment: String,
         /// Where the reference is.
-        at: Location,
+        at: Box<Location>,
         /// Why it was required.
         reason: String,
     },
@@ -150,7 +150,7 @@ pub enum ResolveError {
         /// The loop, e.g. `databases/a -> databases/b -> databases/a`.
         chain: String,
         /// Where the reference that closes the loop is.
-        at: Location,
+        at: Box<Location>,
     },
     /// A resource lacks a capability its reference `$requires`.
     #[error("resource {name:?} of type {kind:?} is missing required capabilities {missing:?} ({at}){}", if *declares_none { "; it declares no `capabilities` at all" } else { "" })]
@@ -164,7 +164,7 @@ pub enum ResolveError {
         /// Whether the resource has no `capabilities` key.
         declares_none: bool,
         /// Where the reference is.
-        at: Location,
+        at: Box<Location>,
     },
     /// Nesting deeper than the resolver allows (a guard against runaway configs).
     #[error("config nested deeper than {limit} levels ({at})")]
@@ -172,7 +172,7 @@ pub enum ResolveError {
         /// The limit.
         limit: usize,
         /// Where the limit was hit.
-        at: Location,
+        at: Box<Location>,
     },
     /// Resolution would produce more nodes than allowed (a reference fan-out bomb).
     #[error("resolved config would exceed {limit} nodes ({at})")]
@@ -180,7 +180,7 @@ pub enum ResolveError {
         /// The limit.
         limit: usize,
         /// Where the limit was hit.
-        at: Location,
+        at: Box<Location>,
     },
     /// A config holds machine-local values (home directories, loopback addresses).
     #[error("config {} is not portable; store $resource references or ${{VAR}} placeholders instead:{}", file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "<string>".into()), issues.iter().map(|i| format!("\n  - {i}")).collect::<String>())]
@@ -196,7 +196,7 @@ pub enum ResolveError {
         /// Which component.
         component: Component,
         /// Where the section is.
-        at: Location,
+        at: Box<Location>,
         /// What is wrong.
         reason: String,
     },
@@ -212,7 +212,7 @@ pub enum ResolveError {
         /// The feature to enable.
         feature: String,
         /// Where the section is.
-        at: Location,
+        at: Box<Location>,
     },
     /// The component's factory failed (bad option, unreachable server, ...).
     #[error("cannot build {component} of kind {kind:?} ({at}): {message}")]
@@ -222,7 +222,7 @@ pub enum ResolveError {
         /// The kind asked for.
         kind: String,
         /// Where the section is.
-        at: Location,
+        at: Box<Location>,
         /// The factory's error, with secrets replaced by their placeholders.
         message: String,
     },
@@ -253,11 +253,9 @@ impl fmt::Display for PortabilityFinding {
 pub type Result<T, E = ResolveError> = std::result::Result<T, E>;
 
 impl Location {
-    fn scrubbed(self, s: &crate::secrets::Secrets) -> Self {
-        Location {
-            path: s.scrub(&self.path),
-            ..self
-        }
+    fn scrubbed(mut self: Box<Self>, s: &crate::secrets::Secrets) -> Box<Self> {
+        self.path = s.scrub(&self.path);
+        self
     }
 }
 
@@ -341,7 +339,7 @@ impl ResolveError {
                 issues: issues
                     .into_iter()
                     .map(|i| PortabilityFinding {
-                        at: i.at.scrubbed(s),
+                        at: *Box::new(i.at).scrubbed(s),
                         description: i.description,
                         matched: t(i.matched),
                     })

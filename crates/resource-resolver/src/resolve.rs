@@ -72,12 +72,12 @@ impl<'a> Resolver<'a> {
         s
     }
 
-    fn locate(&self, origin: Origin, path: &YamlPath) -> Location {
+    fn locate(&self, origin: Origin, path: &YamlPath) -> Box<Location> {
         let secrets = self.secrets();
-        match origin {
+        Box::new(match origin {
             Origin::App => self.app.locate(path, secrets.scrub(&path.to_string())),
             Origin::Env => self.env.locate(path, &secrets),
-        }
+        })
     }
 
     fn text(&mut self, origin: Origin, s: &str, path: &YamlPath) -> Result<String> {

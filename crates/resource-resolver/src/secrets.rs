@@ -28,7 +28,7 @@ impl Secrets {
                 self.needles.push((needle, placeholder.clone()));
             }
         }
-        self.needles.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.needles.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
         if !self.vars.iter().any(|v| v == var) {
             self.vars.push(var.to_owned());
         }
@@ -41,7 +41,7 @@ impl Secrets {
                 self.needles.push((n.clone(), r.clone()));
             }
         }
-        self.needles.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.needles.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
         for v in &other.vars {
             if !self.vars.contains(v) {
                 self.vars.push(v.clone());

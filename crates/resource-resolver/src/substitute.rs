@@ -74,7 +74,7 @@ impl<'a> Substituter<'a> {
             Err(u) => Err(ResolveError::MissingVariable {
                 var: u.var,
                 message: u.message.map(|m| self.secrets.scrub(&m)),
-                at: self.locate(path),
+                at: Box::new(self.locate(path)),
                 others: Vec::new(),
             }),
         }
@@ -108,7 +108,7 @@ impl<'a> Substituter<'a> {
         Err(ResolveError::MissingVariable {
             var: first.var,
             message: first.message,
-            at: first.at,
+            at: Box::new(first.at),
             others,
         })
     }
@@ -118,7 +118,7 @@ impl<'a> Substituter<'a> {
         if path.len() > MAX_DEPTH {
             return Err(ResolveError::TooDeep {
                 limit: MAX_DEPTH,
-                at: self.locate(path),
+                at: Box::new(self.locate(path)),
             });
         }
         Ok(match value {

@@ -82,7 +82,7 @@ impl Document {
         })?;
         let value = to_json(&yaml, &YamlPath::root()).map_err(|(path, reason)| {
             ResolveError::Unsupported {
-                at: source.locate(&path, path.to_string()),
+                at: Box::new(source.locate(&path, path.to_string())),
                 reason,
             }
         })?;

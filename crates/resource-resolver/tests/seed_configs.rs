@@ -1,3 +1,4 @@
+#![allow(clippy::print_stdout)]
 //! Loads the seed configs of `configs/` and builds live components from them: development
 //! (SQLite + memory bus + filesystem knowledge, no services), test (all in memory) and
 //! production (PostgreSQL + Redis + S3, against the local services when the
