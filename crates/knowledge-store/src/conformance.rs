@@ -828,6 +828,40 @@ pub async fn concurrent_puts_lose_nothing(s: Store) {
     }
 }
 
+/// Among concurrent puts, one refused for a path conflict fails alone; the others land.
+pub async fn concurrent_conflict_fails_alone(s: Store) {
+    let b = s.backend.clone();
+    let d = new_kb(&*b, "concconf").await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (b, d) = (b.clone(), d.clone());
+        let path = match i {
+            7 => "x".to_owned(),
+            8 => "x/inner.md".to_owned(),
+            _ => format!("ok/{i:02}.md"),
+        };
+        tasks.push(tokio::spawn(async move {
+            b.put_file(&d, &path, Bytes::from(path.clone()), PutOptions::default())
+                .await
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => {}
+            Err(KnowledgeError::PathConflict { .. }) => conflicts += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(conflicts, 1, "exactly one of x and x/inner.md is refused");
+    let files = b.list_files(&d, None).await.unwrap();
+    assert_eq!(files.len(), 39);
+    for f in &files {
+        let body = b.get_file(&d, &f.path).await.unwrap().unwrap();
+        assert_eq!(body.as_ref(), f.path.as_bytes());
+    }
+}
+
 /// Two backend instances on the same storage, writing concurrently, lose nothing.
 pub async fn two_instances_lose_nothing(s: Store) {
     let (a, b) = (s.backend.clone(), s.sibling.clone());
@@ -1111,7 +1145,7 @@ macro_rules! knowledge_conformance_tests {
             checksum_is_the_original_identity, unchanged_then_changed,
             empty_baseline_round_trips, diff_disjoint_and_correct, unretained_version,
             no_spurious_reingest_then_detects, hostile_paths_refused, hostile_domain_ids_refused,
-            file_folder_conflict_refused, concurrent_puts_lose_nothing,
+            file_folder_conflict_refused, concurrent_puts_lose_nothing, concurrent_conflict_fails_alone,
             two_instances_lose_nothing, sibling_sees_delete_and_recreate, batch_upload, gz_stored_as_uploaded, state_write_events,
             state_write_events_reach_the_bus, errors_name_domain_and_path);
     };

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 /// Whether writes are flushed to stable storage before they are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
-    /// fsync content temp files, journal appends, index and snapshot files (and their folder)
-    /// before a write returns: survives power loss.
+    /// fsync content temp files (and their folder), journal appends and the index before a
+    /// write returns, and changed folders before compaction: acknowledged writes survive power
+    /// loss. (Snapshots, a cache, are never fsynced.)
     #[default]
     Always,
     /// Rely on atomic renames and the page cache: survives a killed process (every write is

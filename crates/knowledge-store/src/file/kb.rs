@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, mpsc};
 
 use sha2::{Digest, Sha256};
 
@@ -104,12 +104,48 @@ struct State {
     effects: Option<(String, u64)>,
 }
 
+/// One upload waiting for the next journal commit of its knowledge base.
+#[derive(Debug)]
+pub(crate) struct PendingPut {
+    staged: Vec<Staged>,
+    reply: mpsc::Sender<Result<Vec<StateWrite>>>,
+}
+
+/// Answers every waiting upload with an error (the first gets `err` itself); removes their
+/// temp files unless they were already committed.
+fn fail_all(layout: &Layout, batch: Vec<PendingPut>, err: KnowledgeError, cleanup: bool) {
+    let message = err.to_string();
+    let not_found = matches!(err, KnowledgeError::KbNotFound { .. });
+    let mut first = Some(err);
+    for p in batch {
+        if cleanup {
+            for s in &p.staged {
+                let _ = fs::remove_file(&s.tmp_path);
+            }
+        }
+        let e = first.take().unwrap_or_else(|| {
+            if not_found {
+                KnowledgeError::KbNotFound {
+                    domain_id: layout.domain_id.clone(),
+                }
+            } else {
+                KnowledgeError::Task {
+                    domain_id: layout.domain_id.clone(),
+                    reason: message.clone(),
+                }
+            }
+        });
+        let _ = p.reply.send(Err(e));
+    }
+}
+
 /// Handle on one knowledge base folder.
 #[derive(Debug)]
 pub(crate) struct KbHandle {
     pub(crate) layout: Layout,
     tuning: Tuning,
     state: Mutex<State>,
+    pending: Mutex<Vec<PendingPut>>,
 }
 
 /// The lock held for one operation; releases the `flock` when dropped.
@@ -146,7 +182,40 @@ impl KbHandle {
             layout,
             tuning,
             state: Mutex::new(State::default()),
+            pending: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Commits staged uploads (group commit): the upload joins the waiting group, and whoever
+    /// gets the lock commits the whole group with one journal append and fsync. Returns the
+    /// state writes to report. On error the upload's temp files are gone.
+    pub(crate) fn commit_grouped(&self, staged: Vec<Staged>) -> Result<Vec<StateWrite>> {
+        let (reply, answer) = mpsc::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(PendingPut { staged, reply });
+        let locked = self.lock(true);
+        let batch = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        match locked {
+            Ok(mut l) => {
+                if !batch.is_empty() {
+                    l.commit_batch(batch);
+                }
+            }
+            Err(e) => fail_all(&self.layout, batch, e, true),
+        }
+        answer.recv().unwrap_or_else(|_| {
+            Err(KnowledgeError::Task {
+                domain_id: self.layout.domain_id.clone(),
+                reason: "group commit was abandoned".into(),
+            })
+        })
     }
 
     fn kb_not_found(&self) -> KnowledgeError {
@@ -853,25 +922,48 @@ pub(crate) struct Staged {
 }
 
 impl Locked<'_> {
-    /// Commits staged uploads: conflict checks, one journal append, renames into place.
-    pub(crate) fn commit_puts(&mut self, staged: &[Staged]) -> Result<()> {
+    /// Commits a group of waiting uploads: each is checked for conflicts on its own (a refused
+    /// one does not fail the others), then all accepted ones share one journal append (and
+    /// one fsync), then their temp files are renamed into place.
+    fn commit_batch(&mut self, batch: Vec<PendingPut>) {
         let layout = self.handle.layout.clone();
-        let cache = self.sync()?;
-        let mut batch = FileIndex::default();
-        for s in staged {
-            if cache.index.get(&s.file.path).is_none() {
-                cache
-                    .index
-                    .check_conflict(&layout.domain_id, &s.file.path)?;
+        let cache = match self.sync() {
+            Ok(c) => c,
+            Err(e) => return fail_all(&layout, batch, e, true),
+        };
+        let mut overlay = FileIndex::default();
+        let mut accepted = Vec::with_capacity(batch.len());
+        for p in batch {
+            let mut mine = FileIndex::default();
+            let checked = p.staged.iter().try_for_each(|s| {
+                let path = &s.file.path;
+                if cache.index.get(path).is_none() && overlay.get(path).is_none() {
+                    cache.index.check_conflict(&layout.domain_id, path)?;
+                    overlay.check_conflict(&layout.domain_id, path)?;
+                }
+                if mine.get(path).is_none() {
+                    mine.check_conflict(&layout.domain_id, path)?;
+                }
+                mine.insert(s.file.clone());
+                Ok::<(), KnowledgeError>(())
+            });
+            match checked {
+                Ok(()) => {
+                    for s in &p.staged {
+                        overlay.insert(s.file.clone());
+                    }
+                    accepted.push(p);
+                }
+                Err(e) => fail_all(&layout, vec![p], e, true),
             }
-            if batch.get(&s.file.path).is_none() {
-                batch.check_conflict(&layout.domain_id, &s.file.path)?;
-            }
-            batch.insert(s.file.clone());
+        }
+        if accepted.is_empty() {
+            return;
         }
         let mut version = cache.info.version.parse::<u64>().unwrap_or(1);
-        let records: Vec<Record> = staged
+        let records: Vec<Record> = accepted
             .iter()
+            .flat_map(|p| p.staged.iter())
             .map(|s| {
                 version += 1;
                 Record::Put {
@@ -881,22 +973,32 @@ impl Locked<'_> {
                 }
             })
             .collect();
-        self.append(&records)?;
-        // The journal is the commit: a rename lost to a power failure is redone from it, so
-        // the folders are fsynced at compaction, not per put.
-        let mut touched = Vec::with_capacity(staged.len());
-        for s in staged {
+        if let Err(e) = self.append(&records) {
+            return fail_all(&layout, accepted, e, true);
+        }
+        // The journal is the commit: a rename lost to a crash or power failure is redone from
+        // it, so the folders are fsynced at compaction, not per put.
+        let mut touched = Vec::with_capacity(records.len());
+        for s in accepted.iter().flat_map(|p| p.staged.iter()) {
             let target = layout.content_path(&s.file.path);
-            place(&layout, &s.tmp_path, &target)?;
+            if let Err(e) = place(&layout, &s.tmp_path, &target) {
+                // Committed: recovery renames it on the next catch-up, so keep the temp file.
+                return fail_all(&layout, accepted, e, false);
+            }
             touched.extend(target.parent().map(Path::to_path_buf));
         }
         if let Some(cache) = self.state.cache.as_mut() {
             cache.dirty_dirs.extend(touched);
         }
-        if self.compaction_due() {
-            self.compact()?;
+        if self.compaction_due()
+            && let Err(e) = self.compact()
+        {
+            tracing::warn!(domain_id = %layout.domain_id, error = %e, "compaction failed; will retry");
         }
-        Ok(())
+        let mut writes = std::mem::take(&mut self.writes);
+        for p in accepted {
+            let _ = p.reply.send(Ok(std::mem::take(&mut writes)));
+        }
     }
 
     /// Deletes one file: journal first (the commit), then the content.

@@ -203,23 +203,8 @@ impl FileKnowledgeBackend {
     /// Writes staged temp files' entries to the index and renames them into place.
     async fn commit(&self, domain_id: &str, staged: Vec<Staged>) -> Result<Vec<KnowledgeFile>> {
         let h = self.handle(domain_id);
-        let (files, writes) = blocking(domain_id, move || {
-            let result = (|| {
-                let mut l = h.lock(true)?;
-                l.commit_puts(&staged)?;
-                Ok(std::mem::take(&mut l.writes))
-            })();
-            match result {
-                Ok(w) => Ok((staged.into_iter().map(|s| s.file).collect::<Vec<_>>(), w)),
-                Err(e) => {
-                    for s in &staged {
-                        let _ = fs::remove_file(&s.tmp_path);
-                    }
-                    Err(e)
-                }
-            }
-        })
-        .await?;
+        let files: Vec<KnowledgeFile> = staged.iter().map(|s| s.file.clone()).collect();
+        let writes = blocking(domain_id, move || h.commit_grouped(staged)).await?;
         self.emit(writes).await;
         Ok(files)
     }
@@ -467,28 +452,21 @@ impl KnowledgeBackend for FileKnowledgeBackend {
                 }
                 Ok(())
             };
-            let result = stage(&mut staged)
-                .and_then(|()| {
-                    // The temp files' names must be durable before the journal refers to them.
-                    if fsync.enabled() {
-                        atomic::sync_dir(&dir).map_err(|e| layout.io(&dir, e))?;
-                    }
-                    Ok(())
-                })
-                .and_then(|()| {
-                    let mut l = h.lock(true)?;
-                    l.commit_puts(&staged)?;
-                    Ok(std::mem::take(&mut l.writes))
-                });
-            match result {
-                Ok(w) => Ok((staged.into_iter().map(|s| s.file).collect::<Vec<_>>(), w)),
-                Err(e) => {
-                    for s in &staged {
-                        let _ = fs::remove_file(&s.tmp_path);
-                    }
-                    Err(e)
+            if let Err(e) = stage(&mut staged).and_then(|()| {
+                // The temp files' names must be durable before the journal refers to them.
+                if fsync.enabled() {
+                    atomic::sync_dir(&dir).map_err(|e| layout.io(&dir, e))?;
                 }
+                Ok(())
+            }) {
+                for s in &staged {
+                    let _ = fs::remove_file(&s.tmp_path);
+                }
+                return Err(e);
             }
+            let files: Vec<KnowledgeFile> = staged.iter().map(|s| s.file.clone()).collect();
+            let writes = h.commit_grouped(staged)?;
+            Ok((files, writes))
         })
         .await?;
         self.emit(writes).await;
