@@ -16,7 +16,10 @@ use std::process::{Command, ExitCode};
 /// `--no-default-features`, once with nothing and once per feature.
 const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("dynreg-registry-core", &["conformance"]),
-    ("dynreg-registry-backends", &["sqlite", "postgres", "file", "s3"]),
+    (
+        "dynreg-registry-backends",
+        &["sqlite", "postgres", "file", "s3"],
+    ),
     ("dynreg-event-bus", &["postgres", "redis"]),
     ("dynreg-knowledge-store", &["file", "s3"]),
     ("dynreg", &["sqlite", "postgres", "redis", "file", "s3"]),
@@ -78,10 +81,30 @@ fn test_matrix() -> Result<(), String> {
     println!("tidy: ok");
 
     for (package, features) in FEATURE_MATRIX {
-        cargo(&["check", "-p", package, "--no-default-features", "--all-targets", "--quiet"], &[], &[])?;
+        cargo(
+            &[
+                "check",
+                "-p",
+                package,
+                "--no-default-features",
+                "--all-targets",
+                "--quiet",
+            ],
+            &[],
+            &[],
+        )?;
         for f in *features {
             cargo(
-                &["check", "-p", package, "--no-default-features", "--features", f, "--all-targets", "--quiet"],
+                &[
+                    "check",
+                    "-p",
+                    package,
+                    "--no-default-features",
+                    "--features",
+                    f,
+                    "--all-targets",
+                    "--quiet",
+                ],
                 &[],
                 &[],
             )?;
@@ -90,17 +113,30 @@ fn test_matrix() -> Result<(), String> {
 
     let services = services::Services::find_or_start(&root);
     services.report();
-    if std::env::var("DYNREG_REQUIRE_ALL_BACKENDS").is_ok_and(|v| v == "1") && !services.skipped.is_empty() {
-        return Err(format!("backends required but unavailable: {}", services.skipped.join(", ")));
+    if std::env::var("DYNREG_REQUIRE_ALL_BACKENDS").is_ok_and(|v| v == "1")
+        && !services.skipped.is_empty()
+    {
+        return Err(format!(
+            "backends required but unavailable: {}",
+            services.skipped.join(", ")
+        ));
     }
-    let result = cargo(&["test", "--workspace", "--all-features"], &services.env, &[])
-        .and_then(|()| {
-            cargo(
-                &["test", "--workspace"],
-                &[],
-                &[services::POSTGRES_VAR, services::REDIS_VAR, services::S3_VAR],
-            )
-        });
+    let result = cargo(
+        &["test", "--workspace", "--all-features"],
+        &services.env,
+        &[],
+    )
+    .and_then(|()| {
+        cargo(
+            &["test", "--workspace"],
+            &[],
+            &[
+                services::POSTGRES_VAR,
+                services::REDIS_VAR,
+                services::S3_VAR,
+            ],
+        )
+    });
     services.report();
     result
 }
@@ -108,5 +144,9 @@ fn test_matrix() -> Result<(), String> {
 fn bench() -> Result<(), String> {
     let services = services::Services::find_or_start(&workspace_root());
     services.report();
-    cargo(&["bench", "--workspace", "--all-features"], &services.env, &[])
+    cargo(
+        &["bench", "--workspace", "--all-features"],
+        &services.env,
+        &[],
+    )
 }

@@ -100,19 +100,29 @@ impl Services {
         if let Ok(url) = std::env::var(POSTGRES_VAR) {
             return self.found("postgres", POSTGRES_VAR, url);
         }
-        if !port_open(5432) {
-            if let Ok(versions) = std::fs::read_dir("/etc/postgresql") {
-                for v in versions.flatten() {
-                    let v = v.file_name().to_string_lossy().into_owned();
-                    run_quiet("pg_ctlcluster", &["--skip-systemctl-redirect", &v, "main", "start"]);
-                }
-                wait_for_port(5432, Duration::from_secs(15));
+        let versions = (!port_open(5432))
+            .then(|| std::fs::read_dir("/etc/postgresql").ok())
+            .flatten();
+        if let Some(versions) = versions {
+            for v in versions.flatten() {
+                let v = v.file_name().to_string_lossy().into_owned();
+                run_quiet(
+                    "pg_ctlcluster",
+                    &["--skip-systemctl-redirect", &v, "main", "start"],
+                );
             }
+            wait_for_port(5432, Duration::from_secs(15));
         }
         if port_open(5432) {
-            self.found("postgres", POSTGRES_VAR, "postgres://postgres@127.0.0.1:5432/test".into());
+            self.found(
+                "postgres",
+                POSTGRES_VAR,
+                "postgres://postgres@127.0.0.1:5432/test".into(),
+            );
         } else {
-            self.skipped.push(format!("postgres ({POSTGRES_VAR} unset, nothing on 127.0.0.1:5432)"));
+            self.skipped.push(format!(
+                "postgres ({POSTGRES_VAR} unset, nothing on 127.0.0.1:5432)"
+            ));
         }
     }
 
@@ -123,14 +133,27 @@ impl Services {
         if !port_open(6379) {
             run_quiet(
                 "redis-server",
-                &["--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no"],
+                &[
+                    "--daemonize",
+                    "yes",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    "6379",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
             );
             wait_for_port(6379, Duration::from_secs(10));
         }
         if port_open(6379) {
             self.found("redis", REDIS_VAR, "redis://127.0.0.1:6379".into());
         } else {
-            self.skipped.push(format!("redis ({REDIS_VAR} unset, nothing on 127.0.0.1:6379)"));
+            self.skipped.push(format!(
+                "redis ({REDIS_VAR} unset, nothing on 127.0.0.1:6379)"
+            ));
         }
     }
 
@@ -147,7 +170,10 @@ impl Services {
         }
         // Install it once into target/ (PyPI), as .ci/run does.
         let venv = root.join("target/moto-venv");
-        println!("services: installing moto into {} (about 20 s)", venv.display());
+        println!(
+            "services: installing moto into {} (about 20 s)",
+            venv.display()
+        );
         let venv_s = venv.to_string_lossy().into_owned();
         let pip = venv.join("bin/pip").to_string_lossy().into_owned();
         (run_quiet("python3", &["-m", "venv", &venv_s])
@@ -157,18 +183,24 @@ impl Services {
 
     fn s3(&mut self, root: &Path) {
         if let Ok(endpoint) = std::env::var(S3_VAR) {
-            self.env.push(("DYNREG_TEST_S3_BUCKET".into(), std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| S3_BUCKET.into())));
+            self.env.push((
+                "DYNREG_TEST_S3_BUCKET".into(),
+                std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| S3_BUCKET.into()),
+            ));
             self.s3_credentials();
             return self.found("s3", S3_VAR, endpoint);
         }
         if !port_open(5000) {
             let Some(server) = Self::moto_server(root) else {
-                self.skipped.push(format!("s3 ({S3_VAR} unset; no moto_server and it could not be installed)"));
+                self.skipped.push(format!(
+                    "s3 ({S3_VAR} unset; no moto_server and it could not be installed)"
+                ));
                 return;
             };
             let log = std::fs::File::create(root.join("target/moto.log")).ok();
             let mut cmd = Command::new(&server);
-            cmd.args(["-H", "127.0.0.1", "-p", "5000"]).stdin(Stdio::null());
+            cmd.args(["-H", "127.0.0.1", "-p", "5000"])
+                .stdin(Stdio::null());
             match log.and_then(|l| Some((l.try_clone().ok()?, l))) {
                 Some((out, err)) => cmd.stdout(out).stderr(err),
                 None => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
@@ -176,27 +208,36 @@ impl Services {
             match cmd.spawn() {
                 Ok(child) => self.child = Some(child),
                 Err(e) => {
-                    self.skipped.push(format!("s3 (cannot start {}: {e})", server.display()));
+                    self.skipped
+                        .push(format!("s3 (cannot start {}: {e})", server.display()));
                     return;
                 }
             }
             if !wait_for_port(5000, Duration::from_secs(30)) {
-                self.skipped.push("s3 (moto_server did not come up on 127.0.0.1:5000)".into());
+                self.skipped
+                    .push("s3 (moto_server did not come up on 127.0.0.1:5000)".into());
                 return;
             }
         }
         match http(5000, "PUT", &format!("/{S3_BUCKET}")) {
             Some(200 | 409) => {
-                self.env.push(("DYNREG_TEST_S3_BUCKET".into(), S3_BUCKET.into()));
+                self.env
+                    .push(("DYNREG_TEST_S3_BUCKET".into(), S3_BUCKET.into()));
                 self.s3_credentials();
                 self.found("s3", S3_VAR, "http://127.0.0.1:5000".into());
             }
-            other => self.skipped.push(format!("s3 (bucket creation on 127.0.0.1:5000 answered {other:?})")),
+            other => self.skipped.push(format!(
+                "s3 (bucket creation on 127.0.0.1:5000 answered {other:?})"
+            )),
         }
     }
 
     fn s3_credentials(&mut self) {
-        for (k, v) in [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")] {
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ] {
             if std::env::var(k).is_err() {
                 self.env.push((k.into(), v.into()));
             }
@@ -205,7 +246,14 @@ impl Services {
 
     /// Prints which backends run and which are skipped.
     pub fn report(&self) {
-        println!("\nservices: running against {}", if self.available.is_empty() { "no servers".into() } else { self.available.join(", ") });
+        println!(
+            "\nservices: running against {}",
+            if self.available.is_empty() {
+                "no servers".into()
+            } else {
+                self.available.join(", ")
+            }
+        );
         for s in &self.skipped {
             println!("services: skipped backend {s}");
         }

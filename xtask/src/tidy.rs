@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -25,11 +27,15 @@ pub fn check(root: &Path) -> Result<(), Vec<String>> {
     rust_files(&root.join("crates"), &mut files);
     rust_files(&root.join("xtask"), &mut files);
     for f in &files {
-        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
         let rel = f.strip_prefix(root).unwrap_or(f).display().to_string();
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         if !first.starts_with("//!") {
-            problems.push(format!("{rel}: must start with a `//!` line saying what it holds"));
+            problems.push(format!(
+                "{rel}: must start with a `//!` line saying what it holds"
+            ));
         }
         let in_src = rel.contains("/src/");
         for (n, line) in text.lines().enumerate() {
@@ -38,14 +44,26 @@ pub fn check(root: &Path) -> Result<(), Vec<String>> {
                 continue;
             }
             // Spelled with concat! so this file does not match itself.
-            for bad in [concat!("todo", "!("), concat!("unimplemented", "!("), concat!("dbg", "!(")] {
+            for bad in [
+                concat!("todo", "!("),
+                concat!("unimplemented", "!("),
+                concat!("dbg", "!("),
+            ] {
                 if code.contains(bad) {
                     problems.push(format!("{rel}:{}: `{bad}` left in code", n + 1));
                 }
             }
             // Test-support modules (conformance suites) print their "skipped:" lines on purpose.
-            if in_src && !rel.starts_with("xtask") && !rel.contains("conformance") && code.contains("println!(") && !text.contains("allow(clippy::print_stdout)") {
-                problems.push(format!("{rel}:{}: println! in library code (use tracing)", n + 1));
+            if in_src
+                && !rel.starts_with("xtask")
+                && !rel.contains("conformance")
+                && code.contains("println!(")
+                && !text.contains("allow(clippy::print_stdout)")
+            {
+                problems.push(format!(
+                    "{rel}:{}: println! in library code (use tracing)",
+                    n + 1
+                ));
             }
         }
     }
@@ -56,11 +74,18 @@ pub fn check(root: &Path) -> Result<(), Vec<String>> {
         let manifest = c.path().join("Cargo.toml");
         match std::fs::read_to_string(&manifest) {
             Ok(m) if m.contains("[lints]") && m.contains("workspace = true") => {}
-            Ok(_) => problems.push(format!("{}: missing `[lints] workspace = true`", manifest.display())),
+            Ok(_) => problems.push(format!(
+                "{}: missing `[lints] workspace = true`",
+                manifest.display()
+            )),
             Err(e) => problems.push(format!("{}: {e}", manifest.display())),
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -78,11 +103,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dynreg-tidy-{}", std::process::id()));
         let src = dir.join("crates/x/src");
         std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(dir.join("crates/x/Cargo.toml"), "[lints]\nworkspace = true\n").unwrap();
+        std::fs::write(
+            dir.join("crates/x/Cargo.toml"),
+            "[lints]\nworkspace = true\n",
+        )
+        .unwrap();
         std::fs::write(src.join("lib.rs"), concat!("fn f() { todo", "!() }\n")).unwrap();
         let problems = super::check(&dir).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(problems.iter().any(|p| p.contains("//!")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains(concat!("todo", "!("))), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains(concat!("todo", "!("))),
+            "{problems:?}"
+        );
     }
 }

@@ -31,33 +31,64 @@ async fn main() -> anyhow::Result<()> {
         .register_with(
             "support-bot",
             Arc::new(support),
-            RegisterOptions::default().metadata(json!({"team": "support"}).as_object().cloned().unwrap_or_default()),
+            RegisterOptions::default().metadata(
+                json!({"team": "support"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
         )
         .await?;
-    println!("registered {} at revision {} (config_hash {}…)", reg.bot_id, reg.revision, &reg.config_hash[..12]);
+    println!(
+        "registered {} at revision {} (config_hash {}…)",
+        reg.bot_id,
+        reg.revision,
+        &reg.config_hash[..12]
+    );
     let sales = registry
-        .register("sales-bot", json!({"llm": {"provider": "anthropic", "model": "claude-3-haiku"}}))
+        .register(
+            "sales-bot",
+            json!({"llm": {"provider": "anthropic", "model": "claude-3-haiku"}}),
+        )
         .await?;
     println!("registered {} at revision {}", sales.bot_id, sales.revision);
 
-    for r in registry.list(&ListQuery::all().sort_by(SortSpec::asc("bot_id"))).await? {
-        println!("  list: {:<12} {:<8} revision {:>4} model {}", r.bot_id, r.status, r.revision, r.config["llm"]["model"]);
+    for r in registry
+        .list(&ListQuery::all().sort_by(SortSpec::asc("bot_id")))
+        .await?
+    {
+        println!(
+            "  list: {:<12} {:<8} revision {:>4} model {}",
+            r.bot_id, r.status, r.revision, r.config["llm"]["model"]
+        );
     }
 
     // An update through compare-and-swap: read the revision, write only if it is unchanged.
-    let current = registry.peek("support-bot").await?.expect("just registered");
+    let current = registry
+        .peek("support-bot")
+        .await?
+        .expect("just registered");
     let mut updated = (*current.config).clone();
     updated["llm"]["model"] = json!(format!("claude-3-opus-r{}", current.revision));
     let after = registry
         .register_with(
             "support-bot",
             Arc::new(updated),
-            RegisterOptions::default().metadata((*current.metadata).clone()).if_revision(current.revision),
+            RegisterOptions::default()
+                .metadata((*current.metadata).clone())
+                .if_revision(current.revision),
         )
         .await?;
-    println!("updated support-bot: revision {} -> {}", current.revision, after.revision);
+    println!(
+        "updated support-bot: revision {} -> {}",
+        current.revision, after.revision
+    );
     match registry
-        .register_with("support-bot", Arc::new(json!({})), RegisterOptions::default().if_revision(current.revision))
+        .register_with(
+            "support-bot",
+            Arc::new(json!({})),
+            RegisterOptions::default().if_revision(current.revision),
+        )
         .await
     {
         Err(e @ RegistryError::Conflict { .. }) => println!("a stale writer is refused: {e}"),
@@ -65,19 +96,31 @@ async fn main() -> anyhow::Result<()> {
     }
 
     registry.deactivate("sales-bot").await?;
-    println!("deactivated sales-bot; servable config now: {:?}", registry.get_config("sales-bot").await?);
+    println!(
+        "deactivated sales-bot; servable config now: {:?}",
+        registry.get_config("sales-bot").await?
+    );
 
     match registry.changes_since(cursor).await? {
-        ChangeFeed::Changes { changes, current_revision } => {
+        ChangeFeed::Changes {
+            changes,
+            current_revision,
+        } => {
             println!("changes since revision {cursor} (now {current_revision}):");
             for c in changes {
                 match c {
-                    Change::Upsert(r) => println!("  r{:<4} upsert  {} ({})", r.revision, r.bot_id, r.status),
-                    Change::Deleted { bot_id, revision } => println!("  r{revision:<4} deleted {bot_id}"),
+                    Change::Upsert(r) => {
+                        println!("  r{:<4} upsert  {} ({})", r.revision, r.bot_id, r.status)
+                    }
+                    Change::Deleted { bot_id, revision } => {
+                        println!("  r{revision:<4} deleted {bot_id}")
+                    }
                 }
             }
         }
-        ChangeFeed::Expired { current_revision, .. } => println!("cursor expired; relist at {current_revision}"),
+        ChangeFeed::Expired {
+            current_revision, ..
+        } => println!("cursor expired; relist at {current_revision}"),
     }
     println!("active bots: {:?}", registry.list_ids().await?);
     registry.close().await?;

@@ -20,7 +20,11 @@ fn cfg(i: usize) -> Value {
 }
 
 fn rate(n: usize, d: Duration) -> String {
-    format!("{:>12.0} ops/s ({:.2} µs/op)", n as f64 / d.as_secs_f64(), d.as_secs_f64() * 1e6 / n as f64)
+    format!(
+        "{:>12.0} ops/s ({:.2} µs/op)",
+        n as f64 / d.as_secs_f64(),
+        d.as_secs_f64() * 1e6 / n as f64
+    )
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -52,18 +56,29 @@ async fn run(name: &str, b: Arc<dyn RegistryBackend>, reads: usize, writers: usi
     for i in 0..N {
         b.register(&format!("bot-{i:06}"), cfg(i)).await.unwrap();
     }
-    println!("{name:<9} register (insert, N={N}, 1 client)     {}", rate(N, t.elapsed()));
+    println!(
+        "{name:<9} register (insert, N={N}, 1 client)     {}",
+        rate(N, t.elapsed())
+    );
     let t = Instant::now();
     for i in 0..N {
-        b.register(&format!("bot-{i:06}"), cfg(i + 1)).await.unwrap();
+        b.register(&format!("bot-{i:06}"), cfg(i + 1))
+            .await
+            .unwrap();
     }
-    println!("{name:<9} register (update, N={N}, 1 client)     {}", rate(N, t.elapsed()));
+    println!(
+        "{name:<9} register (update, N={N}, 1 client)     {}",
+        rate(N, t.elapsed())
+    );
     let t = Instant::now();
     for k in 0..reads {
         let id = format!("bot-{:06}", (k * 7919) % N);
         assert!(b.get_config(&id).await.unwrap().is_some());
     }
-    println!("{name:<9} get_config (N={N}, 1 client)           {}", rate(reads, t.elapsed()));
+    println!(
+        "{name:<9} get_config (N={N}, 1 client)           {}",
+        rate(reads, t.elapsed())
+    );
     let t = Instant::now();
     let tasks: Vec<_> = (0..2)
         .map(|w| {
@@ -79,14 +94,20 @@ async fn run(name: &str, b: Arc<dyn RegistryBackend>, reads: usize, writers: usi
     for task in tasks {
         task.await.unwrap();
     }
-    println!("{name:<9} get_config (N={N}, 2 tasks)            {}", rate(reads, t.elapsed()));
+    println!(
+        "{name:<9} get_config (N={N}, 2 tasks)            {}",
+        rate(reads, t.elapsed())
+    );
     let mut times = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
         assert_eq!(b.list_active().await.unwrap().len(), N);
         times.push(t.elapsed());
     }
-    println!("{name:<9} list_active (N={N})                    {:>9.2} ms (median of 7)", median(times).as_secs_f64() * 1e3);
+    println!(
+        "{name:<9} list_active (N={N})                    {:>9.2} ms (median of 7)",
+        median(times).as_secs_f64() * 1e3
+    );
 
     fill(&b, N, BIG_N, writers).await;
     let cursor = b.current_revision().await.unwrap();
@@ -96,12 +117,20 @@ async fn run(name: &str, b: Arc<dyn RegistryBackend>, reads: usize, writers: usi
         let t = Instant::now();
         let feed = b.changes_since(cursor).await.unwrap();
         times.push(t.elapsed());
-        assert!(matches!(feed, dynreg_registry_core::ChangeFeed::Changes { ref changes, .. } if changes.len() == 1));
+        assert!(
+            matches!(feed, dynreg_registry_core::ChangeFeed::Changes { ref changes, .. } if changes.len() == 1)
+        );
     }
-    println!("{name:<9} changes_since, 1 change (N={BIG_N})     {:>9.3} ms (median of 21)", median(times).as_secs_f64() * 1e3);
+    println!(
+        "{name:<9} changes_since, 1 change (N={BIG_N})     {:>9.3} ms (median of 21)",
+        median(times).as_secs_f64() * 1e3
+    );
     let t = Instant::now();
     let n = b.count().await.unwrap();
-    println!("{name:<9} count (N={n})                         {:>9.3} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "{name:<9} count (N={n})                         {:>9.3} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     b.clear().await.unwrap();
     b.close().await.unwrap();
 }

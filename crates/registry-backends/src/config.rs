@@ -64,15 +64,12 @@ impl<'a> BackendConfig<'a> {
     pub fn u64(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| self.invalid(key, format!("expected a non-negative integer, got {n}"))),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| self.invalid(key, format!("expected a non-negative integer, got {s:?}"))),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                self.invalid(key, format!("expected a non-negative integer, got {n}"))
+            }),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+                self.invalid(key, format!("expected a non-negative integer, got {s:?}"))
+            }),
             Some(other) => Err(self.invalid(key, format!("expected an integer, got {other}"))),
         }
     }
@@ -111,9 +108,7 @@ pub fn validate_identifier(name: &str) -> std::result::Result<(), String> {
     let ok_first = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !ok_first
-        || name.len() > 48
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    if !ok_first || name.len() > 48 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
         return Err(format!(
             "{name:?} is not a valid identifier: use 1-48 ASCII letters, digits and underscores, not starting with a digit"
@@ -137,12 +132,18 @@ mod tests {
     fn identifiers_and_typed_values() {
         let v = json!({"table": "bots; DROP TABLE x", "n": "12", "b": "yes", "bad": [1]});
         let c = BackendConfig::new("sqlite", &v).unwrap();
-        let err = c.identifier("table", "registrations").unwrap_err().to_string();
+        let err = c
+            .identifier("table", "registrations")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("table") && err.contains("sqlite"), "{err}");
         assert_eq!(c.u64("n").unwrap(), Some(12));
         assert_eq!(c.bool("b").unwrap(), Some(true));
         assert!(c.str("bad").unwrap_err().to_string().contains("\"bad\""));
-        assert_eq!(c.identifier("missing", "registrations").unwrap(), "registrations");
+        assert_eq!(
+            c.identifier("missing", "registrations").unwrap(),
+            "registrations"
+        );
         assert!(validate_identifier("1abc").is_err());
         assert!(validate_identifier("").is_err());
         assert!(validate_identifier("bot_configs").is_ok());

@@ -65,15 +65,24 @@ mod tests {
 
     #[test]
     fn unknown_kind_names_itself_and_the_supported_ones() {
-        let err = create_registry_backend("mongo", &Value::Null).unwrap_err().to_string();
+        let err = create_registry_backend("mongo", &Value::Null)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"mongo\"") && err.contains("sqlite"), "{err}");
-        assert_eq!(create_registry_backend("MEMORY", &Value::Null).unwrap().kind(), "memory");
+        assert_eq!(
+            create_registry_backend("MEMORY", &Value::Null)
+                .unwrap()
+                .kind(),
+            "memory"
+        );
     }
 
     #[cfg(not(feature = "s3"))]
     #[test]
     fn compiled_out_kind_names_the_feature() {
-        let err = create_registry_backend("s3", &Value::Null).unwrap_err().to_string();
+        let err = create_registry_backend("s3", &Value::Null)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`s3`") && err.contains("\"s3\""), "{err}");
     }
 }

@@ -22,6 +22,8 @@ mod rows;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod touch;
 
+#[cfg(any(feature = "file", feature = "s3"))]
+mod doc_name;
 #[cfg(feature = "file")]
 mod file;
 #[cfg(feature = "postgres")]

@@ -25,8 +25,7 @@ use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_columns, merge_cha
 use crate::touch::TouchBuffer;
 
 const KIND: &str = "postgres";
-const COLUMNS: &str =
-    "bot_id, config, status, metadata, created_at, updated_at, last_accessed_at, revision, config_hash";
+const COLUMNS: &str = "bot_id, config, status, metadata, created_at, updated_at, last_accessed_at, revision, config_hash";
 
 /// The statements of one table, built once from the validated table name.
 #[derive(Debug)]
@@ -135,14 +134,21 @@ impl PostgresBackend {
     /// connection and creates the schema.
     pub fn from_config(config: &Value) -> Result<Self> {
         let c = BackendConfig::new(KIND, config)?;
-        let url = c.str("url")?.or(c.str("connection_string")?).or(c.str("dsn")?);
+        let url = c
+            .str("url")?
+            .or(c.str("connection_string")?)
+            .or(c.str("dsn")?);
         let mut opts = match &url {
-            Some(u) => PgConnectOptions::from_str(u).map_err(|e| RegistryError::InvalidBackendConfig {
-                backend: KIND,
-                key: "url".into(),
-                reason: e.to_string(),
-            })?,
-            None => PgConnectOptions::new_without_pgpass().host("localhost").port(5432),
+            Some(u) => {
+                PgConnectOptions::from_str(u).map_err(|e| RegistryError::InvalidBackendConfig {
+                    backend: KIND,
+                    key: "url".into(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => PgConnectOptions::new_without_pgpass()
+                .host("localhost")
+                .port(5432),
         };
         if let Some(h) = c.str("host")? {
             opts = opts.host(&h);
@@ -181,10 +187,13 @@ impl PostgresBackend {
             sql: Sql::new(&table),
             table,
             touches: TouchBuffer::new(
-                c.millis("touch_resolution_ms")?.unwrap_or(DEFAULT_TOUCH_RESOLUTION),
+                c.millis("touch_resolution_ms")?
+                    .unwrap_or(DEFAULT_TOUCH_RESOLUTION),
             ),
             parsed: ParsedConfigs::new(),
-            tombstone_retention: c.u64("tombstone_retention")?.unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
+            tombstone_retention: c
+                .u64("tombstone_retention")?
+                .unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
         })
     }
 
@@ -231,8 +240,15 @@ impl PostgresBackend {
     }
 
     /// Begins a write: locks the state row and returns the transaction and current revision.
-    async fn begin_write(&self, bot_id: Option<&str>) -> Result<(Transaction<'static, Postgres>, u64)> {
-        let mut tx = self.pool.begin().await.map_err(db_err("begin write", bot_id))?;
+    async fn begin_write(
+        &self,
+        bot_id: Option<&str>,
+    ) -> Result<(Transaction<'static, Postgres>, u64)> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_err("begin write", bot_id))?;
         let rev: i64 = sqlx::query_scalar(q(&self.sql.lock_state))
             .fetch_one(&mut *tx)
             .await
@@ -240,7 +256,11 @@ impl PostgresBackend {
         Ok((tx, rev as u64))
     }
 
-    async fn upsert(&self, tx: &mut Transaction<'static, Postgres>, reg: &Registration) -> Result<()> {
+    async fn upsert(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        reg: &Registration,
+    ) -> Result<()> {
         let (config, metadata) = json_columns(reg);
         sqlx::query(q(&self.sql.upsert))
             .bind(&reg.bot_id)
@@ -258,14 +278,19 @@ impl PostgresBackend {
         Ok(())
     }
 
-    async fn delete(&self, tx: &mut Transaction<'static, Postgres>, bot_id: &str, revision: u64) -> Result<bool> {
+    async fn delete(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        bot_id: &str,
+        revision: u64,
+    ) -> Result<bool> {
         let done = sqlx::query(q(&self.sql.delete))
             .bind(bot_id)
             .bind(revision as i64)
             .execute(&mut **tx)
             .await
             .map_err(db_err("delete", Some(bot_id)))?;
-        if done.rows_affected() > 0 && revision % 64 == 0 {
+        if done.rows_affected() > 0 && revision.is_multiple_of(64) {
             sqlx::query(q(&self.sql.compact))
                 .bind(self.tombstone_retention as i64)
                 .execute(&mut **tx)
@@ -318,7 +343,9 @@ impl RegistryBackend for PostgresBackend {
                  revision BIGINT NOT NULL, config_hash TEXT NOT NULL)"
             ),
             format!("CREATE UNIQUE INDEX IF NOT EXISTS \"{t}_by_revision\" ON \"{t}\" (revision)"),
-            format!("CREATE INDEX IF NOT EXISTS \"{t}_by_status\" ON \"{t}\" (status, bot_id COLLATE \"C\")"),
+            format!(
+                "CREATE INDEX IF NOT EXISTS \"{t}_by_status\" ON \"{t}\" (status, bot_id COLLATE \"C\")"
+            ),
             format!(
                 "CREATE TABLE IF NOT EXISTS \"{t}_tombstones\" (revision BIGINT PRIMARY KEY, bot_id TEXT NOT NULL UNIQUE)"
             ),
@@ -326,7 +353,9 @@ impl RegistryBackend for PostgresBackend {
                 "CREATE TABLE IF NOT EXISTS \"{t}_state\" (id INT PRIMARY KEY CHECK (id = 1),
                  revision BIGINT NOT NULL, horizon BIGINT NOT NULL)"
             ),
-            format!("INSERT INTO \"{t}_state\" (id, revision, horizon) VALUES (1, 0, 0) ON CONFLICT DO NOTHING"),
+            format!(
+                "INSERT INTO \"{t}_state\" (id, revision, horizon) VALUES (1, 0, 0) ON CONFLICT DO NOTHING"
+            ),
         ] {
             sqlx::query(AssertSqlSafe(ddl))
                 .execute(&mut *tx)
@@ -357,7 +386,8 @@ impl RegistryBackend for PostgresBackend {
         options
             .condition
             .check(bot_id, current.as_ref().map(|c| c.revision))?;
-        let Some(reg) = plan_register(bot_id, config, &options, current.as_ref(), revision + 1) else {
+        let Some(reg) = plan_register(bot_id, config, &options, current.as_ref(), revision + 1)
+        else {
             return Ok(current.expect("no-op plans only exist for present ids"));
         };
         self.upsert(&mut tx, &reg).await?;
@@ -371,7 +401,10 @@ impl RegistryBackend for PostgresBackend {
             return Ok(None);
         };
         let t = now();
-        if let Some(batch) = self.touches.touch(bot_id, micros(&reg.last_accessed_at), micros(&t)) {
+        if let Some(batch) = self
+            .touches
+            .touch(bot_id, micros(&reg.last_accessed_at), micros(&t))
+        {
             self.write_touches(batch).await?;
         }
         reg.last_accessed_at = t;
@@ -417,19 +450,29 @@ impl RegistryBackend for PostgresBackend {
         let pushdown =
             query.sort.is_empty() && query.filter_metadata.as_ref().is_none_or(Map::is_empty);
         let (limit, offset) = if pushdown {
-            (query.limit.map(|l| l as i64), query.offset.unwrap_or(0) as i64)
+            (
+                query.limit.map(|l| l as i64),
+                query.offset.unwrap_or(0) as i64,
+            )
         } else {
             (None, 0)
         };
         let rows = match &query.status {
-            Some(s) => sqlx::query(q(&self.sql.list_status)).bind(limit).bind(offset).bind(s.as_str()),
+            Some(s) => sqlx::query(q(&self.sql.list_status))
+                .bind(limit)
+                .bind(offset)
+                .bind(s.as_str()),
             None => sqlx::query(q(&self.sql.list)).bind(limit).bind(offset),
         }
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("list", None))?;
         let regs = self.decode(rows, "list")?;
-        if pushdown { Ok(regs) } else { query.apply(regs) }
+        if pushdown {
+            Ok(regs)
+        } else {
+            query.apply(regs)
+        }
     }
 
     async fn count_where(
@@ -456,7 +499,11 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn changes_since(&self, revision: u64) -> Result<ChangeFeed> {
-        let mut tx = self.pool.begin().await.map_err(db_err("begin read", None))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_err("begin read", None))?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await
@@ -502,7 +549,10 @@ impl RegistryBackend for PostgresBackend {
         Ok(ChangeFeed::Changes {
             changes: merge_changes(
                 regs,
-                tombstones.into_iter().map(|(r, id)| (r as u64, id)).collect(),
+                tombstones
+                    .into_iter()
+                    .map(|(r, id)| (r as u64, id))
+                    .collect(),
             ),
             current_revision: current,
         })

@@ -28,7 +28,11 @@ pub(crate) fn from_micros(m: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(m).unwrap_or_default()
 }
 
-pub(crate) fn corrupt(backend: &'static str, location: String, reason: impl ToString) -> RegistryError {
+pub(crate) fn corrupt(
+    backend: &'static str,
+    location: String,
+    reason: impl ToString,
+) -> RegistryError {
     RegistryError::Corrupt {
         backend,
         location,
@@ -80,7 +84,10 @@ pub(crate) fn json_columns(reg: &Registration) -> (String, String) {
 }
 
 /// Merges live rows (already ordered by revision) and tombstones into one ordered feed.
-pub(crate) fn merge_changes(rows: Vec<Registration>, tombstones: Vec<(u64, String)>) -> Vec<Change> {
+pub(crate) fn merge_changes(
+    rows: Vec<Registration>,
+    tombstones: Vec<(u64, String)>,
+) -> Vec<Change> {
     let mut changes: Vec<Change> = rows
         .into_iter()
         .map(Change::Upsert)

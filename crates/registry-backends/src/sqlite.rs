@@ -18,15 +18,12 @@ use dynreg_registry_core::{
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
-use crate::config::{
-    BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION,
-};
+use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION};
 use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_columns, merge_changes, micros};
 use crate::touch::TouchBuffer;
 
 const KIND: &str = "sqlite";
-const COLUMNS: &str =
-    "bot_id, config, status, metadata, created_at, updated_at, last_accessed_at, revision, config_hash";
+const COLUMNS: &str = "bot_id, config, status, metadata, created_at, updated_at, last_accessed_at, revision, config_hash";
 
 /// A registry in one SQLite database file.
 pub struct SqliteBackend {
@@ -40,7 +37,11 @@ pub struct SqliteBackend {
 
 impl std::fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SqliteBackend(path={:?}, table={})", self.path, self.table)
+        write!(
+            f,
+            "SqliteBackend(path={:?}, table={})",
+            self.path, self.table
+        )
     }
 }
 
@@ -74,10 +75,13 @@ impl SqliteBackend {
             path: PathBuf::from(path),
             table: c.identifier("table", "registrations")?,
             touches: TouchBuffer::new(
-                c.millis("touch_resolution_ms")?.unwrap_or(DEFAULT_TOUCH_RESOLUTION),
+                c.millis("touch_resolution_ms")?
+                    .unwrap_or(DEFAULT_TOUCH_RESOLUTION),
             ),
             parsed: ParsedConfigs::new(),
-            tombstone_retention: c.u64("tombstone_retention")?.unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
+            tombstone_retention: c
+                .u64("tombstone_retention")?
+                .unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
             conn: Mutex::new(None),
         })
     }
@@ -90,10 +94,12 @@ impl SqliteBackend {
 
     /// Sets the table name (validated as an identifier).
     pub fn with_table(mut self, table: &str) -> Result<Self> {
-        crate::validate_identifier(table).map_err(|reason| RegistryError::InvalidBackendConfig {
-            backend: KIND,
-            key: "table".into(),
-            reason,
+        crate::validate_identifier(table).map_err(|reason| {
+            RegistryError::InvalidBackendConfig {
+                backend: KIND,
+                key: "table".into(),
+                reason,
+            }
         })?;
         self.table = table.to_owned();
         Ok(self)
@@ -146,9 +152,15 @@ impl SqliteBackend {
 
     fn state(&self, conn: &Connection) -> Result<(u64, u64)> {
         let t = &self.table;
-        conn.prepare_cached(&format!("SELECT revision, horizon FROM \"{t}_state\" WHERE id = 1"))
-            .and_then(|mut s| s.query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))))
-            .map_err(db_err("read state", None))
+        conn.prepare_cached(&format!(
+            "SELECT revision, horizon FROM \"{t}_state\" WHERE id = 1"
+        ))
+        .and_then(|mut s| {
+            s.query_row([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+        })
+        .map_err(db_err("read state", None))
     }
 
     fn bump(&self, tx: &Transaction<'_>) -> Result<u64> {
@@ -204,7 +216,7 @@ impl SqliteBackend {
         ))
         .and_then(|mut s| s.execute(params![rev as i64, bot_id]))
         .map_err(db_err("delete", Some(bot_id)))?;
-        if rev % 64 == 0 {
+        if rev.is_multiple_of(64) {
             self.compact(tx)?;
         }
         Ok(true)
@@ -224,14 +236,17 @@ impl SqliteBackend {
             .optional()
             .map_err(db_err("compact tombstones", None))?;
         if let Some(cutoff) = cutoff {
-            tx.execute(&format!("DELETE FROM \"{t}_tombstones\" WHERE revision <= ?1"), [cutoff])
-                .and_then(|_| {
-                    tx.execute(
-                        &format!("UPDATE \"{t}_state\" SET horizon = max(horizon, ?1) WHERE id = 1"),
-                        [cutoff],
-                    )
-                })
-                .map_err(db_err("compact tombstones", None))?;
+            tx.execute(
+                &format!("DELETE FROM \"{t}_tombstones\" WHERE revision <= ?1"),
+                [cutoff],
+            )
+            .and_then(|_| {
+                tx.execute(
+                    &format!("UPDATE \"{t}_state\" SET horizon = max(horizon, ?1) WHERE id = 1"),
+                    [cutoff],
+                )
+            })
+            .map_err(db_err("compact tombstones", None))?;
         }
         Ok(())
     }
@@ -257,7 +272,11 @@ impl SqliteBackend {
         })
     }
 
-    fn write_tx<'c>(&self, conn: &'c mut Connection, bot_id: Option<&str>) -> Result<Transaction<'c>> {
+    fn write_tx<'c>(
+        &self,
+        conn: &'c mut Connection,
+        bot_id: Option<&str>,
+    ) -> Result<Transaction<'c>> {
         conn.transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err("begin write", bot_id))
     }
@@ -280,7 +299,12 @@ impl RegistryBackend for SqliteBackend {
         }
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                RegistryError::storage(KIND, "create directory", None, format!("{}: {e}", dir.display()))
+                RegistryError::storage(
+                    KIND,
+                    "create directory",
+                    None,
+                    format!("{}: {e}", dir.display()),
+                )
             })?;
         }
         let conn = Connection::open(&self.path).map_err(|e| {
@@ -318,7 +342,8 @@ impl RegistryBackend for SqliteBackend {
             self.with_conn(|conn| self.write_touches(conn, pending))?;
         }
         if let Some(conn) = self.lock().take() {
-            conn.close().map_err(|(_, e)| RegistryError::storage(KIND, "close", None, e))?;
+            conn.close()
+                .map_err(|(_, e)| RegistryError::storage(KIND, "close", None, e))?;
         }
         Ok(())
     }
@@ -337,7 +362,8 @@ impl RegistryBackend for SqliteBackend {
                 .condition
                 .check(bot_id, current.as_ref().map(|c| c.revision))?;
             let (revision, _) = self.state(&tx)?;
-            let Some(mut reg) = plan_register(bot_id, config, &options, current.as_ref(), revision + 1)
+            let Some(mut reg) =
+                plan_register(bot_id, config, &options, current.as_ref(), revision + 1)
             else {
                 return Ok(current.expect("no-op plans only exist for present ids"));
             };
@@ -355,7 +381,10 @@ impl RegistryBackend for SqliteBackend {
                 return Ok(None);
             };
             let t = now();
-            if let Some(batch) = self.touches.touch(bot_id, micros(&reg.last_accessed_at), micros(&t)) {
+            if let Some(batch) =
+                self.touches
+                    .touch(bot_id, micros(&reg.last_accessed_at), micros(&t))
+            {
                 self.write_touches(conn, batch)?;
             }
             reg.last_accessed_at = t;
@@ -404,8 +433,8 @@ impl RegistryBackend for SqliteBackend {
     async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
         query.validate()?;
         // Without a metadata filter or sort, the database pages by bot_id itself.
-        let pushdown = query.sort.is_empty()
-            && query.filter_metadata.as_ref().is_none_or(Map::is_empty);
+        let pushdown =
+            query.sort.is_empty() && query.filter_metadata.as_ref().is_none_or(Map::is_empty);
         self.with_conn(|conn| {
             let t = &self.table;
             let mut sql = format!("SELECT {COLUMNS} FROM \"{t}\"");
@@ -433,7 +462,11 @@ impl RegistryBackend for SqliteBackend {
                 .into_iter()
                 .map(|r| r.into_registration(KIND, &location, &self.parsed))
                 .collect::<Result<Vec<_>>>()?;
-            if pushdown { Ok(regs) } else { query.apply(regs) }
+            if pushdown {
+                Ok(regs)
+            } else {
+                query.apply(regs)
+            }
         })
     }
 
@@ -492,8 +525,10 @@ impl RegistryBackend for SqliteBackend {
                     "SELECT revision, bot_id FROM \"{t}_tombstones\" WHERE revision > ?1"
                 ))
                 .and_then(|mut s| {
-                    s.query_map([revision as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
-                        .collect()
+                    s.query_map([revision as i64], |r| {
+                        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                    })?
+                    .collect()
                 })
                 .map_err(db_err("read changes", None))?;
             let regs = rows

@@ -37,9 +37,19 @@ impl TouchBuffer {
 
     /// Records a touch of `bot_id` at `micros` if the stored value is a resolution older;
     /// returns the batch to write when a flush is due (the caller writes it).
-    pub fn touch(&self, bot_id: &str, stored_micros: i64, micros: i64) -> Option<Vec<(String, i64)>> {
+    pub fn touch(
+        &self,
+        bot_id: &str,
+        stored_micros: i64,
+        micros: i64,
+    ) -> Option<Vec<(String, i64)>> {
         let mut s = self.lock();
-        let known = s.pending.get(bot_id).copied().unwrap_or(stored_micros).max(stored_micros);
+        let known = s
+            .pending
+            .get(bot_id)
+            .copied()
+            .unwrap_or(stored_micros)
+            .max(stored_micros);
         if micros.saturating_sub(known) as u128 >= self.resolution.as_micros() {
             s.pending.insert(bot_id.to_owned(), micros);
         }
@@ -78,9 +88,15 @@ mod tests {
     #[test]
     fn touches_are_throttled_and_batched() {
         let b = TouchBuffer::new(Duration::from_millis(30));
-        assert!(b.touch("a", 0, 10).is_none(), "too recent to record (10 µs < 30 ms)");
+        assert!(
+            b.touch("a", 0, 10).is_none(),
+            "too recent to record (10 µs < 30 ms)"
+        );
         assert!(b.pending("a").is_none());
-        assert!(b.touch("a", 0, 40_000).is_none(), "recorded, flush not yet due");
+        assert!(
+            b.touch("a", 0, 40_000).is_none(),
+            "recorded, flush not yet due"
+        );
         assert_eq!(b.pending("a"), Some(40_000));
         std::thread::sleep(Duration::from_millis(35));
         let batch = b.touch("b", 0, 50_000).expect("flush due");

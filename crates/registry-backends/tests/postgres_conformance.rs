@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_backends::PostgresBackend;
-use dynreg_registry_core::conformance::{Harness, skipped};
 use dynreg_registry_core::RegistryBackend;
+use dynreg_registry_core::conformance::{Harness, skipped};
 use serde_json::json;
 
 const VAR: &str = "DYNREG_TEST_POSTGRES_URL";

@@ -42,14 +42,21 @@ dynreg_registry_core::registry_conformance_tests!(harness());
 async fn factory_builds_sqlite_and_rejects_injected_table_names() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/reg.sqlite3");
-    let b = create_registry_backend("sqlite", &json!({"path": path, "table": "bot_configs"})).unwrap();
-    assert!(matches!(b.register("x", json!({})).await, Err(RegistryError::NotInitialized { .. })));
+    let b =
+        create_registry_backend("sqlite", &json!({"path": path, "table": "bot_configs"})).unwrap();
+    assert!(matches!(
+        b.register("x", json!({})).await,
+        Err(RegistryError::NotInitialized { .. })
+    ));
     b.initialize().await.unwrap();
     b.register("x", json!({})).await.unwrap();
     assert!(path.exists());
-    let err = create_registry_backend("sqlite", &json!({"path": path, "table": "x\"; DROP TABLE y; --"}))
-        .unwrap_err()
-        .to_string();
+    let err = create_registry_backend(
+        "sqlite",
+        &json!({"path": path, "table": "x\"; DROP TABLE y; --"}),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("\"table\""), "{err}");
 }
 
@@ -66,9 +73,18 @@ async fn compaction_expires_old_cursors() {
     }
     // Compaction runs every 64 revisions; by revision 128 it has happened.
     match b.changes_since(1).await.unwrap() {
-        ChangeFeed::Expired { oldest_available, current_revision, .. } => {
-            assert!(oldest_available > 1 && current_revision == 140, "{oldest_available} {current_revision}");
-            let ChangeFeed::Changes { changes, .. } = b.changes_since(oldest_available).await.unwrap() else {
+        ChangeFeed::Expired {
+            oldest_available,
+            current_revision,
+            ..
+        } => {
+            assert!(
+                oldest_available > 1 && current_revision == 140,
+                "{oldest_available} {current_revision}"
+            );
+            let ChangeFeed::Changes { changes, .. } =
+                b.changes_since(oldest_available).await.unwrap()
+            else {
                 panic!("the horizon itself is answerable")
             };
             assert!(!changes.is_empty());
@@ -85,7 +101,14 @@ async fn corrupt_rows_name_the_database_table_and_bot() {
     b.initialize().await.unwrap();
     b.register("bot", json!({"a": 1})).await.unwrap();
     let raw = rusqlite::Connection::open(&path).unwrap();
-    raw.execute("UPDATE registrations SET config = '{not json' WHERE bot_id = 'bot'", []).unwrap();
+    raw.execute(
+        "UPDATE registrations SET config = '{not json' WHERE bot_id = 'bot'",
+        [],
+    )
+    .unwrap();
     let err = b.peek("bot").await.unwrap_err().to_string();
-    assert!(err.contains("corrupt.sqlite3") && err.contains("\"bot\"") && err.contains("config"), "{err}");
+    assert!(
+        err.contains("corrupt.sqlite3") && err.contains("\"bot\"") && err.contains("config"),
+        "{err}"
+    );
 }

@@ -55,7 +55,9 @@ pub enum RegistryError {
         supported: String,
     },
     /// The kind exists but its cargo feature is not compiled in.
-    #[error("registry backend kind {kind:?} is not compiled in; enable the cargo feature `{feature}`")]
+    #[error(
+        "registry backend kind {kind:?} is not compiled in; enable the cargo feature `{feature}`"
+    )]
     FeatureDisabled {
         /// The kind asked for.
         kind: String,

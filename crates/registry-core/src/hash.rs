@@ -59,8 +59,14 @@ mod tests {
         let a = json!({"b": 1, "a": {"y": [1, 2], "x": "s"}});
         let b = json!({"a": {"x": "s", "y": [1, 2]}, "b": 1});
         assert_eq!(config_hash(&a), config_hash(&b));
-        assert_eq!(canonical_json(&a), br#"{"a":{"x":"s","y":[1,2]},"b":1}"#.to_vec());
-        assert_ne!(config_hash(&a), config_hash(&json!({"b": 2, "a": {"y": [1, 2], "x": "s"}})));
+        assert_eq!(
+            canonical_json(&a),
+            br#"{"a":{"x":"s","y":[1,2]},"b":1}"#.to_vec()
+        );
+        assert_ne!(
+            config_hash(&a),
+            config_hash(&json!({"b": 2, "a": {"y": [1, 2], "x": "s"}}))
+        );
         assert_eq!(config_hash(&a).len(), 64);
     }
 }

@@ -31,7 +31,15 @@ mod tests {
 
     #[test]
     fn rules() {
-        for ok in ["a", "my-bot", "a/b", "..", "x:y.z_1", "日本語", "with space"] {
+        for ok in [
+            "a",
+            "my-bot",
+            "a/b",
+            "..",
+            "x:y.z_1",
+            "日本語",
+            "with space",
+        ] {
             validate_bot_id(ok).unwrap();
         }
         for bad in ["", "a\0b", "a\nb"] {

@@ -62,8 +62,8 @@ pub use id::{MAX_BOT_ID_BYTES, validate_bot_id};
 pub use memory::InMemoryBackend;
 pub use model::{Registration, Status};
 pub use portability::{
-    PortabilityError, PortabilityIssue, has_resource_references, is_portable,
-    portability_issues, validate_portability,
+    PortabilityError, PortabilityIssue, has_resource_references, is_portable, portability_issues,
+    validate_portability,
 };
 pub use query::{ListQuery, SortOrder, SortSpec, compare_json, matches_metadata, paginate};
 pub use time::{format_timestamp, now, parse_timestamp};
@@ -221,9 +221,7 @@ pub fn validate_write(bot_id: &str, config: &Value, options: &RegisterOptions) -
     if status.is_empty() || status.len() > 64 || status.chars().any(char::is_control) {
         return Err(RegistryError::InvalidRegistration {
             bot_id: bot_id.to_owned(),
-            reason: format!(
-                "status {status:?} must be 1 to 64 bytes without control characters"
-            ),
+            reason: format!("status {status:?} must be 1 to 64 bytes without control characters"),
         });
     }
     Ok(())
@@ -253,11 +251,10 @@ pub fn plan_register(
     revision: u64,
 ) -> Option<Registration> {
     let hash = config_hash(&config);
-    if let Some(cur) = current {
-        if cur.config_hash == hash && cur.status == options.status && cur.metadata == options.metadata
-        {
-            return None;
-        }
+    if current.is_some_and(|cur| {
+        cur.config_hash == hash && cur.status == options.status && cur.metadata == options.metadata
+    }) {
+        return None;
     }
     let t = now();
     Some(Registration {

@@ -113,7 +113,8 @@ impl State {
         if let Some(rev) = self.tombstones.remove(&reg.bot_id) {
             self.log.remove(&rev);
         }
-        self.log.insert(reg.revision, LogEntry::Live(reg.bot_id.clone()));
+        self.log
+            .insert(reg.revision, LogEntry::Live(reg.bot_id.clone()));
         let micros = reg.last_accessed_at.timestamp_micros();
         self.rows.insert(
             reg.bot_id.clone(),

@@ -100,7 +100,9 @@ fn walk(value: &Value, path: &mut String, out: &mut Vec<PortabilityIssue>) {
         Value::Object(map) => {
             for (k, v) in map {
                 let len = path.len();
-                if k.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '$') {
+                if k.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '$')
+                {
                     if !path.is_empty() {
                         path.push('.');
                     }
@@ -129,7 +131,11 @@ fn scan(s: &str, path: &str, out: &mut Vec<PortabilityIssue>) {
             continue;
         }
         let issue = PortabilityIssue {
-            path: if path.is_empty() { "$".to_owned() } else { path.to_owned() },
+            path: if path.is_empty() {
+                "$".to_owned()
+            } else {
+                path.to_owned()
+            },
             description,
             matched,
         };
@@ -245,9 +251,9 @@ fn hosts(s: &str, found: &mut Vec<(usize, &'static str, String)>) {
             let token = s[i..j].trim_end_matches('.');
             let parts: Vec<&str> = token.split('.').collect();
             if parts.len() == 4
-                && parts
-                    .iter()
-                    .all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u16>().is_ok_and(|n| n <= 255))
+                && parts.iter().all(|p| {
+                    !p.is_empty() && p.len() <= 3 && p.parse::<u16>().is_ok_and(|n| n <= 255)
+                })
             {
                 if parts[0] == "127" {
                     found.push((i, "localhost IP", token.to_owned()));
@@ -277,7 +283,10 @@ mod tests {
     use serde_json::json;
 
     fn texts(v: Value) -> Vec<String> {
-        portability_issues(&v).into_iter().map(|i| i.to_string()).collect()
+        portability_issues(&v)
+            .into_iter()
+            .map(|i| i.to_string())
+            .collect()
     }
 
     #[test]
@@ -331,7 +340,9 @@ mod tests {
         assert_eq!(issues[0].path, "b");
         assert!(has_resource_references(&cfg));
         assert!(!is_portable(&cfg));
-        assert!(!has_resource_references(&json!({"note": "$resource is a word here"})));
+        assert!(!has_resource_references(
+            &json!({"note": "$resource is a word here"})
+        ));
     }
 
     #[test]

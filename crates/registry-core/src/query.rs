@@ -184,10 +184,8 @@ impl ListQuery {
 
     /// Whether a registration passes the status and metadata filters.
     pub fn matches(&self, reg: &Registration) -> bool {
-        if let Some(status) = &self.status {
-            if &reg.status != status {
-                return false;
-            }
+        if self.status.as_ref().is_some_and(|s| &reg.status != s) {
+            return false;
         }
         matches_metadata(reg, self.filter_metadata.as_ref())
     }
@@ -235,7 +233,12 @@ pub fn matches_metadata(reg: &Registration, filter: Option<&Map<String, Value>>)
     filter.is_none_or(|f| f.iter().all(|(k, v)| reg.metadata.get(k) == Some(v)))
 }
 
-fn compare_field(key: &SortKey<'_>, a: &Registration, b: &Registration, order: SortOrder) -> Ordering {
+fn compare_field(
+    key: &SortKey<'_>,
+    a: &Registration,
+    b: &Registration,
+    order: SortOrder,
+) -> Ordering {
     let ord = match key {
         SortKey::BotId => a.bot_id.cmp(&b.bot_id),
         SortKey::Status => a.status.as_str().cmp(b.status.as_str()),
@@ -248,13 +251,29 @@ fn compare_field(key: &SortKey<'_>, a: &Registration, b: &Registration, order: S
             // Missing (or null) values sort last ascending and first descending, as in the original.
             match (present(va), present(vb)) {
                 (None, None) => Ordering::Equal,
-                (None, Some(_)) => return if order == SortOrder::Asc { Ordering::Greater } else { Ordering::Less },
-                (Some(_), None) => return if order == SortOrder::Asc { Ordering::Less } else { Ordering::Greater },
+                (None, Some(_)) => {
+                    return if order == SortOrder::Asc {
+                        Ordering::Greater
+                    } else {
+                        Ordering::Less
+                    };
+                }
+                (Some(_), None) => {
+                    return if order == SortOrder::Asc {
+                        Ordering::Less
+                    } else {
+                        Ordering::Greater
+                    };
+                }
                 (Some(x), Some(y)) => compare_json(x, y),
             }
         }
     };
-    if order == SortOrder::Desc { ord.reverse() } else { ord }
+    if order == SortOrder::Desc {
+        ord.reverse()
+    } else {
+        ord
+    }
 }
 
 fn present(v: Option<&Value>) -> Option<&Value> {
@@ -277,7 +296,10 @@ pub fn compare_json(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             x.total_cmp(&y)
         }
         (Value::String(x), Value::String(y)) => x.cmp(y),

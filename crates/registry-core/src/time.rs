@@ -35,17 +35,23 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     None
 }
 
-pub(crate) fn serialize_timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_timestamp<S: Serializer>(
+    t: &DateTime<Utc>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_timestamp(t))
 }
 
-pub(crate) fn deserialize_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+pub(crate) fn deserialize_timestamp<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<DateTime<Utc>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
     match s {
         None => Ok(now()),
         Some(s) if s.is_empty() => Ok(now()),
-        Some(s) => parse_timestamp(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}: expected ISO-8601"))),
+        Some(s) => parse_timestamp(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid timestamp {s:?}: expected ISO-8601"))
+        }),
     }
 }
 

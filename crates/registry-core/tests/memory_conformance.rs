@@ -18,7 +18,13 @@ struct MemoryHarness {
 #[async_trait]
 impl Harness for MemoryHarness {
     async fn open(&self, store: &str) -> Arc<dyn RegistryBackend> {
-        let b = self.stores.lock().unwrap().entry(store.to_owned()).or_default().clone();
+        let b = self
+            .stores
+            .lock()
+            .unwrap()
+            .entry(store.to_owned())
+            .or_default()
+            .clone();
         b.initialize().await.unwrap();
         Arc::new(b)
     }
@@ -41,7 +47,9 @@ async fn compacted_tombstones_expire_old_cursors() {
         b.unregister(&format!("b{i}")).await.unwrap();
     }
     match b.changes_since(cursor).await.unwrap() {
-        ChangeFeed::Expired { oldest_available, .. } => assert!(oldest_available > cursor),
+        ChangeFeed::Expired {
+            oldest_available, ..
+        } => assert!(oldest_available > cursor),
         other => panic!("expected Expired, got {other:?}"),
     }
     let ChangeFeed::Changes { changes, .. } = b.changes_since(cursor + 1).await.unwrap() else {

@@ -2,7 +2,7 @@
 //!
 //! Layout under the configured `path`:
 //! - `bots/<name>.json`: one document per bot, the wire JSON of [`Registration::to_json`]
-//!   (names from [`name::doc_name`]: percent-encoded, hashed when too long);
+//!   (names from [`doc_name::doc_name`]: percent-encoded, hashed when too long);
 //! - `_registry/changes.log`: the change log (see [`log`]), whose fsynced line is each write's
 //!   commit point and which gives revisions and `changes_since`;
 //! - `_registry/lock`: the lock file every write transaction holds exclusively.
@@ -14,8 +14,8 @@
 
 mod fsio;
 mod log;
-mod name;
 
+use crate::doc_name;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -139,7 +139,7 @@ struct Txn<'a> {
 
 impl Inner {
     fn doc_path(&self, bot_id: &str) -> PathBuf {
-        self.bots.join(name::doc_name(bot_id))
+        self.bots.join(doc_name::doc_name(bot_id))
     }
 
     fn index(&self) -> MutexGuard<'_, LogIndex> {
@@ -167,7 +167,7 @@ impl Inner {
             let Some(name) = file_name.to_str() else {
                 continue;
             };
-            if !name::is_doc_name(name) {
+            if !doc_name::is_doc_name(name) {
                 continue;
             }
             let path = entry.path();
@@ -178,7 +178,7 @@ impl Inner {
                 Err(e) => return Err(io_error("list", None, &path, e)),
             };
             let reg = parse_doc(&path, &bytes)?;
-            if name::doc_name(&reg.bot_id) != name {
+            if doc_name::doc_name(&reg.bot_id) != name {
                 return Err(corrupt(
                     &path,
                     format!(
@@ -235,7 +235,12 @@ impl Txn<'_> {
                         corrupt(&inner.log_path, format!("revision {rev} has no document"))
                     })?;
                     let bytes = serde_json::to_vec(&value).expect("a JSON value serialises");
-                    write_atomic(&inner.bots, &name::doc_name(&rec.id), &bytes, Some(&rec.id))?;
+                    write_atomic(
+                        &inner.bots,
+                        &doc_name::doc_name(&rec.id),
+                        &bytes,
+                        Some(&rec.id),
+                    )?;
                     tracing::warn!(bot_id = %rec.id, revision = rev, "file registry: finished an interrupted write");
                 }
                 Op::Del if doc.is_some() => {
@@ -296,7 +301,7 @@ impl Txn<'_> {
         self.append(reg.revision, Op::Put, &reg.bot_id, Some(doc))?;
         write_atomic(
             &self.inner.bots,
-            &name::doc_name(&reg.bot_id),
+            &doc_name::doc_name(&reg.bot_id),
             &bytes,
             Some(&reg.bot_id),
         )?;
@@ -450,7 +455,12 @@ impl RegistryBackend for FileBackend {
                 reg.last_accessed_at = now();
                 let bytes =
                     serde_json::to_vec_pretty(&reg.to_json()).expect("a JSON value serialises");
-                write_atomic(&inner.bots, &name::doc_name(&bot_id), &bytes, Some(&bot_id))?;
+                write_atomic(
+                    &inner.bots,
+                    &doc_name::doc_name(&bot_id),
+                    &bytes,
+                    Some(&bot_id),
+                )?;
             }
             Ok(Some(reg))
         })

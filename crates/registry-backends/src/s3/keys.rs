@@ -1,29 +1,13 @@
 //! Object keys of an S3 registry: the validated prefix, one document key per bot id
 //! (injective, bounded length) and the head and log keys.
 //!
-//! Bot ids are percent-encoded (every byte but lowercase ASCII letters, digits, `-` and `_`,
-//! upper-case hex), so `/`, `..`, `%` or `_meta` never leave the `bots/` folder or collide;
-//! an encoding longer than [`MAX_ENCODED`] bytes (S3 keys stop at 1024) becomes `~` and the
-//! SHA-256 of the id. The real id is kept in the document and checked on read.
+//! Document names come from [`crate::doc_name`] (shared with the file backend), so `/`, `..`,
+//! `%` or `_meta` never leave the `bots/` folder or collide. The real id is kept in the
+//! document and checked on read.
 
 use object_store::path::Path;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use sha2::{Digest, Sha256};
 
-/// The longest percent-encoding used as-is; longer ones are hashed.
-const MAX_ENCODED: usize = 200;
-
-const fn encode_set() -> AsciiSet {
-    let mut set = NON_ALPHANUMERIC.remove(b'-').remove(b'_');
-    let mut c = b'A';
-    while c <= b'Z' {
-        set = set.add(c);
-        c += 1;
-    }
-    set
-}
-
-static ENCODE: AsciiSet = encode_set();
+pub(crate) use crate::doc_name::doc_name;
 
 /// The key layout under one prefix.
 #[derive(Debug, Clone)]
@@ -86,16 +70,6 @@ impl Keys {
     /// The revision of a log record key.
     pub(crate) fn log_rev(path: &Path) -> Option<u64> {
         path.filename()?.strip_suffix(".json")?.parse().ok()
-    }
-}
-
-/// The object name of `bot_id`'s document inside `bots/`.
-pub(crate) fn doc_name(bot_id: &str) -> String {
-    let encoded = utf8_percent_encode(bot_id, &ENCODE).to_string();
-    if encoded.len() <= MAX_ENCODED {
-        format!("{encoded}.json")
-    } else {
-        format!("~{}.json", hex::encode(Sha256::digest(bot_id.as_bytes())))
     }
 }
 

@@ -41,7 +41,11 @@ pub async fn register_with_status(h: &dyn Harness) {
     for status in ["inactive", "error", "active"] {
         let id = format!("bot-{status}");
         let reg = b
-            .register_with(&id, Arc::new(cfg(1)), RegisterOptions::default().status(status))
+            .register_with(
+                &id,
+                Arc::new(cfg(1)),
+                RegisterOptions::default().status(status),
+            )
             .await
             .unwrap();
         assert_eq!(reg.status.as_str(), status);
@@ -76,7 +80,10 @@ pub async fn get_touches_and_peek_does_not(h: &dyn Harness) {
     let got = b.get("bot").await.unwrap().unwrap();
     assert!(got.last_accessed_at > reg.last_accessed_at);
     let after = b.peek("bot").await.unwrap().unwrap();
-    assert!(after.last_accessed_at > reg.last_accessed_at, "the touch is stored");
+    assert!(
+        after.last_accessed_at > reg.last_accessed_at,
+        "the touch is stored"
+    );
     assert_eq!(after.updated_at, reg.updated_at, "a touch is not an update");
     assert_eq!(after.revision, reg.revision, "a touch takes no revision");
     assert_eq!(b.current_revision().await.unwrap(), reg.revision);
@@ -90,10 +97,17 @@ pub async fn configs_are_served_only_when_active(h: &dyn Harness) {
     assert!(b.deactivate("bot").await.unwrap());
     assert!(b.get_config("bot").await.unwrap().is_none());
     assert!(b.peek_config("bot").await.unwrap().is_none());
-    assert_eq!(b.get("bot").await.unwrap().unwrap().status, Status::Inactive);
-    b.register_with("err", Arc::new(cfg(2)), RegisterOptions::default().status("error"))
-        .await
-        .unwrap();
+    assert_eq!(
+        b.get("bot").await.unwrap().unwrap().status,
+        Status::Inactive
+    );
+    b.register_with(
+        "err",
+        Arc::new(cfg(2)),
+        RegisterOptions::default().status("error"),
+    )
+    .await
+    .unwrap();
     assert!(b.peek_config("err").await.unwrap().is_none());
 }
 
@@ -118,7 +132,10 @@ pub async fn unregister_is_a_hard_delete(h: &dyn Harness) {
     assert!(!b.unregister("never").await.unwrap());
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let again = b.register("bot", cfg(1)).await.unwrap();
-    assert!(again.created_at > first.created_at, "re-created ids get a fresh created_at");
+    assert!(
+        again.created_at > first.created_at,
+        "re-created ids get a fresh created_at"
+    );
 }
 
 /// `deactivate` sets inactive, keeps config and metadata, is idempotent, false when missing.
@@ -126,7 +143,11 @@ pub async fn deactivate_is_a_soft_delete(h: &dyn Harness) {
     let b = fresh(h, "deactivate").await;
     let meta: Map<String, Value> = json!({"team": "a"}).as_object().unwrap().clone();
     let reg = b
-        .register_with("bot", Arc::new(cfg(1)), RegisterOptions::default().metadata(meta.clone()))
+        .register_with(
+            "bot",
+            Arc::new(cfg(1)),
+            RegisterOptions::default().metadata(meta.clone()),
+        )
         .await
         .unwrap();
     assert!(b.deactivate("bot").await.unwrap());
@@ -136,8 +157,15 @@ pub async fn deactivate_is_a_soft_delete(h: &dyn Harness) {
     assert_eq!(*d.config, cfg(1));
     assert!(d.updated_at >= reg.updated_at);
     assert!(d.revision > reg.revision);
-    assert!(b.deactivate("bot").await.unwrap(), "deactivating twice still reports true");
-    assert_eq!(b.peek("bot").await.unwrap().unwrap().revision, d.revision, "and changes nothing");
+    assert!(
+        b.deactivate("bot").await.unwrap(),
+        "deactivating twice still reports true"
+    );
+    assert_eq!(
+        b.peek("bot").await.unwrap().unwrap().revision,
+        d.revision,
+        "and changes nothing"
+    );
     assert!(!b.deactivate("missing").await.unwrap());
 }
 
@@ -158,9 +186,13 @@ pub async fn clear_removes_everything(h: &dyn Harness) {
 pub async fn metadata_is_stored_copied_and_replaced(h: &dyn Harness) {
     let b = fresh(h, "metadata").await;
     let mut meta: Map<String, Value> = json!({"team": "a", "tier": 1}).as_object().unwrap().clone();
-    b.register_with("bot", Arc::new(cfg(1)), RegisterOptions::default().metadata(meta.clone()))
-        .await
-        .unwrap();
+    b.register_with(
+        "bot",
+        Arc::new(cfg(1)),
+        RegisterOptions::default().metadata(meta.clone()),
+    )
+    .await
+    .unwrap();
     meta.insert("team".into(), json!("mutated"));
     let got = b.peek("bot").await.unwrap().unwrap();
     assert_eq!(got.metadata.get("team"), Some(&json!("a")));
@@ -174,7 +206,10 @@ pub async fn metadata_is_stored_copied_and_replaced(h: &dyn Harness) {
     let got = b.peek("bot").await.unwrap().unwrap();
     assert_eq!(*got.metadata, *json!({"other": true}).as_object().unwrap());
     b.register("bot", cfg(1)).await.unwrap();
-    assert!(b.peek("bot").await.unwrap().unwrap().metadata.is_empty(), "omitted metadata clears");
+    assert!(
+        b.peek("bot").await.unwrap().unwrap().metadata.is_empty(),
+        "omitted metadata clears"
+    );
 }
 
 /// Re-registering a deactivated id with status active reactivates it.
@@ -191,15 +226,36 @@ pub async fn reactivate_by_registering(h: &dyn Harness) {
 pub async fn special_character_ids_round_trip(h: &dyn Harness) {
     let b = fresh(h, "special_ids").await;
     let ids = [
-        "with-dash", "with_underscore", "with.dot", "with:colon", "a/b", "..", ".", "a/../b",
-        "../escape", "%2F", "%252F", "with space", "q?x=1#f", "back\\slash", "日本語-bot",
-        "UPPER", "upper", "_meta", "~tilde", "a.json",
+        "with-dash",
+        "with_underscore",
+        "with.dot",
+        "with:colon",
+        "a/b",
+        "..",
+        ".",
+        "a/../b",
+        "../escape",
+        "%2F",
+        "%252F",
+        "with space",
+        "q?x=1#f",
+        "back\\slash",
+        "日本語-bot",
+        "UPPER",
+        "upper",
+        "_meta",
+        "~tilde",
+        "a.json",
     ];
     for (i, id) in ids.iter().enumerate() {
         b.register(id, cfg(i as i64)).await.unwrap();
     }
     for (i, id) in ids.iter().enumerate() {
-        let got = b.peek(id).await.unwrap().unwrap_or_else(|| panic!("{id:?} not found"));
+        let got = b
+            .peek(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id:?} not found"));
         assert_eq!(got.bot_id, *id);
         assert_eq!(*got.config, cfg(i as i64), "{id:?}");
     }
@@ -221,11 +277,26 @@ pub async fn hostile_ids_are_rejected_and_store_nothing(h: &dyn Harness) {
     let max = "y".repeat(MAX_BOT_ID_BYTES);
     for bad in ["", "nul\0byte", "new\nline", long.as_str()] {
         let err = b.register(bad, cfg(1)).await.unwrap_err();
-        assert!(matches!(err, RegistryError::InvalidId { .. }), "{bad:?}: {err}");
-        assert!(matches!(b.get(bad).await, Err(RegistryError::InvalidId { .. })));
-        assert!(matches!(b.peek(bad).await, Err(RegistryError::InvalidId { .. })));
-        assert!(matches!(b.deactivate(bad).await, Err(RegistryError::InvalidId { .. })));
-        assert!(matches!(b.unregister(bad).await, Err(RegistryError::InvalidId { .. })));
+        assert!(
+            matches!(err, RegistryError::InvalidId { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(matches!(
+            b.get(bad).await,
+            Err(RegistryError::InvalidId { .. })
+        ));
+        assert!(matches!(
+            b.peek(bad).await,
+            Err(RegistryError::InvalidId { .. })
+        ));
+        assert!(matches!(
+            b.deactivate(bad).await,
+            Err(RegistryError::InvalidId { .. })
+        ));
+        assert!(matches!(
+            b.unregister(bad).await,
+            Err(RegistryError::InvalidId { .. })
+        ));
     }
     assert_eq!(b.count_all().await.unwrap(), 0);
     b.register(&max, cfg(1)).await.unwrap();
@@ -243,10 +314,17 @@ pub async fn config_must_be_an_object(h: &dyn Harness) {
         );
     }
     let err = b
-        .register_with("bot", Arc::new(cfg(1)), RegisterOptions::default().status(""))
+        .register_with(
+            "bot",
+            Arc::new(cfg(1)),
+            RegisterOptions::default().status(""),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::InvalidRegistration { .. }), "{err}");
+    assert!(
+        matches!(err, RegistryError::InvalidRegistration { .. }),
+        "{err}"
+    );
     assert_eq!(b.count_all().await.unwrap(), 0);
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{Harness, cfg, fresh, unique_store};
-use crate::{Change, ChangeFeed, RegisterOptions, RegistryBackend, RegistryBackendExt, RegistryError};
+use crate::{
+    Change, ChangeFeed, RegisterOptions, RegistryBackend, RegistryBackendExt, RegistryError,
+};
 
 /// 100 concurrent registers of distinct ids all land with distinct revisions.
 pub async fn concurrent_registers_all_land(h: &dyn Harness) {
@@ -20,7 +22,10 @@ pub async fn concurrent_registers_all_land(h: &dyn Harness) {
         .collect();
     let mut revs = HashSet::new();
     for t in tasks {
-        assert!(revs.insert(t.await.unwrap().revision), "a revision was handed out twice");
+        assert!(
+            revs.insert(t.await.unwrap().revision),
+            "a revision was handed out twice"
+        );
     }
     assert_eq!(b.count().await.unwrap(), 100);
 }
@@ -55,7 +60,10 @@ async fn increment(b: &dyn RegistryBackend, id: &str) {
         let opts = RegisterOptions::default()
             .status(cur.status.clone())
             .if_revision(cur.revision);
-        match b.register_with(id, Arc::new(json!({"count": n + 1})), opts).await {
+        match b
+            .register_with(id, Arc::new(json!({"count": n + 1})), opts)
+            .await
+        {
             Ok(_) => return,
             Err(RegistryError::Conflict { .. }) => tokio::task::yield_now().await,
             Err(e) => panic!("increment of {id}: {e}"),
@@ -92,7 +100,9 @@ pub async fn no_lost_update_under_contention(h: &dyn Harness) {
     }
     let mut total = 0;
     for id in &ids {
-        total += b.peek(id).await.unwrap().unwrap().config["count"].as_i64().unwrap();
+        total += b.peek(id).await.unwrap().unwrap().config["count"]
+            .as_i64()
+            .unwrap();
     }
     assert_eq!(total, 50 * per_task as i64, "every increment must survive");
 }
@@ -127,9 +137,19 @@ pub async fn two_instances_share_storage_and_revisions(h: &dyn Harness) {
         tokio::spawn(async move {
             let mut revs = Vec::new();
             for i in 0..40 {
-                revs.push(b.register(&format!("{prefix}-{i}"), cfg(i)).await.unwrap().revision);
+                revs.push(
+                    b.register(&format!("{prefix}-{i}"), cfg(i))
+                        .await
+                        .unwrap()
+                        .revision,
+                );
                 if i % 4 == 0 {
-                    revs.push(b.register("shared", json!({"by": prefix, "i": i})).await.unwrap().revision);
+                    revs.push(
+                        b.register("shared", json!({"by": prefix, "i": i}))
+                            .await
+                            .unwrap()
+                            .revision,
+                    );
                 }
             }
             revs
@@ -139,7 +159,11 @@ pub async fn two_instances_share_storage_and_revisions(h: &dyn Harness) {
     let (rx, ry) = (rx.await.unwrap(), ry.await.unwrap());
     let all: Vec<u64> = rx.iter().chain(&ry).copied().collect();
     let unique: HashSet<u64> = all.iter().copied().collect();
-    assert_eq!(unique.len(), all.len(), "a revision was handed out twice: {all:?}");
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "a revision was handed out twice: {all:?}"
+    );
     assert_eq!(x.count().await.unwrap(), 81);
     assert_eq!(y.count().await.unwrap(), 81);
     let cur = x.current_revision().await.unwrap();
@@ -152,8 +176,16 @@ pub async fn two_instances_share_storage_and_revisions(h: &dyn Harness) {
     assert!(changes.iter().all(|c| matches!(c, Change::Upsert(_))));
     // Conditional writes across instances: exactly one of two racing CAS writes wins.
     let base = x.peek("shared").await.unwrap().unwrap().revision;
-    let a = x.register_with("shared", Arc::new(cfg(100)), RegisterOptions::default().if_revision(base));
-    let b = y.register_with("shared", Arc::new(cfg(200)), RegisterOptions::default().if_revision(base));
+    let a = x.register_with(
+        "shared",
+        Arc::new(cfg(100)),
+        RegisterOptions::default().if_revision(base),
+    );
+    let b = y.register_with(
+        "shared",
+        Arc::new(cfg(200)),
+        RegisterOptions::default().if_revision(base),
+    );
     let (a, b) = tokio::join!(a, b);
     assert!(a.is_ok() ^ b.is_ok(), "exactly one CAS wins: {a:?} / {b:?}");
     let winner = if a.is_ok() { cfg(100) } else { cfg(200) };

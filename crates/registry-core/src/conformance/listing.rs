@@ -60,7 +60,9 @@ pub async fn filter_metadata_semantics(h: &dyn Harness) {
     assert_eq!(ids(&b.list(&team_x).await.unwrap()), ["b", "c", "d"]);
     let active_x = ListQuery::with_status(Status::Active).filter("team", json!("x"));
     assert_eq!(ids(&b.list(&active_x).await.unwrap()), ["c", "d"]);
-    let both = ListQuery::all().filter("team", json!("x")).filter("tier", json!(3));
+    let both = ListQuery::all()
+        .filter("team", json!("x"))
+        .filter("tier", json!(3));
     assert_eq!(ids(&b.list(&both).await.unwrap()), ["c"]);
     let none = ListQuery::all().filter("team", json!("nobody"));
     assert!(b.list(&none).await.unwrap().is_empty());
@@ -72,7 +74,12 @@ pub async fn filter_metadata_semantics(h: &dyn Harness) {
     };
     assert_eq!(b.list(&empty).await.unwrap().len(), 5);
     let f = meta(json!({"team": "x"}));
-    assert_eq!(b.count_where(Some(&Status::Active), Some(&f)).await.unwrap(), 2);
+    assert_eq!(
+        b.count_where(Some(&Status::Active), Some(&f))
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(b.count_where(None, Some(&f)).await.unwrap(), 3);
     assert_eq!(b.count_where(None, Some(&Map::new())).await.unwrap(), 5);
     let missing = meta(json!({"team": null}));
@@ -89,27 +96,78 @@ pub async fn sort_limit_offset(h: &dyn Harness) {
     seed(&*b).await;
     let q = |q: ListQuery| {
         let b = b.clone();
-        async move { ids(&b.list(&q).await.unwrap()).into_iter().map(str::to_owned).collect::<Vec<_>>() }
+        async move {
+            ids(&b.list(&q).await.unwrap())
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
     };
-    assert_eq!(q(ListQuery::with_status(Status::Active).sort_by(SortSpec::asc("bot_id"))).await, ["a", "c", "d", "e"]);
-    assert_eq!(q(ListQuery::all().sort_by(SortSpec::desc("bot_id"))).await, ["e", "d", "c", "b", "a"]);
-    // Missing metadata values sort last ascending, first descending.
-    assert_eq!(q(ListQuery::all().sort_by(SortSpec::asc("metadata.tier"))).await, ["a", "b", "c", "d", "e"]);
-    assert_eq!(q(ListQuery::all().sort_by(SortSpec::desc("metadata.tier"))).await, ["e", "d", "c", "b", "a"]);
     assert_eq!(
-        q(ListQuery::all().sort_by(SortSpec::asc("metadata.team")).sort_by(SortSpec::desc("metadata.tier"))).await,
+        q(ListQuery::with_status(Status::Active).sort_by(SortSpec::asc("bot_id"))).await,
+        ["a", "c", "d", "e"]
+    );
+    assert_eq!(
+        q(ListQuery::all().sort_by(SortSpec::desc("bot_id"))).await,
+        ["e", "d", "c", "b", "a"]
+    );
+    // Missing metadata values sort last ascending, first descending.
+    assert_eq!(
+        q(ListQuery::all().sort_by(SortSpec::asc("metadata.tier"))).await,
+        ["a", "b", "c", "d", "e"]
+    );
+    assert_eq!(
+        q(ListQuery::all().sort_by(SortSpec::desc("metadata.tier"))).await,
+        ["e", "d", "c", "b", "a"]
+    );
+    assert_eq!(
+        q(ListQuery::all()
+            .sort_by(SortSpec::asc("metadata.team"))
+            .sort_by(SortSpec::desc("metadata.tier")))
+        .await,
         ["d", "c", "b", "a", "e"]
     );
-    assert_eq!(q(ListQuery::all().sort_by(SortSpec::asc("status")).sort_by(SortSpec::desc("bot_id"))).await, ["e", "d", "c", "a", "b"]);
-    assert_eq!(q(ListQuery::all().sort_by(SortSpec::asc("revision"))).await, ["c", "a", "d", "e", "b"]);
-    assert_eq!(q(ListQuery::with_status(Status::Active).limit(2)).await, ["a", "c"]);
-    assert_eq!(q(ListQuery::with_status(Status::Active).offset(2)).await, ["d", "e"]);
-    assert_eq!(q(ListQuery::with_status(Status::Active).offset(1).limit(2)).await, ["c", "d"]);
+    assert_eq!(
+        q(ListQuery::all()
+            .sort_by(SortSpec::asc("status"))
+            .sort_by(SortSpec::desc("bot_id")))
+        .await,
+        ["e", "d", "c", "a", "b"]
+    );
+    assert_eq!(
+        q(ListQuery::all().sort_by(SortSpec::asc("revision"))).await,
+        ["c", "a", "d", "e", "b"]
+    );
+    assert_eq!(
+        q(ListQuery::with_status(Status::Active).limit(2)).await,
+        ["a", "c"]
+    );
+    assert_eq!(
+        q(ListQuery::with_status(Status::Active).offset(2)).await,
+        ["d", "e"]
+    );
+    assert_eq!(
+        q(ListQuery::with_status(Status::Active).offset(1).limit(2)).await,
+        ["c", "d"]
+    );
     assert_eq!(q(ListQuery::all().limit(0)).await, Vec::<String>::new());
     assert_eq!(q(ListQuery::all().offset(10)).await, Vec::<String>::new());
-    assert_eq!(q(ListQuery::all().filter("team", json!("x")).offset(1).limit(1)).await, ["c"]);
-    let err = b.list(&ListQuery::all().sort_by(SortSpec::asc("colour"))).await.unwrap_err();
-    assert!(matches!(err, RegistryError::InvalidQuery { .. }) && err.to_string().contains("colour"), "{err}");
+    assert_eq!(
+        q(ListQuery::all()
+            .filter("team", json!("x"))
+            .offset(1)
+            .limit(1))
+        .await,
+        ["c"]
+    );
+    let err = b
+        .list(&ListQuery::all().sort_by(SortSpec::asc("colour")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::InvalidQuery { .. }) && err.to_string().contains("colour"),
+        "{err}"
+    );
     assert!(SortSpec::parse("bot_id:DESC").is_ok());
     assert!(SortSpec::parse(":asc").is_err());
     assert!(SortSpec::parse("bot_id:up").is_err());

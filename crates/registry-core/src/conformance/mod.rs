@@ -57,6 +57,7 @@ pub async fn fresh(h: &dyn Harness, case: &str) -> Arc<dyn RegistryBackend> {
 }
 
 /// Prints the skip line for a backend whose server is not configured and returns `None`.
+#[allow(clippy::print_stdout)] // the skip line is meant for the test output
 pub fn skipped<T>(backend: &str, var: &str) -> Option<T> {
     println!("skipped: {backend} registry conformance tests ({var} unset)");
     None

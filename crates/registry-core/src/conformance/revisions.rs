@@ -15,17 +15,28 @@ pub async fn revisions_are_monotonic_and_skip_no_ops(h: &dyn Harness) {
     let r2 = b.register("b", cfg(1)).await.unwrap().revision;
     assert!(r2 > r1);
     let same = b.register("a", cfg(1)).await.unwrap();
-    assert_eq!(same.revision, r1, "identical re-register keeps the revision");
+    assert_eq!(
+        same.revision, r1,
+        "identical re-register keeps the revision"
+    );
     assert_eq!(b.current_revision().await.unwrap(), r2);
     b.get("a").await.unwrap();
-    assert_eq!(b.current_revision().await.unwrap(), r2, "touches take no revision");
+    assert_eq!(
+        b.current_revision().await.unwrap(),
+        r2,
+        "touches take no revision"
+    );
     let r3 = b.register("a", cfg(2)).await.unwrap().revision;
     assert!(r3 > r2);
     b.deactivate("a").await.unwrap();
     let r4 = b.peek("a").await.unwrap().unwrap().revision;
     assert!(r4 > r3);
     let r5 = b
-        .register_with("a", Arc::new(cfg(2)), RegisterOptions::default().status(Status::Active))
+        .register_with(
+            "a",
+            Arc::new(cfg(2)),
+            RegisterOptions::default().status(Status::Active),
+        )
         .await
         .unwrap()
         .revision;
@@ -56,7 +67,10 @@ pub async fn changes_since_reports_upserts_and_tombstones(h: &dyn Harness) {
     b.register("b", cfg(1)).await.unwrap();
     b.register("c", cfg(1)).await.unwrap();
     let (all, cursor) = feed(b.changes_since(0).await.unwrap());
-    assert_eq!(all.iter().map(Change::bot_id).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(
+        all.iter().map(Change::bot_id).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
     assert_eq!(cursor, b.current_revision().await.unwrap());
 
     b.register("a", cfg(2)).await.unwrap();
@@ -71,7 +85,10 @@ pub async fn changes_since_reports_upserts_and_tombstones(h: &dyn Harness) {
     let summary: Vec<(String, &str)> = changes
         .iter()
         .map(|c| match c {
-            Change::Upsert(r) => (r.bot_id.clone(), if r.is_active() { "active" } else { "inactive" }),
+            Change::Upsert(r) => (
+                r.bot_id.clone(),
+                if r.is_active() { "active" } else { "inactive" },
+            ),
             Change::Deleted { bot_id, .. } => (bot_id.clone(), "deleted"),
         })
         .collect();
@@ -84,7 +101,9 @@ pub async fn changes_since_reports_upserts_and_tombstones(h: &dyn Harness) {
             ("a".to_owned(), "active")
         ]
     );
-    let Change::Upsert(a) = &changes[3] else { unreachable!() };
+    let Change::Upsert(a) = &changes[3] else {
+        unreachable!()
+    };
     assert_eq!(*a.config, cfg(3), "the latest state of a");
     let (empty, cursor3) = feed(b.changes_since(cursor2).await.unwrap());
     assert!(empty.is_empty());
@@ -95,7 +114,10 @@ pub async fn changes_since_reports_upserts_and_tombstones(h: &dyn Harness) {
     b.register("d", cfg(9)).await.unwrap();
     let (changes, _) = feed(b.changes_since(cursor2).await.unwrap());
     let last = changes.last().unwrap();
-    assert!(matches!(last, Change::Upsert(r) if r.bot_id == "d" && *r.config == cfg(9)), "{changes:?}");
+    assert!(
+        matches!(last, Change::Upsert(r) if r.bot_id == "d" && *r.config == cfg(9)),
+        "{changes:?}"
+    );
 
     // clear() produces a tombstone per id.
     let before = b.current_revision().await.unwrap();
@@ -127,11 +149,19 @@ pub async fn changes_since_a_future_cursor_is_expired(h: &dyn Harness) {
 pub async fn conditional_writes_conflict(h: &dyn Harness) {
     let b = fresh(h, "conditional").await;
     let r1 = b
-        .register_with("bot", Arc::new(cfg(1)), RegisterOptions::default().create_only())
+        .register_with(
+            "bot",
+            Arc::new(cfg(1)),
+            RegisterOptions::default().create_only(),
+        )
         .await
         .unwrap();
     let err = b
-        .register_with("bot", Arc::new(cfg(2)), RegisterOptions::default().create_only())
+        .register_with(
+            "bot",
+            Arc::new(cfg(2)),
+            RegisterOptions::default().create_only(),
+        )
         .await
         .unwrap_err();
     match &err {
@@ -147,14 +177,25 @@ pub async fn conditional_writes_conflict(h: &dyn Harness) {
         other => panic!("expected a conflict, got {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("\"bot\"") && msg.contains(&r1.revision.to_string()), "{msg}");
+    assert!(
+        msg.contains("\"bot\"") && msg.contains(&r1.revision.to_string()),
+        "{msg}"
+    );
     let r2 = b
-        .register_with("bot", Arc::new(cfg(2)), RegisterOptions::default().if_revision(r1.revision))
+        .register_with(
+            "bot",
+            Arc::new(cfg(2)),
+            RegisterOptions::default().if_revision(r1.revision),
+        )
         .await
         .unwrap();
     assert!(r2.revision > r1.revision);
     let stale = b
-        .register_with("bot", Arc::new(cfg(3)), RegisterOptions::default().if_revision(r1.revision))
+        .register_with(
+            "bot",
+            Arc::new(cfg(3)),
+            RegisterOptions::default().if_revision(r1.revision),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -162,10 +203,21 @@ pub async fn conditional_writes_conflict(h: &dyn Harness) {
         "{stale}"
     );
     let missing = b
-        .register_with("ghost", Arc::new(cfg(1)), RegisterOptions::default().if_revision(1))
+        .register_with(
+            "ghost",
+            Arc::new(cfg(1)),
+            RegisterOptions::default().if_revision(1),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(missing, RegistryError::Conflict { actual: None, .. }), "{missing}");
+    assert!(
+        matches!(missing, RegistryError::Conflict { actual: None, .. }),
+        "{missing}"
+    );
     assert!(b.peek("ghost").await.unwrap().is_none());
-    assert_eq!(*b.peek_config("bot").await.unwrap().unwrap(), cfg(2), "failed writes change nothing");
+    assert_eq!(
+        *b.peek_config("bot").await.unwrap().unwrap(),
+        cfg(2),
+        "failed writes change nothing"
+    );
 }

@@ -1,9 +1,10 @@
-//! Bot id → document file name: injective, safe on case-insensitive file systems, bounded length.
+//! Bot id → document name, shared by the file and S3 backends: injective, safe on
+//! case-insensitive file systems, bounded length.
 //!
 //! Every byte except lowercase ASCII letters, digits, `-` and `_` is percent-encoded (with
 //! upper-case hex), so `/`, `..`, `%`, `_meta` or `A` can never escape the documents directory
 //! or collide, and two ids never give names that differ only in case. An encoding longer than
-//! [`MAX_ENCODED`] bytes (file names are limited to 255) is replaced by `~` and the SHA-256 of
+//! [`MAX_ENCODED`] bytes (file names stop at 255, S3 keys at 1024) is replaced by `~` and the SHA-256 of
 //! the id; `~` is always encoded otherwise, so hashed and encoded names never meet. The real id
 //! is kept inside the document, and reads check it.
 
