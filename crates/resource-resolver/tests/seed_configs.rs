@@ -81,6 +81,7 @@ async fn exercise(c: &Components) -> Result<()> {
     Ok(())
 }
 
+#[cfg(all(feature = "sqlite", feature = "file"))]
 #[tokio::test]
 async fn development_gives_sqlite_memory_bus_and_file_knowledge() -> Result<()> {
     let data = tempfile::tempdir()?;
