@@ -70,6 +70,29 @@ async fn run(name: &str, b: Arc<dyn RegistryBackend>, reads: usize, writers: usi
         "{name:<9} register (update, N={N}, 1 client)     {}",
         rate(N, t.elapsed())
     );
+    if writers > 1 {
+        let t = Instant::now();
+        let per = N / writers;
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    for i in w * per..(w + 1) * per {
+                        b.register(&format!("bot-{i:06}"), cfg(i + 2))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        println!(
+            "{name:<9} register (update, N={N}, {writers} tasks)    {}",
+            rate(per * writers, t.elapsed())
+        );
+    }
     let t = Instant::now();
     for k in 0..reads {
         let id = format!("bot-{:06}", (k * 7919) % N);
@@ -159,6 +182,26 @@ fn main() {
                 run("postgres", Arc::new(b), 20_000, 8).await;
             }
             Err(_) => println!("skipped: postgres benchmark (DYNREG_TEST_POSTGRES_URL unset)"),
+        }
+        #[cfg(feature = "postgres")]
+        if let Ok(url) = std::env::var("DYNREG_TEST_POSTGRES_URL") {
+            let b: Arc<dyn RegistryBackend> = Arc::new(
+                dynreg_registry_backends::PostgresBackend::from_config(&json!({
+                    "url": url, "table": "bench_registry_async", "synchronous_commit": false
+                }))
+                .unwrap(),
+            );
+            b.initialize().await.unwrap();
+            b.clear().await.unwrap();
+            let t = Instant::now();
+            for i in 0..N {
+                b.register(&format!("bot-{i:06}"), cfg(i)).await.unwrap();
+            }
+            println!(
+                "postgres  register (insert, synchronous_commit=off)  {}",
+                rate(N, t.elapsed())
+            );
+            b.clear().await.unwrap();
         }
     });
 }

@@ -32,6 +32,7 @@ const COLUMNS: &str = "bot_id, config, status, metadata, created_at, updated_at,
 struct Sql {
     select_one: Arc<str>,
     lock_state: Arc<str>,
+    lock_state_and_row: Arc<str>,
     upsert: Arc<str>,
     touch: Arc<str>,
     delete: Arc<str>,
@@ -52,6 +53,12 @@ impl Sql {
         Sql {
             select_one: s(format!("SELECT {COLUMNS} FROM \"{t}\" WHERE bot_id = $1")),
             lock_state: s(format!("SELECT revision FROM \"{t}_state\" WHERE id = 1 FOR UPDATE")),
+            lock_state_and_row: s(format!(
+                "SELECT r.bot_id, r.config, r.status, r.metadata, r.created_at, r.updated_at,
+                        r.last_accessed_at, r.revision, r.config_hash, s.revision
+                 FROM \"{t}_state\" s LEFT JOIN \"{t}\" r ON r.bot_id = $1
+                 WHERE s.id = 1 FOR UPDATE OF s"
+            )),
             upsert: s(format!(
                 "WITH st AS (UPDATE \"{t}_state\" SET revision = $8 WHERE id = 1),
                       del AS (DELETE FROM \"{t}_tombstones\" WHERE bot_id = $1)
@@ -130,7 +137,8 @@ impl PostgresBackend {
     /// (default `localhost`), `port` (5432), `database`, `user`, `password` — separate keys
     /// override the URL's parts; `ssl` (true: require TLS); `table` (default `registrations`; an
     /// identifier); `pool_size` (default 10); `touch_resolution_ms` (default 1000);
-    /// `tombstone_retention` (default 100000). Connects lazily: `initialize` opens the first
+    /// `tombstone_retention` (default 100000); `synchronous_commit` (default true; false trades
+    /// the last moments of writes on a server crash for throughput). Connects lazily: `initialize` opens the first
     /// connection and creates the schema.
     pub fn from_config(config: &Value) -> Result<Self> {
         let c = BackendConfig::new(KIND, config)?;
@@ -169,6 +177,11 @@ impl PostgresBackend {
         }
         if let Some(p) = c.str("password")? {
             opts = opts.password(&p);
+        }
+        if c.bool("synchronous_commit")? == Some(false) {
+            // Commits return before the WAL is flushed: a server crash may lose the last
+            // fraction of a second of writes (never corrupts). Off by default.
+            opts = opts.options([("synchronous_commit", "off")]);
         }
         if c.bool("ssl")? == Some(true) {
             opts = opts.ssl_mode(PgSslMode::Require);
@@ -237,6 +250,33 @@ impl PostgresBackend {
             .await
             .map_err(db_err("read", Some(bot_id)))?;
         Ok(self.decode(row.into_iter().collect(), "read")?.pop())
+    }
+
+    /// Begins a write on one id in one round trip after `BEGIN`: locks the state row and returns
+    /// the transaction, the current revision and the id's current registration.
+    async fn begin_write_on(
+        &self,
+        bot_id: &str,
+    ) -> Result<(Transaction<'static, Postgres>, u64, Option<Registration>)> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_err("begin write", Some(bot_id)))?;
+        let row = sqlx::query(q(&self.sql.lock_state_and_row))
+            .bind(bot_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err("lock revision", Some(bot_id)))?;
+        let revision: i64 = row
+            .try_get(9)
+            .map_err(db_err("lock revision", Some(bot_id)))?;
+        let present: Option<String> = row.try_get(0).map_err(db_err("read", Some(bot_id)))?;
+        let current = match present {
+            Some(_) => self.decode(vec![row], "read")?.pop(),
+            None => None,
+        };
+        Ok((tx, revision as u64, current))
     }
 
     /// Begins a write: locks the state row and returns the transaction and current revision.
@@ -381,8 +421,7 @@ impl RegistryBackend for PostgresBackend {
         options: RegisterOptions,
     ) -> Result<Registration> {
         validate_write(bot_id, &config, &options)?;
-        let (mut tx, revision) = self.begin_write(Some(bot_id)).await?;
-        let current = self.select(&mut *tx, bot_id).await?;
+        let (mut tx, revision, current) = self.begin_write_on(bot_id).await?;
         options
             .condition
             .check(bot_id, current.as_ref().map(|c| c.revision))?;
@@ -422,8 +461,8 @@ impl RegistryBackend for PostgresBackend {
 
     async fn deactivate(&self, bot_id: &str) -> Result<bool> {
         validate_bot_id(bot_id)?;
-        let (mut tx, revision) = self.begin_write(Some(bot_id)).await?;
-        let Some(mut reg) = self.select(&mut *tx, bot_id).await? else {
+        let (mut tx, revision, current) = self.begin_write_on(bot_id).await?;
+        let Some(mut reg) = current else {
             return Ok(false);
         };
         if reg.status == Status::Inactive {

@@ -1,7 +1,8 @@
 //! `SqliteBackend`: the embedded default registry (rusqlite with bundled SQLite, WAL).
 //!
-//! Durability: WAL with `synchronous = NORMAL` — a committed write survives a crash of the
-//! process; a power loss may lose the last transactions (never corrupt the file). Writers
+//! Durability: WAL with `synchronous = NORMAL` by default — a committed write survives a crash
+//! of the process; a power loss may lose the last transactions (never corrupt the file). Config
+//! `synchronous: full` adds an fsync per commit. Writers
 //! serialise on `BEGIN IMMEDIATE` (also across processes, with a 10 s busy timeout), so
 //! revisions are handed out and committed in the same order. Statements run on the calling
 //! task: each takes microseconds, far less than a thread hand-off would cost.
@@ -32,6 +33,7 @@ pub struct SqliteBackend {
     touches: TouchBuffer,
     parsed: ParsedConfigs,
     tombstone_retention: u64,
+    synchronous: &'static str,
     conn: Mutex<Option<Connection>>,
 }
 
@@ -58,13 +60,16 @@ impl SqliteBackend {
             touches: TouchBuffer::new(DEFAULT_TOUCH_RESOLUTION),
             parsed: ParsedConfigs::new(),
             tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
+            synchronous: "NORMAL",
             conn: Mutex::new(None),
         }
     }
 
     /// Config keys: `path` (default `./data/registry.sqlite3`; `:memory:` for a private
     /// in-memory database), `table` (default `registrations`; an identifier),
-    /// `touch_resolution_ms` (default 1000), `tombstone_retention` (default 100000).
+    /// `touch_resolution_ms` (default 1000), `tombstone_retention` (default 100000),
+    /// `synchronous` (`normal` (default): survives a process crash; `full`: also a power loss,
+    /// one fsync per commit; `off`: neither).
     pub fn from_config(config: &Value) -> Result<Self> {
         let c = BackendConfig::new(KIND, config)?;
         let path = c
@@ -82,6 +87,7 @@ impl SqliteBackend {
             tombstone_retention: c
                 .u64("tombstone_retention")?
                 .unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
+            synchronous: parse_synchronous(c.str("synchronous")?)?,
             conn: Mutex::new(None),
         })
     }
@@ -282,6 +288,19 @@ impl SqliteBackend {
     }
 }
 
+fn parse_synchronous(value: Option<String>) -> Result<&'static str> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("normal") => Ok("NORMAL"),
+        Some("full") => Ok("FULL"),
+        Some("off") => Ok("OFF"),
+        Some(other) => Err(RegistryError::InvalidBackendConfig {
+            backend: KIND,
+            key: "synchronous".into(),
+            reason: format!("{other:?} is not one of normal, full, off"),
+        }),
+    }
+}
+
 fn commit(tx: Transaction<'_>, bot_id: Option<&str>) -> Result<()> {
     tx.commit().map_err(db_err("commit", bot_id))
 }
@@ -313,7 +332,7 @@ impl RegistryBackend for SqliteBackend {
         let t = &self.table;
         conn.busy_timeout(Duration::from_secs(10))
             .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|_| conn.pragma_update(None, "synchronous", self.synchronous))
             .and_then(|_| {
                 conn.execute_batch(&format!(
                     "CREATE TABLE IF NOT EXISTS \"{t}\" (
