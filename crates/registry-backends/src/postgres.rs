@@ -32,7 +32,6 @@ const COLUMNS: &str = "bot_id, config, status, metadata, created_at, updated_at,
 struct Sql {
     select_one: Arc<str>,
     lock_state: Arc<str>,
-    lock_state_and_row: Arc<str>,
     upsert: Arc<str>,
     touch: Arc<str>,
     delete: Arc<str>,
@@ -53,12 +52,6 @@ impl Sql {
         Sql {
             select_one: s(format!("SELECT {COLUMNS} FROM \"{t}\" WHERE bot_id = $1")),
             lock_state: s(format!("SELECT revision FROM \"{t}_state\" WHERE id = 1 FOR UPDATE")),
-            lock_state_and_row: s(format!(
-                "SELECT r.bot_id, r.config, r.status, r.metadata, r.created_at, r.updated_at,
-                        r.last_accessed_at, r.revision, r.config_hash, s.revision
-                 FROM \"{t}_state\" s LEFT JOIN \"{t}\" r ON r.bot_id = $1
-                 WHERE s.id = 1 FOR UPDATE OF s"
-            )),
             upsert: s(format!(
                 "WITH st AS (UPDATE \"{t}_state\" SET revision = $8 WHERE id = 1),
                       del AS (DELETE FROM \"{t}_tombstones\" WHERE bot_id = $1)
@@ -252,31 +245,18 @@ impl PostgresBackend {
         Ok(self.decode(row.into_iter().collect(), "read")?.pop())
     }
 
-    /// Begins a write on one id in one round trip after `BEGIN`: locks the state row and returns
-    /// the transaction, the current revision and the id's current registration.
+    /// Begins a write on one id: locks the state row, then reads the id's registration.
+    ///
+    /// Two statements on purpose: a join locking only the state row (`FOR UPDATE OF s`) would,
+    /// after waiting for another writer, re-check the state row but return the registration as
+    /// of the statement's start — a stale revision that would let a compare-and-swap through.
     async fn begin_write_on(
         &self,
         bot_id: &str,
     ) -> Result<(Transaction<'static, Postgres>, u64, Option<Registration>)> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db_err("begin write", Some(bot_id)))?;
-        let row = sqlx::query(q(&self.sql.lock_state_and_row))
-            .bind(bot_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err("lock revision", Some(bot_id)))?;
-        let revision: i64 = row
-            .try_get(9)
-            .map_err(db_err("lock revision", Some(bot_id)))?;
-        let present: Option<String> = row.try_get(0).map_err(db_err("read", Some(bot_id)))?;
-        let current = match present {
-            Some(_) => self.decode(vec![row], "read")?.pop(),
-            None => None,
-        };
-        Ok((tx, revision as u64, current))
+        let (mut tx, revision) = self.begin_write(Some(bot_id)).await?;
+        let current = self.select(&mut *tx, bot_id).await?;
+        Ok((tx, revision, current))
     }
 
     /// Begins a write: locks the state row and returns the transaction and current revision.
