@@ -2,6 +2,8 @@
 //! (3 s, bounded to keep CI short), then: no instance destroyed twice, none leaked, and every
 //! cached instance built from the latest revision once quiet.
 
+#![allow(clippy::print_stdout)]
+
 mod common;
 
 use std::sync::Arc;
@@ -99,7 +101,7 @@ async fn random_interleavings_never_double_destroy_leak_or_serve_stale() {
                     }
                 }
                 ops += 1;
-                if ops % 64 == 0 {
+                if ops.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }

@@ -1,1 +1,300 @@
-fn main() {}
+//! Benchmarks of issue 6 (plain timing loops; `cargo bench -p dynreg-hot-reload --all-features`):
+//! cache-hit throughput (1 and 2 threads), 100 cold ids with a 10 ms create, update -> 3
+//! replicas serving the new config (p50/p99 per bus), one poll at N = 100,000 with 1 change.
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dynreg_cache::{CachingRegistryManager, EventedRegistry, InstanceFactory};
+use dynreg_event_bus::{EventBus, InMemoryEventBus, create_event_bus};
+use dynreg_hot_reload::{HotReloadManager, RegistryPoller, ReloadMode};
+use dynreg_registry_backends::{PostgresBackend, SqliteBackend};
+use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
+use serde_json::{Value, json};
+
+struct Bot {
+    config: Arc<Value>,
+}
+
+struct Factory(Duration);
+
+#[async_trait]
+impl InstanceFactory<Bot> for Factory {
+    type Error = std::convert::Infallible;
+    async fn create(&self, _id: &str, config: Arc<Value>) -> Result<Bot, Self::Error> {
+        if !self.0.is_zero() {
+            tokio::time::sleep(self.0).await;
+        }
+        Ok(Bot { config })
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn hits(threads: usize, same_key: bool) -> f64 {
+    let backend = Arc::new(InMemoryBackend::new());
+    for i in 0..64 {
+        backend
+            .register(&format!("bot-{i}"), json!({"i": i}))
+            .await
+            .unwrap();
+    }
+    let cache = CachingRegistryManager::builder(
+        backend as Arc<dyn RegistryBackend>,
+        Factory(Duration::ZERO),
+    )
+    .build()
+    .await
+    .unwrap();
+    for i in 0..64 {
+        cache.get_or_create(&format!("bot-{i}")).await.unwrap();
+    }
+    const PER: usize = 4_000_000;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..threads)
+        .map(|w| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let keys: Vec<String> = (0..8)
+                    .map(|k| {
+                        if same_key {
+                            "bot-0".to_owned()
+                        } else {
+                            format!("bot-{}", w * 8 + k)
+                        }
+                    })
+                    .collect();
+                let mut sum = 0usize;
+                for i in 0..PER {
+                    let b = cache.get_or_create(&keys[i & 7]).await.unwrap();
+                    sum += Arc::strong_count(&b) & 1;
+                }
+                sum
+            })
+        })
+        .collect();
+    for t in tasks {
+        std::hint::black_box(t.await.unwrap());
+    }
+    (threads * PER) as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn cold_ids() -> Duration {
+    let backend = Arc::new(InMemoryBackend::new());
+    for i in 0..100 {
+        backend
+            .register(&format!("bot-{i}"), json!({"i": i}))
+            .await
+            .unwrap();
+    }
+    let cache = CachingRegistryManager::builder(
+        backend as Arc<dyn RegistryBackend>,
+        Factory(Duration::from_millis(10)),
+    )
+    .build()
+    .await
+    .unwrap();
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let c = cache.clone();
+            tokio::spawn(async move { c.get_or_create(&format!("bot-{i}")).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    t.elapsed()
+}
+
+struct Replica {
+    registry: Arc<EventedRegistry>,
+    cache: CachingRegistryManager<Bot>,
+    hot: HotReloadManager<Bot>,
+}
+
+async fn replica(backend: Arc<dyn RegistryBackend>, bus: Arc<dyn EventBus>) -> Replica {
+    backend.initialize().await.unwrap();
+    let registry = Arc::new(EventedRegistry::new(backend, Some(bus.clone())));
+    let cache = CachingRegistryManager::builder(
+        registry.clone() as Arc<dyn RegistryBackend>,
+        Factory(Duration::ZERO),
+    )
+    .events(bus.clone())
+    .build()
+    .await
+    .unwrap();
+    cache.attach(&registry);
+    let hot = HotReloadManager::builder(cache.clone())
+        .events(bus)
+        .mode(ReloadMode::Hybrid)
+        .poll_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    hot.start().await.unwrap();
+    Replica {
+        registry,
+        cache,
+        hot,
+    }
+}
+
+async fn propagation(name: &str, rs: Vec<Replica>) {
+    rs[0]
+        .registry
+        .register("bot", json!({"v": 0}))
+        .await
+        .unwrap();
+    for r in &rs {
+        r.cache.get_or_create("bot").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut lat = Vec::new();
+    for v in 1..=200i64 {
+        let writer = &rs[(v as usize) % 3];
+        let t = Instant::now();
+        writer
+            .registry
+            .register("bot", json!({"v": v}))
+            .await
+            .unwrap();
+        for r in &rs {
+            loop {
+                let b = r.cache.get_or_create("bot").await.unwrap();
+                if b.config["v"] == v {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    println!(
+        "update -> 3 replicas serving it [{name}] (incl. the write): p50 {:?}  p99 {:?}  max {:?}",
+        p(0.50),
+        p(0.99),
+        lat[lat.len() - 1]
+    );
+    for r in rs {
+        r.hot.close().await;
+        r.cache.close().await.unwrap();
+    }
+}
+
+async fn one_poll(name: &str, backend: Arc<dyn RegistryBackend>, n: usize) {
+    backend.initialize().await.unwrap();
+    let t = Instant::now();
+    let chunk = n / 8;
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let b = backend.clone();
+            tokio::spawn(async move {
+                for i in w * chunk..(w + 1) * chunk {
+                    b.register(&format!("bot-{i:06}"), json!({"i": i}))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let load = t.elapsed();
+    let poller = RegistryPoller::new(backend.clone(), Duration::from_secs(1)).unwrap();
+    let mut samples = Vec::new();
+    for k in 0..20 {
+        poller.poll_once().await.unwrap();
+        backend
+            .register("bot-000001", json!({"changed": k}))
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let batch = poller.poll_once().await.unwrap();
+        samples.push(t.elapsed());
+        assert_eq!(batch.changes.len(), 1);
+    }
+    samples.sort();
+    println!(
+        "one poll at N={n} with 1 change [{name}]: median {:?}  max {:?}  (loading N took {load:?})",
+        samples[samples.len() / 2],
+        samples[samples.len() - 1]
+    );
+}
+
+fn main() {
+    let rt = runtime();
+    rt.block_on(async {
+        for threads in [1, 2] {
+            let r = hits(threads, false).await;
+            println!(
+                "cache hit get_or_create, {threads} thread(s), distinct keys: {:.1} M/s ({:.0} ns/hit/thread)",
+                r / 1e6,
+                threads as f64 * 1e9 / r
+            );
+        }
+        let r = hits(2, true).await;
+        println!("cache hit get_or_create, 2 threads, one shared key: {:.1} M/s", r / 1e6);
+        let mut cold: Vec<Duration> = Vec::new();
+        for _ in 0..5 {
+            cold.push(cold_ids().await);
+        }
+        cold.sort();
+        println!("100 cold ids, 10 ms create each: median {:?} max {:?}", cold[2], cold[4]);
+
+        // update -> 3 replicas
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bench.db");
+        let bus = InMemoryEventBus::new();
+        let mut rs = Vec::new();
+        for _ in 0..3 {
+            rs.push(replica(Arc::new(SqliteBackend::new(&path)), Arc::new(bus.clone())).await);
+        }
+        propagation("sqlite + memory bus", rs).await;
+        let pg = std::env::var("DYNREG_TEST_POSTGRES_URL").ok();
+        let redis = std::env::var("DYNREG_TEST_REDIS_URL").ok();
+        let s = format!("{:08x}", rand::random::<u32>());
+        if let Some(pg) = &pg {
+            let table = format!("bench_{s}");
+            if let Some(redis) = &redis {
+                let mut rs = Vec::new();
+                for _ in 0..3 {
+                    let bus = create_event_bus(&json!({"backend": "redis", "url": redis, "channel_prefix": format!("b{s}:")})).await.unwrap();
+                    let be = Arc::new(PostgresBackend::from_config(&json!({"url": pg, "table": format!("{table}_r")})).unwrap());
+                    rs.push(replica(be, bus).await);
+                }
+                propagation("postgres + redis bus", rs).await;
+            } else {
+                println!("skipped: redis bench (DYNREG_TEST_REDIS_URL unset)");
+            }
+            let mut rs = Vec::new();
+            for _ in 0..3 {
+                let bus = create_event_bus(&json!({"backend": "postgres", "url": pg, "channel_prefix": format!("b{s}_")})).await.unwrap();
+                let be = Arc::new(PostgresBackend::from_config(&json!({"url": pg, "table": format!("{table}_p")})).unwrap());
+                rs.push(replica(be, bus).await);
+            }
+            propagation("postgres + postgres bus", rs).await;
+        } else {
+            println!("skipped: postgres bench (DYNREG_TEST_POSTGRES_URL unset)");
+        }
+
+        let n: usize = std::env::var("DYNREG_BENCH_POLL_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        one_poll("memory", Arc::new(InMemoryBackend::new()), n).await;
+        let dir = tempfile::tempdir().unwrap();
+        one_poll("sqlite", Arc::new(SqliteBackend::new(dir.path().join("poll.db"))), n).await;
+        if let Some(pg) = &pg {
+            let be = Arc::new(PostgresBackend::from_config(&json!({"url": pg, "table": format!("poll_{s}")})).unwrap());
+            one_poll("postgres", be, n).await;
+        }
+    });
+}

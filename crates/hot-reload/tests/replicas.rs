@@ -4,6 +4,8 @@
 //! Redis bus and PostgreSQL + Postgres bus when DYNREG_TEST_POSTGRES_URL / DYNREG_TEST_REDIS_URL
 //! are set.
 
+#![allow(clippy::print_stdout)]
+
 mod common;
 
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use dynreg_event_bus::{EventBus, InMemoryEventBus, create_event_bus};
 use dynreg_hot_reload::{HotReloadManager, ReloadMode};
 use dynreg_registry_backends::{PostgresBackend, SqliteBackend};
 use dynreg_registry_core::{RegistryBackend, RegistryBackendExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -61,7 +63,7 @@ async fn serves(r: &Replica, v: i64) -> bool {
     r.cache
         .get_or_create("bot")
         .await
-        .is_ok_and(|b| b.config["v"] == Value::from(v))
+        .is_ok_and(|b| b.config["v"] == v)
 }
 
 async fn all_serve(rs: &[Replica], v: i64) -> bool {
