@@ -82,12 +82,23 @@ fn main() {
             "  bot{i}:\n    name: Bot {i}\n    prompt: \"You are bot {i} in ${{REGION:eu}}\"\n    registry: {{$resource: registry, type: databases, pool_size: 5}}\n    events: {{$resource: default, type: event_buses}}\n    knowledge: {{$resource: knowledge, type: knowledge}}\n"
         ));
     }
+    let big_text = big.clone();
     let big = DomainConfig::parse(&big, None).unwrap();
     time(
         "resolve 200 bots x 3 refs (1400 lines) incl. portability",
         200,
         || big.resolve_with(&dev, &opts).unwrap(),
     );
+
+    time("  of which: portability_findings of the 200 bots", 200, || big.portability_findings());
+    let mut no_check = opts.clone();
+    no_check.check_portability = false;
+    time("  resolve 200 bots without the portability check", 200, || {
+        big.resolve_with(&dev, &no_check).unwrap()
+    });
+    time("  of which: DomainConfig::parse of the 200 bots", 200, || {
+        DomainConfig::parse(&big_text, None).unwrap()
+    });
 
     let text: String = (0..1000)
         .map(|i| format!("k{i}:\n  a: 1\n  b: [1, 2]\n"))
