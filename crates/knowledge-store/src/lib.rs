@@ -16,9 +16,14 @@
 //!   two backend instances (processes) on one directory or bucket.
 //! - **State version.** [`KnowledgeBackend::get_state_version`] is an opaque token that changes
 //!   on every write to a knowledge base (content, index or status) in every backend;
-//!   [`StatusUpdate::expected_version`] makes a status write a compare-and-swap.
+//!   [`StatusUpdate::expected_version`] makes a status write a compare-and-swap. (The file
+//!   backend's token also changes when its journal is compacted, so a conditional write may
+//!   conflict without a logical change in between: re-read and retry.)
 //! - **Streaming.** [`KnowledgeBackend::stream_file`] and [`KnowledgeBackend::put_stream`] hold
-//!   at most one chunk in memory. Files (`.gz` included) are stored exactly as uploaded.
+//!   at most one chunk (S3: one 8 MiB part) in memory; the memory backend necessarily keeps the
+//!   whole file. Files (`.gz` included) are stored exactly as uploaded.
+//! - **Not ported.** Tenant-scoped state (`ctx`), `key_pattern`/`classify_key`/
+//!   `subscribe_to_changes`, and the S3 `s3_versioning` change-detection mode.
 //! - **Observability.** Index, status and snapshot writes are reported to
 //!   [`StateEvents`] observers (reference-spec §4.8): callbacks, and event buses given with
 //!   [`StateEvents::also_publish_to`] (`dynreg-event-bus`), on `ingest:metadata:write` and
