@@ -706,7 +706,7 @@ pub async fn hostile_paths_refused(s: Store) {
             b.put_stream(
                 &d,
                 p,
-                crate::stream::once(Bytes::from_static(b"x")),
+                crate::bytes_stream(Bytes::from_static(b"x"), 8),
                 PutOptions::default(),
             )
             .await

@@ -177,6 +177,7 @@ impl KnowledgeError {
         )
     }
 
+    #[cfg(feature = "file")]
     pub(crate) fn io(domain_id: &str, path: impl std::fmt::Display, source: io::Error) -> Self {
         Self::Io {
             domain_id: domain_id.to_owned(),
@@ -185,6 +186,7 @@ impl KnowledgeError {
         }
     }
 
+    #[cfg(feature = "file")]
     pub(crate) fn task(domain_id: &str, err: tokio::task::JoinError) -> Self {
         Self::Task {
             domain_id: domain_id.to_owned(),

@@ -98,6 +98,7 @@ impl FileIndex {
     }
 
     /// The snapshot document (`{path: checksum}` JSON) of the current content.
+    #[cfg(feature = "file")]
     pub(crate) fn snapshot_json(&self) -> String {
         crate::identity::pairs_to_json(
             self.files
@@ -127,6 +128,7 @@ impl FileIndex {
         id
     }
 
+    #[cfg(any(feature = "file", feature = "s3"))]
     pub(crate) fn files(&self) -> &BTreeMap<String, KnowledgeFile> {
         &self.files
     }

@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::error::{KnowledgeError, Result};
+use crate::error::Result;
 
 /// The chunk size `stream_file` uses when the caller has no preference (the original's 8192).
 pub const DEFAULT_CHUNK_SIZE: usize = 8192;
@@ -87,11 +87,6 @@ pub async fn collect(mut s: ByteStream) -> Result<Bytes> {
     Ok(out.freeze())
 }
 
-/// A one-chunk stream (how `put_file` feeds `put_stream`-style code paths).
-pub fn once(bytes: Bytes) -> ByteStream {
-    stream::once(async move { Ok::<_, KnowledgeError>(bytes) }).boxed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,7 +117,7 @@ mod tests {
         assert_eq!(&all[..30], &[1u8; 30][..]);
         assert_eq!(&all[280..], &[3u8; 5][..]);
         assert_eq!(
-            collect(once(Bytes::from_static(b"ab")))
+            collect(bytes_stream(Bytes::from_static(b"ab"), 8))
                 .await
                 .unwrap()
                 .as_ref(),

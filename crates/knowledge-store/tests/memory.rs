@@ -48,3 +48,27 @@ async fn factory_builds_memory_case_insensitively_and_refuses_unknown_kinds() {
     let msg = err.to_string();
     assert!(msg.contains("\"ftp\"") && msg.contains("memory"), "{msg}");
 }
+
+#[cfg(not(feature = "file"))]
+#[tokio::test]
+async fn a_kind_whose_feature_is_off_names_the_feature() {
+    let err = dynreg_knowledge_store::create_knowledge_backend("file", &serde_json::json!({}))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("\"file\"") && msg.contains("feature"), "{msg}");
+}
+
+#[cfg(not(feature = "s3"))]
+#[tokio::test]
+async fn s3_without_its_feature_names_the_feature() {
+    let err =
+        dynreg_knowledge_store::create_knowledge_backend("s3", &serde_json::json!({"bucket": "b"}))
+            .await
+            .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"s3\"") && msg.contains("\"s3\" of dynreg-knowledge-store"),
+        "{msg}"
+    );
+}
