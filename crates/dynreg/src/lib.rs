@@ -9,6 +9,13 @@
 //! | [`registry`] | `dynreg-registry-core` + `dynreg-registry-backends` | `Registration`, `RegistryBackend`, revisions and change feeds, `create_registry_backend`, portability |
 //! | [`events`] | `dynreg-event-bus` | `Event`, `EventBus`, `create_event_bus` |
 //! | [`knowledge`] | `dynreg-knowledge-store` | `KnowledgeBackend`, `create_knowledge_backend` |
+//! | [`cache`] | `dynreg-cache` | `CachingRegistryManager`, `ConfigCachingManager`, `EventedRegistry` |
+//! | [`hot_reload`] | `dynreg-hot-reload` | `RegistryPoller`, `HotReloadManager`, `ReloadMode` |
+//! | [`config`] | `dynreg-resource-resolver` | `Environment`, `DomainConfig`, `${VAR}` and `$resource` resolution |
+//!
+//! The entry point for configuration-driven setups is [`Environment`]: load
+//! `configs/environments/<name>.yaml`, resolve a domain config against it and build live
+//! components (registry, event bus, knowledge store).
 //!
 //! ## Features
 //! - `sqlite` (default): the SQLite registry backend.
@@ -35,3 +42,20 @@ pub mod events {
 pub mod knowledge {
     pub use dynreg_knowledge_store::*;
 }
+
+/// Caching of live bot instances and resolved configs, and registry change events.
+pub mod cache {
+    pub use dynreg_cache::*;
+}
+
+/// Hot reload: change-feed polling, event-driven and hybrid reload.
+pub mod hot_reload {
+    pub use dynreg_hot_reload::*;
+}
+
+/// Environment configs, `${VAR:default}` substitution and `$resource` references.
+pub mod config {
+    pub use dynreg_resource_resolver::*;
+}
+
+pub use dynreg_resource_resolver::{DomainConfig, Environment};
