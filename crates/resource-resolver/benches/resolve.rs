@@ -90,15 +90,23 @@ fn main() {
         || big.resolve_with(&dev, &opts).unwrap(),
     );
 
-    time("  of which: portability_findings of the 200 bots", 200, || big.portability_findings());
+    time(
+        "  of which: portability_findings of the 200 bots",
+        200,
+        || big.portability_findings(),
+    );
     let mut no_check = opts.clone();
     no_check.check_portability = false;
-    time("  resolve 200 bots without the portability check", 200, || {
-        big.resolve_with(&dev, &no_check).unwrap()
-    });
-    time("  of which: DomainConfig::parse of the 200 bots", 200, || {
-        DomainConfig::parse(&big_text, None).unwrap()
-    });
+    time(
+        "  resolve 200 bots without the portability check",
+        200,
+        || big.resolve_with(&dev, &no_check).unwrap(),
+    );
+    time(
+        "  of which: DomainConfig::parse of the 200 bots",
+        200,
+        || DomainConfig::parse(&big_text, None).unwrap(),
+    );
 
     let text: String = (0..1000)
         .map(|i| format!("k{i}:\n  a: 1\n  b: [1, 2]\n"))

@@ -1,8 +1,8 @@
-#![allow(clippy::print_stdout)]
 //! Loads the seed configs of `configs/` and builds live components from them: development
 //! (SQLite + memory bus + filesystem knowledge, no services), test (all in memory) and
 //! production (PostgreSQL + Redis + S3, against the local services when the
 //! `DYNREG_TEST_*` variables are set).
+#![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
