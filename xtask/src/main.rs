@@ -22,6 +22,9 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ),
     ("dynreg-event-bus", &["postgres", "redis"]),
     ("dynreg-knowledge-store", &["file", "s3"]),
+    ("dynreg-cache", &[]),
+    ("dynreg-hot-reload", &[]),
+    ("dynreg-resource-resolver", &["sqlite", "postgres", "redis", "file", "s3"]),
     ("dynreg", &["sqlite", "postgres", "redis", "file", "s3"]),
 ];
 
