@@ -1,0 +1,160 @@
+//! The main job on the embedded defaults: a bot platform configured from
+//! `configs/environments/development.yaml` (SQLite registry, in-memory event bus, knowledge
+//! files on disk under `./data`, or `$DATA_DIR`), with a cache of live bots kept current by
+//! hybrid hot reload.
+//!
+//! It registers a bot, serves it from the cache, updates its config and shows the new bot
+//! served at once (read-your-writes), shows that a bad config keeps the last good bot serving,
+//! deactivates a bot, and stores a knowledge file. Run from the repository root:
+//! `cargo run -p dynreg --example bot_platform`.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dynreg::cache::{CacheError, CachingRegistryManager, EventedRegistry, InstanceFactory};
+use dynreg::hot_reload::{HotReloadManager, ReloadMode};
+use dynreg::knowledge::PutOptions;
+use dynreg::registry::{RegistryBackend, RegistryBackendExt};
+use dynreg::{DomainConfig, Environment};
+use serde_json::{Value, json};
+
+/// A stand-in for a real bot: it needs a model name and refuses a config without one.
+struct Bot {
+    id: String,
+    model: String,
+}
+
+struct Bots;
+
+/// Why a config cannot be built into a bot.
+#[derive(Debug)]
+struct BadConfig(String);
+
+impl std::fmt::Display for BadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadConfig {}
+
+#[async_trait]
+impl InstanceFactory<Bot> for Bots {
+    type Error = BadConfig;
+
+    async fn create(&self, bot_id: &str, config: Arc<Value>) -> Result<Bot, BadConfig> {
+        let model = config["llm"]["model"]
+            .as_str()
+            .ok_or_else(|| BadConfig(format!("bot {bot_id}: config has no llm.model")))?;
+        Ok(Bot {
+            id: bot_id.to_owned(),
+            model: model.to_owned(),
+        })
+    }
+}
+
+fn bot_config(model: &str) -> Value {
+    json!({"llm": {"provider": "anthropic", "model": model},
+           "system_prompt": "You are a helpful support agent."})
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = Environment::load("configs/environments/development.yaml")?;
+    let live = DomainConfig::load("configs/domains/my-bot.yaml")?
+        .resolve(&env)?
+        .components()
+        .await?;
+    println!("environment {:?}: {live:?}", env.name());
+    let (Some(registry), Some(bus), Some(knowledge)) =
+        (live.registry, live.event_bus, live.knowledge)
+    else {
+        anyhow::bail!("my-bot.yaml names a registry, an event bus and a knowledge store");
+    };
+
+    // Every committed write through `registry` publishes one event on `registry:bots`.
+    let registry = Arc::new(EventedRegistry::new(registry, Some(bus.clone())));
+    let bots = CachingRegistryManager::builder(registry.clone() as Arc<dyn RegistryBackend>, Bots)
+        .ttl(Some(Duration::from_secs(300)))
+        .max_size(Some(1000))
+        .events(bus.clone())
+        .build()
+        .await?;
+    bots.attach(&registry);
+    let hot_reload = HotReloadManager::builder(bots.clone())
+        .events(bus.clone())
+        .mode(ReloadMode::Hybrid)
+        .poll_interval(Duration::from_secs(1))
+        .build()?;
+    hot_reload.start().await?;
+    hot_reload.wait_until_synced().await;
+
+    let reg = registry
+        .register("support-bot", bot_config("claude-3-sonnet"))
+        .await?;
+    println!("registered support-bot at revision {}", reg.revision);
+    let bot = bots.get_or_create("support-bot").await?;
+    println!("serving {} on {}", bot.id, bot.model);
+
+    let reg = registry
+        .register("support-bot", bot_config("claude-3-opus"))
+        .await?;
+    let bot = bots.get_or_create("support-bot").await?;
+    println!(
+        "updated to revision {}; serving {} on {} right away",
+        reg.revision, bot.id, bot.model
+    );
+
+    registry.register("support-bot", json!({"llm": {}})).await?;
+    match bots.get_or_create("support-bot").await {
+        Ok(bot) => println!(
+            "a bad config was registered; the last good bot keeps serving: {}",
+            bot.model
+        ),
+        Err(e) => println!("a bad config was registered and refused: {e}"),
+    }
+    registry
+        .register("support-bot", bot_config("claude-3-opus"))
+        .await?;
+
+    registry.register("old-bot", bot_config("claude-2")).await?;
+    registry.deactivate("old-bot").await?;
+    match bots.get_or_create("old-bot").await {
+        Err(CacheError::NotFound { bot_id }) => println!("deactivated {bot_id} is not served"),
+        other => anyhow::bail!(
+            "a deactivated bot must not be served: {:?}",
+            other.map(|b| b.model.clone())
+        ),
+    }
+
+    if knowledge.get_info("support").await?.is_none() {
+        knowledge.create_kb("support", Default::default()).await?;
+    }
+    let file = knowledge
+        .put_file(
+            "support",
+            "faq.md",
+            "# FAQ\n\n## How do I reset my password?\n\nGo to settings.\n".into(),
+            PutOptions::default(),
+        )
+        .await?;
+    let version = knowledge.get_checksum("support").await?;
+    println!(
+        "knowledge: stored {} ({} bytes, md5 {}); knowledge base version {version}",
+        file.path, file.size_bytes, file.checksum
+    );
+
+    println!(
+        "active bots: {:?}; cache {:?}",
+        registry.list_ids().await?,
+        bots.stats()
+    );
+    hot_reload.close().await;
+    bots.close().await?;
+    registry.close().await?;
+    knowledge.close().await?;
+    bus.close().await?;
+    Ok(())
+}
