@@ -323,6 +323,7 @@ async fn main() -> Result<()> {
     let b = FileKnowledgeBackend::open(cfg).await?;
     large("file", &b, large_mib).await?;
 
+    #[cfg(feature = "s3")]
     if let Ok(endpoint) = std::env::var("DYNREG_TEST_S3_ENDPOINT") {
         let mut cfg = dynreg_knowledge_store::S3Config::new(
             std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| "dynreg-test".into()),

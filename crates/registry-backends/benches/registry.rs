@@ -51,6 +51,14 @@ async fn fill(b: &Arc<dyn RegistryBackend>, from: usize, to: usize, writers: usi
 
 /// `filler`, when given, is a second instance on the same storage used only to load the
 /// 100,000 rows (PostgreSQL: with `synchronous_commit` off, so the load does not take minutes).
+fn id(i: usize) -> String {
+    format!("bot-{i:06}")
+}
+
+fn wanted(name: &str) -> bool {
+    std::env::var("DYNREG_BENCH_ONLY").map_or(true, |only| only.split(',').any(|o| o == name))
+}
+
 async fn run(
     name: &str,
     b: Arc<dyn RegistryBackend>,
@@ -58,6 +66,10 @@ async fn run(
     reads: usize,
     writers: usize,
 ) {
+    if !wanted(name) {
+        return;
+    }
+    let ids: Arc<Vec<String>> = Arc::new((0..N).map(id).collect());
     b.initialize().await.unwrap();
     b.clear().await.unwrap();
     let t = Instant::now();
@@ -103,8 +115,7 @@ async fn run(
     }
     let t = Instant::now();
     for k in 0..reads {
-        let id = format!("bot-{:06}", (k * 7919) % N);
-        assert!(b.get_config(&id).await.unwrap().is_some());
+        assert!(b.get_config(&ids[(k * 7919) % N]).await.unwrap().is_some());
     }
     println!(
         "{name:<9} get_config (N={N}, 1 client)           {}",
@@ -113,11 +124,10 @@ async fn run(
     let t = Instant::now();
     let tasks: Vec<_> = (0..2)
         .map(|w| {
-            let b = b.clone();
+            let (b, ids) = (b.clone(), ids.clone());
             tokio::spawn(async move {
                 for k in 0..reads / 2 {
-                    let id = format!("bot-{:06}", (k * 7919 + w) % N);
-                    b.get_config(&id).await.unwrap();
+                    b.get_config(&ids[(k * 7919 + w) % N]).await.unwrap();
                 }
             })
         })
@@ -175,7 +185,9 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        run("memory", Arc::new(InMemoryBackend::new()), None, 2_000_000, 1).await;
+        // The same 1 s touch resolution as the persistent backends.
+        let memory = InMemoryBackend::with_touch_resolution(Duration::from_secs(1));
+        run("memory", Arc::new(memory), None, 2_000_000, 1).await;
         #[cfg(feature = "sqlite")]
         {
             let dir = tempfile::tempdir().unwrap();
@@ -198,7 +210,7 @@ fn main() {
             Err(_) => println!("skipped: postgres benchmark (DYNREG_TEST_POSTGRES_URL unset)"),
         }
         #[cfg(feature = "postgres")]
-        if let Ok(url) = std::env::var("DYNREG_TEST_POSTGRES_URL") {
+        if let (true, Ok(url)) = (wanted("postgres"), std::env::var("DYNREG_TEST_POSTGRES_URL")) {
             let b: Arc<dyn RegistryBackend> = Arc::new(
                 dynreg_registry_backends::PostgresBackend::from_config(&json!({
                     "url": url, "table": "bench_registry_async", "synchronous_commit": false

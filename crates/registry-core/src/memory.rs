@@ -32,6 +32,8 @@ pub struct InMemoryBackend {
 struct Inner {
     state: RwLock<State>,
     tombstone_retention: Option<usize>,
+    /// A touch is stored only when the stored one is at least this old (in µs).
+    touch_resolution_micros: i64,
 }
 
 #[derive(Default)]
@@ -81,7 +83,29 @@ impl InMemoryBackend {
             inner: Arc::new(Inner {
                 state: RwLock::default(),
                 tombstone_retention: Some(retention),
+                touch_resolution_micros: 0,
             }),
+        }
+    }
+
+    /// An empty registry whose touching reads store `last_accessed_at` only when the stored
+    /// value is at least `resolution` old (default: every touch is stored). A coarser
+    /// resolution keeps hot reads from writing to shared memory.
+    pub fn with_touch_resolution(resolution: std::time::Duration) -> Self {
+        InMemoryBackend {
+            inner: Arc::new(Inner {
+                state: RwLock::default(),
+                tombstone_retention: None,
+                touch_resolution_micros: i64::try_from(resolution.as_micros()).unwrap_or(i64::MAX),
+            }),
+        }
+    }
+
+    /// Stores a touch at `t` (µs) unless the stored one is recent enough.
+    fn touch(&self, e: &Entry, t: i64) {
+        let stored = e.last_accessed_micros.load(Ordering::Relaxed);
+        if t.saturating_sub(stored) >= self.inner.touch_resolution_micros.max(1) {
+            e.last_accessed_micros.fetch_max(t, Ordering::Relaxed);
         }
     }
 
@@ -203,8 +227,7 @@ impl RegistryBackend for InMemoryBackend {
         Ok(s.rows.get(bot_id).map(|e| {
             let mut reg = e.reg.clone();
             let t = now();
-            e.last_accessed_micros
-                .fetch_max(t.timestamp_micros(), Ordering::Relaxed);
+            self.touch(e, t.timestamp_micros());
             reg.last_accessed_at = t;
             reg
         }))
@@ -219,8 +242,7 @@ impl RegistryBackend for InMemoryBackend {
         validate_bot_id(bot_id)?;
         let s = self.read();
         Ok(s.rows.get(bot_id).filter(|e| e.reg.is_active()).map(|e| {
-            e.last_accessed_micros
-                .fetch_max(now().timestamp_micros(), Ordering::Relaxed);
+            self.touch(e, now().timestamp_micros());
             e.reg.config.clone()
         }))
     }

@@ -217,6 +217,7 @@ fn production_without_its_variables_names_the_first_missing_one() {
 }
 
 /// `host`, `port`, user and database of a `postgres://user@host:port/db` URL (127.0.0.1 only).
+#[cfg(all(feature = "postgres", feature = "redis", feature = "s3"))]
 fn split_url(url: &str) -> Option<(String, String, String, String)> {
     let rest = url.split_once("://")?.1;
     let (auth, rest) = rest.rsplit_once('@').unwrap_or(("", rest));
@@ -226,6 +227,7 @@ fn split_url(url: &str) -> Option<(String, String, String, String)> {
     Some((host.to_owned(), port.to_owned(), user, db.to_owned()))
 }
 
+#[cfg(all(feature = "postgres", feature = "redis", feature = "s3"))]
 fn production_vars() -> Option<VarMap> {
     let pg = std::env::var("DYNREG_TEST_POSTGRES_URL").ok()?;
     let redis = std::env::var("DYNREG_TEST_REDIS_URL").ok()?;
