@@ -24,7 +24,10 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("dynreg-knowledge-store", &["file", "s3"]),
     ("dynreg-cache", &[]),
     ("dynreg-hot-reload", &[]),
-    ("dynreg-resource-resolver", &["sqlite", "postgres", "redis", "file", "s3"]),
+    (
+        "dynreg-resource-resolver",
+        &["sqlite", "postgres", "redis", "file", "s3"],
+    ),
     ("dynreg", &["sqlite", "postgres", "redis", "file", "s3"]),
 ];
 
