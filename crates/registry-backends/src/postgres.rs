@@ -37,7 +37,7 @@ struct Sql {
     delete: Arc<str>,
     state: Arc<str>,
     rows_after: Arc<str>,
-    tombstones_after: Arc<str>,
+    state_and_tombstones: Arc<str>,
     compact: Arc<str>,
     list: Arc<str>,
     list_status: Arc<str>,
@@ -76,8 +76,9 @@ impl Sql {
             rows_after: s(format!(
                 "SELECT {COLUMNS} FROM \"{t}\" WHERE revision > $1 ORDER BY revision LIMIT $2"
             )),
-            tombstones_after: s(format!(
-                "SELECT revision, bot_id FROM \"{t}_tombstones\" WHERE revision > $1"
+            state_and_tombstones: s(format!(
+                "SELECT s.revision, s.horizon, d.revision, d.bot_id FROM \"{t}_state\" s
+                 LEFT JOIN \"{t}_tombstones\" d ON d.revision > $1 WHERE s.id = 1"
             )),
             compact: s(format!(
                 "WITH cut AS (SELECT revision FROM \"{t}_tombstones\" ORDER BY revision DESC OFFSET $1 LIMIT 1),
@@ -518,20 +519,31 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn changes_since(&self, revision: u64) -> Result<ChangeFeed> {
+        // One snapshot for the counter, the tombstones and the rows.
         let mut tx = self
             .pool
-            .begin()
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(db_err("begin read", None))?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("begin read", None))?;
-        let (current, horizon): (i64, i64) = sqlx::query_as(q(&self.sql.state))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err("read state", None))?;
+        // The counter and the tombstones after the cursor in one round trip.
+        let head: Vec<(i64, i64, Option<i64>, Option<String>)> =
+            sqlx::query_as(q(&self.sql.state_and_tombstones))
+                .bind(revision as i64)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err("read changes", None))?;
+        let Some(&(current, horizon, ..)) = head.first() else {
+            return Err(crate::rows::corrupt(
+                KIND,
+                self.location(),
+                "the state row is missing",
+            ));
+        };
         let (current, horizon) = (current as u64, horizon as u64);
+        let tombstones: Vec<(u64, String)> = head
+            .into_iter()
+            .filter_map(|(_, _, r, id)| Some((r? as u64, id?)))
+            .collect();
         if revision < horizon || revision > current {
             return Ok(ChangeFeed::Expired {
                 cursor: revision,
@@ -558,21 +570,10 @@ impl RegistryBackend for PostgresBackend {
                 break;
             }
         }
-        let tombstones: Vec<(i64, String)> = sqlx::query_as(q(&self.sql.tombstones_after))
-            .bind(revision as i64)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err("read changes", None))?;
         commit(tx, None).await?;
         let regs = self.decode(rows, "read changes")?;
         Ok(ChangeFeed::Changes {
-            changes: merge_changes(
-                regs,
-                tombstones
-                    .into_iter()
-                    .map(|(r, id)| (r as u64, id))
-                    .collect(),
-            ),
+            changes: merge_changes(regs, tombstones),
             current_revision: current,
         })
     }
