@@ -22,7 +22,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ),
     ("dynreg-event-bus", &["postgres", "redis"]),
     ("dynreg-knowledge-store", &["file", "s3"]),
-    ("dynreg-cache", &[]),
+    ("dynreg-cache", &["testkit"]),
     ("dynreg-hot-reload", &[]),
     (
         "dynreg-resource-resolver",

@@ -11,7 +11,9 @@
 //!   committed write on [`REGISTRY_TOPIC`] (`registry:bots`, payload `bot_id`, `kind`,
 //!   `revision`) and tells attached caches in the same process before the write returns.
 //!
-//! No cargo features: the cache works with any `RegistryBackend` and any `EventBus`.
+//! Features: `testkit` exports [`testkit`], a tracking instance factory for tests (used by
+//! this crate's and `dynreg-hot-reload`'s tests). The cache itself works with any
+//! `RegistryBackend` and any `EventBus`.
 //!
 //! ## Guarantees (fixing reference-spec §9.1 #1–#9)
 //! * **Single-flight per id.** Concurrent lookups of a cold id share one build; builds of
@@ -46,6 +48,9 @@ mod notice;
 mod options;
 mod stats;
 mod store;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use config_cache::{ConfigCachingManager, ConfigFactory, ResolvedConfig};
 pub use error::{CacheError, SharedError};

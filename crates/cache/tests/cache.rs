@@ -1,12 +1,10 @@
 //! CachingRegistryManager behaviour: single flight, LRU, TTL, destroy accounting, notices.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Bot, TestFactory, eventually};
+use dynreg_cache::testkit::{Bot, TestFactory, eventually};
 use dynreg_cache::{CacheError, CachingRegistryManager, ChangeKind, ChangeNotice, NoticeEffect};
 use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
 use serde_json::json;

@@ -1,11 +1,9 @@
 //! EventedRegistry: one event per committed write, none for no-ops; read-your-writes.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Bot, TestFactory};
+use dynreg_cache::testkit::{Bot, TestFactory};
 use dynreg_cache::{
     CacheOptions, CachingRegistryManager, ChangeKind, ChangeNotice, ConfigCachingManager,
     EventedRegistry, REGISTRY_TOPIC,

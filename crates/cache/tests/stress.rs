@@ -4,13 +4,11 @@
 
 #![allow(clippy::print_stdout)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Bot, TestFactory};
+use dynreg_cache::testkit::{Bot, TestFactory};
 use dynreg_cache::{CachingRegistryManager, EventedRegistry};
 use dynreg_event_bus::{EventBus, InMemoryEventBus};
 use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};

@@ -6,12 +6,10 @@
 
 #![allow(clippy::print_stdout)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Bot, TestFactory, eventually};
+use dynreg_cache::testkit::{Bot, TestFactory, eventually};
 use dynreg_cache::{CachingRegistryManager, EventedRegistry};
 use dynreg_event_bus::{EventBus, InMemoryEventBus, create_event_bus};
 use dynreg_hot_reload::{HotReloadManager, ReloadMode};

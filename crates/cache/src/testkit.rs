@@ -1,60 +1,86 @@
-//! Test factory: counts creations, records every destroy, flags double destroys.
-#![allow(dead_code)]
+//! Test support shared by this crate's tests and `dynreg-hot-reload`'s (feature `testkit`): an
+//! [`InstanceFactory`] that counts creations, records every destroy and flags double destroys.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::InstanceFactory;
 use async_trait::async_trait;
-use dynreg_cache::InstanceFactory;
 use dynreg_registry_core::Registration;
 use serde_json::Value;
 
+/// The instance the test factory builds.
 #[derive(Debug)]
 pub struct Bot {
+    /// A process-unique serial number of this instance.
     pub serial: u64,
+    /// The bot it was built for.
     pub bot_id: String,
+    /// The config it was built from.
     pub config: Arc<Value>,
+    /// The registry revision it was built from (0 when built without a registration).
     pub revision: u64,
 }
 
+/// The factory's refusal of a config that has `"bad": true`; names the bot.
 #[derive(Debug, thiserror::Error)]
 #[error("bad config for {0}")]
 pub struct BadConfig(pub String);
 
-#[derive(Default)]
+/// What the factory saw: creations, live and destroyed instances, concurrency.
+#[derive(Debug, Default)]
 pub struct Tracker {
+    /// The next serial number.
     pub next: AtomicU64,
+    /// Creations attempted.
     pub creates: AtomicU64,
+    /// Serials built and not yet destroyed.
     pub live: Mutex<HashSet<u64>>,
+    /// Serials destroyed.
     pub destroyed: Mutex<HashSet<u64>>,
+    /// Destroys of an already destroyed serial (must stay 0).
     pub double_destroys: AtomicU64,
+    /// Creations running now.
     pub in_create: AtomicU64,
+    /// The most creations that ever ran at once.
     pub max_in_create: AtomicU64,
 }
 
 impl Tracker {
+    /// How many instances are alive.
     pub fn live(&self) -> usize {
-        self.live.lock().unwrap().len()
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    /// How many instances were destroyed.
     pub fn destroyed(&self) -> usize {
-        self.destroyed.lock().unwrap().len()
+        self.destroyed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 
-#[derive(Clone, Default)]
+/// A tracking [`InstanceFactory`] of [`Bot`]s.
+#[derive(Debug, Clone, Default)]
 pub struct TestFactory {
+    /// What it saw.
     pub tracker: Arc<Tracker>,
+    /// How long each creation takes.
     pub delay: Duration,
     /// When set, creation of these ids waits for the gate.
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl TestFactory {
+    /// A factory without delay or gate.
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A factory whose creations take `delay`.
     pub fn with_delay(delay: Duration) -> Self {
         TestFactory {
             delay,
