@@ -467,8 +467,7 @@ impl RegistryBackend for PostgresBackend {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
         query.validate()?;
-        let pushdown =
-            query.sort.is_empty() && query.filter_metadata.as_ref().is_none_or(Map::is_empty);
+        let pushdown = query.is_plain();
         let (limit, offset) = if pushdown {
             (
                 query.limit.map(|l| l as i64),
@@ -500,12 +499,7 @@ impl RegistryBackend for PostgresBackend {
         status: Option<&Status>,
         filter_metadata: Option<&Map<String, Value>>,
     ) -> Result<u64> {
-        if filter_metadata.is_some_and(|f| !f.is_empty()) {
-            let query = ListQuery {
-                status: status.cloned(),
-                filter_metadata: filter_metadata.cloned(),
-                ..ListQuery::default()
-            };
+        if let Some(query) = ListQuery::counting(status, filter_metadata) {
             return Ok(self.list(&query).await?.len() as u64);
         }
         let n: i64 = match status {

@@ -455,8 +455,7 @@ impl RegistryBackend for SqliteBackend {
     async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
         query.validate()?;
         // Without a metadata filter or sort, the database pages by bot_id itself.
-        let pushdown =
-            query.sort.is_empty() && query.filter_metadata.as_ref().is_none_or(Map::is_empty);
+        let pushdown = query.is_plain();
         self.with_conn(|conn| {
             let t = &self.table;
             let mut sql = format!("SELECT {COLUMNS} FROM \"{t}\"");
@@ -497,12 +496,7 @@ impl RegistryBackend for SqliteBackend {
         status: Option<&Status>,
         filter_metadata: Option<&Map<String, Value>>,
     ) -> Result<u64> {
-        if filter_metadata.is_some_and(|f| !f.is_empty()) {
-            let query = ListQuery {
-                status: status.cloned(),
-                filter_metadata: filter_metadata.cloned(),
-                ..ListQuery::default()
-            };
+        if let Some(query) = ListQuery::counting(status, filter_metadata) {
             return Ok(self.list(&query).await?.len() as u64);
         }
         self.with_conn(|conn| {

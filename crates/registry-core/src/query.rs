@@ -174,6 +174,27 @@ impl ListQuery {
         self
     }
 
+    /// Whether the query needs no in-process evaluation: no sort and no metadata filter, so a
+    /// database can filter by status and page in `bot_id` order by itself.
+    pub fn is_plain(&self) -> bool {
+        self.sort.is_empty() && self.filter_metadata.as_ref().is_none_or(Map::is_empty)
+    }
+
+    /// For `count_where` on backends that cannot evaluate metadata filters: the list query to
+    /// count when `filter_metadata` is non-empty, `None` when a plain count will do.
+    pub fn counting(
+        status: Option<&Status>,
+        filter_metadata: Option<&Map<String, Value>>,
+    ) -> Option<ListQuery> {
+        filter_metadata
+            .filter(|f| !f.is_empty())
+            .map(|f| ListQuery {
+                status: status.cloned(),
+                filter_metadata: Some(f.clone()),
+                ..ListQuery::default()
+            })
+    }
+
     /// Checks the sort fields; backends call this before any I/O.
     pub fn validate(&self) -> Result<()> {
         for s in &self.sort {
