@@ -107,14 +107,29 @@ pub trait KnowledgeBackend: std::fmt::Debug + Send + Sync {
     /// Deletes a knowledge base with its files, index and snapshots; false if it did not exist.
     async fn delete_kb(&self, domain_id: &str) -> Result<bool>;
 
-    /// Stores (or replaces) one file from memory.
+    /// Stores (or replaces) one file from memory: a [`KnowledgeBackend::put_files`] of one.
     async fn put_file(
         &self,
         domain_id: &str,
         path: &str,
         content: Bytes,
         options: PutOptions,
-    ) -> Result<KnowledgeFile>;
+    ) -> Result<KnowledgeFile> {
+        let mut out = self
+            .put_files(
+                domain_id,
+                vec![FileUpload {
+                    path: path.to_owned(),
+                    content,
+                    options,
+                }],
+            )
+            .await?;
+        out.pop().ok_or_else(|| KnowledgeError::FileNotFound {
+            domain_id: domain_id.to_owned(),
+            path: path.to_owned(),
+        })
+    }
 
     /// Stores (or replaces) one file from a stream, holding at most one chunk in memory.
     async fn put_stream(

@@ -232,29 +232,6 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         }
     }
 
-    async fn put_file(
-        &self,
-        domain_id: &str,
-        path: &str,
-        content: Bytes,
-        options: PutOptions,
-    ) -> Result<KnowledgeFile> {
-        let mut out = self
-            .put_files(
-                domain_id,
-                vec![FileUpload {
-                    path: path.to_owned(),
-                    content,
-                    options,
-                }],
-            )
-            .await?;
-        out.pop().ok_or_else(|| KnowledgeError::FileNotFound {
-            domain_id: domain_id.to_owned(),
-            path: path.to_owned(),
-        })
-    }
-
     async fn put_stream(
         &self,
         domain_id: &str,
