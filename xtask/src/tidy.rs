@@ -26,6 +26,7 @@ pub fn check(root: &Path) -> Result<(), Vec<String>> {
     let mut files = Vec::new();
     rust_files(&root.join("crates"), &mut files);
     rust_files(&root.join("xtask"), &mut files);
+    rust_files(&root.join("tests"), &mut files);
     for f in &files {
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
