@@ -219,6 +219,7 @@ impl PostgresBackend {
             last_accessed_at: row.try_get(6)?,
             revision: row.try_get(7)?,
             config_hash: row.try_get(8)?,
+            parsed_config: None,
         })
     }
 

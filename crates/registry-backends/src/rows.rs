@@ -18,6 +18,9 @@ pub(crate) struct StoredRow {
     pub last_accessed_at: i64,
     pub revision: i64,
     pub config_hash: String,
+    /// The config already parsed (a [`ParsedConfigs`] hit), when the reader looked first; then
+    /// `config` may be left empty.
+    pub parsed_config: Option<Arc<Value>>,
 }
 
 pub(crate) fn micros(t: &DateTime<Utc>) -> i64 {
@@ -49,9 +52,12 @@ impl StoredRow {
         parsed: &ParsedConfigs,
     ) -> Result<Registration> {
         let at = || format!("{location} bot {:?}", self.bot_id);
-        let config = parsed
-            .parse(&self.config_hash, &self.config)
-            .map_err(|e| corrupt(backend, at(), format!("config column: {e}")))?;
+        let config = match self.parsed_config {
+            Some(c) => c,
+            None => parsed
+                .parse(&self.config_hash, &self.config)
+                .map_err(|e| corrupt(backend, at(), format!("config column: {e}")))?,
+        };
         let metadata: Arc<Map<String, Value>> = if self.metadata == "{}" {
             Arc::default()
         } else {
@@ -120,6 +126,15 @@ impl ParsedConfigs {
         ParsedConfigs {
             cache: std::sync::Mutex::new(lru::LruCache::new(cap)),
         }
+    }
+
+    /// The parsed config of `hash`, if it is cached.
+    pub fn cached(&self, hash: &str) -> Option<Arc<Value>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hash)
+            .cloned()
     }
 
     fn parse(&self, hash: &str, text: &str) -> std::result::Result<Arc<Value>, serde_json::Error> {

@@ -134,16 +134,24 @@ impl SqliteBackend {
     }
 
     fn row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+        // Look the hash up first: an unchanged config is neither copied nor parsed again.
+        let config_hash: String = r.get(8)?;
+        let parsed_config = self.parsed.cached(&config_hash);
         Ok(StoredRow {
             bot_id: r.get(0)?,
-            config: r.get(1)?,
+            config: if parsed_config.is_some() {
+                String::new()
+            } else {
+                r.get(1)?
+            },
             status: r.get(2)?,
             metadata: r.get(3)?,
             created_at: r.get(4)?,
             updated_at: r.get(5)?,
             last_accessed_at: r.get(6)?,
             revision: r.get(7)?,
-            config_hash: r.get(8)?,
+            config_hash,
+            parsed_config,
         })
     }
 
@@ -460,7 +468,9 @@ impl RegistryBackend for SqliteBackend {
             let t = &self.table;
             let mut sql = format!("SELECT {COLUMNS} FROM \"{t}\"");
             if query.status.is_some() {
-                sql.push_str(" WHERE status = ?1");
+                // `+status`: scan the table in primary-key (bot_id) order and filter, instead of
+                // walking the status index and looking every row up again.
+                sql.push_str(" WHERE +status = ?1");
             }
             if pushdown {
                 sql.push_str(" ORDER BY bot_id LIMIT ?2 OFFSET ?3");
