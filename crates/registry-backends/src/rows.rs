@@ -129,6 +129,7 @@ impl ParsedConfigs {
     }
 
     /// The parsed config of `hash`, if it is cached.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // the PostgreSQL reader parses after fetching
     pub fn cached(&self, hash: &str) -> Option<Arc<Value>> {
         self.cache
             .lock()
