@@ -158,6 +158,29 @@ impl FileKnowledgeBackend {
         &self.base
     }
 
+    /// Reads from a knowledge base's synced state under a shared lock; `None` when the
+    /// knowledge base does not exist.
+    async fn read_synced<T: Send + 'static>(
+        &self,
+        domain_id: &str,
+        read: impl FnOnce(&kb::Cache) -> T + Send + 'static,
+    ) -> Result<Option<T>> {
+        let h = self.handle(domain_id);
+        blocking(domain_id, move || {
+            let mut l = match h.lock(false) {
+                Ok(l) => l,
+                Err(KnowledgeError::KbNotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match l.sync() {
+                Ok(c) => Ok(Some(read(c))),
+                Err(KnowledgeError::KbNotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
     fn handle(&self, domain_id: &str) -> Arc<KbHandle> {
         let mut handles = self
             .handles
@@ -251,20 +274,7 @@ impl KnowledgeBackend for FileKnowledgeBackend {
 
     async fn get_info(&self, domain_id: &str) -> Result<Option<KnowledgeBaseInfo>> {
         validate_domain_id(domain_id)?;
-        let h = self.handle(domain_id);
-        blocking(domain_id, move || {
-            let mut l = match h.lock(false) {
-                Ok(l) => l,
-                Err(KnowledgeError::KbNotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            match l.sync() {
-                Ok(c) => Ok(Some(c.info.clone())),
-                Err(KnowledgeError::KbNotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        self.read_synced(domain_id, |c| c.info.clone()).await
     }
 
     async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>> {
@@ -535,21 +545,11 @@ impl KnowledgeBackend for FileKnowledgeBackend {
     async fn get_file_info(&self, domain_id: &str, path: &str) -> Result<Option<KnowledgeFile>> {
         validate_domain_id(domain_id)?;
         validate_path(domain_id, path)?;
-        let h = self.handle(domain_id);
         let p = path.to_owned();
-        blocking(domain_id, move || {
-            let mut l = match h.lock(false) {
-                Ok(l) => l,
-                Err(KnowledgeError::KbNotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            match l.sync() {
-                Ok(c) => Ok(c.index.get(&p).cloned()),
-                Err(KnowledgeError::KbNotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        Ok(self
+            .read_synced(domain_id, move |c| c.index.get(&p).cloned())
+            .await?
+            .flatten())
     }
 
     async fn list_files(
@@ -604,20 +604,7 @@ impl KnowledgeBackend for FileKnowledgeBackend {
 
     async fn get_state_version(&self, domain_id: &str) -> Result<Option<String>> {
         validate_domain_id(domain_id)?;
-        let h = self.handle(domain_id);
-        blocking(domain_id, move || {
-            let mut l = match h.lock(false) {
-                Ok(l) => l,
-                Err(KnowledgeError::KbNotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            match l.sync() {
-                Ok(c) => Ok(Some(c.token())),
-                Err(KnowledgeError::KbNotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        self.read_synced(domain_id, |c| c.token()).await
     }
 
     async fn get_checksum(&self, domain_id: &str) -> Result<String> {
