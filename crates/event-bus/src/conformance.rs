@@ -32,6 +32,18 @@ pub trait Harness: Send + Sync {
     async fn kill_publisher(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>>;
 }
 
+/// The server URL in the environment variable `var`, or `None` after printing the skip line
+/// for `backend`'s tests.
+pub fn server_url(backend: &str, var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped: {backend} tests ({var} unset)");
+            None
+        }
+    }
+}
+
 /// A topic prefix unique to one check run, so checks can run in parallel and be re-run.
 pub fn unique_prefix(check: &str) -> String {
     format!("conf{}:{check}", &new_uuid_v4()[..8])

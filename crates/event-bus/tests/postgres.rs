@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dynreg_event_bus::conformance::{Harness, next_event, numbered, unique_prefix};
+use dynreg_event_bus::conformance::{Harness, next_event, numbered, server_url, unique_prefix};
 use dynreg_event_bus::postgres::{
     ChannelNaming, OversizePolicy, PostgresEventBus, PostgresEventBusConfig,
 };
@@ -12,13 +12,7 @@ use dynreg_event_bus::{BoxError, EventBus, EventBusError, create_event_bus};
 use tokio_postgres::NoTls;
 
 fn url() -> Option<String> {
-    match std::env::var("DYNREG_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: postgres tests (DYNREG_TEST_POSTGRES_URL unset)");
-            None
-        }
-    }
+    server_url("postgres", "DYNREG_TEST_POSTGRES_URL")
 }
 
 fn fast_config(url: &str) -> PostgresEventBusConfig {

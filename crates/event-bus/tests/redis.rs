@@ -4,18 +4,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dynreg_event_bus::conformance::{Harness, next_event, numbered, unique_prefix};
+use dynreg_event_bus::conformance::{Harness, next_event, numbered, server_url, unique_prefix};
 use dynreg_event_bus::redis::{RedisEventBus, RedisEventBusConfig};
 use dynreg_event_bus::{BoxError, EventBus, EventBusError, create_event_bus};
 
 fn url() -> Option<String> {
-    match std::env::var("DYNREG_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: redis tests (DYNREG_TEST_REDIS_URL unset)");
-            None
-        }
-    }
+    server_url("redis", "DYNREG_TEST_REDIS_URL")
 }
 
 fn fast_config(url: &str) -> RedisEventBusConfig {
