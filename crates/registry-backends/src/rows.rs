@@ -83,9 +83,14 @@ impl StoredRow {
 
 /// The JSON text of a registration's config and metadata, for storage.
 pub(crate) fn json_columns(reg: &Registration) -> (String, String) {
+    json_text(&reg.config, &reg.metadata)
+}
+
+/// The JSON text of a config and a metadata map, for storage.
+pub(crate) fn json_text(config: &Value, metadata: &Map<String, Value>) -> (String, String) {
     (
-        serde_json::to_string(&*reg.config).expect("JSON values always serialise"),
-        serde_json::to_string(&*reg.metadata).expect("JSON maps always serialise"),
+        serde_json::to_string(config).expect("JSON values always serialise"),
+        serde_json::to_string(metadata).expect("JSON maps always serialise"),
     )
 }
 

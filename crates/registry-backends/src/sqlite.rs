@@ -191,7 +191,13 @@ impl SqliteBackend {
         let t = &self.table;
         let (config, metadata) = json_columns(reg);
         tx.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO \"{t}\" ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            // An upsert rather than INSERT OR REPLACE: an update then touches only the indexes
+            // whose columns changed (the status index stays as it is).
+            "INSERT INTO \"{t}\" ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (bot_id) DO UPDATE SET config = excluded.config, status = excluded.status,
+               metadata = excluded.metadata, created_at = excluded.created_at,
+               updated_at = excluded.updated_at, last_accessed_at = excluded.last_accessed_at,
+               revision = excluded.revision, config_hash = excluded.config_hash"
         ))
         .and_then(|mut s| {
             s.execute(params![
@@ -391,10 +397,8 @@ impl RegistryBackend for SqliteBackend {
             options
                 .condition
                 .check(bot_id, current.as_ref().map(|c| c.revision))?;
-            let (revision, _) = self.state(&tx)?;
-            let Some(mut reg) =
-                plan_register(bot_id, config, &options, current.as_ref(), revision + 1)
-            else {
+            // The revision is taken only once the write is known not to be a no-op.
+            let Some(mut reg) = plan_register(bot_id, config, &options, current.as_ref(), 0) else {
                 return Ok(current.expect("no-op plans only exist for present ids"));
             };
             reg.revision = self.bump(&tx)?;

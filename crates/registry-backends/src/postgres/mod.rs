@@ -5,7 +5,12 @@
 //! a sequence hands out numbers in `nextval` order, not commit order, so a reader of the change
 //! feed could move its cursor past a revision that commits later and lose it. The counter row
 //! makes revision order and commit order the same, and `changes_since` reads the counter, the
-//! rows and the tombstones from one REPEATABLE READ snapshot.
+//! rows and the tombstones from one snapshot.
+//!
+//! Register, deactivate and unregister are one round trip each: a server-side function (see
+//! [`sql`]) does the lock, the read, the condition check and the write in the statement's own
+//! transaction. The lock is still held across the commit's WAL flush, so durable writes are
+//! bound by the server's fsync; `synchronous_commit: false` lifts that bound.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -14,90 +19,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dynreg_registry_core::{
     ChangeFeed, ListQuery, RegisterOptions, Registration, RegistryBackend, RegistryError, Result,
-    Status, now, plan_register, validate_bot_id, validate_write,
+    Status, WriteCondition, config_hash, now, validate_bot_id, validate_write,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
 use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION};
-use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_columns, merge_changes, micros};
+use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros};
 use crate::touch::TouchBuffer;
 
+mod sql;
+
+use sql::{Sql, condition, outcome};
+
 const KIND: &str = "postgres";
-const COLUMNS: &str = "bot_id, config, status, metadata, created_at, updated_at, last_accessed_at, revision, config_hash";
-
-/// The statements of one table, built once from the validated table name.
-#[derive(Debug)]
-struct Sql {
-    select_one: Arc<str>,
-    lock_state: Arc<str>,
-    upsert: Arc<str>,
-    touch: Arc<str>,
-    delete: Arc<str>,
-    state: Arc<str>,
-    rows_after: Arc<str>,
-    state_and_tombstones: Arc<str>,
-    compact: Arc<str>,
-    list: Arc<str>,
-    list_status: Arc<str>,
-    count: Arc<str>,
-    count_status: Arc<str>,
-    all_ids: Arc<str>,
-}
-
-impl Sql {
-    fn new(t: &str) -> Sql {
-        let s = |q: String| -> Arc<str> { q.into() };
-        Sql {
-            select_one: s(format!("SELECT {COLUMNS} FROM \"{t}\" WHERE bot_id = $1")),
-            lock_state: s(format!("SELECT revision FROM \"{t}_state\" WHERE id = 1 FOR UPDATE")),
-            upsert: s(format!(
-                "WITH st AS (UPDATE \"{t}_state\" SET revision = $8 WHERE id = 1),
-                      del AS (DELETE FROM \"{t}_tombstones\" WHERE bot_id = $1)
-                 INSERT INTO \"{t}\" ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (bot_id) DO UPDATE SET config = EXCLUDED.config, status = EXCLUDED.status,
-                   metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at,
-                   updated_at = EXCLUDED.updated_at, last_accessed_at = EXCLUDED.last_accessed_at,
-                   revision = EXCLUDED.revision, config_hash = EXCLUDED.config_hash"
-            )),
-            touch: s(format!(
-                "UPDATE \"{t}\" AS r SET last_accessed_at = GREATEST(r.last_accessed_at, b.at)
-                 FROM UNNEST($1::text[], $2::bigint[]) AS b(id, at) WHERE r.bot_id = b.id"
-            )),
-            delete: s(format!(
-                "WITH gone AS (DELETE FROM \"{t}\" WHERE bot_id = $1 RETURNING bot_id),
-                      st AS (UPDATE \"{t}_state\" SET revision = $2 WHERE id = 1 AND EXISTS (SELECT 1 FROM gone))
-                 INSERT INTO \"{t}_tombstones\" (revision, bot_id) SELECT $2, bot_id FROM gone
-                 ON CONFLICT (bot_id) DO UPDATE SET revision = EXCLUDED.revision"
-            )),
-            state: s(format!("SELECT revision, horizon FROM \"{t}_state\" WHERE id = 1")),
-            // ORDER BY + LIMIT keeps the planner on the revision index even without statistics.
-            rows_after: s(format!(
-                "SELECT {COLUMNS} FROM \"{t}\" WHERE revision > $1 ORDER BY revision LIMIT $2"
-            )),
-            state_and_tombstones: s(format!(
-                "SELECT s.revision, s.horizon, d.revision, d.bot_id FROM \"{t}_state\" s
-                 LEFT JOIN \"{t}_tombstones\" d ON d.revision > $1 WHERE s.id = 1"
-            )),
-            compact: s(format!(
-                "WITH cut AS (SELECT revision FROM \"{t}_tombstones\" ORDER BY revision DESC OFFSET $1 LIMIT 1),
-                      gone AS (DELETE FROM \"{t}_tombstones\" WHERE revision <= (SELECT revision FROM cut))
-                 UPDATE \"{t}_state\" SET horizon = GREATEST(horizon, (SELECT revision FROM cut))
-                 WHERE id = 1 AND EXISTS (SELECT 1 FROM cut)"
-            )),
-            list: s(format!(
-                "SELECT {COLUMNS} FROM \"{t}\" ORDER BY bot_id COLLATE \"C\" LIMIT $1 OFFSET $2"
-            )),
-            list_status: s(format!(
-                "SELECT {COLUMNS} FROM \"{t}\" WHERE status = $3 ORDER BY bot_id COLLATE \"C\" LIMIT $1 OFFSET $2"
-            )),
-            count: s(format!("SELECT COUNT(*) FROM \"{t}\"")),
-            count_status: s(format!("SELECT COUNT(*) FROM \"{t}\" WHERE status = $1")),
-            all_ids: s(format!("SELECT bot_id FROM \"{t}\" ORDER BY bot_id COLLATE \"C\"")),
-        }
-    }
-}
 
 fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     // Safe: every statement is built from constant text and a table name validated by
@@ -247,79 +183,40 @@ impl PostgresBackend {
         Ok(self.decode(row.into_iter().collect(), "read")?.pop())
     }
 
-    /// Begins a write on one id: locks the state row, then reads the id's registration.
-    ///
-    /// Two statements on purpose: a join locking only the state row (`FOR UPDATE OF s`) would,
-    /// after waiting for another writer, re-check the state row but return the registration as
-    /// of the statement's start — a stale revision that would let a compare-and-swap through.
-    async fn begin_write_on(
+    /// Runs `<table>_write` (see [`sql`]): one round trip, one transaction.
+    #[allow(clippy::too_many_arguments)] // the function's parameters, in order
+    async fn write(
         &self,
         bot_id: &str,
-    ) -> Result<(Transaction<'static, Postgres>, u64, Option<Registration>)> {
-        let (mut tx, revision) = self.begin_write(Some(bot_id)).await?;
-        let current = self.select(&mut *tx, bot_id).await?;
-        Ok((tx, revision, current))
-    }
-
-    /// Begins a write: locks the state row and returns the transaction and current revision.
-    async fn begin_write(
-        &self,
-        bot_id: Option<&str>,
-    ) -> Result<(Transaction<'static, Postgres>, u64)> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db_err("begin write", bot_id))?;
-        let rev: i64 = sqlx::query_scalar(q(&self.sql.lock_state))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err("lock revision", bot_id))?;
-        Ok((tx, rev as u64))
-    }
-
-    async fn upsert(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        reg: &Registration,
-    ) -> Result<()> {
-        let (config, metadata) = json_columns(reg);
-        sqlx::query(q(&self.sql.upsert))
-            .bind(&reg.bot_id)
-            .bind(config)
-            .bind(reg.status.as_str())
-            .bind(metadata)
-            .bind(micros(&reg.created_at))
-            .bind(micros(&reg.updated_at))
-            .bind(micros(&reg.last_accessed_at))
-            .bind(reg.revision as i64)
-            .bind(&reg.config_hash)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err("write", Some(&reg.bot_id)))?;
-        Ok(())
-    }
-
-    async fn delete(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        bot_id: &str,
-        revision: u64,
-    ) -> Result<bool> {
-        let done = sqlx::query(q(&self.sql.delete))
+        config: Option<String>,
+        hash: &str,
+        status: &str,
+        metadata: Option<String>,
+        at: i64,
+        cond: i32,
+        expected: Option<i64>,
+    ) -> Result<WriteRow> {
+        let row = sqlx::query(q(&self.sql.write))
             .bind(bot_id)
-            .bind(revision as i64)
-            .execute(&mut **tx)
+            .bind(config)
+            .bind(hash)
+            .bind(status)
+            .bind(metadata)
+            .bind(at)
+            .bind(cond)
+            .bind(expected)
+            .fetch_one(&self.pool)
             .await
-            .map_err(db_err("delete", Some(bot_id)))?;
-        if done.rows_affected() > 0 && revision.is_multiple_of(64) {
-            sqlx::query(q(&self.sql.compact))
-                .bind(self.tombstone_retention as i64)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_err("compact tombstones", None))?;
-        }
-        Ok(done.rows_affected() > 0)
+            .map_err(db_err("write", Some(bot_id)))?;
+        WriteRow::decode(&row).map_err(db_err("write", Some(bot_id)))
+    }
+
+    fn bad_outcome(&self, bot_id: &str) -> RegistryError {
+        crate::rows::corrupt(
+            KIND,
+            format!("{} bot {bot_id:?}", self.location()),
+            "the write function returned an unexpected outcome; re-run initialize to update it",
+        )
     }
 }
 
@@ -335,6 +232,116 @@ impl PostgresBackend {
         done.map(drop).map_err(|e| {
             self.touches.restore(batch);
             RegistryError::storage(KIND, "touch", None, e)
+        })
+    }
+}
+
+/// Rows of the change feed per page.
+const PAGE: i64 = 5_000;
+
+impl PostgresBackend {
+    /// The change feed after `revision` in one statement (one snapshot, one round trip);
+    /// `None` when there are a page of rows or more, which the caller pages through instead.
+    async fn feed_in_one_statement(&self, revision: u64) -> Result<Option<ChangeFeed>> {
+        let op = "read changes";
+        let rows = sqlx::query(q(&self.sql.feed))
+            .bind(revision as i64)
+            .bind(PAGE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err(op, None))?;
+        let mut state = None;
+        let mut tombstones = Vec::new();
+        let mut regs = Vec::new();
+        for row in &rows {
+            let kind: i32 = row.try_get(0).map_err(db_err(op, None))?;
+            let rev: i64 = row.try_get(1).map_err(db_err(op, None))?;
+            match kind {
+                0 => {
+                    let horizon: i64 = row.try_get(2).map_err(db_err(op, None))?;
+                    state = Some((rev as u64, horizon as u64));
+                }
+                1 => tombstones.push((rev as u64, row.try_get(3).map_err(db_err(op, None))?)),
+                _ => regs.push(Self::feed_row(row, rev).map_err(db_err(op, None))?),
+            }
+        }
+        let Some((current, horizon)) = state else {
+            return Err(crate::rows::corrupt(
+                KIND,
+                self.location(),
+                "the state row is missing",
+            ));
+        };
+        if revision < horizon || revision > current {
+            return Ok(Some(ChangeFeed::Expired {
+                cursor: revision,
+                oldest_available: horizon,
+                current_revision: current,
+            }));
+        }
+        if regs.len() as i64 >= PAGE {
+            return Ok(None);
+        }
+        let location = self.location();
+        let regs = regs
+            .into_iter()
+            .map(|r| r.into_registration(KIND, &location, &self.parsed))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(ChangeFeed::Changes {
+            changes: merge_changes(regs, tombstones),
+            current_revision: current,
+        }))
+    }
+
+    fn feed_row(row: &PgRow, revision: i64) -> std::result::Result<StoredRow, sqlx::Error> {
+        Ok(StoredRow {
+            bot_id: row.try_get(3)?,
+            config: row.try_get(4)?,
+            status: row.try_get(5)?,
+            metadata: row.try_get(6)?,
+            created_at: row.try_get(7)?,
+            updated_at: row.try_get(8)?,
+            last_accessed_at: row.try_get(9)?,
+            revision,
+            config_hash: row.try_get(10)?,
+            parsed_config: None,
+        })
+    }
+}
+
+/// What `<table>_write` returned.
+struct WriteRow {
+    outcome: i32,
+    revision: Option<i64>,
+    created_at: Option<i64>,
+    /// The stored row, for `UNCHANGED`.
+    stored: Option<StoredRow>,
+}
+
+impl WriteRow {
+    fn decode(row: &PgRow) -> std::result::Result<WriteRow, sqlx::Error> {
+        let outcome: i32 = row.try_get(0)?;
+        let stored = if outcome == outcome::UNCHANGED {
+            Some(StoredRow {
+                bot_id: row.try_get(1)?,
+                config: row.try_get(2)?,
+                status: row.try_get(3)?,
+                metadata: row.try_get(4)?,
+                created_at: row.try_get(5)?,
+                updated_at: row.try_get(6)?,
+                last_accessed_at: row.try_get(7)?,
+                revision: row.try_get(8)?,
+                config_hash: row.try_get(9)?,
+                parsed_config: None,
+            })
+        } else {
+            None
+        };
+        Ok(WriteRow {
+            outcome,
+            revision: row.try_get(8)?,
+            created_at: row.try_get(5)?,
+            stored,
         })
     }
 }
@@ -357,28 +364,7 @@ impl RegistryBackend for PostgresBackend {
             .execute(&mut *tx)
             .await
             .map_err(db_err("create schema", None))?;
-        for ddl in [
-            format!(
-                "CREATE TABLE IF NOT EXISTS \"{t}\" (bot_id TEXT PRIMARY KEY, config TEXT NOT NULL,
-                 status TEXT NOT NULL, metadata TEXT NOT NULL, created_at BIGINT NOT NULL,
-                 updated_at BIGINT NOT NULL, last_accessed_at BIGINT NOT NULL,
-                 revision BIGINT NOT NULL, config_hash TEXT NOT NULL)"
-            ),
-            format!("CREATE UNIQUE INDEX IF NOT EXISTS \"{t}_by_revision\" ON \"{t}\" (revision)"),
-            format!(
-                "CREATE INDEX IF NOT EXISTS \"{t}_by_status\" ON \"{t}\" (status, bot_id COLLATE \"C\")"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS \"{t}_tombstones\" (revision BIGINT PRIMARY KEY, bot_id TEXT NOT NULL UNIQUE)"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS \"{t}_state\" (id INT PRIMARY KEY CHECK (id = 1),
-                 revision BIGINT NOT NULL, horizon BIGINT NOT NULL)"
-            ),
-            format!(
-                "INSERT INTO \"{t}_state\" (id, revision, horizon) VALUES (1, 0, 0) ON CONFLICT DO NOTHING"
-            ),
-        ] {
+        for ddl in sql::schema(t) {
             sqlx::query(AssertSqlSafe(ddl))
                 .execute(&mut *tx)
                 .await
@@ -403,17 +389,49 @@ impl RegistryBackend for PostgresBackend {
         options: RegisterOptions,
     ) -> Result<Registration> {
         validate_write(bot_id, &config, &options)?;
-        let (mut tx, revision, current) = self.begin_write_on(bot_id).await?;
-        options
-            .condition
-            .check(bot_id, current.as_ref().map(|c| c.revision))?;
-        let Some(reg) = plan_register(bot_id, config, &options, current.as_ref(), revision + 1)
-        else {
-            return Ok(current.expect("no-op plans only exist for present ids"));
+        let t = now();
+        let hash = config_hash(&config);
+        let (config_text, metadata_text) = json_text(&config, &options.metadata);
+        let (cond, expected) = match options.condition {
+            WriteCondition::Any => (condition::ANY, None),
+            WriteCondition::MustNotExist => (condition::MUST_NOT_EXIST, None),
+            WriteCondition::Revision(r) => (condition::REVISION, Some(r as i64)),
         };
-        self.upsert(&mut tx, &reg).await?;
-        commit(tx, Some(bot_id)).await?;
-        Ok(reg)
+        let row = self
+            .write(
+                bot_id,
+                Some(config_text),
+                &hash,
+                options.status.as_str(),
+                Some(metadata_text),
+                micros(&t),
+                cond,
+                expected,
+            )
+            .await?;
+        match row.outcome {
+            outcome::CONFLICT => Err(RegistryError::Conflict {
+                bot_id: bot_id.to_owned(),
+                expected: options.condition,
+                actual: row.revision.map(|r| r as u64),
+            }),
+            outcome::UNCHANGED => {
+                let stored = row.stored.ok_or_else(|| self.bad_outcome(bot_id))?;
+                stored.into_registration(KIND, &self.location(), &self.parsed)
+            }
+            outcome::WRITTEN => Ok(Registration {
+                bot_id: bot_id.to_owned(),
+                config,
+                status: options.status,
+                metadata: options.metadata,
+                created_at: row.created_at.map_or(t, from_micros),
+                updated_at: t,
+                last_accessed_at: t,
+                revision: row.revision.ok_or_else(|| self.bad_outcome(bot_id))? as u64,
+                config_hash: hash,
+            }),
+            _ => Err(self.bad_outcome(bot_id)),
+        }
     }
 
     async fn get(&self, bot_id: &str) -> Result<Option<Registration>> {
@@ -443,27 +461,33 @@ impl RegistryBackend for PostgresBackend {
 
     async fn deactivate(&self, bot_id: &str) -> Result<bool> {
         validate_bot_id(bot_id)?;
-        let (mut tx, revision, current) = self.begin_write_on(bot_id).await?;
-        let Some(mut reg) = current else {
-            return Ok(false);
-        };
-        if reg.status == Status::Inactive {
-            return Ok(true);
+        let row = self
+            .write(
+                bot_id,
+                None,
+                "",
+                Status::Inactive.as_str(),
+                None,
+                micros(&now()),
+                condition::ANY,
+                None,
+            )
+            .await?;
+        match row.outcome {
+            outcome::ABSENT => Ok(false),
+            outcome::WRITTEN | outcome::UNCHANGED => Ok(true),
+            _ => Err(self.bad_outcome(bot_id)),
         }
-        reg.status = Status::Inactive;
-        reg.updated_at = now();
-        reg.revision = revision + 1;
-        self.upsert(&mut tx, &reg).await?;
-        commit(tx, Some(bot_id)).await?;
-        Ok(true)
     }
 
     async fn unregister(&self, bot_id: &str) -> Result<bool> {
         validate_bot_id(bot_id)?;
-        let (mut tx, revision) = self.begin_write(Some(bot_id)).await?;
-        let existed = self.delete(&mut tx, bot_id, revision + 1).await?;
-        commit(tx, Some(bot_id)).await?;
-        Ok(existed)
+        sqlx::query_scalar(q(&self.sql.unregister))
+            .bind(bot_id)
+            .bind(self.tombstone_retention as i64)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("unregister", Some(bot_id)))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
@@ -514,7 +538,10 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn changes_since(&self, revision: u64) -> Result<ChangeFeed> {
-        // One snapshot for the counter, the tombstones and the rows.
+        if let Some(feed) = self.feed_in_one_statement(revision).await? {
+            return Ok(feed);
+        }
+        // More rows than one page: page through them in one REPEATABLE READ snapshot.
         let mut tx = self
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -546,7 +573,6 @@ impl RegistryBackend for PostgresBackend {
                 current_revision: current,
             });
         }
-        const PAGE: i64 = 5_000;
         let mut rows = Vec::new();
         let mut after = revision as i64;
         loop {
@@ -582,16 +608,11 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn clear(&self) -> Result<u64> {
-        let (mut tx, mut revision) = self.begin_write(None).await?;
-        let ids: Vec<String> = sqlx::query_scalar(q(&self.sql.all_ids))
-            .fetch_all(&mut *tx)
+        let n: i64 = sqlx::query_scalar(q(&self.sql.clear))
+            .bind(self.tombstone_retention as i64)
+            .fetch_one(&self.pool)
             .await
             .map_err(db_err("clear", None))?;
-        for id in &ids {
-            revision += 1;
-            self.delete(&mut tx, id, revision).await?;
-        }
-        commit(tx, None).await?;
-        Ok(ids.len() as u64)
+        Ok(n as u64)
     }
 }
