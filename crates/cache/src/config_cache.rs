@@ -1,13 +1,13 @@
 //! `ConfigCachingManager` and `ResolvedConfig`: a cache of bot configs (the section a bot is
-//! built from), each carrying the revision and config hash it was read at.
+//! built from), each carrying the revision and config hash it was read at, with references
+//! (such as `$resource` blocks) resolved by a [`ConfigResolver`] when one is given.
 
-use std::convert::Infallible;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use dynreg_event_bus::EventBus;
-use dynreg_registry_core::{Registration, RegistryBackend, config_hash};
+use dynreg_registry_core::{BoxError, Registration, RegistryBackend, config_hash};
 use serde_json::Value;
 
 use crate::error::CacheError;
@@ -30,6 +30,8 @@ pub struct ResolvedConfig {
     pub revision: u64,
     /// SHA-256 (hex) of the canonical JSON of `raw_config`.
     pub config_hash: String,
+    /// The environment the config was resolved against (`None` without a resolver).
+    pub environment_name: Option<String>,
 }
 
 impl ResolvedConfig {
@@ -39,16 +41,66 @@ impl ResolvedConfig {
     }
 }
 
-/// Builds [`ResolvedConfig`]s (never fails).
-#[derive(Clone, Debug, Default)]
+/// Resolves what a stored config refers to — for example `$resource` blocks against an
+/// environment (`dynreg-resource-resolver` implements it for its `Environment`) — before the
+/// config is cached. The stored config is never changed; [`ResolvedConfig::raw_config`] keeps
+/// it as stored.
+pub trait ConfigResolver: Send + Sync + 'static {
+    /// The name of the environment configs are resolved against, recorded in each
+    /// [`ResolvedConfig`].
+    fn environment_name(&self) -> Option<&str> {
+        None
+    }
+
+    /// Resolves the section `bot_id` is built from. An error should name the reference that
+    /// failed; the cache adds the bot id and revision.
+    fn resolve(&self, bot_id: &str, section: &Value) -> Result<Value, BoxError>;
+}
+
+/// A [`ConfigResolver`] failed: the config of `bot_id` refers to something it could not
+/// resolve. Nothing is cached; a previously cached config of the bot keeps serving.
+#[derive(Debug, thiserror::Error)]
+#[error("resolving the references in the config of bot {bot_id:?} failed: {source}")]
+pub struct ConfigResolveError {
+    /// The bot id.
+    pub bot_id: String,
+    /// The resolver's error.
+    #[source]
+    pub source: BoxError,
+}
+
+/// Builds [`ResolvedConfig`]s: extracts the configured section and resolves it.
+#[derive(Clone, Default)]
 pub struct ConfigFactory {
     config_key: Option<String>,
+    resolver: Option<Arc<dyn ConfigResolver>>,
+}
+
+impl std::fmt::Debug for ConfigFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigFactory")
+            .field("config_key", &self.config_key)
+            .field(
+                "resolver",
+                &self.resolver.as_ref().map(|r| r.environment_name()),
+            )
+            .finish()
+    }
 }
 
 impl ConfigFactory {
     /// Extracts `config_key` (when present) rather than the whole config.
     pub fn new(config_key: Option<String>) -> Self {
-        ConfigFactory { config_key }
+        ConfigFactory {
+            config_key,
+            resolver: None,
+        }
+    }
+
+    /// Resolves each extracted section with `resolver`.
+    pub fn with_resolver(mut self, resolver: Arc<dyn ConfigResolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
     }
 
     fn resolve(
@@ -57,37 +109,52 @@ impl ConfigFactory {
         raw: Arc<Value>,
         revision: u64,
         hash: String,
-    ) -> ResolvedConfig {
-        let config = match self.config_key.as_deref().and_then(|k| raw.get(k)) {
-            Some(section) => Arc::new(section.clone()),
-            None => Arc::clone(&raw),
+    ) -> Result<ResolvedConfig, ConfigResolveError> {
+        let section = self.config_key.as_deref().and_then(|k| raw.get(k));
+        let config = match (&self.resolver, section) {
+            (Some(r), section) => Arc::new(r.resolve(bot_id, section.unwrap_or(&raw)).map_err(
+                |source| ConfigResolveError {
+                    bot_id: bot_id.to_owned(),
+                    source,
+                },
+            )?),
+            (None, Some(section)) => Arc::new(section.clone()),
+            (None, None) => Arc::clone(&raw),
         };
-        ResolvedConfig {
+        Ok(ResolvedConfig {
             bot_id: bot_id.to_owned(),
             config,
             raw_config: raw,
             revision,
             config_hash: hash,
-        }
+            environment_name: self
+                .resolver
+                .as_ref()
+                .and_then(|r| r.environment_name().map(str::to_owned)),
+        })
     }
 }
 
 #[async_trait]
 impl InstanceFactory<ResolvedConfig> for ConfigFactory {
-    type Error = Infallible;
+    type Error = ConfigResolveError;
 
-    async fn create(&self, bot_id: &str, config: Arc<Value>) -> Result<ResolvedConfig, Infallible> {
+    async fn create(
+        &self,
+        bot_id: &str,
+        config: Arc<Value>,
+    ) -> Result<ResolvedConfig, ConfigResolveError> {
         let hash = config_hash(&config);
-        Ok(self.resolve(bot_id, config, 0, hash))
+        self.resolve(bot_id, config, 0, hash)
     }
 
-    async fn create_from(&self, reg: &Registration) -> Result<ResolvedConfig, Infallible> {
-        Ok(self.resolve(
+    async fn create_from(&self, reg: &Registration) -> Result<ResolvedConfig, ConfigResolveError> {
+        self.resolve(
             &reg.bot_id,
             Arc::clone(&reg.config),
             reg.revision,
             reg.config_hash.clone(),
-        ))
+        )
     }
 }
 
@@ -107,8 +174,31 @@ impl ConfigCachingManager {
         options: CacheOptions,
         bus: Option<Arc<dyn EventBus>>,
     ) -> Result<Self, CacheError> {
-        let mut b = CachingRegistryManager::builder(backend, ConfigFactory::new(config_key))
-            .options(options);
+        Self::with_factory(backend, ConfigFactory::new(config_key), options, bus).await
+    }
+
+    /// A config cache whose sections are resolved by `resolver` (e.g. `$resource` references
+    /// against an environment). A config that does not resolve is an error for `get` — a
+    /// [`CacheError::Create`] whose source is a [`ConfigResolveError`] — and is not cached; after
+    /// a change, the last config that resolved keeps serving.
+    pub async fn with_resolver(
+        backend: Arc<dyn RegistryBackend>,
+        config_key: Option<String>,
+        resolver: Arc<dyn ConfigResolver>,
+        options: CacheOptions,
+        bus: Option<Arc<dyn EventBus>>,
+    ) -> Result<Self, CacheError> {
+        let factory = ConfigFactory::new(config_key).with_resolver(resolver);
+        Self::with_factory(backend, factory, options, bus).await
+    }
+
+    async fn with_factory(
+        backend: Arc<dyn RegistryBackend>,
+        factory: ConfigFactory,
+        options: CacheOptions,
+        bus: Option<Arc<dyn EventBus>>,
+    ) -> Result<Self, CacheError> {
+        let mut b = CachingRegistryManager::builder(backend, factory).options(options);
         if let Some(bus) = bus {
             b = b.events(bus);
         }

@@ -6,7 +6,8 @@
 //!   config (the original's `_create_instance` / `_destroy_instance`), with `get_or_create`,
 //!   `invalidate`, `invalidate_all`, `refresh` and [`CacheStats`].
 //! * [`ConfigCachingManager`]: the same cache for configs, as [`ResolvedConfig`] (config,
-//!   revision, config hash).
+//!   revision, config hash, environment), with `$resource` references resolved through a
+//!   [`ConfigResolver`] (`dynreg-resource-resolver` provides one for an environment).
 //! * [`EventedRegistry`]: a `RegistryBackend` decorator that publishes one [`ChangeNotice`] per
 //!   committed write on [`REGISTRY_TOPIC`] (`registry:bots`, payload `bot_id`, `kind`,
 //!   `revision`) and tells attached caches in the same process before the write returns.
@@ -52,7 +53,9 @@ mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use config_cache::{ConfigCachingManager, ConfigFactory, ResolvedConfig};
+pub use config_cache::{
+    ConfigCachingManager, ConfigFactory, ConfigResolveError, ConfigResolver, ResolvedConfig,
+};
 pub use error::{CacheError, SharedError};
 pub use evented::{ChangeListener, EventedRegistry};
 pub use factory::InstanceFactory;

@@ -14,6 +14,9 @@
 //!   an environment ([`DomainConfig::resolve`]): strict or lenient, environment values win
 //!   over inline defaults, nested references, cycle detection, `$requires` checks that fail
 //!   when a capability is absent, and the portability check with offending YAML paths.
+//! * [`EnvironmentResolver`]: an environment as the `ConfigResolver` of a
+//!   `dynreg_cache::ConfigCachingManager`, so cached bot configs have their `$resource`
+//!   references resolved (strict by default, `${VAR}` left as stored).
 //! * [`ResolvedConfig::components`]: live handles built through `create_registry_backend`,
 //!   `create_event_bus` and `create_knowledge_backend`.
 //! * Errors ([`ResolveError`]) carry file, line and YAML path; values substituted from the
@@ -41,6 +44,7 @@
 //! | `s3` | the S3 registry backend and S3 knowledge store |
 
 mod components;
+mod config_resolver;
 mod domain;
 mod environment;
 mod error;
@@ -54,6 +58,7 @@ mod vars;
 mod yaml;
 
 pub use components::{ComponentPaths, Components};
+pub use config_resolver::EnvironmentResolver;
 pub use domain::{DomainConfig, ResolveOptions, ResolvedConfig};
 pub use environment::{
     CLOUD_MARKERS, CONFIG_DIR_VAR, DEFAULT_CONFIG_DIR, ENV_VAR, Environment, LoadOptions,
