@@ -14,7 +14,9 @@ pub fn validate_bot_id(id: &str) -> Result<()> {
         "must not be empty"
     } else if id.len() > MAX_BOT_ID_BYTES {
         "longer than 1024 bytes"
-    } else if id.chars().any(char::is_control) {
+    } else if !id.bytes().all(|b| (0x20..0x7f).contains(&b)) // printable ASCII: no decoding
+        && id.chars().any(char::is_control)
+    {
         "contains a control character (NUL, newline, ...)"
     } else {
         return Ok(());

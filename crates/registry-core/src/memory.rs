@@ -48,14 +48,19 @@ struct State {
     horizon: u64,
 }
 
+/// One stored registration. The hot read path (`get_config`) needs only `active`, `config`
+/// and the touch time, which sit in the hash table's bucket next to the key; the rest of the
+/// registration is boxed so that buckets stay small (fewer cache lines per lookup).
 struct Entry {
-    reg: Registration,
+    active: bool,
+    config: Arc<Value>,
     last_accessed_micros: AtomicI64,
+    reg: Box<Registration>,
 }
 
 impl Entry {
     fn snapshot(&self) -> Registration {
-        let mut reg = self.reg.clone();
+        let mut reg = Registration::clone(&self.reg);
         reg.last_accessed_at = micros_to_time(self.last_accessed_micros.load(Ordering::Relaxed));
         reg
     }
@@ -143,8 +148,10 @@ impl State {
         self.rows.insert(
             reg.bot_id.clone(),
             Entry {
-                reg,
+                active: reg.is_active(),
+                config: reg.config.clone(),
                 last_accessed_micros: AtomicI64::new(micros),
+                reg: Box::new(reg),
             },
         );
     }
@@ -225,7 +232,7 @@ impl RegistryBackend for InMemoryBackend {
         validate_bot_id(bot_id)?;
         let s = self.read();
         Ok(s.rows.get(bot_id).map(|e| {
-            let mut reg = e.reg.clone();
+            let mut reg = Registration::clone(&e.reg);
             let t = now();
             self.touch(e, t.timestamp_micros());
             reg.last_accessed_at = t;
@@ -241,9 +248,9 @@ impl RegistryBackend for InMemoryBackend {
     async fn get_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
         validate_bot_id(bot_id)?;
         let s = self.read();
-        Ok(s.rows.get(bot_id).filter(|e| e.reg.is_active()).map(|e| {
+        Ok(s.rows.get(bot_id).filter(|e| e.active).map(|e| {
             self.touch(e, now().timestamp_micros());
-            e.reg.config.clone()
+            e.config.clone()
         }))
     }
 
@@ -252,8 +259,8 @@ impl RegistryBackend for InMemoryBackend {
         let s = self.read();
         Ok(s.rows
             .get(bot_id)
-            .filter(|e| e.reg.is_active())
-            .map(|e| e.reg.config.clone()))
+            .filter(|e| e.active)
+            .map(|e| e.config.clone()))
     }
 
     async fn deactivate(&self, bot_id: &str) -> Result<bool> {
