@@ -1,18 +1,20 @@
 //! Shared helpers of the SQL backends: stored columns ↔ `Registration`, touch decisions and
 //! merging a change feed from rows and tombstones.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use dynreg_registry_core::{Change, Registration, RegistryError, Result, Status};
 use serde_json::{Map, Value};
 
-/// The columns of one stored registration, as text and integers.
-pub(crate) struct StoredRow {
+/// The columns of one stored registration, as text and integers. The text columns that do not
+/// end up in the registration as they are may be borrowed from the driver's row buffer.
+pub(crate) struct StoredRow<'a> {
     pub bot_id: String,
-    pub config: String,
-    pub status: String,
-    pub metadata: String,
+    pub config: Cow<'a, str>,
+    pub status: Cow<'a, str>,
+    pub metadata: Cow<'a, str>,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_accessed_at: i64,
@@ -43,7 +45,13 @@ pub(crate) fn corrupt(
     }
 }
 
-impl StoredRow {
+/// One shared empty metadata map (most registrations have none).
+fn empty_metadata() -> Arc<Map<String, Value>> {
+    static EMPTY: OnceLock<Arc<Map<String, Value>>> = OnceLock::new();
+    EMPTY.get_or_init(Arc::default).clone()
+}
+
+impl StoredRow<'_> {
     /// Parses the JSON columns. `location` names the table, for errors.
     pub fn into_registration(
         self,
@@ -59,7 +67,7 @@ impl StoredRow {
                 .map_err(|e| corrupt(backend, at(), format!("config column: {e}")))?,
         };
         let metadata: Arc<Map<String, Value>> = if self.metadata == "{}" {
-            Arc::default()
+            empty_metadata()
         } else {
             Arc::new(
                 serde_json::from_str(&self.metadata)
@@ -116,7 +124,39 @@ pub(crate) fn merge_changes(
 /// the same `Arc<Value>` instead of parsing its JSON again (and identical configs share one
 /// value). Bounded; least recently used hashes are dropped.
 pub(crate) struct ParsedConfigs {
-    cache: std::sync::Mutex<lru::LruCache<String, Arc<Value>>>,
+    cache: std::sync::Mutex<lru::LruCache<String, Arc<Value>, DigestPrefix>>,
+}
+
+/// Hashes a hex SHA-256 digest by its first 16 hex digits: they are uniformly distributed
+/// already, so hashing all 64 characters again (SipHash) would only cost time. Any other key
+/// (never produced here) still hashes correctly, just by its prefix.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct DigestPrefix;
+
+impl std::hash::BuildHasher for DigestPrefix {
+    type Hasher = PrefixHasher;
+
+    fn build_hasher(&self) -> PrefixHasher {
+        PrefixHasher(0)
+    }
+}
+
+/// See [`DigestPrefix`].
+pub(crate) struct PrefixHasher(u64);
+
+impl std::hash::Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `str` hashing writes the bytes, then a one-byte terminator; each write is folded in
+        // by at most its first 16 bytes.
+        for &b in bytes.iter().take(16) {
+            self.0 = self.0.rotate_left(5) ^ u64::from(b);
+            self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
 }
 
 impl std::fmt::Debug for ParsedConfigs {
@@ -129,17 +169,19 @@ impl ParsedConfigs {
     pub fn new() -> Self {
         let cap = std::num::NonZeroUsize::new(16_384).expect("non-zero");
         ParsedConfigs {
-            cache: std::sync::Mutex::new(lru::LruCache::new(cap)),
+            cache: std::sync::Mutex::new(lru::LruCache::with_hasher(cap, DigestPrefix)),
         }
     }
 
-    /// The parsed config of `hash`, if it is cached.
+    /// The parsed config of `hash`, if it is cached. A peek: a hit does not reorder the LRU
+    /// list (relinking its nodes costs a cache miss or two per row in a 10k-row listing), so
+    /// eviction is by first use; an evicted config is parsed again when next seen.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // the PostgreSQL reader parses after fetching
     pub fn cached(&self, hash: &str) -> Option<Arc<Value>> {
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(hash)
+            .peek(hash)
             .cloned()
     }
 

@@ -7,6 +7,7 @@
 //! revisions are handed out and committed in the same order. Statements run on the calling
 //! task: each takes microseconds, far less than a thread hand-off would cost.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -133,19 +134,19 @@ impl SqliteBackend {
         format!("{} table {}", self.path.display(), self.table)
     }
 
-    fn row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    fn row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow<'static>> {
         // Look the hash up first: an unchanged config is neither copied nor parsed again.
         let config_hash: String = r.get(8)?;
         let parsed_config = self.parsed.cached(&config_hash);
         Ok(StoredRow {
             bot_id: r.get(0)?,
             config: if parsed_config.is_some() {
-                String::new()
+                Cow::Borrowed("")
             } else {
-                r.get(1)?
+                Cow::Owned(r.get(1)?)
             },
-            status: r.get(2)?,
-            metadata: r.get(3)?,
+            status: Cow::Owned(r.get(2)?),
+            metadata: Cow::Owned(r.get(3)?),
             created_at: r.get(4)?,
             updated_at: r.get(5)?,
             last_accessed_at: r.get(6)?,

@@ -12,6 +12,7 @@
 //! transaction. The lock is still held across the commit's WAL flush, so durable writes are
 //! bound by the server's fsync; `synchronous_commit: false` lifts that bound.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use dynreg_registry_core::{
     ChangeFeed, ListQuery, RegisterOptions, Registration, RegistryBackend, RegistryError, Result,
     Status, WriteCondition, config_hash, now, validate_bot_id, validate_write,
 };
+use futures::TryStreamExt;
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
@@ -45,6 +47,8 @@ fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
 pub struct PostgresBackend {
     pool: PgPool,
     table: String,
+    /// `table <name>`, for errors.
+    location: String,
     sql: Sql,
     touches: TouchBuffer,
     parsed: ParsedConfigs,
@@ -128,6 +132,7 @@ impl PostgresBackend {
         Ok(PostgresBackend {
             pool,
             sql: Sql::new(&table),
+            location: format!("table {table}"),
             table,
             touches: TouchBuffer::new(
                 c.millis("touch_resolution_ms")?
@@ -140,34 +145,41 @@ impl PostgresBackend {
         })
     }
 
-    fn location(&self) -> String {
-        format!("table {}", self.table)
+    fn location(&self) -> &str {
+        &self.location
     }
 
-    fn stored(row: &PgRow) -> std::result::Result<StoredRow, sqlx::Error> {
+    /// The columns of a `COLUMNS` row, borrowing its text; a config whose hash was parsed
+    /// before is not copied out of the row at all.
+    fn stored<'r>(&self, row: &'r PgRow) -> std::result::Result<StoredRow<'r>, sqlx::Error> {
+        let config_hash: String = row.try_get(8)?;
+        let parsed_config = self.parsed.cached(&config_hash);
         Ok(StoredRow {
             bot_id: row.try_get(0)?,
-            config: row.try_get(1)?,
-            status: row.try_get(2)?,
-            metadata: row.try_get(3)?,
+            config: if parsed_config.is_some() {
+                Cow::Borrowed("")
+            } else {
+                Cow::Borrowed(row.try_get::<&str, _>(1)?)
+            },
+            status: Cow::Borrowed(row.try_get::<&str, _>(2)?),
+            metadata: Cow::Borrowed(row.try_get::<&str, _>(3)?),
             created_at: row.try_get(4)?,
             updated_at: row.try_get(5)?,
             last_accessed_at: row.try_get(6)?,
             revision: row.try_get(7)?,
-            config_hash: row.try_get(8)?,
-            parsed_config: None,
+            config_hash,
+            parsed_config,
         })
     }
 
+    fn registration(&self, row: &PgRow, op: &'static str) -> Result<Registration> {
+        self.stored(row)
+            .map_err(db_err(op, None))?
+            .into_registration(KIND, self.location(), &self.parsed)
+    }
+
     fn decode(&self, rows: Vec<PgRow>, op: &'static str) -> Result<Vec<Registration>> {
-        let location = self.location();
-        rows.iter()
-            .map(|r| {
-                Self::stored(r)
-                    .map_err(db_err(op, None))?
-                    .into_registration(KIND, &location, &self.parsed)
-            })
-            .collect()
+        rows.iter().map(|r| self.registration(r, op)).collect()
     }
 
     async fn select(
@@ -180,7 +192,7 @@ impl PostgresBackend {
             .fetch_optional(exec)
             .await
             .map_err(db_err("read", Some(bot_id)))?;
-        Ok(self.decode(row.into_iter().collect(), "read")?.pop())
+        row.map(|r| self.registration(&r, "read")).transpose()
     }
 
     /// Runs `<table>_write` (see [`sql`]): one round trip, one transaction.
@@ -268,7 +280,7 @@ impl PostgresBackend {
         let Some((current, horizon)) = state else {
             return Err(crate::rows::corrupt(
                 KIND,
-                self.location(),
+                self.location().to_owned(),
                 "the state row is missing",
             ));
         };
@@ -285,7 +297,7 @@ impl PostgresBackend {
         let location = self.location();
         let regs = regs
             .into_iter()
-            .map(|r| r.into_registration(KIND, &location, &self.parsed))
+            .map(|r| r.into_registration(KIND, location, &self.parsed))
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(ChangeFeed::Changes {
             changes: merge_changes(regs, tombstones),
@@ -293,12 +305,12 @@ impl PostgresBackend {
         }))
     }
 
-    fn feed_row(row: &PgRow, revision: i64) -> std::result::Result<StoredRow, sqlx::Error> {
+    fn feed_row(row: &PgRow, revision: i64) -> std::result::Result<StoredRow<'_>, sqlx::Error> {
         Ok(StoredRow {
             bot_id: row.try_get(3)?,
-            config: row.try_get(4)?,
-            status: row.try_get(5)?,
-            metadata: row.try_get(6)?,
+            config: Cow::Borrowed(row.try_get::<&str, _>(4)?),
+            status: Cow::Borrowed(row.try_get::<&str, _>(5)?),
+            metadata: Cow::Borrowed(row.try_get::<&str, _>(6)?),
             created_at: row.try_get(7)?,
             updated_at: row.try_get(8)?,
             last_accessed_at: row.try_get(9)?,
@@ -315,7 +327,7 @@ struct WriteRow {
     revision: Option<i64>,
     created_at: Option<i64>,
     /// The stored row, for `UNCHANGED`.
-    stored: Option<StoredRow>,
+    stored: Option<StoredRow<'static>>,
 }
 
 impl WriteRow {
@@ -324,9 +336,9 @@ impl WriteRow {
         let stored = if outcome == outcome::UNCHANGED {
             Some(StoredRow {
                 bot_id: row.try_get(1)?,
-                config: row.try_get(2)?,
-                status: row.try_get(3)?,
-                metadata: row.try_get(4)?,
+                config: Cow::Owned(row.try_get(2)?),
+                status: Cow::Owned(row.try_get(3)?),
+                metadata: Cow::Owned(row.try_get(4)?),
                 created_at: row.try_get(5)?,
                 updated_at: row.try_get(6)?,
                 last_accessed_at: row.try_get(7)?,
@@ -417,7 +429,7 @@ impl RegistryBackend for PostgresBackend {
             }),
             outcome::UNCHANGED => {
                 let stored = row.stored.ok_or_else(|| self.bad_outcome(bot_id))?;
-                stored.into_registration(KIND, &self.location(), &self.parsed)
+                stored.into_registration(KIND, self.location(), &self.parsed)
             }
             outcome::WRITTEN => Ok(Registration {
                 bot_id: bot_id.to_owned(),
@@ -507,11 +519,14 @@ impl RegistryBackend for PostgresBackend {
                 .bind(offset)
                 .bind(s.as_str()),
             None => sqlx::query(q(&self.sql.list)).bind(limit).bind(offset),
+        };
+        // Each row is decoded as it arrives and its buffer dropped: no second copy of the
+        // whole result set.
+        let mut stream = rows.fetch(&self.pool);
+        let mut regs = Vec::new();
+        while let Some(row) = stream.try_next().await.map_err(db_err("list", None))? {
+            regs.push(self.registration(&row, "list")?);
         }
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err("list", None))?;
-        let regs = self.decode(rows, "list")?;
         if pushdown {
             Ok(regs)
         } else {
@@ -557,7 +572,7 @@ impl RegistryBackend for PostgresBackend {
         let Some(&(current, horizon, ..)) = head.first() else {
             return Err(crate::rows::corrupt(
                 KIND,
-                self.location(),
+                self.location().to_owned(),
                 "the state row is missing",
             ));
         };
