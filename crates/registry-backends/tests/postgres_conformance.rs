@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_backends::PostgresBackend;
-use dynreg_registry_core::RegistryBackend;
 use dynreg_registry_core::conformance::{Harness, skipped};
+use dynreg_registry_core::{RegistryBackend, RegistryBackendExt};
 use serde_json::json;
 
 const VAR: &str = "DYNREG_TEST_POSTGRES_URL";
@@ -49,4 +49,24 @@ async fn debug_output_never_shows_the_password() {
     }))
     .unwrap();
     assert!(!format!("{b:?}").contains("s3cret"));
+}
+
+/// `ssl: true` requires TLS (rustls, through sqlx) and `ssl: false` never uses it; both work
+/// against the local server, which offers TLS. A missing rustls crypto provider or a TLS
+/// handshake failure shows up here.
+#[tokio::test]
+async fn ssl_true_and_false_both_connect() {
+    let Some(h) = harness() else { return };
+    for ssl in [true, false] {
+        let b = PostgresBackend::from_config(&json!({
+            "url": h.url, "table": "t_ssl_modes", "ssl": ssl, "pool_size": 1
+        }))
+        .unwrap();
+        b.initialize()
+            .await
+            .unwrap_or_else(|e| panic!("ssl: {ssl}: {e}"));
+        let reg = b.register("bot", json!({"ssl": ssl})).await.unwrap();
+        assert_eq!(reg.config["ssl"], ssl);
+        b.close().await.unwrap();
+    }
 }

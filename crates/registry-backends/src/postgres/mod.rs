@@ -69,7 +69,8 @@ fn db_err(op: &'static str, bot_id: Option<&str>) -> impl FnOnce(sqlx::Error) ->
 impl PostgresBackend {
     /// Config keys: `url` (or `connection_string`, `dsn`; a `postgres://` URL), or `host`
     /// (default `localhost`), `port` (5432), `database`, `user`, `password` — separate keys
-    /// override the URL's parts; `ssl` (true: require TLS); `table` (default `registrations`; an
+    /// override the URL's parts; `ssl` (true: require TLS; false: never; unset: the URL's
+    /// `sslmode`, by default TLS when the server offers it); `table` (default `registrations`; an
     /// identifier); `pool_size` (default 10); `touch_resolution_ms` (default 1000);
     /// `tombstone_retention` (default 100000); `synchronous_commit` (default true; false trades
     /// the last moments of writes on a server crash for throughput). Connects lazily: `initialize` opens the first
@@ -117,8 +118,11 @@ impl PostgresBackend {
             // fraction of a second of writes (never corrupts). Off by default.
             opts = opts.options([("synchronous_commit", "off")]);
         }
-        if c.bool("ssl")? == Some(true) {
-            opts = opts.ssl_mode(PgSslMode::Require);
+        match c.bool("ssl")? {
+            Some(true) => opts = opts.ssl_mode(PgSslMode::Require),
+            Some(false) => opts = opts.ssl_mode(PgSslMode::Disable),
+            // The URL's `sslmode`, else libpq's default: TLS when the server offers it.
+            None => {}
         }
         let pool_size = c.u64("pool_size")?.unwrap_or(10).clamp(1, 1000) as u32;
         let pool = PgPoolOptions::new()
