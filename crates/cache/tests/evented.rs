@@ -17,7 +17,7 @@ async fn drain(sub: &mut Subscription) -> Vec<ChangeNotice> {
     tokio::time::sleep(Duration::from_millis(20)).await;
     while let Some(d) = sub.try_next() {
         if let Delivery::Event { topic, event } = d {
-            assert_eq!(topic, REGISTRY_TOPIC);
+            assert_eq!(&*topic, REGISTRY_TOPIC);
             out.push(ChangeNotice::from_event(&event).unwrap());
         }
     }

@@ -117,7 +117,7 @@ async fn random_interleavings_never_double_destroy_leak_or_serve_stale() {
     for t in tasks {
         total += t.await.unwrap();
     }
-    println!("stress: {total} operations in {run_for():?}");
+    println!("stress: {total} operations in {:?}", run_for());
     // Quiet: let events drain, then every cached instance must match the latest revision.
     tokio::time::sleep(Duration::from_millis(100)).await;
     for cache in [&local, &remote] {

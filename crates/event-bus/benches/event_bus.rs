@@ -45,11 +45,21 @@ async fn latency(bus: &Arc<dyn EventBus>) -> anyhow::Result<(Duration, Duration)
     Ok((percentile(&samples, 0.50), percentile(&samples, 0.99)))
 }
 
+/// How the throughput run hands events to the bus.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    /// `publish(&Event)`: the bus copies (or serialises) the event.
+    Borrowed,
+    /// `publish_shared(Arc<Event>)`: the in-process bus shares the caller's `Arc`.
+    Shared,
+}
+
 /// Returns (delivered events/s, published events/s).
 async fn throughput(
     bus: &Arc<dyn EventBus>,
     count: usize,
     window: usize,
+    api: Api,
 ) -> anyhow::Result<(f64, f64)> {
     let topic = format!("bench:tput:{}", &new_uuid_v4()[..8]);
     let mut sub = bus.subscribe(&topic).await?;
@@ -67,14 +77,18 @@ async fn throughput(
         Ok(Instant::now())
     });
     // Distinct events (each has its own event_id), as real publishers send; built up front.
-    let events: Vec<Event> = (0..count).map(event).collect();
+    let events: Vec<Arc<Event>> = (0..count).map(|i| Arc::new(event(i))).collect();
     let start = Instant::now();
     // `window` publishes in flight: 1 (a plain loop) for the in-process bus, where a publish
     // completes at once; 64 for server buses, so the transport can pipeline them.
     let errors = if window == 1 {
         let mut errors = 0;
         for ev in &events {
-            errors += usize::from(bus.publish(&topic, ev).await.is_err());
+            let result = match api {
+                Api::Borrowed => bus.publish(&topic, ev).await,
+                Api::Shared => bus.publish_shared(&topic, Arc::clone(ev)).await,
+            };
+            errors += usize::from(result.is_err());
         }
         errors
     } else {
@@ -82,7 +96,12 @@ async fn throughput(
             .map(|ev| {
                 let bus = Arc::clone(bus);
                 let topic = topic.clone();
-                async move { bus.publish(&topic, &ev).await }
+                async move {
+                    match api {
+                        Api::Borrowed => bus.publish(&topic, &ev).await,
+                        Api::Shared => bus.publish_shared(&topic, ev).await,
+                    }
+                }
             })
             .buffer_unordered(window)
             .filter(|r| futures::future::ready(r.is_err()))
@@ -136,10 +155,17 @@ async fn run(
     let (errors, received, took) = concurrent(&bus).await?;
     let (p50, p99) = latency(&bus).await?;
     // Warm-up at full size (allocator heap growth), then the measured run.
-    let _ = throughput(&bus, throughput_events, window).await?;
-    let (tput, publish_rate) = throughput(&bus, throughput_events, window).await?;
+    let _ = throughput(&bus, throughput_events, window, Api::Borrowed).await?;
+    let (tput, publish_rate) = throughput(&bus, throughput_events, window, Api::Borrowed).await?;
+    // The in-process bus also through `publish_shared` (server buses serialise either way).
+    let shared = if window == 1 {
+        let (rate, _) = throughput(&bus, throughput_events, window, Api::Shared).await?;
+        format!("; publish_shared {rate:.0} events/s")
+    } else {
+        String::new()
+    };
     println!(
-        "| {name} | {:.1} µs | {:.1} µs | {:.0} events/s ({throughput_events} events; publish side {:.0}/s) | {errors} errors, {received} delivered, {:.1} ms |",
+        "| {name} | {:.1} µs | {:.1} µs | {:.0} events/s ({throughput_events} events; publish side {:.0}/s{shared}) | {errors} errors, {received} delivered, {:.1} ms |",
         p50.as_secs_f64() * 1e6,
         p99.as_secs_f64() * 1e6,
         tput,

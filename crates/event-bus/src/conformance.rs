@@ -76,10 +76,11 @@ pub async fn next_delivery(sub: &mut Subscription, what: &str) -> Delivery {
     }
 }
 
-/// Waits for the next delivery and requires it to be an event; returns (bus topic, event).
+/// Waits for the next delivery and requires it to be an event; returns (bus topic, event) as
+/// owned values for easy comparison.
 pub async fn next_event(sub: &mut Subscription, what: &str) -> (String, Event) {
     match next_delivery(sub, what).await {
-        Delivery::Event { topic, event } => (topic, event),
+        Delivery::Event { topic, event } => (topic.to_string(), Arc::unwrap_or_clone(event)),
         Delivery::Resync { reason } => {
             panic!("{what}: unexpected resync {reason:?} on {}", sub.target())
         }

@@ -57,8 +57,9 @@ pub enum EventBusError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The bus could not connect to its server when it was created.
-    #[error("{backend} event bus could not connect to {target}: {source}")]
+    /// The bus could not connect to its server when it was created. The message includes the
+    /// transport error's causes (e.g. why a TLS handshake failed).
+    #[error("{backend} event bus could not connect to {target}: {}", with_causes(.source.as_ref()))]
     Connect {
         /// `postgres` or `redis`.
         backend: &'static str,
@@ -107,4 +108,19 @@ pub enum EventBusError {
         /// The topic (or pattern) of the refused operation.
         topic: String,
     },
+}
+
+/// `error: cause: cause ...`, skipping a cause whose text the message already contains.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message
 }

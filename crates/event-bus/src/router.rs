@@ -37,9 +37,37 @@ struct Table {
     closed: bool,
 }
 
-/// The subscriber table.
+/// Most topics whose routes are cached; past it the cache starts over (publishers of
+/// unboundedly many distinct topics cannot grow it without bound).
+const ROUTE_CACHE_LIMIT: usize = 4096;
+
+/// Where events published on one topic go: the topic (shared by every delivery) and the queues
+/// of its exact subscribers and of every pattern subscriber that matches it.
+#[derive(Debug)]
+pub(crate) struct Route {
+    topic: Arc<str>,
+    queues: Box<[Arc<SubQueue>]>,
+}
+
+impl Route {
+    /// Whether nobody receives events on this topic.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Queues `event` for every subscriber of the route.
+    pub(crate) fn deliver(&self, event: &Arc<Event>) {
+        for queue in &self.queues {
+            queue.push_event(&self.topic, event);
+        }
+    }
+}
+
+/// The subscriber table, and a cache of per-topic routes over it (validated topic, matching
+/// subscriptions) that every subscribe, unsubscribe and close clears.
 pub(crate) struct Router {
     table: RwLock<Table>,
+    routes: RwLock<HashMap<Arc<str>, Arc<Route>>>,
     capacity: usize,
     hook: Option<Hook>,
 }
@@ -57,6 +85,7 @@ impl Router {
     pub(crate) fn new(capacity: usize, hook: Option<Hook>) -> Arc<Router> {
         Arc::new(Router {
             table: RwLock::new(Table::default()),
+            routes: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
             hook,
         })
@@ -97,6 +126,7 @@ impl Router {
         if first {
             self.emit(Interest::TopicAdded(topic.to_owned()));
         }
+        self.invalidate_routes();
         drop(table);
         Ok(self.handle(key, topic, SubscriptionKind::Exact, queue))
     }
@@ -131,6 +161,7 @@ impl Router {
         if first {
             self.emit(Interest::PatternAdded(glob));
         }
+        self.invalidate_routes();
         drop(table);
         Ok(self.handle(key, pattern, SubscriptionKind::Pattern, queue))
     }
@@ -160,6 +191,7 @@ impl Router {
         let Some((kind, target)) = table.index.remove(&key) else {
             return;
         };
+        self.invalidate_routes();
         match kind {
             SubscriptionKind::Exact => {
                 if let Some(subs) = table.exact.get_mut(&target) {
@@ -186,27 +218,61 @@ impl Router {
         }
     }
 
-    /// Delivers to the exact subscribers of `topic` and to every matching pattern subscriber.
-    pub(crate) fn dispatch(&self, topic: &str, event: &Event) {
+    /// The route of `topic` (its exact and matching pattern subscribers), from the route cache
+    /// or computed — validating the topic — and cached. Errors: an invalid topic, a closed bus.
+    pub(crate) fn route(&self, topic: &str) -> Result<Arc<Route>, EventBusError> {
+        if let Some(route) = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return Ok(Arc::clone(route));
+        }
+        validate_topic(topic)?;
+        // Computed and cached under the table's read lock: no subscribe or unsubscribe (which
+        // take the write lock, then clear the cache) can slip in between, so a cached route is
+        // never stale.
         let table = self.read();
+        if table.closed {
+            return Err(EventBusError::Closed {
+                topic: topic.to_owned(),
+            });
+        }
+        let mut queues: Vec<Arc<SubQueue>> = Vec::new();
         if let Some(subs) = table.exact.get(topic) {
-            for (_, queue) in subs {
-                queue.push_event(topic, event);
-            }
+            queues.extend(subs.iter().map(|(_, q)| Arc::clone(q)));
         }
         for group in table.patterns.values() {
             if group.glob.matches(topic) {
-                for (_, queue) in &group.subs {
-                    queue.push_event(topic, event);
-                }
+                queues.extend(group.subs.iter().map(|(_, q)| Arc::clone(q)));
             }
         }
+        let topic: Arc<str> = Arc::from(topic);
+        let route = Arc::new(Route {
+            topic: Arc::clone(&topic),
+            queues: queues.into_boxed_slice(),
+        });
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if routes.len() >= ROUTE_CACHE_LIMIT {
+            routes.clear();
+        }
+        routes.insert(topic, Arc::clone(&route));
+        Ok(route)
+    }
+
+    /// Forgets every cached route (the table changed). Called with the table's write lock held.
+    fn invalidate_routes(&self) {
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Delivers to the exact subscribers of `topic` only.
     #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
-    pub(crate) fn dispatch_exact(&self, topic: &str, event: &Event) {
-        if let Some(subs) = self.read().exact.get(topic) {
+    pub(crate) fn dispatch_exact(&self, topic: &Arc<str>, event: &Arc<Event>) {
+        if let Some(subs) = self.read().exact.get(&**topic) {
             for (_, queue) in subs {
                 queue.push_event(topic, event);
             }
@@ -215,7 +281,7 @@ impl Router {
 
     /// Delivers to every matching pattern subscriber only.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn dispatch_patterns(&self, topic: &str, event: &Event) {
+    pub(crate) fn dispatch_patterns(&self, topic: &Arc<str>, event: &Arc<Event>) {
         let table = self.read();
         for group in table.patterns.values() {
             if group.glob.matches(topic) {
@@ -228,7 +294,7 @@ impl Router {
 
     /// Delivers to the subscribers of one pattern (if the topic really matches it).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn dispatch_pattern(&self, pattern: &str, topic: &str, event: &Event) {
+    pub(crate) fn dispatch_pattern(&self, pattern: &str, topic: &Arc<str>, event: &Arc<Event>) {
         if let Some(group) = self.read().patterns.get(pattern)
             && group.glob.matches(topic)
         {
@@ -257,11 +323,6 @@ impl Router {
         self.read().index.len()
     }
 
-    /// Whether `close` was called.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.read().closed
-    }
-
     /// Refuses new subscriptions and ends every existing one.
     pub(crate) fn close(&self) {
         let mut table = self.write();
@@ -277,5 +338,6 @@ impl Router {
         table.exact.clear();
         table.patterns.clear();
         table.index.clear();
+        self.invalidate_routes();
     }
 }

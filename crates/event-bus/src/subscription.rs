@@ -27,15 +27,20 @@ pub enum ResyncReason {
 }
 
 /// One item taken from a [`Subscription`].
+///
+/// Events are shared, not copied: every subscription that receives one event holds the same
+/// `Arc<Event>` (and the same `Arc<str>` topic), so fan-out costs two reference-count
+/// increments per subscription. `Arc<Event>` derefs to [`Event`]; call `Arc::unwrap_or_clone`
+/// for an owned copy.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// An event published on `topic` (the bus topic, which routing used; `event.topic` is the
     /// event's own, independent topic).
     Event {
         /// The bus topic the event was published to.
-        topic: String,
-        /// The event.
-        event: Event,
+        topic: Arc<str>,
+        /// The event, shared with every other subscription that received it.
+        event: Arc<Event>,
     },
     /// Events may have been missed here; re-read any cached state.
     Resync {
@@ -58,6 +63,9 @@ struct QueueState {
     items: VecDeque<Delivery>,
     events: usize,
     closed: bool,
+    /// The consumer found the queue empty and is (about to be) parked on `notify`: the next
+    /// producer wakes it. While the consumer is busy, producers only queue — no wake-up per event.
+    waiting: bool,
 }
 
 /// The bounded queue between a bus (producer) and one [`Subscription`] (consumer). At most
@@ -86,9 +94,10 @@ impl SubQueue {
     }
 
     /// Queues an event; when the queue is full the event is dropped and a `Lagged` marker is
-    /// queued (or the pending one counts one more). Never blocks.
-    pub(crate) fn push_event(&self, topic: &str, event: &Event) {
-        {
+    /// queued (or the pending one counts one more). Never blocks; wakes the consumer only if it
+    /// is parked.
+    pub(crate) fn push_event(&self, topic: &Arc<str>, event: &Arc<Event>) {
+        let wake = {
             let mut state = self.lock();
             if state.closed {
                 return;
@@ -103,20 +112,17 @@ impl SubQueue {
                     }),
                 }
             } else {
-                let was_empty = state.items.is_empty();
                 state.items.push_back(Delivery::Event {
-                    topic: topic.to_owned(),
-                    event: event.clone(),
+                    topic: Arc::clone(topic),
+                    event: Arc::clone(event),
                 });
                 state.events += 1;
-                // The consumer only waits after seeing an empty queue, so only the
-                // empty -> non-empty transition needs a wake-up.
-                if !was_empty {
-                    return;
-                }
             }
+            std::mem::take(&mut state.waiting)
+        };
+        if wake {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
     }
 
     /// Queues a resync marker (not counted against the capacity; not repeated back to back).
@@ -132,21 +138,30 @@ impl SubQueue {
                 return;
             }
             state.items.push_back(Delivery::Resync { reason });
+            state.waiting = false;
         }
         self.notify.notify_one();
     }
 
     /// Ends the queue: already queued items are still handed out, then `None`.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        {
+            let mut state = self.lock();
+            state.closed = true;
+            state.waiting = false;
+        }
         self.notify.notify_one();
     }
 
     /// Moves every queued item into `into` (which is empty) in one step, so the consumer takes
-    /// the lock once per batch rather than once per event. `Err(closed)` when nothing is queued.
-    fn take_all(&self, into: &mut VecDeque<Delivery>) -> Result<(), bool> {
+    /// the lock once per batch rather than once per event. `Err(closed)` when nothing is queued;
+    /// then, with `park`, the consumer is marked waiting so the next producer wakes it.
+    fn take_all(&self, into: &mut VecDeque<Delivery>, park: bool) -> Result<(), bool> {
         let mut state = self.lock();
         if state.items.is_empty() {
+            if park && !state.closed {
+                state.waiting = true;
+            }
             return Err(state.closed);
         }
         std::mem::swap(&mut state.items, into);
@@ -182,7 +197,7 @@ impl Subscription {
             if let Some(item) = self.taken.pop_front() {
                 return Some(item);
             }
-            match self.queue.take_all(&mut self.taken) {
+            match self.queue.take_all(&mut self.taken, true) {
                 Ok(()) => {}
                 Err(true) => return None,
                 Err(false) => self.queue.notify.notified().await,
@@ -193,7 +208,7 @@ impl Subscription {
     /// The next item if one is queued, without waiting.
     pub fn try_next(&mut self) -> Option<Delivery> {
         if self.taken.is_empty() {
-            let _ = self.queue.take_all(&mut self.taken);
+            let _ = self.queue.take_all(&mut self.taken, false);
         }
         self.taken.pop_front()
     }

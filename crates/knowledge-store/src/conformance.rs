@@ -1085,7 +1085,7 @@ pub async fn state_write_events_reach_the_bus(s: Store) {
     let mut seen_put = false;
     while let Some(d2) = meta_sub.try_next() {
         if let Delivery::Event { topic, event } = d2 {
-            assert_eq!(topic, crate::INGEST_METADATA_WRITE);
+            assert_eq!(&*topic, crate::INGEST_METADATA_WRITE);
             assert_eq!(event.event_type, EventType::Custom);
             if event.payload["domain_id"] == d.as_str() {
                 assert_eq!(event.payload["kind"], "metadata");
@@ -1102,7 +1102,7 @@ pub async fn state_write_events_reach_the_bus(s: Store) {
     }
     assert!(seen_put, "no metadata write event for {d}");
     let (topic, event) = next(&mut snap_sub);
-    assert_eq!(topic, crate::INGEST_SNAPSHOT_WRITE);
+    assert_eq!(&*topic, crate::INGEST_SNAPSHOT_WRITE);
     assert_eq!(event.payload["domain_id"], d.as_str());
     assert!(
         event.payload["key"]

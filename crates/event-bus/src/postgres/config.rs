@@ -1,8 +1,10 @@
 //! `PostgresEventBusConfig` and its JSON form.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio_postgres::config::SslMode;
 
 use super::channel::{ChannelNaming, sanitize_prefix};
 use crate::config::{millis_key, reject_unknown, string_key, usize_key};
@@ -45,6 +47,12 @@ pub struct PostgresEventBusConfig {
     pub probe_interval: Duration,
     /// Connect timeout (default 10 s, as the original).
     pub connect_timeout: Duration,
+    /// Require TLS (default false; also on when the URL says `sslmode=require`, `verify-ca` or
+    /// `verify-full`). The server's certificate and host name are always verified.
+    pub ssl: bool,
+    /// PEM file of the CA certificates to trust for TLS instead of the platform's trust store
+    /// (e.g. the RDS CA bundle).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresEventBusConfig {
@@ -56,6 +64,8 @@ impl std::fmt::Debug for PostgresEventBusConfig {
             .field("oversize", &self.oversize)
             .field("claim_table", &self.claim_table)
             .field("capacity", &self.capacity)
+            .field("ssl", &self.ssl)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -87,13 +97,16 @@ impl PostgresEventBusConfig {
             reconnect_max: Duration::from_secs(30),
             probe_interval: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
+            ssl: false,
+            ca_file: None,
         }
     }
 
     /// Reads `url` (or `connection_string`; else the `DATABASE_URL` environment variable),
     /// `channel_prefix`, `channel_naming` (`"collision_free"` | `"original"`), `oversize`
     /// (`"claim_check"` | `"reject"`), `claim_table`, `claim_ttl_ms`, `capacity`,
-    /// `reconnect_base_ms`, `reconnect_max_ms`, `probe_interval_ms`, `connect_timeout_ms`.
+    /// `reconnect_base_ms`, `reconnect_max_ms`, `probe_interval_ms`, `connect_timeout_ms`, and
+    /// for TLS `ssl` (`true`/`false`) and `ca_file` (a PEM file of CA certificates).
     pub fn from_json(map: &Map<String, Value>) -> Result<Self, EventBusError> {
         reject_unknown(
             map,
@@ -110,6 +123,8 @@ impl PostgresEventBusConfig {
                 "reconnect_max_ms",
                 "probe_interval_ms",
                 "connect_timeout_ms",
+                "ssl",
+                "ca_file",
             ],
         )?;
         let url = match (
@@ -174,6 +189,9 @@ impl PostgresEventBusConfig {
         if let Some(d) = millis_key(map, "connect_timeout_ms")? {
             config.connect_timeout = d;
         }
+        let (ssl, ca_file) = crate::tls::options_from_json(map)?;
+        config.ssl = ssl.unwrap_or(false);
+        config.ca_file = ca_file;
         config.validate()?;
         Ok(config)
     }
@@ -200,18 +218,30 @@ impl PostgresEventBusConfig {
         Ok(())
     }
 
-    pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, EventBusError> {
+    /// The tokio-postgres configuration and whether it uses TLS. `sslmode=verify-ca` and
+    /// `verify-full` (libpq's names, which tokio-postgres does not parse) mean `require` here:
+    /// the certificate and host name are verified in every TLS mode. Without TLS the mode is
+    /// `disable` (tokio-postgres's default `prefer` never used TLS with the old `NoTls` either).
+    pub(crate) fn pg_config(&self) -> Result<(tokio_postgres::Config, bool), EventBusError> {
         let url = self
             .url
-            .replacen("postgresql+asyncpg://", "postgresql://", 1);
+            .replacen("postgresql+asyncpg://", "postgresql://", 1)
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require");
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| EventBusError::InvalidConfig {
                 key: "url".into(),
                 reason: format!("{}: {e}", redact(&self.url)),
             })?;
+        let tls = self.ssl || config.get_ssl_mode() == SslMode::Require;
+        config.ssl_mode(if tls {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        });
         config.connect_timeout(self.connect_timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
-        Ok(config)
+        Ok((config, tls))
     }
 }

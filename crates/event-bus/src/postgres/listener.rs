@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Client, Notification};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::channel::{ChannelNaming, quote_ident, topic_channel};
 use super::{CLAIM_PREFIX, split_pattern_payload};
@@ -37,8 +38,9 @@ pub(super) struct Established {
 /// Opens a connection and starts the task that forwards its notifications.
 pub(super) async fn open(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
 ) -> Result<Established, tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (tx, notifications) = mpsc::unbounded_channel();
     let forwarder = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -72,6 +74,8 @@ enum Outcome {
 /// The listener task's state.
 pub(super) struct Listener {
     pub(super) pg_config: tokio_postgres::Config,
+    /// TLS connector (its `sslmode` in `pg_config` says whether it is used).
+    pub(super) tls: MakeRustlsConnect,
     pub(super) naming: ChannelNaming,
     pub(super) prefix: String,
     pub(super) pattern_channel: String,
@@ -98,7 +102,7 @@ impl Listener {
         while !self.stopping() {
             let established = match connection.take() {
                 Some(c) => c,
-                None => match open(&self.pg_config).await {
+                None => match open(&self.pg_config, &self.tls).await {
                     Ok(c) => c,
                     Err(error) => {
                         let delay = self.backoff.next_delay();
@@ -291,13 +295,16 @@ impl Listener {
                 return Ok(());
             };
             if let Some(event) = self.decode(client, body).await? {
-                self.router.dispatch_patterns(topic, &event);
+                self.router
+                    .dispatch_patterns(&Arc::from(topic), &Arc::new(event));
             }
         } else if let Some(topics) = self.routes.get(n.channel())
             && let Some(event) = self.decode(client, n.payload()).await?
         {
+            let event = Arc::new(event);
             for topic in topics {
-                self.router.dispatch_exact(topic, &event);
+                self.router
+                    .dispatch_exact(&Arc::from(topic.as_str()), &event);
             }
         }
         Ok(())

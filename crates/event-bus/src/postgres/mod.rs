@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use channel::{
     ChannelNaming, MAX_CHANNEL_LEN, original_channel, pattern_channel, sanitize_prefix,
@@ -88,8 +89,18 @@ impl PostgresEventBus {
     pub async fn connect(config: PostgresEventBusConfig) -> Result<Self, EventBusError> {
         config.validate()?;
         let prefix = sanitize_prefix(&config.channel_prefix)?;
-        let base = config.pg_config()?;
-        let target = describe(&base);
+        let (base, tls) = config.pg_config()?;
+        let target = if tls {
+            format!("{} (TLS)", describe(&base))
+        } else {
+            describe(&base)
+        };
+        let client_config = if tls {
+            crate::tls::client_config(config.ca_file.as_deref())?
+        } else {
+            crate::tls::unused_config()?
+        };
+        let connector = MakeRustlsConnect::new((*client_config).clone());
         let bus_id = &new_uuid_v4()[..8];
         let listen_name = format!("dynreg-event-bus-{bus_id}-listen");
         let publish_name = format!("dynreg-event-bus-{bus_id}-publish");
@@ -104,12 +115,13 @@ impl PostgresEventBus {
         };
         let settings = PublisherSettings {
             pg_config: publish_config,
+            tls: connector.clone(),
             oversize: config.oversize,
             claim_table: config.claim_table.clone(),
             pattern_channel: pattern_channel(&prefix),
         };
         let first_publisher = publisher::open(&settings).await.map_err(connect_error)?;
-        let first_listener = match listener::open(&listen_config).await {
+        let first_listener = match listener::open(&listen_config, &connector).await {
             Ok(l) => l,
             Err(e) => {
                 first_publisher.1.abort();
@@ -132,6 +144,7 @@ impl PostgresEventBus {
         let backoff = Backoff::new(config.reconnect_base, config.reconnect_max);
         let listener = Listener {
             pg_config: listen_config,
+            tls: connector,
             naming: config.channel_naming,
             prefix: prefix.clone(),
             pattern_channel: pattern_channel(&prefix),
@@ -216,7 +229,11 @@ fn describe(config: &tokio_postgres::Config) -> String {
         })
         .unwrap_or_else(|| "localhost".into());
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
+    let db = config.get_dbname().unwrap_or("");
+    match config.get_hostaddrs().first() {
+        Some(addr) => format!("{host}:{port}/{db} (at {addr})"),
+        None => format!("{host}:{port}/{db}"),
+    }
 }
 
 #[async_trait]

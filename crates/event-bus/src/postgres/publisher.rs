@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::batch::{self, Pending};
 use super::config::OversizePolicy;
@@ -47,6 +48,8 @@ impl PublisherSlot {
 #[derive(Clone)]
 pub(super) struct PublisherSettings {
     pub(super) pg_config: tokio_postgres::Config,
+    /// TLS connector (its `sslmode` in `pg_config` says whether it is used).
+    pub(super) tls: MakeRustlsConnect,
     pub(super) oversize: OversizePolicy,
     pub(super) claim_table: String,
     pub(super) pattern_channel: String,
@@ -56,7 +59,7 @@ pub(super) struct PublisherSettings {
 pub(super) async fn open(
     settings: &PublisherSettings,
 ) -> Result<(PubConn, JoinHandle<()>), tokio_postgres::Error> {
-    let (client, connection) = settings.pg_config.connect(NoTls).await?;
+    let (client, connection) = settings.pg_config.connect(settings.tls.clone()).await?;
     let driver = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "postgres publish connection ended");

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use redis::aio::{PubSub, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::Endpoint;
 use crate::backoff::Backoff;
 use crate::event::Event;
 use crate::router::{Interest, Router};
@@ -29,32 +30,23 @@ pub(super) struct Established {
     stream: PubSubStream,
 }
 
-/// Opens a pub/sub connection; over plain TCP the socket is opened here so its local address
-/// (the server's `addr` for it) is known, which lets tests `CLIENT KILL` exactly this client.
+/// Opens a pub/sub connection; over TCP (and TLS) the socket is opened here so its local
+/// address (the server's `addr` for it) is known, which lets tests `CLIENT KILL` exactly this
+/// client.
 pub(super) async fn open(
-    client: &redis::Client,
+    endpoint: &Endpoint,
     timeout: Duration,
     local_addr: &Mutex<Option<String>>,
 ) -> Result<Established, redis::RedisError> {
-    let info = client.get_connection_info();
-    let pubsub = match info.addr() {
-        redis::ConnectionAddr::Tcp(host, port) => {
-            let stream = tokio::time::timeout(
-                timeout,
-                tokio::net::TcpStream::connect((host.as_str(), *port)),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-            stream.set_nodelay(true)?;
-            *local_addr.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(stream.local_addr()?.to_string());
-            PubSub::new(info.redis_settings(), stream).await?
+    let pubsub = match endpoint.open_stream(timeout).await? {
+        Some((stream, local)) => {
+            *local_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
+            let settings = endpoint.client.get_connection_info().redis_settings();
+            PubSub::new(settings, stream).await?
         }
-        _ => {
+        None => {
             *local_addr.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            client.get_async_pubsub().await?
+            endpoint.client.get_async_pubsub().await?
         }
     };
     let (sink, stream) = pubsub.split();
@@ -68,7 +60,7 @@ enum Outcome {
 
 /// The listener task's state.
 pub(super) struct Listener {
-    pub(super) client: redis::Client,
+    pub(super) endpoint: Endpoint,
     pub(super) connect_timeout: Duration,
     pub(super) local_addr: Arc<Mutex<Option<String>>>,
     pub(super) prefix: String,
@@ -107,7 +99,7 @@ impl Listener {
         while !self.stopping() {
             let mut est = match connection.take() {
                 Some(c) => c,
-                None => match open(&self.client, self.connect_timeout, &self.local_addr).await {
+                None => match open(&self.endpoint, self.connect_timeout, &self.local_addr).await {
                     Ok(c) => c,
                     Err(error) => {
                         let delay = self.backoff.next_delay();
@@ -266,8 +258,8 @@ impl Listener {
     fn handle(&self, message: &redis::Msg) {
         let Some(topic) = message
             .get_channel_name()
-            .strip_prefix(&format!("{}:", self.prefix))
-            .map(str::to_owned)
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix(':'))
         else {
             return;
         };
@@ -279,7 +271,7 @@ impl Listener {
             }
         };
         let event = match Event::from_json(&payload) {
-            Ok(event) => event,
+            Ok(event) => Arc::new(event),
             Err(error) => {
                 tracing::warn!(%error, channel = message.get_channel_name(), "redis event bus: undecodable message dropped");
                 return;
@@ -290,12 +282,13 @@ impl Listener {
                 return;
             };
             if let Some(originals) = self.patterns.get(&redis_pattern) {
+                let topic = Arc::from(topic);
                 for original in originals {
                     self.router.dispatch_pattern(original, &topic, &event);
                 }
             }
-        } else if self.topics.contains(&topic) {
-            self.router.dispatch_exact(&topic, &event);
+        } else if self.topics.contains(topic) {
+            self.router.dispatch_exact(&Arc::from(topic), &event);
         }
     }
 }

@@ -9,12 +9,16 @@
 
 mod listener;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rustls::pki_types::ServerName;
 use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -45,6 +49,11 @@ pub struct RedisEventBusConfig {
     pub probe_interval: Duration,
     /// Connect and response timeout (default 10 s).
     pub connect_timeout: Duration,
+    /// Use TLS (default false; a `rediss://` URL turns it on too). The server's certificate and
+    /// host name (DNS name or IP address) are always verified.
+    pub ssl: bool,
+    /// PEM file of the CA certificates to trust for TLS instead of the platform's trust store.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RedisEventBusConfig {
@@ -53,6 +62,8 @@ impl std::fmt::Debug for RedisEventBusConfig {
             .field("url", &redact(&self.url))
             .field("channel_prefix", &self.channel_prefix)
             .field("capacity", &self.capacity)
+            .field("ssl", &self.ssl)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -77,12 +88,15 @@ impl RedisEventBusConfig {
             reconnect_max: Duration::from_secs(30),
             probe_interval: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
+            ssl: false,
+            ca_file: None,
         }
     }
 
-    /// Reads `url` (or `host`/`port`/`password`, defaults `localhost`/`6379`/none),
-    /// `channel_prefix`, `capacity`, `reconnect_base_ms`, `reconnect_max_ms`,
-    /// `probe_interval_ms`, `connect_timeout_ms`.
+    /// Reads `url` (`redis://` or, for TLS, `rediss://`; or `host`/`port`/`password`, defaults
+    /// `localhost`/`6379`/none), `channel_prefix`, `capacity`, `reconnect_base_ms`,
+    /// `reconnect_max_ms`, `probe_interval_ms`, `connect_timeout_ms`, and for TLS `ssl`
+    /// (`true`/`false`) and `ca_file` (a PEM file of CA certificates).
     pub fn from_json(map: &Map<String, Value>) -> Result<Self, EventBusError> {
         reject_unknown(
             map,
@@ -97,6 +111,8 @@ impl RedisEventBusConfig {
                 "reconnect_max_ms",
                 "probe_interval_ms",
                 "connect_timeout_ms",
+                "ssl",
+                "ca_file",
             ],
         )?;
         let url = match string_key(map, "url")? {
@@ -129,6 +145,9 @@ impl RedisEventBusConfig {
         if let Some(d) = millis_key(map, "connect_timeout_ms")? {
             config.connect_timeout = d;
         }
+        let (ssl, ca_file) = crate::tls::options_from_json(map)?;
+        config.ssl = ssl.unwrap_or(false);
+        config.ca_file = ca_file;
         Ok(config)
     }
 }
@@ -145,47 +164,166 @@ pub(crate) fn escape_redis_glob(literal: &str) -> String {
     out
 }
 
-/// The publishing connection and its server-side client id.
+/// One publishing connection: the multiplexed connection, its server-side client id, and the
+/// task driving it when the bus opened the transport itself (aborted when the last user of the
+/// connection lets go).
+struct PubConn {
+    conn: redis::aio::MultiplexedConnection,
+    id: i64,
+    driver: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for PubConn {
+    fn drop(&mut self) {
+        if let Some(driver) = &self.driver {
+            driver.abort();
+        }
+    }
+}
+
+/// The current publishing connection, if any.
 #[derive(Default)]
 struct PublisherSlot {
-    current: RwLock<Option<(redis::aio::MultiplexedConnection, i64)>>,
+    current: RwLock<Option<Arc<PubConn>>>,
     broken: Notify,
 }
 
 impl PublisherSlot {
-    fn get(&self) -> Option<(redis::aio::MultiplexedConnection, i64)> {
+    fn get(&self) -> Option<Arc<PubConn>> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-    fn set(&self, conn: Option<(redis::aio::MultiplexedConnection, i64)>) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = conn;
+    fn set(&self, conn: Option<PubConn>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = conn.map(Arc::new);
     }
 }
 
-async fn open_publisher(
-    client: &redis::Client,
-    timeout: Duration,
-) -> Result<(redis::aio::MultiplexedConnection, i64), redis::RedisError> {
+async fn open_publisher(endpoint: &Endpoint, timeout: Duration) -> redis::RedisResult<PubConn> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    let (mut conn, driver) = match endpoint.open_stream(timeout).await? {
+        Some((stream, _)) => {
+            let settings = endpoint.client.get_connection_info().redis_settings();
+            let (conn, driver) =
+                redis::aio::MultiplexedConnection::new_with_config(settings, stream, config)
+                    .await?;
+            (conn, Some(tokio::spawn(driver).abort_handle()))
+        }
+        None => (
+            endpoint
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+            None,
+        ),
+    };
     let id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut conn)
         .await?;
-    Ok((conn, id))
+    Ok(PubConn { conn, id, driver })
+}
+
+/// A transport the bus opened itself (TCP, or TLS over TCP).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Where the bus connects: the parsed URL (in its `redis://` form) and, for TLS, the rustls
+/// connector (ring provider, `ca_file` or platform roots) and the name the certificate must
+/// carry.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) client: redis::Client,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+fn io_error(kind: std::io::ErrorKind, message: String) -> redis::RedisError {
+    std::io::Error::new(kind, message).into()
+}
+
+impl Endpoint {
+    fn new(config: &RedisEventBusConfig, target: &str) -> Result<Self, EventBusError> {
+        let (url, tls) = match config.url.strip_prefix("rediss://") {
+            Some(rest) => (format!("redis://{rest}"), true),
+            None => (config.url.clone(), config.ssl),
+        };
+        let client =
+            redis::Client::open(url.as_str()).map_err(|e| EventBusError::InvalidConfig {
+                key: "url".into(),
+                reason: format!("{target}: {e}"),
+            })?;
+        let tls = if tls {
+            let redis::ConnectionAddr::Tcp(host, _) = client.get_connection_info().addr() else {
+                return Err(EventBusError::InvalidConfig {
+                    key: "ssl".into(),
+                    reason: format!("{target}: TLS needs a TCP address (host and port)"),
+                });
+            };
+            let name =
+                ServerName::try_from(host.trim_matches(['[', ']']).to_owned()).map_err(|e| {
+                    EventBusError::InvalidConfig {
+                        key: "url".into(),
+                        reason: format!("{target}: {host:?} is not a valid TLS server name: {e}"),
+                    }
+                })?;
+            let config = crate::tls::client_config(config.ca_file.as_deref())?;
+            Some((tokio_rustls::TlsConnector::from(config), name))
+        } else {
+            None
+        };
+        Ok(Endpoint { client, tls })
+    }
+
+    /// Opens TCP (then TLS, if configured) to a TCP address, returning the stream and the local
+    /// address the server sees; `None` for other addresses (Unix sockets), which the redis
+    /// client opens itself.
+    pub(crate) async fn open_stream(
+        &self,
+        timeout: Duration,
+    ) -> redis::RedisResult<Option<(Box<dyn Io>, String)>> {
+        let redis::ConnectionAddr::Tcp(host, port) = self.client.get_connection_info().addr()
+        else {
+            return Ok(None);
+        };
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), *port)))
+            .await
+            .map_err(|_| {
+                io_error(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect to {host}:{port} timed out after {timeout:?}"),
+                )
+            })??;
+        tcp.set_nodelay(true)?;
+        let local = tcp.local_addr()?.to_string();
+        let Some((connector, name)) = &self.tls else {
+            return Ok(Some((Box::new(tcp), local)));
+        };
+        let stream = tokio::time::timeout(timeout, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| {
+                io_error(
+                    std::io::ErrorKind::TimedOut,
+                    format!("TLS handshake with {host}:{port} timed out after {timeout:?}"),
+                )
+            })?
+            .map_err(|e| {
+                io_error(
+                    e.kind(),
+                    format!("TLS handshake with {host}:{port} failed: {e}"),
+                )
+            })?;
+        Ok(Some((Box::new(stream), local)))
+    }
 }
 
 /// Keeps the publishing slot filled: PINGs it, empties it when it breaks (publishes then fail
 /// fast with `Disconnected`) and reconnects with back-off.
 async fn supervise_publisher(
     slot: Arc<PublisherSlot>,
-    client: redis::Client,
+    endpoint: Endpoint,
     timeout: Duration,
     probe_interval: Duration,
     mut backoff: Backoff,
@@ -198,7 +336,8 @@ async fn supervise_publisher(
                 _ = wait_shutdown(&mut shutdown) => return,
                 _ = slot.broken.notified() => break,
                 _ = tokio::time::sleep(probe_interval) => {
-                    let Some((mut conn, _)) = slot.get() else { break };
+                    let Some(current) = slot.get() else { break };
+                    let mut conn = current.conn.clone();
                     let ping: Result<Result<String, _>, _> =
                         tokio::time::timeout(timeout, redis::cmd("PING").query_async(&mut conn)).await;
                     if !matches!(ping, Ok(Ok(_))) {
@@ -215,7 +354,7 @@ async fn supervise_publisher(
                 _ = tokio::time::sleep(delay) => {}
                 _ = wait_shutdown(&mut shutdown) => return,
             }
-            match open_publisher(&client, timeout).await {
+            match open_publisher(&endpoint, timeout).await {
                 Ok(conn) => {
                     slot.set(Some(conn));
                     backoff.reset();
@@ -271,16 +410,12 @@ impl RedisEventBus {
             target: target.clone(),
             source: Box::new(source),
         };
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| EventBusError::InvalidConfig {
-                key: "url".into(),
-                reason: format!("{target}: {e}"),
-            })?;
-        let first_publisher = open_publisher(&client, config.connect_timeout)
+        let endpoint = Endpoint::new(&config, &target)?;
+        let first_publisher = open_publisher(&endpoint, config.connect_timeout)
             .await
             .map_err(connect_error)?;
         let pubsub_addr = Arc::new(Mutex::new(None));
-        let first_listener = listener::open(&client, config.connect_timeout, &pubsub_addr)
+        let first_listener = listener::open(&endpoint, config.connect_timeout, &pubsub_addr)
             .await
             .map_err(connect_error)?;
 
@@ -297,7 +432,7 @@ impl RedisEventBus {
         slot.set(Some(first_publisher));
         let backoff = Backoff::new(config.reconnect_base, config.reconnect_max);
         let listener = Listener {
-            client: client.clone(),
+            endpoint: endpoint.clone(),
             connect_timeout: config.connect_timeout,
             local_addr: Arc::clone(&pubsub_addr),
             prefix: config.channel_prefix.clone(),
@@ -313,7 +448,7 @@ impl RedisEventBus {
             tokio::spawn(listener.run(first_listener)),
             tokio::spawn(supervise_publisher(
                 Arc::clone(&slot),
-                client,
+                endpoint,
                 config.connect_timeout,
                 config.probe_interval,
                 backoff,
@@ -339,8 +474,8 @@ impl RedisEventBus {
         Ok(format!("{}:{topic}", self.prefix))
     }
 
-    /// The address the server sees for the current pub/sub connection (plain TCP only), for
-    /// `CLIENT KILL TYPE pubsub ADDR <addr>`.
+    /// The address the server sees for the current pub/sub connection (TCP or TLS; not for
+    /// Unix sockets), for `CLIENT KILL TYPE pubsub ADDR <addr>`.
     pub fn pubsub_client_addr(&self) -> Option<String> {
         self.pubsub_addr
             .lock()
@@ -350,7 +485,7 @@ impl RedisEventBus {
 
     /// The server-side `CLIENT ID` of the current publishing connection.
     pub fn publish_client_id(&self) -> Option<i64> {
-        self.publisher.get().map(|(_, id)| id)
+        self.publisher.get().map(|c| c.id)
     }
 
     async fn sync(&self, topic: &str) -> Result<(), EventBusError> {
@@ -373,12 +508,13 @@ impl EventBus for RedisEventBus {
                 topic: topic.to_owned(),
             });
         }
-        let Some((mut conn, _)) = self.publisher.get() else {
+        let Some(current) = self.publisher.get() else {
             return Err(EventBusError::Disconnected {
                 backend: "redis",
                 topic: topic.to_owned(),
             });
         };
+        let mut conn = current.conn.clone();
         let channel = format!("{}:{topic}", self.prefix);
         let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
             .arg(&channel)
