@@ -31,8 +31,10 @@ use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RE
 use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros};
 use crate::touch::TouchBuffer;
 
+mod batch;
 mod sql;
 
+use batch::{Batcher, WriteArgs};
 use sql::{Sql, condition, outcome};
 
 const KIND: &str = "postgres";
@@ -46,6 +48,8 @@ fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
 /// A registry in one PostgreSQL table (plus `<table>_tombstones` and `<table>_state`).
 pub struct PostgresBackend {
     pool: PgPool,
+    /// Register and deactivate go through this queue (group commit).
+    writes: Arc<Batcher>,
     table: String,
     /// `table <name>`, for errors.
     location: String,
@@ -133,9 +137,15 @@ impl PostgresBackend {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(opts);
         let table = c.identifier("table", "registrations")?;
+        let sql = Sql::new(&table);
         Ok(PostgresBackend {
+            writes: Arc::new(Batcher::new(
+                pool.clone(),
+                sql.write.clone(),
+                sql.write_batch.clone(),
+            )),
             pool,
-            sql: Sql::new(&table),
+            sql,
             location: format!("table {table}"),
             table,
             touches: TouchBuffer::new(
@@ -199,7 +209,8 @@ impl PostgresBackend {
         row.map(|r| self.registration(&r, "read")).transpose()
     }
 
-    /// Runs `<table>_write` (see [`sql`]): one round trip, one transaction.
+    /// Runs `<table>_write` (see [`sql`]): one round trip, one transaction, shared with the
+    /// writes queued at the same time (see [`batch`]).
     #[allow(clippy::too_many_arguments)] // the function's parameters, in order
     async fn write(
         &self,
@@ -212,19 +223,18 @@ impl PostgresBackend {
         cond: i32,
         expected: Option<i64>,
     ) -> Result<WriteRow> {
-        let row = sqlx::query(q(&self.sql.write))
-            .bind(bot_id)
-            .bind(config)
-            .bind(hash)
-            .bind(status)
-            .bind(metadata)
-            .bind(at)
-            .bind(cond)
-            .bind(expected)
-            .fetch_one(&self.pool)
+        self.writes
+            .write(WriteArgs {
+                bot_id: bot_id.to_owned(),
+                config,
+                hash: hash.to_owned(),
+                status: status.to_owned(),
+                metadata,
+                at,
+                cond,
+                expected,
+            })
             .await
-            .map_err(db_err("write", Some(bot_id)))?;
-        WriteRow::decode(&row).map_err(db_err("write", Some(bot_id)))
     }
 
     fn bad_outcome(&self, bot_id: &str) -> RegistryError {

@@ -37,6 +37,7 @@ pub(super) mod condition {
 pub(super) struct Sql {
     pub select_one: Arc<str>,
     pub write: Arc<str>,
+    pub write_batch: Arc<str>,
     pub unregister: Arc<str>,
     pub clear: Arc<str>,
     pub touch: Arc<str>,
@@ -59,6 +60,17 @@ impl Sql {
                 "SELECT o_outcome, o_bot_id, o_config, o_status, o_metadata, o_created_at, o_updated_at,
                         o_last_accessed_at, o_revision, o_config_hash
                  FROM \"{t}_write\"($1, $2, $3, $4, $5, $6, $7, $8)"
+            )),
+            // Several writes in one statement, run in array order (see `batch`).
+            write_batch: s(format!(
+                "SELECT w.o_outcome, w.o_bot_id, w.o_config, w.o_status, w.o_metadata, w.o_created_at,
+                        w.o_updated_at, w.o_last_accessed_at, w.o_revision, w.o_config_hash
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::bigint[], $7::int[], $8::bigint[])
+                      WITH ORDINALITY AS b(id, config, hash, status, metadata, at, cond, expected, n)
+                 CROSS JOIN LATERAL \"{t}_write\"(b.id, b.config, b.hash, b.status, b.metadata,
+                                                   b.at, b.cond, b.expected) AS w
+                 ORDER BY b.n"
             )),
             unregister: s(format!("SELECT \"{t}_unregister\"($1, $2)")),
             clear: s(format!("SELECT \"{t}_clear\"($1)")),
@@ -145,7 +157,9 @@ pub(super) fn schema(t: &str) -> Vec<String> {
 /// `<t>_write(id, config, hash, status, metadata, now, condition, expected)`.
 ///
 /// With a config: a register (condition checked first, then an identical config, status and
-/// metadata is `UNCHANGED`). With a NULL config: a status change of an existing row that keeps
+/// metadata is `UNCHANGED`; metadata is compared as text, which is exact because serde_json
+/// writes a map's keys in sorted order — and never fails, unlike a `jsonb` cast of text that
+/// holds `\u0000`). With a NULL config: a status change of an existing row that keeps
 /// its config, metadata and last access (`ABSENT` if there is no row).
 fn write_function(t: &str) -> String {
     format!(
@@ -180,7 +194,7 @@ BEGIN
         v_accessed := cur.last_accessed_at;
     END IF;
     IF present AND cur.config_hash = v_hash AND cur.status = p_status
-       AND cur.metadata::jsonb = v_metadata::jsonb THEN
+       AND cur.metadata = v_metadata THEN
         o_outcome := {unchanged}; o_bot_id := cur.bot_id; o_config := cur.config;
         o_status := cur.status; o_metadata := cur.metadata; o_created_at := cur.created_at;
         o_updated_at := cur.updated_at; o_last_accessed_at := cur.last_accessed_at;

@@ -221,3 +221,29 @@ pub async fn conditional_writes_conflict(h: &dyn Harness) {
         "failed writes change nothing"
     );
 }
+
+/// Configs and metadata holding NUL, control and non-ASCII characters round-trip, and
+/// re-registering them unchanged is still a no-op (no backend may choke comparing them).
+pub async fn unusual_text_round_trips_and_re_registers_as_a_no_op(h: &dyn Harness) {
+    let b = fresh(h, "unusual_text").await;
+    let config = serde_json::json!({"prompt": "nul:\u{0} tab:\t bell:\u{7} é 日本 🦀", "n": 1.5});
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("note".into(), serde_json::json!("nul:\u{0} \u{1f} ✓"));
+    metadata.insert("a".into(), serde_json::json!([1, {"b": null}]));
+    let opts = || RegisterOptions::default().metadata(metadata.clone());
+    let first = b
+        .register_with("u", Arc::new(config.clone()), opts())
+        .await
+        .unwrap();
+    let again = b
+        .register_with("u", Arc::new(config.clone()), opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.revision, first.revision,
+        "an identical re-register is a no-op"
+    );
+    let stored = b.peek("u").await.unwrap().unwrap();
+    assert_eq!(*stored.config, config);
+    assert_eq!(*stored.metadata, metadata);
+}

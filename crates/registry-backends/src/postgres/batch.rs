@@ -1,0 +1,179 @@
+//! Group commit for PostgreSQL writes: the writes that arrive while one is running are sent
+//! together as one statement, so they share one transaction and one WAL flush.
+//!
+//! Every write locks the registry's counter row until its transaction commits, so writes of
+//! separate transactions can never share a flush: N concurrent durable writes cost N flushes
+//! one after the other. Here they queue instead. A background task (spawned when the queue goes
+//! from idle to busy, and ending when it is empty again) takes everything queued and runs
+//! `<table>_write` once per write inside one statement (`unnest ... CROSS JOIN LATERAL`). Each
+//! call still sees the calls before it, so the result is exactly that of running the writes one
+//! after another in queue order: conditions are checked against the writes ahead of them. If
+//! the batch statement fails as a whole, each of its writes is retried on its own, so one
+//! write's error never becomes another's. A lone write is sent as the single-write statement.
+//!
+//! The task owns the queue's work, so a caller that stops waiting (its future dropped) never
+//! leaves other writers stuck; a write whose caller went away still commits, as it would have
+//! once its statement was sent.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use dynreg_registry_core::{RegistryError, Result};
+use sqlx::postgres::{PgPool, PgRow};
+use tokio::sync::oneshot;
+
+use super::{KIND, WriteRow, db_err, q};
+
+/// The most writes sent in one statement.
+const MAX_BATCH: usize = 512;
+
+/// The arguments of one `<table>_write` call.
+pub(super) struct WriteArgs {
+    pub bot_id: String,
+    pub config: Option<String>,
+    pub hash: String,
+    pub status: String,
+    pub metadata: Option<String>,
+    pub at: i64,
+    pub cond: i32,
+    pub expected: Option<i64>,
+}
+
+type Reply = oneshot::Sender<Result<WriteRow>>;
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(WriteArgs, Reply)>,
+    /// A drain task is running (it will see anything pushed before it finds the queue empty).
+    draining: bool,
+}
+
+/// The write queue of one backend instance.
+pub(super) struct Batcher {
+    pool: PgPool,
+    single: Arc<str>,
+    batch: Arc<str>,
+    queue: Mutex<Queue>,
+}
+
+impl Batcher {
+    pub fn new(pool: PgPool, single: Arc<str>, batch: Arc<str>) -> Self {
+        Batcher {
+            pool,
+            single,
+            batch,
+            queue: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues one write and waits for its result.
+    pub async fn write(self: &Arc<Self>, args: WriteArgs) -> Result<WriteRow> {
+        let bot_id = args.bot_id.clone();
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut q = self.lock();
+            q.waiting.push((args, tx));
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).drain());
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(RegistryError::storage(
+                KIND,
+                "write",
+                Some(&bot_id),
+                "the write task ended without an answer",
+            ))
+        })
+    }
+
+    async fn drain(self: Arc<Self>) {
+        // If this task panics, the guard clears `draining` and drops the queued replies, so
+        // their writers get an error instead of waiting forever.
+        let guard = DrainGuard(&self);
+        loop {
+            let work = {
+                let mut q = self.lock();
+                if q.waiting.is_empty() {
+                    q.draining = false;
+                    break;
+                }
+                let n = q.waiting.len().min(MAX_BATCH);
+                q.waiting.drain(..n).collect::<Vec<_>>()
+            };
+            self.run(work).await;
+        }
+        std::mem::forget(guard);
+    }
+
+    async fn run(&self, work: Vec<(WriteArgs, Reply)>) {
+        if work.len() > 1 {
+            match self.run_batch(&work).await {
+                Ok(rows) if rows.len() == work.len() => {
+                    for ((args, reply), row) in work.into_iter().zip(rows) {
+                        let _ = reply.send(
+                            WriteRow::decode(&row).map_err(db_err("write", Some(&args.bot_id))),
+                        );
+                    }
+                    return;
+                }
+                // Retry one by one below: one write's error must not become the others'.
+                Ok(_) | Err(_) => {}
+            }
+        }
+        for (args, reply) in work {
+            let _ = reply.send(self.run_one(&args).await);
+        }
+    }
+
+    async fn run_one(&self, a: &WriteArgs) -> Result<WriteRow> {
+        let row = sqlx::query(q(&self.single))
+            .bind(&a.bot_id)
+            .bind(&a.config)
+            .bind(&a.hash)
+            .bind(&a.status)
+            .bind(&a.metadata)
+            .bind(a.at)
+            .bind(a.cond)
+            .bind(a.expected)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("write", Some(&a.bot_id)))?;
+        WriteRow::decode(&row).map_err(db_err("write", Some(&a.bot_id)))
+    }
+
+    async fn run_batch(
+        &self,
+        work: &[(WriteArgs, Reply)],
+    ) -> std::result::Result<Vec<PgRow>, sqlx::Error> {
+        let col = |f: fn(&WriteArgs) -> String| work.iter().map(|(a, _)| f(a)).collect::<Vec<_>>();
+        let opt = |f: fn(&WriteArgs) -> Option<String>| {
+            work.iter().map(|(a, _)| f(a)).collect::<Vec<_>>()
+        };
+        sqlx::query(q(&self.batch))
+            .bind(col(|a| a.bot_id.clone()))
+            .bind(opt(|a| a.config.clone()))
+            .bind(col(|a| a.hash.clone()))
+            .bind(col(|a| a.status.clone()))
+            .bind(opt(|a| a.metadata.clone()))
+            .bind(work.iter().map(|(a, _)| a.at).collect::<Vec<_>>())
+            .bind(work.iter().map(|(a, _)| a.cond).collect::<Vec<_>>())
+            .bind(work.iter().map(|(a, _)| a.expected).collect::<Vec<_>>())
+            .fetch_all(&self.pool)
+            .await
+    }
+}
+
+struct DrainGuard<'a>(&'a Batcher);
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.lock();
+        q.draining = false;
+        q.waiting.clear();
+    }
+}
