@@ -12,7 +12,7 @@ use crate::changes::{Change, ChangeFeed};
 use crate::error::Result;
 use crate::model::{Registration, Status};
 use crate::query::{ListQuery, matches_metadata};
-use crate::time::now;
+use crate::time::{now, now_micros};
 use crate::write::RegisterOptions;
 use crate::{RegistryBackend, plan_register, validate_bot_id, validate_write};
 
@@ -249,7 +249,7 @@ impl RegistryBackend for InMemoryBackend {
         validate_bot_id(bot_id)?;
         let s = self.read();
         Ok(s.rows.get(bot_id).filter(|e| e.active).map(|e| {
-            self.touch(e, now().timestamp_micros());
+            self.touch(e, now_micros());
             e.config.clone()
         }))
     }
