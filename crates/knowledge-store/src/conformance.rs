@@ -248,7 +248,7 @@ pub async fn list_files_prefix_sorted(s: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|f| f.path)
+        .map(|f| f.path.clone())
         .collect();
     assert_eq!(
         all,
@@ -265,7 +265,7 @@ pub async fn list_files_prefix_sorted(s: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|f| f.path)
+        .map(|f| f.path.clone())
         .collect();
     assert_eq!(content, vec!["content/a.md", "content/b.md"]);
     let c: Vec<_> = b
@@ -273,7 +273,7 @@ pub async fn list_files_prefix_sorted(s: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|f| f.path)
+        .map(|f| f.path.clone())
         .collect();
     assert_eq!(c.len(), 3);
     assert!(b.list_files(&d, Some("nothing/")).await.unwrap().is_empty());
@@ -289,6 +289,27 @@ pub async fn file_exists_follows_writes(s: Store) {
     assert!(!b.file_exists(&d, "a").await.unwrap());
     assert!(b.delete_file(&d, "a/b.md").await.unwrap());
     assert!(!b.file_exists(&d, "a/b.md").await.unwrap());
+}
+
+/// get_file returns exactly the stored bytes for empty, small and large files (the file
+/// backend reads small cached files inline and large ones on the blocking pool); a folder
+/// is not a file.
+pub async fn get_file_exact_bytes_any_size(s: Store) {
+    let b = &*s.backend;
+    let d = new_kb(b, "sizes").await;
+    for (i, size) in [0usize, 1, 4096, 300 * 1024].into_iter().enumerate() {
+        let body: Vec<u8> = (0..size).map(|k| (k * 31 + i) as u8).collect();
+        let path = format!("sizes/f{i}.bin");
+        b.put_file(&d, &path, Bytes::from(body.clone()), PutOptions::default())
+            .await
+            .unwrap();
+        let got = b.get_file(&d, &path).await.unwrap().expect("stored file");
+        assert_eq!(got.len(), size, "{path}");
+        assert!(got.as_ref() == body.as_slice(), "{path}: bytes differ");
+    }
+    assert!(b.get_file(&d, "sizes").await.unwrap().is_none());
+    assert!(b.get_file(&d, "sizes/f9.bin").await.unwrap().is_none());
+    assert!(b.get_file(&d, "sizes/f0.bin/x").await.unwrap().is_none());
 }
 
 /// delete_file updates file_count, size and version; a missing file gives false.
@@ -924,7 +945,7 @@ pub async fn sibling_sees_delete_and_recreate(s: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|f| f.path)
+        .map(|f| f.path.clone())
         .collect();
     assert_eq!(paths, vec!["new.md"]);
     assert!(a.get_file(&d, "old.md").await.unwrap().is_none());
@@ -1139,7 +1160,7 @@ macro_rules! knowledge_conformance_tests {
             create_kb_defaults, create_kb_duplicate_fails, missing_kb_reads_are_empty,
             list_kbs_sorted, delete_kb_removes_everything, put_and_get_file,
             put_file_without_kb_fails, list_files_prefix_sorted, file_exists_follows_writes,
-            delete_file_updates_counts, overwrite_replaces_entry, stream_file_chunks,
+            delete_file_updates_counts, get_file_exact_bytes_any_size, overwrite_replaces_entry, stream_file_chunks,
             put_stream_round_trips, set_ingestion_status_writes_error_and_generation,
             conditional_status_writes, conditional_writes_race_one_winner,
             checksum_is_the_original_identity, unchanged_then_changed,

@@ -29,21 +29,25 @@ pub fn kb_identity<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> S
     if entries.is_empty() {
         return String::new();
     }
-    entries.sort_by(|a, b| cmp_joined(*a, *b));
-    let mut hasher = Md5::new();
+    if !entries.windows(2).all(|w| cmp_joined(w[0], w[1]).is_le()) {
+        entries.sort_by(|a, b| cmp_joined(*a, *b));
+    }
+    // One contiguous buffer, hashed in one call: MD5 at full speed, no per-entry overhead.
+    let len: usize = entries.iter().map(|(p, c)| p.len() + c.len() + 2).sum();
+    let mut joined = Vec::with_capacity(len);
     for (i, (path, checksum)) in entries.iter().enumerate() {
         if i > 0 {
-            hasher.update(b":");
+            joined.push(b':');
         }
-        hasher.update(path.as_bytes());
-        hasher.update(b":");
-        hasher.update(checksum.as_bytes());
+        joined.extend_from_slice(path.as_bytes());
+        joined.push(b':');
+        joined.extend_from_slice(checksum.as_bytes());
     }
-    hex::encode(hasher.finalize())
+    hex::encode(Md5::digest(&joined))
 }
 
 /// Compares `"{a.0}:{a.1}"` with `"{b.0}:{b.1}"` byte-wise without allocating.
-fn cmp_joined(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
+pub(crate) fn cmp_joined(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
     let (ap, bp) = (a.0.as_bytes(), b.0.as_bytes());
     let n = ap.len().min(bp.len());
     match ap[..n].cmp(&bp[..n]) {
@@ -62,26 +66,56 @@ pub fn snapshot_identity(snapshot: &Snapshot) -> String {
 
 /// Compares the current content with a retained snapshot; every list is sorted by path.
 pub fn diff(current: &Snapshot, old: &Snapshot, version: String) -> ChangeSet {
-    let mut added = Vec::new();
-    let mut modified = Vec::new();
-    for (path, checksum) in current {
-        match old.get(path) {
-            None => added.push(path.clone()),
-            Some(c) if c != checksum => modified.push(path.clone()),
-            Some(_) => {}
+    diff_sorted(
+        current.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+        old.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+        version,
+    )
+}
+
+/// [`diff`] of two `(path, checksum)` sequences, each sorted by path: one merge pass, no maps.
+pub(crate) fn diff_sorted<'a, 'b>(
+    current: impl IntoIterator<Item = (&'a str, &'a str)>,
+    old: impl IntoIterator<Item = (&'b str, &'b str)>,
+    version: String,
+) -> ChangeSet {
+    let mut cs = ChangeSet {
+        version,
+        ..ChangeSet::default()
+    };
+    let mut cur = current.into_iter().peekable();
+    let mut old = old.into_iter().peekable();
+    loop {
+        match (cur.peek(), old.peek()) {
+            (None, None) => break,
+            (Some(&(p, _)), None) => {
+                cs.added.push(p.to_owned());
+                cur.next();
+            }
+            (None, Some(&(p, _))) => {
+                cs.deleted.push(p.to_owned());
+                old.next();
+            }
+            (Some(&(p, c)), Some(&(op, oc))) => match p.cmp(op) {
+                std::cmp::Ordering::Less => {
+                    cs.added.push(p.to_owned());
+                    cur.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    cs.deleted.push(op.to_owned());
+                    old.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if c != oc {
+                        cs.modified.push(p.to_owned());
+                    }
+                    cur.next();
+                    old.next();
+                }
+            },
         }
     }
-    let deleted = old
-        .keys()
-        .filter(|p| !current.contains_key(*p))
-        .cloned()
-        .collect();
-    ChangeSet {
-        version,
-        added,
-        modified,
-        deleted,
-    }
+    cs
 }
 
 /// Serialises a snapshot the way the original does (`json.dumps(map)`: `", "` and `": "`).
@@ -90,9 +124,17 @@ pub fn snapshot_to_json(snapshot: &Snapshot) -> String {
 }
 
 /// Serialises `(path, checksum)` pairs as a snapshot document, without building a map.
-pub(crate) fn pairs_to_json<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::from("{");
-    for (i, (path, checksum)) in pairs.into_iter().enumerate() {
+pub(crate) fn pairs_to_json<'a, I>(pairs: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+    I::IntoIter: Clone,
+{
+    let pairs = pairs.into_iter();
+    // Sized up front (exact for ASCII): no regrowth of a large document.
+    let len: usize = pairs.clone().map(|(p, c)| p.len() + c.len() + 8).sum();
+    let mut out = String::with_capacity(len + 2);
+    out.push('{');
+    for (i, (path, checksum)) in pairs.enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
@@ -101,6 +143,15 @@ pub(crate) fn pairs_to_json<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a st
         push_py_json_string(&mut out, checksum);
     }
     out.push('}');
+    out
+}
+
+/// One `"path": "checksum"` member of a snapshot document.
+pub(crate) fn pair_json(path: &str, checksum: &str) -> String {
+    let mut out = String::with_capacity(path.len() + checksum.len() + 6);
+    push_py_json_string(&mut out, path);
+    out.push_str(": ");
+    push_py_json_string(&mut out, checksum);
     out
 }
 

@@ -11,7 +11,12 @@
 //! - **Change detection** is the original's: MD5 per file and the knowledge-base identity of
 //!   reference-spec §4.4 ([`identity`]), so versions compare with ones the Python original stored.
 //!   Snapshots are recorded when an identity is handed out (`get_checksum`,
-//!   `list_changes_since`) and retained up to a bound (default 64 per knowledge base).
+//!   `list_changes_since`) and retained up to a bound (default 64 per knowledge base). The
+//!   identity is cached until the next write, and after a write only the files from the
+//!   changed path on are hashed again.
+//! - **Listings share entries.** [`KnowledgeBackend::list_files`] returns
+//!   `Vec<Arc<KnowledgeFile>>`: the index's own entries, so listing 10,000 files copies
+//!   pointers, not entries.
 //! - **No lost writes.** Concurrent puts on one knowledge base all land in the index, also from
 //!   two backend instances (processes) on one directory or bucket.
 //! - **State version.** [`KnowledgeBackend::get_state_version`] is an opaque token that changes
@@ -59,6 +64,8 @@ mod s3;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -172,9 +179,13 @@ pub trait KnowledgeBackend: std::fmt::Debug + Send + Sync {
     }
 
     /// Files whose path starts with `prefix` (a plain string prefix), sorted by path; an
-    /// unknown knowledge base gives an empty list.
-    async fn list_files(&self, domain_id: &str, prefix: Option<&str>)
-    -> Result<Vec<KnowledgeFile>>;
+    /// unknown knowledge base gives an empty list. The entries are shared with the backend's
+    /// index (listing 10,000 files copies 10,000 pointers); `(*f).clone()` gives an owned one.
+    async fn list_files(
+        &self,
+        domain_id: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<Arc<KnowledgeFile>>>;
 
     /// Writes the ingestion status (and error, generation), optionally as a compare-and-swap.
     async fn set_ingestion_status(

@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
-use crate::identity::{self, Snapshot, md5_hex};
+use crate::identity::{self, md5_hex};
 use crate::index::FileIndex;
 use crate::model::{
     ChangeSet, FileUpload, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions, StatusUpdate,
@@ -38,7 +38,8 @@ struct MemKb {
     info: KnowledgeBaseInfo,
     index: FileIndex,
     contents: HashMap<String, Bytes>,
-    snapshots: SnapshotRing,
+    /// Retained snapshots: the index entries at each identity, shared with the index.
+    snapshots: SnapshotRing<Vec<Arc<KnowledgeFile>>>,
     state_seq: u64,
     deleted: bool,
 }
@@ -153,11 +154,11 @@ impl MemoryKnowledgeBackend {
         if version.is_empty() || g.snapshots.contains(version) {
             return None;
         }
-        let snap = g.index.snapshot();
+        let snap = g.index.entries();
         // What the snapshot document would weigh: `{"path": "checksum", ...}`.
         let size = 2 + snap
             .iter()
-            .map(|(p, c)| p.len() + c.len() + 8)
+            .map(|f| f.path.len() + f.checksum.len() + 8)
             .sum::<usize>()
             - if snap.is_empty() { 0 } else { 2 };
         g.snapshots.record(version.to_owned(), Arc::new(snap));
@@ -332,7 +333,7 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         &self,
         domain_id: &str,
         prefix: Option<&str>,
-    ) -> Result<Vec<KnowledgeFile>> {
+    ) -> Result<Vec<Arc<KnowledgeFile>>> {
         validate_domain_id(domain_id)?;
         Ok(self
             .kb(domain_id)
@@ -411,7 +412,7 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
                     ..ChangeSet::default()
                 });
             }
-            let old: Arc<Snapshot> = if version.is_empty() {
+            let old: Arc<Vec<Arc<KnowledgeFile>>> = if version.is_empty() {
                 Arc::default()
             } else {
                 g.snapshots
@@ -422,9 +423,13 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
                         reason: "no snapshot of this version is retained",
                     })?
             };
-            let current = g.index.snapshot();
+            let cs = identity::diff_sorted(
+                g.index.pairs(),
+                old.iter().map(|f| (f.path.as_str(), f.checksum.as_str())),
+                current_id.clone(),
+            );
             let write = Self::record_snapshot(&mut g, &current_id);
-            (identity::diff(&current, &old, current_id), write)
+            (cs, write)
         };
         if let Some(w) = write {
             self.inner.events.emit(w).await;

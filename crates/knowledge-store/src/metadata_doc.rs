@@ -11,7 +11,16 @@ use crate::paths::validate_path;
 #[derive(Serialize)]
 struct MetaOut<'a> {
     info: &'a KnowledgeBaseInfo,
-    files: &'a std::collections::BTreeMap<String, KnowledgeFile>,
+    files: FilesOut<'a>,
+}
+
+/// The `files` map of an index, serialised without copying its shared entries.
+struct FilesOut<'a>(&'a FileIndex);
+
+impl Serialize for FilesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
+    }
 }
 
 #[derive(Deserialize)]
@@ -41,7 +50,7 @@ struct FileIn {
 pub(crate) fn metadata_json(info: &KnowledgeBaseInfo, index: &FileIndex) -> Vec<u8> {
     serde_json::to_vec_pretty(&MetaOut {
         info,
-        files: index.files(),
+        files: FilesOut(index),
     })
     .unwrap_or_default()
 }

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
-use crate::identity::{self, Snapshot, md5_hex, snapshot_to_json};
+use crate::identity::{self, Snapshot, md5_hex};
 use crate::index::FileIndex;
 use crate::memory::file_entry;
 use crate::metadata_doc::{metadata_json, parse_metadata};
@@ -489,7 +489,7 @@ impl S3KnowledgeBackend {
     }
 
     /// Records the snapshot of `index` unless already recorded; prunes beyond retention.
-    async fn record_snapshot(&self, d: &str, id: &str, snapshot: &Snapshot) -> Result<()> {
+    async fn record_snapshot(&self, d: &str, id: &str, index: &FileIndex) -> Result<()> {
         if id.is_empty() {
             return Ok(());
         }
@@ -500,7 +500,7 @@ impl S3KnowledgeBackend {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(self.err(d, &key, e)),
         }
-        let json = snapshot_to_json(snapshot);
+        let json = index.snapshot_json();
         let size = json.len();
         let opts = ObjPutOptions {
             mode: PutMode::Create,
@@ -865,7 +865,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         &self,
         domain_id: &str,
         prefix: Option<&str>,
-    ) -> Result<Vec<KnowledgeFile>> {
+    ) -> Result<Vec<Arc<KnowledgeFile>>> {
         validate_domain_id(domain_id)?;
         Ok(self
             .load(domain_id)
@@ -908,8 +908,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
                     domain_id: domain_id.to_owned(),
                 })?;
         let id = index.identity();
-        self.record_snapshot(domain_id, &id, &index.snapshot())
-            .await?;
+        self.record_snapshot(domain_id, &id, &index).await?;
         Ok(id)
     }
 
@@ -953,10 +952,12 @@ impl KnowledgeBackend for S3KnowledgeBackend {
                 Err(e) => return Err(self.err(domain_id, &key, e)),
             }
         };
-        let current = index.snapshot();
-        self.record_snapshot(domain_id, &current_id, &current)
-            .await?;
-        Ok(identity::diff(&current, &old, current_id))
+        self.record_snapshot(domain_id, &current_id, &index).await?;
+        Ok(identity::diff_sorted(
+            index.pairs(),
+            old.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+            current_id,
+        ))
     }
 }
 

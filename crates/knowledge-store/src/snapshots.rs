@@ -4,20 +4,19 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::identity::Snapshot;
-
 /// How many snapshots a knowledge base keeps by default.
 pub const DEFAULT_SNAPSHOT_RETENTION: usize = 64;
 
-/// The last `capacity` snapshots, oldest evicted first; re-recording refreshes recency.
+/// The last `capacity` snapshots (of any representation `T`), oldest evicted first;
+/// re-recording refreshes recency.
 #[derive(Debug, Clone)]
-pub(crate) struct SnapshotRing {
+pub(crate) struct SnapshotRing<T> {
     capacity: usize,
     order: VecDeque<String>,
-    map: HashMap<String, Arc<Snapshot>>,
+    map: HashMap<String, Arc<T>>,
 }
 
-impl SnapshotRing {
+impl<T> SnapshotRing<T> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
@@ -26,7 +25,7 @@ impl SnapshotRing {
         }
     }
 
-    pub(crate) fn get(&self, version: &str) -> Option<Arc<Snapshot>> {
+    pub(crate) fn get(&self, version: &str) -> Option<Arc<T>> {
         self.map.get(version).cloned()
     }
 
@@ -35,7 +34,7 @@ impl SnapshotRing {
     }
 
     /// Records a snapshot; returns the versions evicted to stay within capacity.
-    pub(crate) fn record(&mut self, version: String, snapshot: Arc<Snapshot>) -> Vec<String> {
+    pub(crate) fn record(&mut self, version: String, snapshot: Arc<T>) -> Vec<String> {
         if self.map.insert(version.clone(), snapshot).is_some() {
             self.order.retain(|v| v != &version);
         }
@@ -57,7 +56,7 @@ mod tests {
 
     #[test]
     fn keeps_only_the_last_n() {
-        let mut ring = SnapshotRing::new(2);
+        let mut ring = SnapshotRing::<Vec<u8>>::new(2);
         assert!(ring.record("a".into(), Arc::default()).is_empty());
         ring.record("b".into(), Arc::default());
         ring.record("a".into(), Arc::default());

@@ -324,7 +324,7 @@ async fn a_torn_journal_line_is_ignored_and_cut() -> Result<()> {
         .list_files("d", None)
         .await?
         .into_iter()
-        .map(|f| f.path)
+        .map(|f| f.path.clone())
         .collect();
     assert_eq!(paths, vec!["a.md"]);
     b.put_file("d", "c.md", Bytes::from_static(b"c"), PutOptions::default())
@@ -366,7 +366,7 @@ async fn a_foreign_index_rewrite_keeps_journaled_files() -> Result<()> {
         .list_files("d", None)
         .await?
         .into_iter()
-        .map(|f| f.path)
+        .map(|f| f.path.clone())
         .collect();
     assert_eq!(paths, vec!["ours.md", "theirs.md"]);
     // The next write compacts first, so the original sees both too.
@@ -428,5 +428,53 @@ async fn factory_builds_file_from_config() -> Result<()> {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("fsync"), "{err}");
+    Ok(())
+}
+
+/// With fsync=always, concurrent writers share group commits (one folder fsync and one
+/// journal fsync per group): every upload lands, reads back, and survives a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_with_fsync_always_keeps_every_put() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = FileConfig::new(dir.path());
+    cfg.fsync = FsyncPolicy::Always;
+    let b = Arc::new(FileKnowledgeBackend::open(cfg.clone()).await?);
+    b.create_kb("group", Metadata::new()).await?;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..4 {
+                b.put_file(
+                    "group",
+                    &format!("w{w:02}/f{i}.md"),
+                    Bytes::from(format!("{w}/{i}")),
+                    PutOptions::default(),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let reopened = FileKnowledgeBackend::open(cfg).await?;
+    let files = reopened.list_files("group", None).await?;
+    assert_eq!(files.len(), 64);
+    for f in &files {
+        let (w, i) = f
+            .path
+            .strip_prefix('w')
+            .and_then(|p| p.split_once("/f"))
+            .and_then(|(w, i)| Some((w.parse::<u32>().ok()?, i.strip_suffix(".md")?.to_owned())))
+            .expect("path shape");
+        let body = reopened.get_file("group", &f.path).await?.expect("content");
+        assert_eq!(body.as_ref(), format!("{w}/{i}").as_bytes());
+    }
+    assert_eq!(
+        reopened.get_info("group").await?.expect("kb").file_count,
+        64
+    );
     Ok(())
 }

@@ -10,11 +10,15 @@ use std::path::{Path, PathBuf};
 pub enum FsyncPolicy {
     /// fsync content temp files (and their folder), journal appends and the index before a
     /// write returns, and changed folders before compaction: acknowledged writes survive power
-    /// loss. (Snapshots, a cache, are never fsynced.)
+    /// loss. (Snapshots, a cache, are never fsynced.) Concurrent writers to one knowledge base
+    /// share one journal append and its fsync (group commit); each still fsyncs its own temp
+    /// file and folder entry, in parallel. Bounded by the disk's flushes: ~100–700 puts/s of
+    /// 4 KiB files on the benchmark machine, one writer or 32.
     #[default]
     Always,
     /// Rely on atomic renames and the page cache: survives a killed process (every write is
-    /// still all-or-nothing), but the last writes may be lost on power failure.
+    /// still all-or-nothing), but the last writes may be lost on power failure. The policy
+    /// for ≥ 3,000 puts/s of 4 KiB files (reached on a quiet disk; see the benchmark docs).
     Never,
 }
 

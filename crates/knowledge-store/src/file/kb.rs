@@ -69,6 +69,9 @@ pub(crate) struct Cache {
     pub(crate) info: KnowledgeBaseInfo,
     pub(crate) index: FileIndex,
     known_snapshots: HashSet<String>,
+    /// Snapshot files this instance knows of (counted at the last prune, plus its own writes
+    /// since): the folder is listed and pruned only when this passes the retention bound.
+    snapshot_files: Option<usize>,
     /// Folders whose entries changed (renames, unlinks) since the last compaction; with
     /// fsync=always they are fsynced before compaction drops the journal records that could
     /// otherwise redo those changes after a power failure.
@@ -386,6 +389,7 @@ impl Locked<'_> {
             info,
             index,
             known_snapshots: HashSet::new(),
+            snapshot_files: None,
             dirty_dirs: HashSet::new(),
         });
         if journal_ino.is_some() {
@@ -630,7 +634,10 @@ impl Locked<'_> {
                 kind: KnowledgeKeyKind::Snapshot,
                 byte_size: json.len() as u64,
             });
-            prune_snapshots(&layout, retention, &id);
+            cache.snapshot_files = match cache.snapshot_files {
+                Some(n) if n < retention => Some(n + 1),
+                _ => Some(prune_snapshots(&layout, retention, &id)),
+            };
         }
         if cache.known_snapshots.len() > 4 * retention {
             cache.known_snapshots.clear();
@@ -834,10 +841,11 @@ pub(crate) fn remove_dead_owners(layout: &Layout) {
     }
 }
 
-/// Keeps at most `retention` snapshot files (newest by modification time), never `keep`.
-fn prune_snapshots(layout: &Layout, retention: usize, keep: &str) {
+/// Keeps at most `retention` snapshot files (newest by modification time), never `keep`;
+/// returns how many are left.
+fn prune_snapshots(layout: &Layout, retention: usize, keep: &str) -> usize {
     let Ok(entries) = fs::read_dir(&layout.snapshots) else {
-        return;
+        return 0;
     };
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
@@ -845,9 +853,10 @@ fn prune_snapshots(layout: &Layout, retention: usize, keep: &str) {
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     if files.len() <= retention {
-        return;
+        return files.len();
     }
     files.sort();
+    let mut left = files.len();
     let excess = files.len() - retention;
     let keep_name = format!("{keep}.json");
     for (_, p) in files.into_iter().take(excess) {
@@ -856,8 +865,11 @@ fn prune_snapshots(layout: &Layout, retention: usize, keep: &str) {
         {
             continue;
         }
-        let _ = fs::remove_file(p);
+        if fs::remove_file(p).is_ok() {
+            left -= 1;
+        }
     }
+    left
 }
 
 /// Writes `content` chunks to a fresh temp file in `dir`, hashing as it goes.

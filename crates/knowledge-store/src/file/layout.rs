@@ -64,6 +64,19 @@ impl Layout {
     }
 }
 
+/// [`Layout::content_path`] without building the whole layout (the read path's one
+/// allocation).
+pub(crate) fn content_path(base: &Path, domain_id: &str, path: &str) -> PathBuf {
+    let mut p = PathBuf::with_capacity(base.as_os_str().len() + domain_id.len() + path.len() + 10);
+    p.push(base);
+    p.push(domain_id);
+    p.push("content");
+    for seg in path.split('/') {
+        p.push(seg);
+    }
+    p
+}
+
 /// Parses this knowledge base's `_metadata.json` bytes.
 pub(crate) fn parse_metadata(
     layout: &Layout,

@@ -2,6 +2,12 @@
 //! original both ways (see [`layout`]), plus a write-ahead journal that makes puts O(1), a
 //! lock file that serialises writers across processes, and crash recovery.
 //!
+//! Writes with [`FsyncPolicy::Always`] are group-committed: each upload fsyncs its own temp
+//! file and its folder entry (in parallel with the others, outside the lock), then whoever
+//! takes the lock appends every waiting upload to the journal with one fsync. Reads of small files
+//! that the kernel has cached happen on the calling task, without the blocking pool (see
+//! `read`).
+//!
 //! The original reads what dynreg wrote once the journal is compacted into `_metadata.json`:
 //! automatically when the journal reaches `max(compact_min_records, files at last
 //! compaction)` records (amortised O(1) per put), on [`KnowledgeBackend::close`], or with
@@ -11,6 +17,7 @@ mod atomic;
 mod journal;
 mod kb;
 mod layout;
+mod read;
 
 use std::collections::HashMap;
 use std::fs;
@@ -441,6 +448,8 @@ impl KnowledgeBackend for FileKnowledgeBackend {
             };
             if let Err(e) = stage(&mut staged).and_then(|()| {
                 // The temp files' names must be durable before the journal refers to them.
+                // (Here, by each writer in parallel, not by the group committer under the
+                // lock: that would put a second fsync in the critical section.)
                 if fsync.enabled() {
                     atomic::sync_dir(&dir).map_err(|e| layout.io(&dir, e))?;
                 }
@@ -463,12 +472,21 @@ impl KnowledgeBackend for FileKnowledgeBackend {
     async fn get_file(&self, domain_id: &str, path: &str) -> Result<Option<Bytes>> {
         validate_domain_id(domain_id)?;
         validate_path(domain_id, path)?;
-        let layout = Layout::new(&self.base, domain_id);
-        let target = layout.content_path(path);
-        match tokio::fs::read(&target).await {
+        let target = layout::content_path(&self.base, domain_id, path);
+        let io_err = |target: &Path, e| KnowledgeError::io(domain_id, target.display(), e);
+        // A cached small file is read right here; see `read`.
+        match read::read_cached(&target) {
+            Ok(read::Cached::Bytes(b)) => return Ok(Some(Bytes::from(b))),
+            Ok(read::Cached::Missing) => return Ok(None),
+            Ok(read::Cached::WouldBlock) => {}
+            Err(e) => return Err(io_err(&target, e)),
+        }
+        let t2 = target.clone();
+        let read = blocking(domain_id, move || Ok(fs::read(&t2))).await?;
+        match read {
             Ok(b) => Ok(Some(Bytes::from(b))),
             Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(layout.io(&target, e)),
+            Err(e) => Err(io_err(&target, e)),
         }
     }
 
@@ -556,7 +574,7 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         &self,
         domain_id: &str,
         prefix: Option<&str>,
-    ) -> Result<Vec<KnowledgeFile>> {
+    ) -> Result<Vec<Arc<KnowledgeFile>>> {
         validate_domain_id(domain_id)?;
         let h = self.handle(domain_id);
         let prefix = prefix.map(str::to_owned);
@@ -640,7 +658,6 @@ impl KnowledgeBackend for FileKnowledgeBackend {
                     Vec::new(),
                 ));
             }
-            let current = cache.index.snapshot();
             let old = if v.is_empty() {
                 identity::Snapshot::new()
             } else {
@@ -651,11 +668,18 @@ impl KnowledgeBackend for FileKnowledgeBackend {
                         reason: "no snapshot of this version is retained",
                     })?
             };
+            let cs = l.cache().map(|c| {
+                identity::diff_sorted(
+                    c.index.pairs(),
+                    old.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+                    current_id,
+                )
+            });
             l.record_current_snapshot()?;
-            Ok((
-                identity::diff(&current, &old, current_id),
-                std::mem::take(&mut l.writes),
-            ))
+            let cs = cs.ok_or_else(|| KnowledgeError::KbNotFound {
+                domain_id: d.clone(),
+            })?;
+            Ok((cs, std::mem::take(&mut l.writes)))
         })
         .await?;
         self.emit(writes).await;
