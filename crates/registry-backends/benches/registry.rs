@@ -59,12 +59,43 @@ fn wanted(name: &str) -> bool {
     std::env::var("DYNREG_BENCH_ONLY").map_or(true, |only| only.split(',').any(|o| o == name))
 }
 
+/// PostgreSQL maintenance for the benchmark: `VACUUM ANALYZE` (what autovacuum does in
+/// production; the local test server runs with `autovacuum = off`, so without this every run
+/// would measure a table bloated by all earlier runs), or dropping the tables for a fresh start.
+#[cfg(feature = "postgres")]
+async fn pg_maintain(url: &str, statements: &[String]) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    for s in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(s.clone()))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn pg_tables(table: &str) -> Vec<String> {
+    [
+        table.to_owned(),
+        format!("{table}_tombstones"),
+        format!("{table}_state"),
+    ]
+    .to_vec()
+}
+
+/// Run before `list_active` (PostgreSQL: `VACUUM ANALYZE`, see [`pg_maintain`]).
+type Maintain = Option<
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>,
+>;
+
 async fn run(
     name: &str,
     b: Arc<dyn RegistryBackend>,
     filler: Option<Arc<dyn RegistryBackend>>,
     reads: usize,
     writers: usize,
+    before_listing: Maintain,
 ) {
     if !wanted(name) {
         return;
@@ -139,6 +170,9 @@ async fn run(
         "{name:<9} get_config (N={N}, 2 tasks)            {}",
         rate(reads, t.elapsed())
     );
+    if let Some(m) = &before_listing {
+        m().await;
+    }
     let mut times = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
@@ -187,12 +221,12 @@ fn main() {
     rt.block_on(async {
         // The same 1 s touch resolution as the persistent backends.
         let memory = InMemoryBackend::with_touch_resolution(Duration::from_secs(1));
-        run("memory", Arc::new(memory), None, 2_000_000, 1).await;
+        run("memory", Arc::new(memory), None, 2_000_000, 1, None).await;
         #[cfg(feature = "sqlite")]
         {
             let dir = tempfile::tempdir().unwrap();
             let b = dynreg_registry_backends::SqliteBackend::new(dir.path().join("bench.sqlite3"));
-            run("sqlite", Arc::new(b), None, 200_000, 1).await;
+            run("sqlite", Arc::new(b), None, 200_000, 1, None).await;
         }
         #[cfg(feature = "postgres")]
         match std::env::var("DYNREG_TEST_POSTGRES_URL") {
@@ -205,12 +239,35 @@ fn main() {
                     "url": url, "table": "bench_registry", "pool_size": 8, "synchronous_commit": false
                 }))
                 .unwrap();
-                run("postgres", Arc::new(b), Some(Arc::new(filler)), 20_000, 8).await;
+                if wanted("postgres") {
+                    let drop: Vec<String> = pg_tables("bench_registry")
+                        .iter()
+                        .map(|t| format!("DROP TABLE IF EXISTS \"{t}\""))
+                        .collect();
+                    pg_maintain(&url, &drop).await;
+                }
+                let vacuum_url = url.clone();
+                let maintain: Maintain = Some(Box::new(move || {
+                    let url = vacuum_url.clone();
+                    Box::pin(async move {
+                        let vacuum: Vec<String> = pg_tables("bench_registry")
+                            .iter()
+                            .map(|t| format!("VACUUM ANALYZE \"{t}\""))
+                            .collect();
+                        pg_maintain(&url, &vacuum).await;
+                    })
+                }));
+                run("postgres", Arc::new(b), Some(Arc::new(filler)), 20_000, 8, maintain).await;
             }
             Err(_) => println!("skipped: postgres benchmark (DYNREG_TEST_POSTGRES_URL unset)"),
         }
         #[cfg(feature = "postgres")]
         if let (true, Ok(url)) = (wanted("postgres"), std::env::var("DYNREG_TEST_POSTGRES_URL")) {
+            let drop: Vec<String> = pg_tables("bench_registry_async")
+                .iter()
+                .map(|t| format!("DROP TABLE IF EXISTS \"{t}\""))
+                .collect();
+            pg_maintain(&url, &drop).await;
             let b: Arc<dyn RegistryBackend> = Arc::new(
                 dynreg_registry_backends::PostgresBackend::from_config(&json!({
                     "url": url, "table": "bench_registry_async", "synchronous_commit": false

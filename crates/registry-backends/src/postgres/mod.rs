@@ -39,6 +39,9 @@ use sql::{Sql, condition, outcome};
 
 const KIND: &str = "postgres";
 
+/// Connections `initialize` opens and the pool keeps: a write, a read and a touch flush at once.
+const DEFAULT_MIN_CONNECTIONS: u64 = 3;
+
 fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     // Safe: every statement is built from constant text and a table name validated by
     // `validate_identifier`; all values are bound parameters.
@@ -75,7 +78,10 @@ impl PostgresBackend {
     /// (default `localhost`), `port` (5432), `database`, `user`, `password` — separate keys
     /// override the URL's parts; `ssl` (true: require TLS; false: never; unset: the URL's
     /// `sslmode`, by default TLS when the server offers it); `table` (default `registrations`; an
-    /// identifier); `pool_size` (default 10); `touch_resolution_ms` (default 1000);
+    /// identifier); `pool_size` (default 10); `min_connections` (default 3: opened by
+    /// `initialize` and kept open, because a new PostgreSQL connection costs tens of
+    /// milliseconds, which a write or read would otherwise pay the first time the pool grows);
+    /// `touch_resolution_ms` (default 1000);
     /// `tombstone_retention` (default 100000); `synchronous_commit` (default true; false trades
     /// the last moments of writes on a server crash for throughput). Connects lazily: `initialize` opens the first
     /// connection and creates the schema.
@@ -129,8 +135,13 @@ impl PostgresBackend {
             None => {}
         }
         let pool_size = c.u64("pool_size")?.unwrap_or(10).clamp(1, 1000) as u32;
+        let min_connections = c
+            .u64("min_connections")?
+            .unwrap_or(DEFAULT_MIN_CONNECTIONS)
+            .min(u64::from(pool_size)) as u32;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
+            .min_connections(min_connections)
             // A failed query already surfaces a dead connection; a ping per acquire would
             // double the round trips of every read.
             .test_before_acquire(false)
@@ -396,7 +407,14 @@ impl RegistryBackend for PostgresBackend {
                 .await
                 .map_err(db_err("create schema", None))?;
         }
-        commit(tx, None).await
+        commit(tx, None).await?;
+        // Open the minimum number of connections now rather than on the first busy moment.
+        let warm = (0..self.pool.options().get_min_connections()).map(|_| self.pool.acquire());
+        let conns = futures::future::try_join_all(warm)
+            .await
+            .map_err(db_err("connect", None))?;
+        drop(conns);
+        Ok(())
     }
 
     async fn close(&self) -> Result<()> {
