@@ -265,25 +265,37 @@ fn main() {
         let redis = std::env::var("DYNREG_TEST_REDIS_URL").ok();
         let s = format!("{:08x}", rand::random::<u32>());
         if let Some(pg) = &pg {
-            let table = format!("bench_{s}");
-            if let Some(redis) = &redis {
+            // Durable commits (the default), then asynchronous commit (`synchronous_commit:
+            // false`), which takes the WAL flush out of the write's latency.
+            for durable in [true, false] {
+                let table = format!("bench_{s}_{}", if durable { "d" } else { "a" });
+                let label = if durable { "" } else { ", synchronous_commit off" };
+                let pg_backend = |suffix: &str| {
+                    Arc::new(
+                        PostgresBackend::from_config(&json!({
+                            "url": pg, "table": format!("{table}_{suffix}"),
+                            "synchronous_commit": durable
+                        }))
+                        .unwrap(),
+                    )
+                };
+                if let Some(redis) = &redis {
+                    let mut rs = Vec::new();
+                    for _ in 0..3 {
+                        let bus = create_event_bus(&json!({"backend": "redis", "url": redis, "channel_prefix": format!("b{s}:")})).await.unwrap();
+                        rs.push(replica(pg_backend("r"), bus).await);
+                    }
+                    propagation(&format!("postgres + redis bus{label}"), rs).await;
+                } else {
+                    println!("skipped: redis bench (DYNREG_TEST_REDIS_URL unset)");
+                }
                 let mut rs = Vec::new();
                 for _ in 0..3 {
-                    let bus = create_event_bus(&json!({"backend": "redis", "url": redis, "channel_prefix": format!("b{s}:")})).await.unwrap();
-                    let be = Arc::new(PostgresBackend::from_config(&json!({"url": pg, "table": format!("{table}_r")})).unwrap());
-                    rs.push(replica(be, bus).await);
+                    let bus = create_event_bus(&json!({"backend": "postgres", "url": pg, "channel_prefix": format!("b{s}_")})).await.unwrap();
+                    rs.push(replica(pg_backend("p"), bus).await);
                 }
-                propagation("postgres + redis bus", rs).await;
-            } else {
-                println!("skipped: redis bench (DYNREG_TEST_REDIS_URL unset)");
+                propagation(&format!("postgres + postgres bus{label}"), rs).await;
             }
-            let mut rs = Vec::new();
-            for _ in 0..3 {
-                let bus = create_event_bus(&json!({"backend": "postgres", "url": pg, "channel_prefix": format!("b{s}_")})).await.unwrap();
-                let be = Arc::new(PostgresBackend::from_config(&json!({"url": pg, "table": format!("{table}_p")})).unwrap());
-                rs.push(replica(be, bus).await);
-            }
-            propagation("postgres + postgres bus", rs).await;
         } else {
             println!("skipped: postgres bench (DYNREG_TEST_POSTGRES_URL unset)");
         }

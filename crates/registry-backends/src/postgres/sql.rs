@@ -74,9 +74,14 @@ impl Sql {
             )),
             unregister: s(format!("SELECT \"{t}_unregister\"($1, $2)")),
             clear: s(format!("SELECT \"{t}_clear\"($1)")),
+            // Touches are advisory (`last_accessed_at` only), so they commit asynchronously:
+            // no WAL flush to wait for, and the row locks they take are released sooner.
+            // `set_config(..., true)` lasts until the end of this statement's transaction.
             touch: s(format!(
                 "UPDATE \"{t}\" AS r SET last_accessed_at = GREATEST(r.last_accessed_at, b.at)
-                 FROM UNNEST($1::text[], $2::bigint[]) AS b(id, at) WHERE r.bot_id = b.id"
+                 FROM UNNEST($1::text[], $2::bigint[]) AS b(id, at),
+                      (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+                 WHERE r.bot_id = b.id"
             )),
             state: s(format!("SELECT revision, horizon FROM \"{t}_state\" WHERE id = 1")),
             // ORDER BY + LIMIT keeps the planner on the revision index even without statistics.
