@@ -150,16 +150,16 @@ impl Batcher {
         &self,
         work: &[(WriteArgs, Reply)],
     ) -> std::result::Result<Vec<PgRow>, sqlx::Error> {
-        let col = |f: fn(&WriteArgs) -> String| work.iter().map(|(a, _)| f(a)).collect::<Vec<_>>();
-        let opt = |f: fn(&WriteArgs) -> Option<String>| {
-            work.iter().map(|(a, _)| f(a)).collect::<Vec<_>>()
-        };
+        // The arrays borrow the queued arguments: no copy of any config text.
+        let text = |f: fn(&WriteArgs) -> &str| work.iter().map(|(a, _)| f(a)).collect::<Vec<_>>();
+        let nullable =
+            |f: fn(&WriteArgs) -> Option<&str>| work.iter().map(|(a, _)| f(a)).collect::<Vec<_>>();
         sqlx::query(q(&self.batch))
-            .bind(col(|a| a.bot_id.clone()))
-            .bind(opt(|a| a.config.clone()))
-            .bind(col(|a| a.hash.clone()))
-            .bind(col(|a| a.status.clone()))
-            .bind(opt(|a| a.metadata.clone()))
+            .bind(text(|a| &a.bot_id))
+            .bind(nullable(|a| a.config.as_deref()))
+            .bind(text(|a| &a.hash))
+            .bind(text(|a| &a.status))
+            .bind(nullable(|a| a.metadata.as_deref()))
             .bind(work.iter().map(|(a, _)| a.at).collect::<Vec<_>>())
             .bind(work.iter().map(|(a, _)| a.cond).collect::<Vec<_>>())
             .bind(work.iter().map(|(a, _)| a.expected).collect::<Vec<_>>())

@@ -220,34 +220,6 @@ impl PostgresBackend {
         row.map(|r| self.registration(&r, "read")).transpose()
     }
 
-    /// Runs `<table>_write` (see [`sql`]): one round trip, one transaction, shared with the
-    /// writes queued at the same time (see [`batch`]).
-    #[allow(clippy::too_many_arguments)] // the function's parameters, in order
-    async fn write(
-        &self,
-        bot_id: &str,
-        config: Option<String>,
-        hash: &str,
-        status: &str,
-        metadata: Option<String>,
-        at: i64,
-        cond: i32,
-        expected: Option<i64>,
-    ) -> Result<WriteRow> {
-        self.writes
-            .write(WriteArgs {
-                bot_id: bot_id.to_owned(),
-                config,
-                hash: hash.to_owned(),
-                status: status.to_owned(),
-                metadata,
-                at,
-                cond,
-                expected,
-            })
-            .await
-    }
-
     fn bad_outcome(&self, bot_id: &str) -> RegistryError {
         crate::rows::corrupt(
             KIND,
@@ -441,17 +413,20 @@ impl RegistryBackend for PostgresBackend {
             WriteCondition::MustNotExist => (condition::MUST_NOT_EXIST, None),
             WriteCondition::Revision(r) => (condition::REVISION, Some(r as i64)),
         };
+        // One round trip of `<table>_write` (see [`sql`]), shared with the writes queued at
+        // the same time (see [`batch`]).
         let row = self
-            .write(
-                bot_id,
-                Some(config_text),
-                &hash,
-                options.status.as_str(),
-                Some(metadata_text),
-                micros(&t),
+            .writes
+            .write(WriteArgs {
+                bot_id: bot_id.to_owned(),
+                config: Some(config_text),
+                hash: hash.clone(),
+                status: options.status.as_str().to_owned(),
+                metadata: Some(metadata_text),
+                at: micros(&t),
                 cond,
                 expected,
-            )
+            })
             .await?;
         match row.outcome {
             outcome::CONFLICT => Err(RegistryError::Conflict {
@@ -506,16 +481,17 @@ impl RegistryBackend for PostgresBackend {
     async fn deactivate(&self, bot_id: &str) -> Result<bool> {
         validate_bot_id(bot_id)?;
         let row = self
-            .write(
-                bot_id,
-                None,
-                "",
-                Status::Inactive.as_str(),
-                None,
-                micros(&now()),
-                condition::ANY,
-                None,
-            )
+            .writes
+            .write(WriteArgs {
+                bot_id: bot_id.to_owned(),
+                config: None, // keep the stored config: a status change
+                hash: String::new(),
+                status: Status::Inactive.as_str().to_owned(),
+                metadata: None,
+                at: micros(&now()),
+                cond: condition::ANY,
+                expected: None,
+            })
             .await?;
         match row.outcome {
             outcome::ABSENT => Ok(false),
