@@ -13,12 +13,21 @@ use dynreg_hot_reload::{HotReloadManager, RegistryPoller, ReloadMode};
 use dynreg_registry_backends::{PostgresBackend, SqliteBackend};
 use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 struct Bot {
     config: Arc<Value>,
 }
 
-struct Factory(Duration);
+/// Creates bots after an optional delay and reports the `v` of every config it built, so the
+/// replica benchmark can wait for a build without spinning on the 2 cores it measures.
+struct Factory(Duration, watch::Sender<i64>);
+
+impl Factory {
+    fn new(delay: Duration) -> Self {
+        Factory(delay, watch::Sender::new(-1))
+    }
+}
 
 #[async_trait]
 impl InstanceFactory<Bot> for Factory {
@@ -26,6 +35,9 @@ impl InstanceFactory<Bot> for Factory {
     async fn create(&self, _id: &str, config: Arc<Value>) -> Result<Bot, Self::Error> {
         if !self.0.is_zero() {
             tokio::time::sleep(self.0).await;
+        }
+        if let Some(v) = config["v"].as_i64() {
+            self.1.send_replace(v);
         }
         Ok(Bot { config })
     }
@@ -49,7 +61,7 @@ async fn hits(threads: usize, same_key: bool) -> f64 {
     }
     let cache = CachingRegistryManager::builder(
         backend as Arc<dyn RegistryBackend>,
-        Factory(Duration::ZERO),
+        Factory::new(Duration::ZERO),
     )
     .build()
     .await
@@ -97,7 +109,7 @@ async fn cold_ids() -> Duration {
     }
     let cache = CachingRegistryManager::builder(
         backend as Arc<dyn RegistryBackend>,
-        Factory(Duration::from_millis(10)),
+        Factory::new(Duration::from_millis(10)),
     )
     .build()
     .await
@@ -119,19 +131,20 @@ struct Replica {
     registry: Arc<EventedRegistry>,
     cache: CachingRegistryManager<Bot>,
     hot: HotReloadManager<Bot>,
+    built: watch::Receiver<i64>,
 }
 
 async fn replica(backend: Arc<dyn RegistryBackend>, bus: Arc<dyn EventBus>) -> Replica {
     backend.initialize().await.unwrap();
     let registry = Arc::new(EventedRegistry::new(backend, Some(bus.clone())));
-    let cache = CachingRegistryManager::builder(
-        registry.clone() as Arc<dyn RegistryBackend>,
-        Factory(Duration::ZERO),
-    )
-    .events(bus.clone())
-    .build()
-    .await
-    .unwrap();
+    let factory = Factory::new(Duration::ZERO);
+    let built = factory.1.subscribe();
+    let cache =
+        CachingRegistryManager::builder(registry.clone() as Arc<dyn RegistryBackend>, factory)
+            .events(bus.clone())
+            .build()
+            .await
+            .unwrap();
     cache.attach(&registry);
     let hot = HotReloadManager::builder(cache.clone())
         .events(bus)
@@ -144,10 +157,35 @@ async fn replica(backend: Arc<dyn RegistryBackend>, bus: Arc<dyn EventBus>) -> R
         registry,
         cache,
         hot,
+        built,
     }
 }
 
-async fn propagation(name: &str, rs: Vec<Replica>) {
+/// How the benchmark waits for a replica to serve the new config.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Wait for the replica's factory to report the build, then check `get_or_create` (what
+    /// a replica serving traffic sees; nothing spins on the two cores being measured).
+    Notified,
+    /// Spin on `get_or_create` + `yield_now` (the earlier method: the spinning task holds one
+    /// of the two runtime threads and competes with the servers for the two cores).
+    Spin,
+}
+
+async fn serves(r: &mut Replica, v: i64, wait: Wait) {
+    if let Wait::Notified = wait {
+        r.built.wait_for(|b| *b >= v).await.unwrap();
+    }
+    loop {
+        let b = r.cache.get_or_create("bot").await.unwrap();
+        if b.config["v"] == v {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn propagation(name: &str, mut rs: Vec<Replica>) {
     rs[0]
         .registry
         .register("bot", json!({"v": 0}))
@@ -157,38 +195,63 @@ async fn propagation(name: &str, rs: Vec<Replica>) {
         r.cache.get_or_create("bot").await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut lat = Vec::new();
-    for v in 1..=200i64 {
-        let writer = &rs[(v as usize) % 3];
-        let t = Instant::now();
-        writer
+    // Warm-up: the first writes on fresh tables and connections are not what is measured.
+    let mut v = 0i64;
+    for _ in 0..50 {
+        v += 1;
+        let writer = (v as usize) % 3;
+        rs[writer]
             .registry
             .register("bot", json!({"v": v}))
             .await
             .unwrap();
-        for r in &rs {
-            loop {
-                let b = r.cache.get_or_create("bot").await.unwrap();
-                if b.config["v"] == v {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+        for r in rs.iter_mut() {
+            serves(r, v, Wait::Notified).await;
         }
-        lat.push(t.elapsed());
     }
-    lat.sort();
-    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    println!(
-        "update -> 3 replicas serving it [{name}] (incl. the write): p50 {:?}  p99 {:?}  max {:?}",
-        p(0.50),
-        p(0.99),
-        lat[lat.len() - 1]
-    );
+    for wait in [Wait::Notified, Wait::Spin] {
+        let (mut total, mut write) = (Vec::new(), Vec::new());
+        for _ in 0..300 {
+            v += 1;
+            let writer = (v as usize) % 3;
+            let t = Instant::now();
+            rs[writer]
+                .registry
+                .register("bot", json!({"v": v}))
+                .await
+                .unwrap();
+            write.push(t.elapsed());
+            for r in rs.iter_mut() {
+                serves(r, v, wait).await;
+            }
+            total.push(t.elapsed());
+        }
+        let how = match wait {
+            Wait::Notified => "notified",
+            Wait::Spin => "spin-wait",
+        };
+        println!(
+            "update -> 3 replicas serving it [{name}, {how}]: {}; the write alone: {}",
+            percentiles(total),
+            percentiles(write)
+        );
+    }
     for r in rs {
         r.hot.close().await;
         r.cache.close().await.unwrap();
     }
+}
+
+fn percentiles(mut lat: Vec<Duration>) -> String {
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    format!(
+        "p50 {:.2?} p90 {:.2?} p99 {:.2?} max {:.2?}",
+        p(0.50),
+        p(0.90),
+        p(0.99),
+        lat[lat.len() - 1]
+    )
 }
 
 async fn one_poll(name: &str, backend: Arc<dyn RegistryBackend>, n: usize) {

@@ -3,17 +3,18 @@
 //!
 //! Every write locks the registry's counter row until its transaction commits, so writes of
 //! separate transactions can never share a flush: N concurrent durable writes cost N flushes
-//! one after the other. Here they queue instead. A background task (spawned when the queue goes
-//! from idle to busy, and ending when it is empty again) takes everything queued and runs
+//! one after the other. Here they queue instead. A background task (spawned when writes queued
+//! behind a running one, and ending when the queue is empty again) takes everything queued and runs
 //! `<table>_write` once per write inside one statement (`unnest ... CROSS JOIN LATERAL`). Each
 //! call still sees the calls before it, so the result is exactly that of running the writes one
 //! after another in queue order: conditions are checked against the writes ahead of them. If
 //! the batch statement fails as a whole, each of its writes is retried on its own, so one
 //! write's error never becomes another's. A lone write is sent as the single-write statement.
 //!
-//! The task owns the queue's work, so a caller that stops waiting (its future dropped) never
-//! leaves other writers stuck; a write whose caller went away still commits, as it would have
-//! once its statement was sent.
+//! A write that finds the queue idle runs on its caller's task, so a lone writer pays for no
+//! spawn or hand-off. Everything queued behind it is owned by a drain task, so a caller that
+//! stops waiting (its future dropped) never leaves other writers stuck; a queued write whose
+//! caller went away still commits, as it would have once its statement was sent.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -69,18 +70,31 @@ impl Batcher {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues one write and waits for its result.
+    /// Runs one write, or queues it behind the one running, and waits for its result.
+    ///
+    /// A write that finds the queue idle runs on the caller's task (no spawn, no hand-off: the
+    /// common case of one writer costs nothing extra); writes that arrive meanwhile queue, and
+    /// when it finishes (or its caller stops waiting) a drain task takes them over as batches.
     pub async fn write(self: &Arc<Self>, args: WriteArgs) -> Result<WriteRow> {
-        let bot_id = args.bot_id.clone();
         let (tx, rx) = oneshot::channel();
-        let start = {
+        // Decided and queued under one lock, so a release in between cannot strand the write.
+        let turn = {
             let mut q = self.lock();
-            q.waiting.push((args, tx));
-            !std::mem::replace(&mut q.draining, true)
+            if std::mem::replace(&mut q.draining, true) {
+                let bot_id = args.bot_id.clone();
+                q.waiting.push((args, tx));
+                Err(bot_id)
+            } else {
+                Ok(args)
+            }
         };
-        if start {
-            tokio::spawn(Arc::clone(self).drain());
-        }
+        let bot_id = match turn {
+            Ok(args) => {
+                let _hand_off = HandOff(self);
+                return self.run_one(&args).await;
+            }
+            Err(queued) => queued,
+        };
         rx.await.unwrap_or_else(|_| {
             Err(RegistryError::storage(
                 KIND,
@@ -89,6 +103,22 @@ impl Batcher {
                 "the write task ended without an answer",
             ))
         })
+    }
+
+    /// Ends a turn at the head of the queue: hands what queued meanwhile to a drain task, or
+    /// marks the queue idle.
+    fn release(self: &Arc<Self>) {
+        let mut q = self.lock();
+        if q.waiting.is_empty() {
+            q.draining = false;
+        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            drop(q);
+            rt.spawn(Arc::clone(self).drain());
+        } else {
+            // No runtime left to run them (shutdown): their writers get an error.
+            q.draining = false;
+            q.waiting.clear();
+        }
     }
 
     async fn drain(self: Arc<Self>) {
@@ -165,6 +195,15 @@ impl Batcher {
             .bind(work.iter().map(|(a, _)| a.expected).collect::<Vec<_>>())
             .fetch_all(&self.pool)
             .await
+    }
+}
+
+/// Held by a write running on its caller's task: releases the queue however that ends.
+struct HandOff<'a>(&'a Arc<Batcher>);
+
+impl Drop for HandOff<'_> {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
