@@ -62,6 +62,36 @@ pub enum KnowledgeError {
         /// The file it collides with.
         existing: String,
     },
+    /// A tenant context whose tenant id or state prefix cannot address tenant state.
+    #[error("invalid tenant context (tenant {tenant_id:?}): {value:?}: {reason}")]
+    InvalidTenantContext {
+        /// The context's tenant.
+        tenant_id: String,
+        /// The refused value (the tenant id, the pattern or the formatted prefix).
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A key kind an operation cannot take (`key_pattern` of `unknown`, a subscription to
+    /// several kinds at once).
+    #[error("{operation}: {reason} (kinds given: {kinds})")]
+    InvalidKeyKind {
+        /// The refusing operation.
+        operation: &'static str,
+        /// The kinds given.
+        kinds: String,
+        /// What to do instead.
+        reason: String,
+    },
+    /// Subscribing to key changes on an event bus failed.
+    #[error("subscribe_to_changes: cannot subscribe to pattern {pattern:?}: {source}")]
+    Subscribe {
+        /// The key pattern.
+        pattern: String,
+        /// The bus error.
+        #[source]
+        source: dynreg_event_bus::EventBusError,
+    },
     /// A change-detection version that is malformed or no longer retained.
     #[error("version {version:?} of knowledge base '{domain_id}' is not available: {reason}")]
     InvalidVersion {
@@ -173,7 +203,10 @@ impl KnowledgeError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::InvalidDomainId { .. } | Self::InvalidPath { .. } | Self::PathConflict { .. }
+            Self::InvalidDomainId { .. }
+                | Self::InvalidPath { .. }
+                | Self::PathConflict { .. }
+                | Self::InvalidTenantContext { .. }
         )
     }
 

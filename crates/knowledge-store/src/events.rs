@@ -58,6 +58,8 @@ pub struct StateWrite {
     pub kind: KnowledgeKeyKind,
     /// Bytes written.
     pub byte_size: u64,
+    /// The tenant whose state was written; `None` for the shared (single-tenant) state.
+    pub tenant_id: Option<String>,
 }
 
 impl StateWrite {
@@ -69,13 +71,17 @@ impl StateWrite {
         }
     }
 
-    /// The original's payload: `{"domain_id", "key", "kind", "byte_size"}`.
+    /// The original's payload: `{"domain_id", "key", "kind", "byte_size"}`, plus `"tenant_id"`
+    /// for a tenant's state (what the original's `TenantFilteredCallback` filters on).
     pub fn payload(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         m.insert("domain_id".into(), self.domain_id.clone().into());
         m.insert("key".into(), self.key.clone().into());
         m.insert("kind".into(), self.kind.as_str().into());
         m.insert("byte_size".into(), self.byte_size.into());
+        if let Some(t) = &self.tenant_id {
+            m.insert("tenant_id".into(), t.clone().into());
+        }
         m
     }
 }

@@ -48,6 +48,7 @@ mod events;
 mod factory;
 pub mod identity;
 mod index;
+mod keys;
 mod memory;
 #[cfg(any(feature = "file", feature = "s3"))]
 mod metadata_doc;
@@ -56,6 +57,9 @@ pub mod paths;
 mod pytime;
 mod snapshots;
 mod stream;
+mod subscribe;
+mod tenant;
+mod tenant_state;
 
 #[cfg(feature = "file")]
 mod file;
@@ -77,6 +81,10 @@ pub use events::{
     KnowledgeKeyKind, StateEvents, StateWrite, StateWriteCallback,
 };
 pub use factory::{available_backends, create_knowledge_backend};
+pub use keys::{
+    CONTENT_DIR, JOURNAL_FILE, KeyLayout, KeyStyle, METADATA_FILE, ParsedKey,
+    RESERVED_DOMAIN_PREFIX, SNAPSHOTS_DIR,
+};
 pub use memory::MemoryKnowledgeBackend;
 pub use model::{
     ChangeSet, FileUpload, IngestionStatus, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions,
@@ -84,6 +92,8 @@ pub use model::{
 };
 pub use snapshots::DEFAULT_SNAPSHOT_RETENTION;
 pub use stream::{ByteStream, DEFAULT_CHUNK_SIZE, bytes_stream, collect, rechunk};
+pub use subscribe::{ChangesSubscription, subscribe_to_changes};
+pub use tenant::{SCOPED_STATE_ROOT, TenantContext};
 
 #[cfg(feature = "file")]
 pub use file::{FileConfig, FileKnowledgeBackend, FsyncPolicy};
@@ -105,13 +115,46 @@ pub trait KnowledgeBackend: std::fmt::Debug + Send + Sync {
     /// Creates an empty knowledge base; fails with `KbAlreadyExists` if it exists.
     async fn create_kb(&self, domain_id: &str, metadata: Metadata) -> Result<KnowledgeBaseInfo>;
 
+    /// Where this backend's keys live: the basis of [`KnowledgeBackend::key_pattern`] and
+    /// [`KnowledgeBackend::classify_key`].
+    fn key_layout(&self) -> &KeyLayout;
+
+    /// The watch pattern of one kind of key ([`KeyLayout::key_pattern`]): `domain_id` or every
+    /// domain (`None`), tenant-scoped by `ctx` (content never is). `Unknown` is refused.
+    fn key_pattern(
+        &self,
+        kind: KnowledgeKeyKind,
+        domain_id: Option<&str>,
+        ctx: &TenantContext,
+    ) -> Result<String> {
+        self.key_layout().key_pattern(kind, domain_id, ctx)
+    }
+
+    /// What a key of this backend holds, read positionally ([`KeyLayout::classify_key`]).
+    fn classify_key(&self, key: &str) -> KnowledgeKeyKind {
+        self.key_layout().classify_key(key)
+    }
+
     /// The knowledge base's info, or `None` if it does not exist.
-    async fn get_info(&self, domain_id: &str) -> Result<Option<KnowledgeBaseInfo>>;
+    async fn get_info(&self, domain_id: &str) -> Result<Option<KnowledgeBaseInfo>> {
+        self.get_info_scoped(domain_id, &TenantContext::SingleTenant)
+            .await
+    }
+
+    /// The knowledge base as `ctx` sees it, or `None` if it does not exist: for a tenant, its
+    /// own status, error, generation and vector store path over the real content summary
+    /// (files, size, version, metadata); a tenant that never wrote sees the default state.
+    async fn get_info_scoped(
+        &self,
+        domain_id: &str,
+        ctx: &TenantContext,
+    ) -> Result<Option<KnowledgeBaseInfo>>;
 
     /// Every knowledge base, sorted by domain id.
     async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>>;
 
-    /// Deletes a knowledge base with its files, index and snapshots; false if it did not exist.
+    /// Deletes a knowledge base with its files, index and snapshots, and every tenant's state
+    /// of it (so a re-created knowledge base starts clean); false if it did not exist.
     async fn delete_kb(&self, domain_id: &str) -> Result<bool>;
 
     /// Stores (or replaces) one file from memory: a [`KnowledgeBackend::put_files`] of one.
@@ -192,23 +235,84 @@ pub trait KnowledgeBackend: std::fmt::Debug + Send + Sync {
         &self,
         domain_id: &str,
         update: StatusUpdate,
+    ) -> Result<KnowledgeBaseInfo> {
+        self.set_ingestion_status_scoped(domain_id, update, &TenantContext::SingleTenant)
+            .await
+    }
+
+    /// Writes `ctx`'s ingestion status and returns its view. `KbNotFound` if the knowledge
+    /// base does not exist (tenant state never creates one). With
+    /// [`StatusUpdate::expected_version`] the write is a compare-and-swap against
+    /// [`KnowledgeBackend::get_state_version_scoped`] of the same `ctx`.
+    async fn set_ingestion_status_scoped(
+        &self,
+        domain_id: &str,
+        update: StatusUpdate,
+        ctx: &TenantContext,
     ) -> Result<KnowledgeBaseInfo>;
 
     /// The opaque state token for conditional status writes, or `None` if the knowledge base
     /// does not exist. It changes on every write to the knowledge base.
-    async fn get_state_version(&self, domain_id: &str) -> Result<Option<String>>;
+    async fn get_state_version(&self, domain_id: &str) -> Result<Option<String>> {
+        self.get_state_version_scoped(domain_id, &TenantContext::SingleTenant)
+            .await
+    }
+
+    /// The state token of `ctx`'s status document, or `None` if the knowledge base does not
+    /// exist. The single-tenant token changes on every write to the knowledge base (content,
+    /// index or status); a tenant's token changes on every status write of that tenant (and
+    /// nothing else), and exists before its first write, so that write can be conditional too.
+    async fn get_state_version_scoped(
+        &self,
+        domain_id: &str,
+        ctx: &TenantContext,
+    ) -> Result<Option<String>>;
 
     /// The knowledge-base identity (reference-spec §4.4); `""` when empty. The identity is
     /// retained as a snapshot so `list_changes_since` can later diff against it.
-    async fn get_checksum(&self, domain_id: &str) -> Result<String>;
+    async fn get_checksum(&self, domain_id: &str) -> Result<String> {
+        self.get_checksum_scoped(domain_id, &TenantContext::SingleTenant)
+            .await
+    }
+
+    /// The identity (the same for every tenant: content is shared), retained as a snapshot in
+    /// `ctx`'s lineage, so another tenant's churn cannot evict it.
+    async fn get_checksum_scoped(&self, domain_id: &str, ctx: &TenantContext) -> Result<String>;
 
     /// What was added, modified and deleted since `version` (an identity from `get_checksum`),
     /// each list sorted. `InvalidVersion` if that version is not retained.
-    async fn list_changes_since(&self, domain_id: &str, version: &str) -> Result<ChangeSet>;
+    async fn list_changes_since(&self, domain_id: &str, version: &str) -> Result<ChangeSet> {
+        self.list_changes_since_scoped(domain_id, version, &TenantContext::SingleTenant)
+            .await
+    }
+
+    /// [`KnowledgeBackend::list_changes_since`] resolving `version` in `ctx`'s lineage first,
+    /// then in the shared (single-tenant) one (reference-spec §4.4 step 3); the current
+    /// identity is retained in `ctx`'s lineage.
+    async fn list_changes_since_scoped(
+        &self,
+        domain_id: &str,
+        version: &str,
+        ctx: &TenantContext,
+    ) -> Result<ChangeSet>;
 
     /// True if anything changed since `version`; an unretained version counts as changed.
     async fn has_changes_since(&self, domain_id: &str, version: &str) -> Result<bool> {
-        match self.list_changes_since(domain_id, version).await {
+        self.has_changes_since_scoped(domain_id, version, &TenantContext::SingleTenant)
+            .await
+    }
+
+    /// [`KnowledgeBackend::has_changes_since`] in `ctx`'s lineage.
+    async fn has_changes_since_scoped(
+        &self,
+        domain_id: &str,
+        version: &str,
+        ctx: &TenantContext,
+    ) -> Result<bool> {
+        match self
+            .list_changes_since_scoped(domain_id, version, ctx)
+            .await
+        {
             Ok(cs) => Ok(!cs.is_empty()),
             Err(KnowledgeError::InvalidVersion { .. }) => Ok(true),
             Err(e) => Err(e),

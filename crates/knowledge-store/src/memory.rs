@@ -12,12 +12,15 @@ use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
 use crate::identity::{self, md5_hex};
 use crate::index::FileIndex;
+use crate::keys::KeyLayout;
 use crate::model::{
     ChangeSet, FileUpload, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions, StatusUpdate,
 };
 use crate::paths::{validate_domain_id, validate_path, validate_version};
 use crate::snapshots::{DEFAULT_SNAPSHOT_RETENTION, SnapshotRing};
 use crate::stream::{ByteStream, bytes_stream};
+use crate::tenant::TenantContext;
+use crate::tenant_state::TenantState;
 use crate::{KnowledgeBackend, guess_content_type, pytime};
 
 /// Knowledge bases held in process memory.
@@ -31,17 +34,62 @@ struct Inner {
     kbs: Mutex<BTreeMap<String, Arc<Mutex<MemKb>>>>,
     retention: usize,
     events: StateEvents,
+    layout: KeyLayout,
 }
+
+/// Retained snapshots: the index entries at each identity, shared with the index.
+type Snapshots = SnapshotRing<Vec<Arc<KnowledgeFile>>>;
 
 #[derive(Debug)]
 struct MemKb {
     info: KnowledgeBaseInfo,
     index: FileIndex,
     contents: HashMap<String, Bytes>,
-    /// Retained snapshots: the index entries at each identity, shared with the index.
-    snapshots: SnapshotRing<Vec<Arc<KnowledgeFile>>>,
+    snapshots: Snapshots,
     state_seq: u64,
+    /// Tenant state by state prefix (`_scoped/…/`); dropped with the knowledge base.
+    tenants: HashMap<String, MemTenant>,
     deleted: bool,
+}
+
+/// One tenant's state of one knowledge base.
+#[derive(Debug)]
+struct MemTenant {
+    state: TenantState,
+    /// The tenant's state token: 0 until its first status write, +1 per write.
+    seq: u64,
+    snapshots: Snapshots,
+}
+
+impl MemKb {
+    fn live(&self) -> Result<()> {
+        if self.deleted {
+            return Err(KnowledgeError::KbNotFound {
+                domain_id: self.info.domain_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The tenant entry of `state` (created empty on first use).
+    fn tenant(&mut self, state: &str, retention: usize) -> &mut MemTenant {
+        self.tenants
+            .entry(state.to_owned())
+            .or_insert_with(|| MemTenant {
+                state: TenantState::default(),
+                seq: 0,
+                snapshots: SnapshotRing::new(retention),
+            })
+    }
+
+    /// The snapshot lineage of `state` (`""`: the shared one).
+    fn lineage(&mut self, state: &str, retention: usize) -> &mut Snapshots {
+        if state.is_empty() {
+            &mut self.snapshots
+        } else {
+            &mut self.tenant(state, retention).snapshots
+        }
+    }
 }
 
 impl Default for MemoryKnowledgeBackend {
@@ -86,6 +134,7 @@ impl MemoryKnowledgeBackend {
                 kbs: Mutex::new(BTreeMap::new()),
                 retention,
                 events: StateEvents::default(),
+                layout: KeyLayout::object(""),
             }),
         }
     }
@@ -101,12 +150,23 @@ impl MemoryKnowledgeBackend {
             })
     }
 
-    fn metadata_write(domain_id: &str, byte_size: usize) -> StateWrite {
+    fn metadata_write(&self, domain_id: &str, byte_size: usize) -> StateWrite {
+        self.tenant_metadata_write(domain_id, "", None, byte_size)
+    }
+
+    fn tenant_metadata_write(
+        &self,
+        domain_id: &str,
+        state: &str,
+        ctx: Option<&TenantContext>,
+        byte_size: usize,
+    ) -> StateWrite {
         StateWrite {
             domain_id: domain_id.to_owned(),
-            key: format!("{domain_id}/_metadata.json"),
+            key: self.inner.layout.metadata_key(domain_id, state),
             kind: KnowledgeKeyKind::Metadata,
             byte_size: byte_size as u64,
+            tenant_id: ctx.and_then(|c| c.tenant_id()).map(str::to_owned),
         }
     }
 
@@ -150,8 +210,16 @@ impl MemoryKnowledgeBackend {
         Ok((out, written))
     }
 
-    fn record_snapshot(g: &mut MemKb, version: &str) -> Option<StateWrite> {
-        if version.is_empty() || g.snapshots.contains(version) {
+    /// Retains the current snapshot under `version` in `ctx`'s lineage; the write to report,
+    /// if it was not retained yet.
+    fn record_snapshot(
+        &self,
+        g: &mut MemKb,
+        version: &str,
+        state: &str,
+        ctx: &TenantContext,
+    ) -> Option<StateWrite> {
+        if version.is_empty() || g.lineage(state, self.inner.retention).contains(version) {
             return None;
         }
         let snap = g.index.entries();
@@ -161,12 +229,17 @@ impl MemoryKnowledgeBackend {
             .map(|f| f.path.len() + f.checksum.len() + 8)
             .sum::<usize>()
             - if snap.is_empty() { 0 } else { 2 };
-        g.snapshots.record(version.to_owned(), Arc::new(snap));
+        g.lineage(state, self.inner.retention)
+            .record(version.to_owned(), Arc::new(snap));
         Some(StateWrite {
             domain_id: g.info.domain_id.clone(),
-            key: format!("{}/_snapshots/{version}.json", g.info.domain_id),
+            key: self
+                .inner
+                .layout
+                .snapshot_key(&g.info.domain_id, version, state),
             kind: KnowledgeKeyKind::Snapshot,
             byte_size: size as u64,
+            tenant_id: ctx.tenant_id().map(str::to_owned),
         })
     }
 }
@@ -179,6 +252,10 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
 
     fn state_events(&self) -> &StateEvents {
         &self.inner.events
+    }
+
+    fn key_layout(&self) -> &KeyLayout {
+        &self.inner.layout
     }
 
     async fn create_kb(&self, domain_id: &str, metadata: Metadata) -> Result<KnowledgeBaseInfo> {
@@ -199,6 +276,7 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
                     contents: HashMap::new(),
                     snapshots: SnapshotRing::new(self.inner.retention),
                     state_seq: 0,
+                    tenants: HashMap::new(),
                     deleted: false,
                 })),
             );
@@ -206,14 +284,28 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         let size = serde_json::to_vec(&info).map(|v| v.len()).unwrap_or(0);
         self.inner
             .events
-            .emit(Self::metadata_write(domain_id, size))
+            .emit(self.metadata_write(domain_id, size))
             .await;
         Ok(info)
     }
 
-    async fn get_info(&self, domain_id: &str) -> Result<Option<KnowledgeBaseInfo>> {
+    async fn get_info_scoped(
+        &self,
+        domain_id: &str,
+        ctx: &TenantContext,
+    ) -> Result<Option<KnowledgeBaseInfo>> {
         validate_domain_id(domain_id)?;
-        Ok(self.kb(domain_id).map(|kb| lock(&kb).info.clone()))
+        let state = ctx.state_prefix(domain_id)?;
+        Ok(self.kb(domain_id).map(|kb| {
+            let g = lock(&kb);
+            if state.is_empty() {
+                return g.info.clone();
+            }
+            match g.tenants.get(&state) {
+                Some(t) => t.state.view(&g.info),
+                None => TenantState::default().view(&g.info),
+            }
+        }))
     }
 
     async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>> {
@@ -270,7 +362,7 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         let (out, written) = self.apply_puts(domain_id, entries)?;
         self.inner
             .events
-            .emit(Self::metadata_write(domain_id, written))
+            .emit(self.metadata_write(domain_id, written))
             .await;
         Ok(out)
     }
@@ -316,7 +408,7 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         };
         self.inner
             .events
-            .emit(Self::metadata_write(domain_id, size))
+            .emit(self.metadata_write(domain_id, size))
             .await;
         Ok(true)
     }
@@ -341,56 +433,85 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
             .unwrap_or_default())
     }
 
-    async fn set_ingestion_status(
+    async fn set_ingestion_status_scoped(
         &self,
         domain_id: &str,
         update: StatusUpdate,
+        ctx: &TenantContext,
     ) -> Result<KnowledgeBaseInfo> {
         validate_domain_id(domain_id)?;
+        let state = ctx.state_prefix(domain_id)?;
         let kb = self.kb_required(domain_id)?;
-        let info = {
+        let retention = self.inner.retention;
+        let (info, size) = {
             let mut g = lock(&kb);
-            if let Some(expected) = &update.expected_version {
-                let actual = g.state_seq.to_string();
-                if &actual != expected {
-                    return Err(KnowledgeError::Conflict {
-                        domain_id: domain_id.to_owned(),
-                        key: format!("{domain_id}/_metadata.json"),
-                        expected_version: expected.clone(),
-                        actual_version: Some(actual),
-                    });
+            g.live()?;
+            let actual = if state.is_empty() {
+                g.state_seq
+            } else {
+                g.tenants.get(&state).map_or(0, |t| t.seq)
+            };
+            if let Some(expected) = &update.expected_version
+                && &actual.to_string() != expected
+            {
+                return Err(KnowledgeError::Conflict {
+                    domain_id: domain_id.to_owned(),
+                    key: self.inner.layout.metadata_key(domain_id, &state),
+                    expected_version: expected.clone(),
+                    actual_version: Some(actual.to_string()),
+                });
+            }
+            if state.is_empty() {
+                g.info.ingestion_status = update.status;
+                g.info.last_updated = pytime::now();
+                g.info.ingestion_error = update.error;
+                g.info.generation = update.generation;
+                if update.vector_store_path.is_some() {
+                    g.info.vector_store_path = update.vector_store_path;
                 }
+                g.state_seq += 1;
+                let info = g.info.clone();
+                let size = serde_json::to_vec(&info).map(|v| v.len()).unwrap_or(0);
+                (info, size)
+            } else {
+                let content = g.info.clone();
+                let t = g.tenant(&state, retention);
+                t.state.apply(&update);
+                t.seq += 1;
+                (t.state.view(&content), t.state.to_doc(&content).len())
             }
-            g.info.ingestion_status = update.status;
-            g.info.last_updated = pytime::now();
-            g.info.ingestion_error = update.error;
-            g.info.generation = update.generation;
-            if update.vector_store_path.is_some() {
-                g.info.vector_store_path = update.vector_store_path;
-            }
-            g.state_seq += 1;
-            g.info.clone()
         };
-        let size = serde_json::to_vec(&info).map(|v| v.len()).unwrap_or(0);
-        self.inner
-            .events
-            .emit(Self::metadata_write(domain_id, size))
-            .await;
+        let write = self.tenant_metadata_write(domain_id, &state, Some(ctx), size);
+        self.inner.events.emit(write).await;
         Ok(info)
     }
 
-    async fn get_state_version(&self, domain_id: &str) -> Result<Option<String>> {
+    async fn get_state_version_scoped(
+        &self,
+        domain_id: &str,
+        ctx: &TenantContext,
+    ) -> Result<Option<String>> {
         validate_domain_id(domain_id)?;
-        Ok(self.kb(domain_id).map(|kb| lock(&kb).state_seq.to_string()))
+        let state = ctx.state_prefix(domain_id)?;
+        Ok(self.kb(domain_id).map(|kb| {
+            let g = lock(&kb);
+            let seq = if state.is_empty() {
+                g.state_seq
+            } else {
+                g.tenants.get(&state).map_or(0, |t| t.seq)
+            };
+            seq.to_string()
+        }))
     }
 
-    async fn get_checksum(&self, domain_id: &str) -> Result<String> {
+    async fn get_checksum_scoped(&self, domain_id: &str, ctx: &TenantContext) -> Result<String> {
         validate_domain_id(domain_id)?;
+        let state = ctx.state_prefix(domain_id)?;
         let kb = self.kb_required(domain_id)?;
         let (id, write) = {
             let mut g = lock(&kb);
             let id = g.index.identity();
-            let write = Self::record_snapshot(&mut g, &id);
+            let write = self.record_snapshot(&mut g, &id, &state, ctx);
             (id, write)
         };
         if let Some(w) = write {
@@ -399,10 +520,17 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         Ok(id)
     }
 
-    async fn list_changes_since(&self, domain_id: &str, version: &str) -> Result<ChangeSet> {
+    async fn list_changes_since_scoped(
+        &self,
+        domain_id: &str,
+        version: &str,
+        ctx: &TenantContext,
+    ) -> Result<ChangeSet> {
         validate_domain_id(domain_id)?;
         validate_version(domain_id, version)?;
+        let state = ctx.state_prefix(domain_id)?;
         let kb = self.kb_required(domain_id)?;
+        let retention = self.inner.retention;
         let (cs, write) = {
             let mut g = lock(&kb);
             let current_id = g.index.identity();
@@ -415,20 +543,22 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
             let old: Arc<Vec<Arc<KnowledgeFile>>> = if version.is_empty() {
                 Arc::default()
             } else {
-                g.snapshots
-                    .get(version)
-                    .ok_or_else(|| KnowledgeError::InvalidVersion {
+                // The tenant's lineage first, then the shared one (reference-spec §4.4).
+                let own = g.lineage(&state, retention).get(version);
+                own.or_else(|| g.snapshots.get(version)).ok_or_else(|| {
+                    KnowledgeError::InvalidVersion {
                         domain_id: domain_id.to_owned(),
                         version: version.to_owned(),
                         reason: "no snapshot of this version is retained",
-                    })?
+                    }
+                })?
             };
             let cs = identity::diff_sorted(
                 g.index.pairs(),
                 old.iter().map(|f| (f.path.as_str(), f.checksum.as_str())),
                 current_id.clone(),
             );
-            let write = Self::record_snapshot(&mut g, &current_id);
+            let write = self.record_snapshot(&mut g, &current_id, &state, ctx);
             (cs, write)
         };
         if let Some(w) = write {

@@ -1,5 +1,10 @@
 //! The `_metadata.json` document of the original (`{"info": {...}, "files": {path: {...}}}`),
 //! shared by the file and S3 backends: parse it leniently, write it like `json.dump(indent=2)`.
+//!
+//! In the S3 backend's `s3_versioning` mode the document also carries `dynreg_versions`, the
+//! index of its own earlier object versions (`[{"identity", "version_id"}]`, oldest first);
+//! the original ignores the extra key (and drops it when it rewrites the document, which only
+//! makes older versions unresolvable: a full re-ingest, never a wrong diff).
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +17,17 @@ use crate::paths::validate_path;
 struct MetaOut<'a> {
     info: &'a KnowledgeBaseInfo,
     files: FilesOut<'a>,
+    #[serde(skip_serializing_if = "<[VersionEntry]>::is_empty")]
+    dynreg_versions: &'a [VersionEntry],
+}
+
+/// One earlier object version of the document: the identity its files had, and its S3
+/// `VersionId`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) struct VersionEntry {
+    pub(crate) identity: String,
+    pub(crate) version_id: String,
 }
 
 /// The `files` map of an index, serialised without copying its shared entries.
@@ -29,6 +45,8 @@ struct MetaIn {
     info: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     files: Option<std::collections::BTreeMap<String, FileIn>>,
+    #[serde(default)]
+    dynreg_versions: Option<Vec<VersionEntry>>,
 }
 
 /// An index entry as stored: the key is the path; every field may be missing.
@@ -48,9 +66,19 @@ struct FileIn {
 
 /// Serialises `_metadata.json` like the original (`json.dump(indent=2)`).
 pub(crate) fn metadata_json(info: &KnowledgeBaseInfo, index: &FileIndex) -> Vec<u8> {
+    metadata_json_with_versions(info, index, &[])
+}
+
+/// [`metadata_json`] with a version index (omitted when empty).
+pub(crate) fn metadata_json_with_versions(
+    info: &KnowledgeBaseInfo,
+    index: &FileIndex,
+    versions: &[VersionEntry],
+) -> Vec<u8> {
     serde_json::to_vec_pretty(&MetaOut {
         info,
         files: FilesOut(index),
+        dynreg_versions: versions,
     })
     .unwrap_or_default()
 }
@@ -62,6 +90,15 @@ pub(crate) fn parse_metadata(
     location: &str,
     bytes: &[u8],
 ) -> Result<(KnowledgeBaseInfo, FileIndex)> {
+    parse_metadata_with_versions(domain_id, location, bytes).map(|(i, f, _)| (i, f))
+}
+
+/// [`parse_metadata`] plus the version index (empty when absent).
+pub(crate) fn parse_metadata_with_versions(
+    domain_id: &str,
+    location: &str,
+    bytes: &[u8],
+) -> Result<(KnowledgeBaseInfo, FileIndex, Vec<VersionEntry>)> {
     let corrupt = |reason: String| KnowledgeError::Corrupt {
         domain_id: domain_id.to_owned(),
         what: "index (_metadata.json)",
@@ -72,6 +109,7 @@ pub(crate) fn parse_metadata(
         MetaIn {
             info: None,
             files: None,
+            dynreg_versions: None,
         }
     } else {
         serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?
@@ -107,5 +145,5 @@ pub(crate) fn parse_metadata(
     }
     info.file_count = index.len() as u64;
     info.total_size_bytes = index.total_size();
-    Ok((info, index))
+    Ok((info, index, doc.dynreg_versions.unwrap_or_default()))
 }

@@ -520,6 +520,7 @@ impl Locked<'_> {
             key: layout.meta.display().to_string(),
             kind: KnowledgeKeyKind::Metadata,
             byte_size: bytes.len() as u64,
+            tenant_id: None,
         });
         Ok(bytes.len() as u64)
     }
@@ -601,6 +602,7 @@ impl Locked<'_> {
             key: layout.meta.display().to_string(),
             kind: KnowledgeKeyKind::Metadata,
             byte_size: bytes.len() as u64,
+            tenant_id: None,
         });
         self.new_journal()?;
         self.record_current_snapshot()?;
@@ -633,6 +635,7 @@ impl Locked<'_> {
                 key: path.display().to_string(),
                 kind: KnowledgeKeyKind::Snapshot,
                 byte_size: json.len() as u64,
+                tenant_id: None,
             });
             cache.snapshot_files = match cache.snapshot_files {
                 Some(n) if n < retention => Some(n + 1),
@@ -677,6 +680,7 @@ impl Locked<'_> {
             key: layout.meta.display().to_string(),
             kind: KnowledgeKeyKind::Metadata,
             byte_size: bytes.len() as u64,
+            tenant_id: None,
         });
         let _ = fs::remove_file(&layout.journal);
         self.state.cache = None;

@@ -18,6 +18,7 @@ mod journal;
 mod kb;
 mod layout;
 mod read;
+mod tenant;
 
 use std::collections::HashMap;
 use std::fs;
@@ -33,11 +34,13 @@ use tokio::io::AsyncReadExt;
 pub use atomic::FsyncPolicy;
 use kb::{KbHandle, Staged, TempWriter, Tuning};
 use layout::Layout;
+use tenant::TenantPaths;
 
 use crate::KnowledgeBackend;
 use crate::error::{KnowledgeError, Result};
 use crate::events::{StateEvents, StateWrite};
 use crate::identity;
+use crate::keys::KeyLayout;
 use crate::memory::file_entry;
 use crate::model::{
     ChangeSet, FileUpload, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions, StatusUpdate,
@@ -45,6 +48,7 @@ use crate::model::{
 use crate::paths::{validate_domain_id, validate_path, validate_version};
 use crate::snapshots::DEFAULT_SNAPSHOT_RETENTION;
 use crate::stream::ByteStream;
+use crate::tenant::{SCOPED_STATE_ROOT, TenantContext};
 
 /// Configuration of the file backend.
 #[derive(Debug, Clone)]
@@ -120,6 +124,7 @@ pub struct FileKnowledgeBackend {
     tuning: Tuning,
     handles: Mutex<HashMap<String, Arc<KbHandle>>>,
     events: StateEvents,
+    layout: KeyLayout,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -148,7 +153,9 @@ impl FileKnowledgeBackend {
         })
         .await?;
         let base = fs::canonicalize(&base).unwrap_or(base);
+        let layout = KeyLayout::directory(&base.display().to_string());
         Ok(Self {
+            layout,
             base,
             tuning: Tuning {
                 fsync: config.fsync,
@@ -163,6 +170,13 @@ impl FileKnowledgeBackend {
     /// The root folder.
     pub fn base_path(&self) -> &Path {
         &self.base
+    }
+
+    /// The tenant state paths of `ctx`, or `None` for the single-tenant state.
+    fn tenant_paths(&self, domain_id: &str, ctx: &TenantContext) -> Result<Option<TenantPaths>> {
+        let state = ctx.state_prefix(domain_id)?;
+        Ok((!state.is_empty())
+            .then(|| TenantPaths::new(&self.layout, domain_id, &state, ctx.tenant_id())))
     }
 
     /// Reads from a knowledge base's synced state under a shared lock; `None` when the
@@ -250,6 +264,10 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         &self.events
     }
 
+    fn key_layout(&self) -> &KeyLayout {
+        &self.layout
+    }
+
     async fn create_kb(&self, domain_id: &str, metadata: Metadata) -> Result<KnowledgeBaseInfo> {
         validate_domain_id(domain_id)?;
         let h = self.handle(domain_id);
@@ -279,9 +297,21 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         Ok(info)
     }
 
-    async fn get_info(&self, domain_id: &str) -> Result<Option<KnowledgeBaseInfo>> {
+    async fn get_info_scoped(
+        &self,
+        domain_id: &str,
+        ctx: &TenantContext,
+    ) -> Result<Option<KnowledgeBaseInfo>> {
         validate_domain_id(domain_id)?;
-        self.read_synced(domain_id, |c| c.info.clone()).await
+        let Some(paths) = self.tenant_paths(domain_id, ctx)? else {
+            return self.read_synced(domain_id, |c| c.info.clone()).await;
+        };
+        let view = self
+            .read_synced(domain_id, move |c| {
+                paths.load().map(|(state, _)| state.view(&c.info))
+            })
+            .await?;
+        view.transpose()
     }
 
     async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>> {
@@ -295,11 +325,15 @@ impl KnowledgeBackend for FileKnowledgeBackend {
             let mut names = Vec::new();
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('_') || name.starts_with('.') {
+                // The layout's own names (tenant state, graves of deleted knowledge bases,
+                // hidden files) are expected here; anything else unaddressable is reported.
+                if name == SCOPED_STATE_ROOT || name.starts_with("_deleted.") || name.starts_with('.') {
                     continue;
                 }
                 if validate_domain_id(&name).is_err() {
-                    tracing::warn!(name = %name, "skipping a folder that is not an addressable domain id");
+                    if entry.path().join("_metadata.json").is_file() {
+                        tracing::warn!(name = %name, "skipping a knowledge base folder whose name is not an addressable domain_id (its data is kept)");
+                    }
                     continue;
                 }
                 if entry.path().join("_metadata.json").is_file() {
@@ -333,6 +367,10 @@ impl KnowledgeBackend for FileKnowledgeBackend {
             if !layout.meta.exists() {
                 return Ok(false);
             }
+            // Tenant state first, while the knowledge base still exists and nobody can write
+            // tenant state of it (tenant writes hold its shared lock): a re-created knowledge
+            // base must not inherit a stale status (reference-spec §9.4 #37).
+            tenant::remove_all(&base, &layout.domain_id)?;
             // Make the whole folder disappear at once, then remove it at leisure.
             let grave = base.join(format!(
                 "_deleted.{}.{:016x}",
@@ -593,14 +631,23 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         .await
     }
 
-    async fn set_ingestion_status(
+    async fn set_ingestion_status_scoped(
         &self,
         domain_id: &str,
         update: StatusUpdate,
+        ctx: &TenantContext,
     ) -> Result<KnowledgeBaseInfo> {
         validate_domain_id(domain_id)?;
+        let paths = self.tenant_paths(domain_id, ctx)?;
         let h = self.handle(domain_id);
+        let fsync = self.tuning.fsync;
         let (info, writes) = blocking(domain_id, move || {
+            if let Some(paths) = paths {
+                let mut l = h.lock(false)?;
+                let content = l.sync()?.info.clone();
+                let (view, write) = paths.write_status(&update, &content, fsync)?;
+                return Ok((view, vec![write]));
+            }
             let mut l = h.lock(true)?;
             let record = l.status_record(update)?;
             l.append(std::slice::from_ref(&record))?;
@@ -620,28 +667,51 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         Ok(info)
     }
 
-    async fn get_state_version(&self, domain_id: &str) -> Result<Option<String>> {
+    async fn get_state_version_scoped(
+        &self,
+        domain_id: &str,
+        ctx: &TenantContext,
+    ) -> Result<Option<String>> {
         validate_domain_id(domain_id)?;
-        self.read_synced(domain_id, |c| c.token()).await
+        let Some(paths) = self.tenant_paths(domain_id, ctx)? else {
+            return self.read_synced(domain_id, |c| c.token()).await;
+        };
+        self.read_synced(domain_id, move |_| paths.load().map(|(_, token)| token))
+            .await?
+            .transpose()
     }
 
-    async fn get_checksum(&self, domain_id: &str) -> Result<String> {
+    async fn get_checksum_scoped(&self, domain_id: &str, ctx: &TenantContext) -> Result<String> {
         validate_domain_id(domain_id)?;
+        let paths = self.tenant_paths(domain_id, ctx)?;
+        let retention = self.tuning.retention;
         let h = self.handle(domain_id);
         let (id, writes) = blocking(domain_id, move || {
             let mut l = h.lock(false)?;
-            l.sync()?;
-            let id = l.record_current_snapshot()?;
-            Ok((id, std::mem::take(&mut l.writes)))
+            let cache = l.sync()?;
+            let Some(paths) = paths else {
+                let id = l.record_current_snapshot()?;
+                return Ok((id, std::mem::take(&mut l.writes)));
+            };
+            let id = cache.index.identity();
+            let write = paths.record_snapshot(&id, || cache.index.snapshot_json(), retention)?;
+            Ok((id, write.into_iter().collect()))
         })
         .await?;
         self.emit(writes).await;
         Ok(id)
     }
 
-    async fn list_changes_since(&self, domain_id: &str, version: &str) -> Result<ChangeSet> {
+    async fn list_changes_since_scoped(
+        &self,
+        domain_id: &str,
+        version: &str,
+        ctx: &TenantContext,
+    ) -> Result<ChangeSet> {
         validate_domain_id(domain_id)?;
         validate_version(domain_id, version)?;
+        let paths = self.tenant_paths(domain_id, ctx)?;
+        let retention = self.tuning.retention;
         let h = self.handle(domain_id);
         let v = version.to_owned();
         let d = domain_id.to_owned();
@@ -659,27 +729,40 @@ impl KnowledgeBackend for FileKnowledgeBackend {
                 ));
             }
             let old = if v.is_empty() {
-                identity::Snapshot::new()
+                Some(identity::Snapshot::new())
             } else {
-                l.load_snapshot(&v)?
-                    .ok_or_else(|| KnowledgeError::InvalidVersion {
-                        domain_id: d.clone(),
-                        version: v.clone(),
-                        reason: "no snapshot of this version is retained",
-                    })?
+                // The tenant's lineage first, then the shared one (reference-spec §4.4).
+                let own = match &paths {
+                    Some(p) => p.load_snapshot(&v)?,
+                    None => None,
+                };
+                match own {
+                    Some(s) => Some(s),
+                    None => l.load_snapshot(&v)?,
+                }
             };
-            let cs = l.cache().map(|c| {
-                identity::diff_sorted(
-                    c.index.pairs(),
-                    old.iter().map(|(p, c)| (p.as_str(), c.as_str())),
-                    current_id,
-                )
-            });
-            l.record_current_snapshot()?;
-            let cs = cs.ok_or_else(|| KnowledgeError::KbNotFound {
+            let old = old.ok_or_else(|| KnowledgeError::InvalidVersion {
                 domain_id: d.clone(),
+                version: v.clone(),
+                reason: "no snapshot of this version is retained",
             })?;
-            Ok((cs, std::mem::take(&mut l.writes)))
+            let cache = l.sync()?;
+            let cs = identity::diff_sorted(
+                cache.index.pairs(),
+                old.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+                current_id.clone(),
+            );
+            let writes = match &paths {
+                Some(p) => p
+                    .record_snapshot(&current_id, || cache.index.snapshot_json(), retention)?
+                    .into_iter()
+                    .collect(),
+                None => {
+                    l.record_current_snapshot()?;
+                    std::mem::take(&mut l.writes)
+                }
+            };
+            Ok((cs, writes))
         })
         .await?;
         self.emit(writes).await;

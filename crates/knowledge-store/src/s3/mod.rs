@@ -3,9 +3,11 @@
 //! in-process group commit so concurrent writers share one index write.
 //!
 //! Keys: `{prefix}{domain}/content/{path}`, `{prefix}{domain}/_metadata.json`,
-//! `{prefix}{domain}/_snapshots/{identity}.json`. A knowledge base exists when its
+//! `{prefix}{domain}/_snapshots/{identity}.json`, and tenant state under
+//! `{prefix}_scoped/{tenant prefix}{domain}/` ([`tenant`]). A knowledge base exists when its
 //! `_metadata.json` exists. Uploads larger than one part use multipart upload, so memory stays
-//! bounded; downloads stream.
+//! bounded; downloads stream. Change detection resolves old versions through snapshot objects
+//! or, in `s3_versioning` mode, through the bucket's object versions ([`versions`]).
 //!
 //! Known limits: the index is one document, so a put rewrites it (O(files) bytes per index
 //! write, shared by every writer waiting in the same group commit); content is uploaded before
@@ -27,100 +29,39 @@ use object_store::{
 };
 use tokio::sync::oneshot;
 
+mod config;
+mod lineage;
+mod tenant;
+mod versions;
+
+pub use config::{ChangeDetectionMode, S3Config};
+
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
 use crate::identity::{self, Snapshot, md5_hex};
 use crate::index::FileIndex;
+use crate::keys::KeyLayout;
 use crate::memory::file_entry;
-use crate::metadata_doc::{metadata_json, parse_metadata};
+use crate::metadata_doc::{
+    VersionEntry, metadata_json, metadata_json_with_versions, parse_metadata_with_versions,
+};
 use crate::model::{
     ChangeSet, FileUpload, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions, StatusUpdate,
 };
 use crate::paths::{validate_domain_id, validate_path, validate_version};
-use crate::snapshots::DEFAULT_SNAPSHOT_RETENTION;
 use crate::stream::{ByteStream, rechunk};
+use crate::tenant::TenantContext;
 use crate::{KnowledgeBackend, pytime};
 
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
-/// Configuration of the S3 backend (the original's `from_config` keys).
-#[derive(Debug, Clone, Default)]
-pub struct S3Config {
-    /// Bucket name (required).
-    pub bucket: String,
-    /// Key prefix; normalised to end in `/` (default `knowledge/`).
-    pub prefix: String,
-    /// Region (default `us-east-1`).
-    pub region: Option<String>,
-    /// Endpoint of an S3-compatible server (`http://127.0.0.1:5000`).
-    pub endpoint_url: Option<String>,
-    /// Access key id.
-    pub aws_access_key_id: Option<String>,
-    /// Secret access key.
-    pub aws_secret_access_key: Option<String>,
-    /// Session token.
-    pub aws_session_token: Option<String>,
-    /// Snapshots kept per knowledge base.
-    pub snapshot_retention: usize,
-}
-
-impl S3Config {
-    /// A config for `bucket` with the default prefix.
-    pub fn new(bucket: impl Into<String>) -> Self {
-        Self {
-            bucket: bucket.into(),
-            prefix: "knowledge/".into(),
-            snapshot_retention: DEFAULT_SNAPSHOT_RETENTION,
-            ..Self::default()
-        }
-    }
-
-    /// Reads `{"bucket", "prefix", "region"|"region_name", "endpoint_url",
-    /// "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "snapshot_retention"}`.
-    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        };
-        let bucket = s("bucket")
-            .filter(|b| !b.is_empty())
-            .ok_or(KnowledgeError::Config {
-                kind: "s3",
-                field: "bucket",
-                reason: "required".into(),
-            })?;
-        let mut cfg = Self::new(bucket);
-        if let Some(p) = s("prefix") {
-            cfg.prefix = p;
-        }
-        cfg.region = s("region").or_else(|| s("region_name"));
-        cfg.endpoint_url = s("endpoint_url");
-        cfg.aws_access_key_id = s("aws_access_key_id");
-        cfg.aws_secret_access_key = s("aws_secret_access_key");
-        cfg.aws_session_token = s("aws_session_token");
-        if let Some(n) = v.get("snapshot_retention") {
-            cfg.snapshot_retention =
-                n.as_u64()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| KnowledgeError::Config {
-                        kind: "s3",
-                        field: "snapshot_retention",
-                        reason: format!("expected a positive integer, got {n}"),
-                    })? as usize;
-        }
-        Ok(cfg)
-    }
-}
-
-/// Normalises a prefix like the original: `prefix.rstrip("/") + "/"`, or `""`.
-fn normalise_prefix(p: &str) -> String {
-    let t = p.trim_end_matches('/');
-    if t.is_empty() {
-        String::new()
-    } else {
-        format!("{t}/")
-    }
+/// The index document of a knowledge base as loaded, with its ETag / VersionId.
+struct Loaded {
+    info: KnowledgeBaseInfo,
+    index: FileIndex,
+    version: UpdateVersion,
+    /// `s3_versioning`: the document's index of its earlier versions.
+    versions: Vec<VersionEntry>,
 }
 
 /// One write waiting for the next group commit of a knowledge base's index.
@@ -149,6 +90,8 @@ pub struct S3KnowledgeBackend {
     store: Arc<dyn ObjectStore>,
     bucket: String,
     prefix: String,
+    layout: KeyLayout,
+    mode: ChangeDetectionMode,
     retention: usize,
     queues: Mutex<HashMap<String, Arc<DomainQueue>>>,
     events: StateEvents,
@@ -159,6 +102,7 @@ impl std::fmt::Debug for S3KnowledgeBackend {
         f.debug_struct("S3KnowledgeBackend")
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
+            .field("change_detection_mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -201,7 +145,8 @@ impl S3KnowledgeBackend {
             &config.bucket,
             &config.prefix,
             config.snapshot_retention,
-        );
+        )
+        .with_change_detection_mode(config.change_detection_mode);
         let probe = ObjPath::from(backend.prefix.trim_end_matches('/'));
         backend
             .store
@@ -220,14 +165,28 @@ impl S3KnowledgeBackend {
         prefix: &str,
         retention: usize,
     ) -> Self {
+        let layout = KeyLayout::object(prefix);
         Self {
             store,
             bucket: bucket.to_owned(),
-            prefix: normalise_prefix(prefix),
+            prefix: layout.root().to_owned(),
+            layout,
+            mode: ChangeDetectionMode::Snapshot,
             retention: retention.max(1),
             queues: Mutex::new(HashMap::new()),
             events: StateEvents::default(),
         }
+    }
+
+    /// Sets how old versions are resolved (default [`ChangeDetectionMode::Snapshot`]).
+    pub fn with_change_detection_mode(mut self, mode: ChangeDetectionMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How old versions are resolved.
+    pub fn change_detection_mode(&self) -> ChangeDetectionMode {
+        self.mode
     }
 
     /// The bucket.
@@ -249,19 +208,15 @@ impl S3KnowledgeBackend {
     }
 
     fn meta_key(&self, d: &str) -> String {
-        format!("{}{d}/_metadata.json", self.prefix)
+        self.layout.metadata_key(d, "")
     }
 
     fn content_key(&self, d: &str, path: &str) -> String {
-        format!("{}{d}/content/{path}", self.prefix)
-    }
-
-    fn snapshot_key(&self, d: &str, version: &str) -> String {
-        format!("{}{d}/_snapshots/{version}.json", self.prefix)
+        self.layout.content_key(d, path)
     }
 
     /// Loads the index and its ETag; `None` if the knowledge base does not exist.
-    async fn load(&self, d: &str) -> Result<Option<(KnowledgeBaseInfo, FileIndex, UpdateVersion)>> {
+    async fn load(&self, d: &str) -> Result<Option<Loaded>> {
         let key = self.meta_key(d);
         let got = match self.store.get(&ObjPath::from(key.as_str())).await {
             Ok(g) => g,
@@ -273,8 +228,22 @@ impl S3KnowledgeBackend {
             version: got.meta.version.clone(),
         };
         let bytes = got.bytes().await.map_err(|e| self.err(d, &key, e))?;
-        let (info, index) = parse_metadata(d, &key, &bytes)?;
-        Ok(Some((info, index, version)))
+        let (info, index, versions) = parse_metadata_with_versions(d, &key, &bytes)?;
+        Ok(Some(Loaded {
+            info,
+            index,
+            version,
+            versions,
+        }))
+    }
+
+    /// [`S3KnowledgeBackend::load`], `KbNotFound` when missing.
+    async fn load_required(&self, d: &str) -> Result<Loaded> {
+        self.load(d)
+            .await?
+            .ok_or_else(|| KnowledgeError::KbNotFound {
+                domain_id: d.to_owned(),
+            })
     }
 
     fn queue(&self, d: &str) -> Arc<DomainQueue> {
@@ -328,6 +297,7 @@ impl S3KnowledgeBackend {
                             key: self.meta_key(d),
                             kind: KnowledgeKeyKind::Metadata,
                             byte_size: written as u64,
+                            tenant_id: None,
                         })
                         .await;
                 }
@@ -357,12 +327,24 @@ impl S3KnowledgeBackend {
         ops: &[Op],
     ) -> Result<(Vec<Result<OpOutcome>>, Vec<String>, usize)> {
         let key = self.meta_key(d);
-        let Some((mut info, mut index, version)) = self.load(d).await? else {
-            return Err(KnowledgeError::KbNotFound {
-                domain_id: d.to_owned(),
-            });
-        };
+        let Loaded {
+            mut info,
+            mut index,
+            version,
+            versions,
+        } = self.load_required(d).await?;
         let loaded_tag = version.e_tag.clone();
+        // s3_versioning: the version being replaced joins the index (if the bucket gave it a
+        // VersionId), so a later diff against its identity is one GET of that version.
+        let versions = match self.mode {
+            ChangeDetectionMode::S3Versioning => versions::next_index(
+                versions,
+                &index.identity(),
+                version.version.as_deref(),
+                self.retention,
+            ),
+            ChangeDetectionMode::Snapshot => Vec::new(),
+        };
         let mut results = Vec::with_capacity(ops.len());
         let mut deleted_keys = Vec::new();
         let mut dirty = false;
@@ -441,7 +423,7 @@ impl S3KnowledgeBackend {
                 *i = info.clone();
             }
         }
-        let bytes = metadata_json(&info, &index);
+        let bytes = metadata_json_with_versions(&info, &index, &versions);
         let written = bytes.len();
         let opts = ObjPutOptions {
             mode: PutMode::Update(version),
@@ -487,73 +469,6 @@ impl S3KnowledgeBackend {
             .map_err(|e| self.err(d, &key, e))?;
         Ok(file_entry(&u.path, size, checksum, u.options))
     }
-
-    /// Records the snapshot of `index` unless already recorded; prunes beyond retention.
-    async fn record_snapshot(&self, d: &str, id: &str, index: &FileIndex) -> Result<()> {
-        if id.is_empty() {
-            return Ok(());
-        }
-        let key = self.snapshot_key(d, id);
-        // Another instance may have deleted it (with its knowledge base): ask, don't cache.
-        match self.store.head(&ObjPath::from(key.as_str())).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(self.err(d, &key, e)),
-        }
-        let json = index.snapshot_json();
-        let size = json.len();
-        let opts = ObjPutOptions {
-            mode: PutMode::Create,
-            ..ObjPutOptions::default()
-        };
-        match self
-            .store
-            .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(json), opts)
-            .await
-        {
-            Ok(_) => {
-                self.events
-                    .emit(StateWrite {
-                        domain_id: d.to_owned(),
-                        key: key.clone(),
-                        kind: KnowledgeKeyKind::Snapshot,
-                        byte_size: size as u64,
-                    })
-                    .await;
-                self.prune_snapshots(d, id).await?;
-            }
-            Err(object_store::Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(self.err(d, &key, e)),
-        }
-        Ok(())
-    }
-
-    async fn prune_snapshots(&self, d: &str, keep: &str) -> Result<()> {
-        let dir = format!("{}{d}/_snapshots", self.prefix);
-        let mut metas: Vec<_> = self
-            .store
-            .list(Some(&ObjPath::from(dir.as_str())))
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|e| self.err(d, &dir, e))?;
-        if metas.len() <= self.retention {
-            return Ok(());
-        }
-        metas.sort_by_key(|m| m.last_modified);
-        let excess = metas.len() - self.retention;
-        let keep_name = format!("{keep}.json");
-        for m in metas.into_iter().take(excess) {
-            if m.location.filename() == Some(keep_name.as_str()) {
-                continue;
-            }
-            if let Err(e) = self.store.delete(&m.location).await
-                && !is_not_found(&e)
-            {
-                return Err(self.err(d, m.location.as_ref(), e));
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -564,6 +479,10 @@ impl KnowledgeBackend for S3KnowledgeBackend {
 
     fn state_events(&self) -> &StateEvents {
         &self.events
+    }
+
+    fn key_layout(&self) -> &KeyLayout {
+        &self.layout
     }
 
     async fn create_kb(&self, domain_id: &str, metadata: Metadata) -> Result<KnowledgeBaseInfo> {
@@ -598,14 +517,28 @@ impl KnowledgeBackend for S3KnowledgeBackend {
                 key,
                 kind: KnowledgeKeyKind::Metadata,
                 byte_size: size as u64,
+                tenant_id: None,
             })
             .await;
         Ok(info)
     }
 
-    async fn get_info(&self, domain_id: &str) -> Result<Option<KnowledgeBaseInfo>> {
+    async fn get_info_scoped(
+        &self,
+        domain_id: &str,
+        ctx: &TenantContext,
+    ) -> Result<Option<KnowledgeBaseInfo>> {
         validate_domain_id(domain_id)?;
-        Ok(self.load(domain_id).await?.map(|(info, _, _)| info))
+        let state = ctx.state_prefix(domain_id)?;
+        let Some(loaded) = self.load(domain_id).await? else {
+            return Ok(None);
+        };
+        if state.is_empty() {
+            return Ok(Some(loaded.info));
+        }
+        self.tenant_view(domain_id, &state, &loaded.info)
+            .await
+            .map(Some)
     }
 
     async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>> {
@@ -625,8 +558,8 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         names.sort();
         let mut out = Vec::new();
         for n in names {
-            if let Some((info, _, _)) = self.load(&n).await? {
-                out.push(info);
+            if let Some(loaded) = self.load(&n).await? {
+                out.push(loaded.info);
             }
         }
         Ok(out)
@@ -646,6 +579,9 @@ impl KnowledgeBackend for S3KnowledgeBackend {
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(self.err(domain_id, &key, e)),
         }
+        // Every tenant's state goes too, so a re-created knowledge base starts clean
+        // (reference-spec §9.4 #37).
+        self.remove_tenant_state(domain_id).await?;
         let dir = format!("{}{domain_id}", self.prefix);
         let locations = self
             .store
@@ -747,7 +683,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         }
         self.require_kb(domain_id).await?;
         // Check conflicts before uploading anything, so a refused batch writes nothing.
-        if let Some((_, index, _)) = self.load(domain_id).await? {
+        if let Some(Loaded { index, .. }) = self.load(domain_id).await? {
             let mut batch = FileIndex::default();
             for u in &uploads {
                 if index.get(&u.path).is_none() {
@@ -858,7 +794,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         Ok(self
             .load(domain_id)
             .await?
-            .and_then(|(_, index, _)| index.get(path).cloned()))
+            .and_then(|l| l.index.get(path).cloned()))
     }
 
     async fn list_files(
@@ -870,16 +806,21 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         Ok(self
             .load(domain_id)
             .await?
-            .map(|(_, index, _)| index.list(prefix))
+            .map(|l| l.index.list(prefix))
             .unwrap_or_default())
     }
 
-    async fn set_ingestion_status(
+    async fn set_ingestion_status_scoped(
         &self,
         domain_id: &str,
         update: StatusUpdate,
+        ctx: &TenantContext,
     ) -> Result<KnowledgeBaseInfo> {
         validate_domain_id(domain_id)?;
+        let state = ctx.state_prefix(domain_id)?;
+        if !state.is_empty() {
+            return self.tenant_write(domain_id, &state, ctx, &update).await;
+        }
         match self.submit(domain_id, Op::Status(update)).await? {
             OpOutcome::Status(info) => Ok(info),
             _ => Err(KnowledgeError::Task {
@@ -889,39 +830,46 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         }
     }
 
-    async fn get_state_version(&self, domain_id: &str) -> Result<Option<String>> {
+    async fn get_state_version_scoped(
+        &self,
+        domain_id: &str,
+        ctx: &TenantContext,
+    ) -> Result<Option<String>> {
         validate_domain_id(domain_id)?;
+        let state = ctx.state_prefix(domain_id)?;
         let key = self.meta_key(domain_id);
-        match self.store.head(&ObjPath::from(key.as_str())).await {
-            Ok(m) => Ok(Some(m.e_tag.unwrap_or_default())),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.err(domain_id, &key, e)),
+        let etag = match self.store.head(&ObjPath::from(key.as_str())).await {
+            Ok(m) => m.e_tag.unwrap_or_default(),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.err(domain_id, &key, e)),
+        };
+        if state.is_empty() {
+            return Ok(Some(etag));
         }
+        self.tenant_token(domain_id, &state).await.map(Some)
     }
 
-    async fn get_checksum(&self, domain_id: &str) -> Result<String> {
+    async fn get_checksum_scoped(&self, domain_id: &str, ctx: &TenantContext) -> Result<String> {
         validate_domain_id(domain_id)?;
-        let (_, mut index, _) =
-            self.load(domain_id)
-                .await?
-                .ok_or_else(|| KnowledgeError::KbNotFound {
-                    domain_id: domain_id.to_owned(),
-                })?;
-        let id = index.identity();
-        self.record_snapshot(domain_id, &id, &index).await?;
+        let state = ctx.state_prefix(domain_id)?;
+        let mut loaded = self.load_required(domain_id).await?;
+        let id = loaded.index.identity();
+        self.retain(domain_id, &id, &loaded.index, &state, ctx)
+            .await?;
         Ok(id)
     }
 
-    async fn list_changes_since(&self, domain_id: &str, version: &str) -> Result<ChangeSet> {
+    async fn list_changes_since_scoped(
+        &self,
+        domain_id: &str,
+        version: &str,
+        ctx: &TenantContext,
+    ) -> Result<ChangeSet> {
         validate_domain_id(domain_id)?;
         validate_version(domain_id, version)?;
-        let (_, mut index, _) =
-            self.load(domain_id)
-                .await?
-                .ok_or_else(|| KnowledgeError::KbNotFound {
-                    domain_id: domain_id.to_owned(),
-                })?;
-        let current_id = index.identity();
+        let state = ctx.state_prefix(domain_id)?;
+        let mut loaded = self.load_required(domain_id).await?;
+        let current_id = loaded.index.identity();
         if current_id == version {
             return Ok(ChangeSet {
                 version: current_id,
@@ -931,30 +879,12 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         let old: Snapshot = if version.is_empty() {
             Snapshot::new()
         } else {
-            let key = self.snapshot_key(domain_id, version);
-            match self.store.get(&ObjPath::from(key.as_str())).await {
-                Ok(g) => {
-                    let bytes = g.bytes().await.map_err(|e| self.err(domain_id, &key, e))?;
-                    serde_json::from_slice(&bytes).map_err(|e| KnowledgeError::Corrupt {
-                        domain_id: domain_id.to_owned(),
-                        what: "snapshot",
-                        path: key.clone(),
-                        reason: e.to_string(),
-                    })?
-                }
-                Err(e) if is_not_found(&e) => {
-                    return Err(KnowledgeError::InvalidVersion {
-                        domain_id: domain_id.to_owned(),
-                        version: version.to_owned(),
-                        reason: "no snapshot of this version is retained",
-                    });
-                }
-                Err(e) => return Err(self.err(domain_id, &key, e)),
-            }
+            self.resolve(domain_id, version, &state, &loaded).await?
         };
-        self.record_snapshot(domain_id, &current_id, &index).await?;
+        self.retain(domain_id, &current_id, &loaded.index, &state, ctx)
+            .await?;
         Ok(identity::diff_sorted(
-            index.pairs(),
+            loaded.index.pairs(),
             old.iter().map(|(p, c)| (p.as_str(), c.as_str())),
             current_id,
         ))
@@ -977,10 +907,11 @@ mod tests {
 
     #[test]
     fn prefix_is_normalised_like_the_original() {
-        assert_eq!(normalise_prefix("knowledge"), "knowledge/");
-        assert_eq!(normalise_prefix("kb///"), "kb/");
-        assert_eq!(normalise_prefix(""), "");
-        assert_eq!(normalise_prefix("/"), "");
+        let p = |s: &str| KeyLayout::object(s).root().to_owned();
+        assert_eq!(p("knowledge"), "knowledge/");
+        assert_eq!(p("kb///"), "kb/");
+        assert_eq!(p(""), "");
+        assert_eq!(p("/"), "");
     }
 
     #[tokio::test]
@@ -996,7 +927,10 @@ mod tests {
             "kb/acme/content/docs/a.md"
         );
         assert_eq!(b.meta_key("acme"), "kb/acme/_metadata.json");
-        assert_eq!(b.snapshot_key("acme", "v"), "kb/acme/_snapshots/v.json");
+        assert_eq!(
+            b.layout.snapshot_key("acme", "v", ""),
+            "kb/acme/_snapshots/v.json"
+        );
         b.create_kb("acme", Metadata::new()).await.unwrap();
         b.put_file(
             "acme",

@@ -3,7 +3,27 @@
 //! the upstream cases of reference-spec §6.9 plus the guarantees dynreg adds (no lost writes,
 //! identical path rules, streaming, batch uploads, state-write events).
 //!
-//! The functions panic on a failed expectation, like any test.
+//! The functions panic on a failed expectation, like any test. Tenant-scoped state, the key
+//! layout and change subscriptions have their own modules; every case is re-exported here.
+
+mod keys;
+mod tenancy;
+mod tenant_writes;
+
+pub use keys::{
+    classify_key_cases, key_pattern_refusals, key_patterns_match_written_keys,
+    subscribe_to_changes_cases,
+};
+pub use tenancy::{
+    tenant_content_is_shared, tenant_diff_falls_back_to_shared_lineage,
+    tenant_none_equals_single_tenant, tenant_snapshot_lineage_isolated,
+    tenant_state_keys_byte_identity, tenant_state_requires_existing_kb, tenant_status_isolated,
+    tenant_view_default_and_real_counts,
+};
+pub use tenant_writes::{
+    delete_kb_removes_tenant_state, invalid_tenant_contexts_refused, tenant_conditional_writes,
+    tenant_conditional_writes_race_one_winner, tenant_namespace_disjoint,
+};
 
 use std::any::Any;
 use std::collections::BTreeSet;
@@ -1168,7 +1188,15 @@ macro_rules! knowledge_conformance_tests {
             no_spurious_reingest_then_detects, hostile_paths_refused, hostile_domain_ids_refused,
             file_folder_conflict_refused, concurrent_puts_lose_nothing, concurrent_conflict_fails_alone,
             two_instances_lose_nothing, sibling_sees_delete_and_recreate, batch_upload, gz_stored_as_uploaded, state_write_events,
-            state_write_events_reach_the_bus, errors_name_domain_and_path);
+            state_write_events_reach_the_bus, errors_name_domain_and_path,
+            tenant_none_equals_single_tenant, tenant_status_isolated,
+            tenant_state_requires_existing_kb, tenant_content_is_shared,
+            tenant_view_default_and_real_counts, tenant_diff_falls_back_to_shared_lineage,
+            tenant_snapshot_lineage_isolated, tenant_state_keys_byte_identity,
+            tenant_conditional_writes, tenant_conditional_writes_race_one_winner,
+            delete_kb_removes_tenant_state, tenant_namespace_disjoint,
+            invalid_tenant_contexts_refused, classify_key_cases, key_patterns_match_written_keys,
+            key_pattern_refusals, subscribe_to_changes_cases);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

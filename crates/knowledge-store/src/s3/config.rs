@@ -1,0 +1,175 @@
+//! `S3Config`, the original's `from_config` keys, and [`ChangeDetectionMode`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{KnowledgeError, Result};
+use crate::snapshots::DEFAULT_SNAPSHOT_RETENTION;
+
+/// How the S3 backend resolves a version handed out by `get_checksum` when diffing later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ChangeDetectionMode {
+    /// A `{path: checksum}` object per handed-out version under `_snapshots/` (the default).
+    #[default]
+    Snapshot,
+    /// No snapshot objects: the bucket's object versions of `_metadata.json` are the history.
+    /// The index document keeps `identity → VersionId` of its last versions, so a diff is two
+    /// GETs. Needs bucket versioning; without it (or for an identity not in the index) a
+    /// version is `InvalidVersion`, which `has_changes_since` reports as "changed".
+    S3Versioning,
+}
+
+impl ChangeDetectionMode {
+    /// The configuration string (`"snapshot"`, `"s3_versioning"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshot",
+            Self::S3Versioning => "s3_versioning",
+        }
+    }
+}
+
+impl fmt::Display for ChangeDetectionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChangeDetectionMode {
+    type Err = KnowledgeError;
+
+    /// `"snapshot"` or `"s3_versioning"`; anything else is refused, naming the value.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "snapshot" => Ok(Self::Snapshot),
+            "s3_versioning" => Ok(Self::S3Versioning),
+            other => Err(KnowledgeError::Config {
+                kind: "s3",
+                field: "change_detection_mode",
+                reason: format!(
+                    "unknown change_detection_mode {other:?}; expected \"snapshot\" or \"s3_versioning\""
+                ),
+            }),
+        }
+    }
+}
+
+/// Configuration of the S3 backend (the original's `from_config` keys).
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// Bucket name (required).
+    pub bucket: String,
+    /// Key prefix; normalised to end in `/` (default `knowledge/`).
+    pub prefix: String,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:5000`).
+    pub endpoint_url: Option<String>,
+    /// Access key id.
+    pub aws_access_key_id: Option<String>,
+    /// Secret access key.
+    pub aws_secret_access_key: Option<String>,
+    /// Session token.
+    pub aws_session_token: Option<String>,
+    /// Snapshots (or, in `s3_versioning` mode, indexed versions) kept per knowledge base.
+    pub snapshot_retention: usize,
+    /// How versions handed out by `get_checksum` are resolved later.
+    pub change_detection_mode: ChangeDetectionMode,
+}
+
+impl S3Config {
+    /// A config for `bucket` with the default prefix.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            prefix: "knowledge/".into(),
+            snapshot_retention: DEFAULT_SNAPSHOT_RETENTION,
+            ..Self::default()
+        }
+    }
+
+    /// Reads `{"bucket", "prefix", "region"|"region_name", "endpoint_url",
+    /// "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "snapshot_retention",
+    /// "change_detection_mode"}`.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let bucket = s("bucket")
+            .filter(|b| !b.is_empty())
+            .ok_or(KnowledgeError::Config {
+                kind: "s3",
+                field: "bucket",
+                reason: "required".into(),
+            })?;
+        let mut cfg = Self::new(bucket);
+        if let Some(p) = s("prefix") {
+            cfg.prefix = p;
+        }
+        cfg.region = s("region").or_else(|| s("region_name"));
+        cfg.endpoint_url = s("endpoint_url");
+        cfg.aws_access_key_id = s("aws_access_key_id");
+        cfg.aws_secret_access_key = s("aws_secret_access_key");
+        cfg.aws_session_token = s("aws_session_token");
+        if let Some(n) = v.get("snapshot_retention") {
+            cfg.snapshot_retention =
+                n.as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| KnowledgeError::Config {
+                        kind: "s3",
+                        field: "snapshot_retention",
+                        reason: format!("expected a positive integer, got {n}"),
+                    })? as usize;
+        }
+        if let Some(m) = v.get("change_detection_mode") {
+            cfg.change_detection_mode = match m.as_str() {
+                Some(s) => s.parse()?,
+                None => {
+                    return Err(KnowledgeError::Config {
+                        kind: "s3",
+                        field: "change_detection_mode",
+                        reason: format!("expected \"snapshot\" or \"s3_versioning\", got {m}"),
+                    });
+                }
+            };
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mode_is_read_from_config_and_unknown_modes_are_refused() {
+        let cfg = S3Config::from_json(&serde_json::json!({"bucket": "b"})).unwrap();
+        assert_eq!(cfg.change_detection_mode, ChangeDetectionMode::Snapshot);
+        let cfg = S3Config::from_json(
+            &serde_json::json!({"bucket": "b", "change_detection_mode": "s3_versioning"}),
+        )
+        .unwrap();
+        assert_eq!(cfg.change_detection_mode, ChangeDetectionMode::S3Versioning);
+        for bad in [serde_json::json!("bogus"), serde_json::json!(3)] {
+            let err = S3Config::from_json(
+                &serde_json::json!({"bucket": "b", "change_detection_mode": bad}),
+            )
+            .unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("change_detection_mode"), "{msg}");
+            assert!(
+                msg.contains(&bad.to_string().trim_matches('"').to_owned()),
+                "{msg}"
+            );
+        }
+        assert_eq!(
+            "s3_versioning"
+                .parse::<ChangeDetectionMode>()
+                .unwrap()
+                .to_string(),
+            "s3_versioning"
+        );
+    }
+}
