@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock, Weak};
 use async_trait::async_trait;
 use dynreg_event_bus::EventBus;
 use dynreg_registry_core::{
-    ChangeFeed, ListQuery, RegisterOptions, Registration, RegistryBackend, Result, Status,
+    ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
+    RegistryBackend, Result, Status, WriteEffect,
 };
 use serde_json::{Map, Value};
 
@@ -25,7 +26,9 @@ pub trait ChangeListener: Send + Sync {
 /// Wraps a backend and publishes one [`ChangeNotice`] per committed write: register
 /// (`created` / `updated` / `deactivated` by status), deactivate, unregister and clear
 /// (`cleared`, one event). No-op writes (identical re-register, deactivating an inactive bot,
-/// unregistering a missing one) publish nothing: revisions before and after are compared.
+/// unregistering a missing one) publish nothing. What a register or deactivate did, and its
+/// revision, come from the backend's own report of the write
+/// ([`RegistryBackend::register_reporting`]), so announcing costs no extra read.
 ///
 /// Order of announcement: first the in-process listeners (so once the write returns, every
 /// cache in this process that is attached treats older entries as stale), then the bus. A bus
@@ -127,14 +130,6 @@ impl<B: RegistryBackend + ?Sized> EventedRegistry<B> {
     }
 }
 
-fn kind_for(before: Option<&Registration>, after: &Registration) -> ChangeKind {
-    match (&after.status, before) {
-        (Status::Inactive, _) => ChangeKind::Deactivated,
-        (_, None) => ChangeKind::Created,
-        _ => ChangeKind::Updated,
-    }
-}
-
 #[async_trait]
 impl<B: RegistryBackend + ?Sized> RegistryBackend for EventedRegistry<B> {
     fn kind(&self) -> &'static str {
@@ -149,20 +144,31 @@ impl<B: RegistryBackend + ?Sized> RegistryBackend for EventedRegistry<B> {
         self.inner.close().await
     }
 
-    async fn register_with(
+    async fn register_reporting(
         &self,
         bot_id: &str,
         config: Arc<Value>,
         options: RegisterOptions,
-    ) -> Result<Registration> {
-        let before = self.inner.peek(bot_id).await?;
-        let reg = self.inner.register_with(bot_id, config, options).await?;
-        if before.as_ref().map(|b| b.revision) != Some(reg.revision) {
-            let kind = kind_for(before.as_ref(), &reg);
-            self.announce(ChangeNotice::new(kind, bot_id, reg.revision))
-                .await;
+    ) -> Result<Registered> {
+        let written = self
+            .inner
+            .register_reporting(bot_id, config, options)
+            .await?;
+        let kind = match (written.effect, &written.registration.status) {
+            (effect, _) if !effect.changed() => None,
+            (_, Status::Inactive) => Some(ChangeKind::Deactivated),
+            (WriteEffect::Created, _) => Some(ChangeKind::Created),
+            _ => Some(ChangeKind::Updated),
+        };
+        if let Some(kind) = kind {
+            self.announce(ChangeNotice::new(
+                kind,
+                bot_id,
+                written.registration.revision,
+            ))
+            .await;
         }
-        Ok(reg)
+        Ok(written)
     }
 
     async fn get(&self, bot_id: &str) -> Result<Option<Registration>> {
@@ -181,23 +187,11 @@ impl<B: RegistryBackend + ?Sized> RegistryBackend for EventedRegistry<B> {
         self.inner.peek_config(bot_id).await
     }
 
-    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
-        let before = self.inner.peek(bot_id).await?;
-        let done = self.inner.deactivate(bot_id).await?;
-        if done && before.as_ref().is_some_and(Registration::is_active) {
-            // The revision of our write, or of a later one: never older than ours.
-            if let Some(after) = self.inner.peek(bot_id).await? {
-                let before_rev = before.as_ref().map_or(0, |b| b.revision);
-                if after.revision != before_rev {
-                    let kind = if after.is_active() {
-                        ChangeKind::Updated
-                    } else {
-                        ChangeKind::Deactivated
-                    };
-                    self.announce(ChangeNotice::new(kind, bot_id, after.revision))
-                        .await;
-                }
-            }
+    async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation> {
+        let done = self.inner.deactivate_reporting(bot_id).await?;
+        if let Some(revision) = done.revision {
+            self.announce(ChangeNotice::new(ChangeKind::Deactivated, bot_id, revision))
+                .await;
         }
         Ok(done)
     }

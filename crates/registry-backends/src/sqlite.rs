@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_core::{
-    ChangeFeed, ListQuery, RegisterOptions, Registration, RegistryBackend, RegistryError, Result,
-    Status, now, plan_register, validate_bot_id, validate_write,
+    ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
+    RegistryBackend, RegistryError, Result, Status, now, plan_register, validate_bot_id,
+    validate_write,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value};
@@ -389,12 +390,12 @@ impl RegistryBackend for SqliteBackend {
         Ok(())
     }
 
-    async fn register_with(
+    async fn register_reporting(
         &self,
         bot_id: &str,
         config: Arc<Value>,
         options: RegisterOptions,
-    ) -> Result<Registration> {
+    ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
         self.with_conn(|conn| {
             let tx = self.write_tx(conn, Some(bot_id))?;
@@ -404,12 +405,14 @@ impl RegistryBackend for SqliteBackend {
                 .check(bot_id, current.as_ref().map(|c| c.revision))?;
             // The revision is taken only once the write is known not to be a no-op.
             let Some(mut reg) = plan_register(bot_id, config, &options, current.as_ref(), 0) else {
-                return Ok(current.expect("no-op plans only exist for present ids"));
+                return Ok(Registered::unchanged(
+                    current.expect("no-op plans only exist for present ids"),
+                ));
             };
             reg.revision = self.bump(&tx)?;
             self.put(&tx, &reg)?;
             commit(tx, Some(bot_id))?;
-            Ok(reg)
+            Ok(Registered::written(reg, current.is_some()))
         })
     }
 
@@ -440,22 +443,22 @@ impl RegistryBackend for SqliteBackend {
         Ok(reg)
     }
 
-    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+    async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation> {
         validate_bot_id(bot_id)?;
         self.with_conn(|conn| {
             let tx = self.write_tx(conn, Some(bot_id))?;
             let Some(mut reg) = self.select(&tx, bot_id)? else {
-                return Ok(false);
+                return Ok(Deactivation::ABSENT);
             };
             if reg.status == Status::Inactive {
-                return Ok(true);
+                return Ok(Deactivation::UNCHANGED);
             }
             reg.status = Status::Inactive;
             reg.updated_at = now();
             reg.revision = self.bump(&tx)?;
             self.put(&tx, &reg)?;
             commit(tx, Some(bot_id))?;
-            Ok(true)
+            Ok(Deactivation::at(reg.revision))
         })
     }
 

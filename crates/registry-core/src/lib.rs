@@ -67,7 +67,7 @@ pub use portability::{
 };
 pub use query::{ListQuery, SortOrder, SortSpec, compare_json, matches_metadata, paginate};
 pub use time::{format_timestamp, now, parse_timestamp};
-pub use write::{RegisterOptions, WriteCondition};
+pub use write::{Deactivation, RegisterOptions, Registered, WriteCondition, WriteEffect};
 
 /// A store of bot registrations.
 ///
@@ -86,13 +86,27 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
     async fn close(&self) -> Result<()>;
 
     /// Creates or replaces a registration (config, status and metadata wholesale), keeping
-    /// `created_at` of an existing id. Identical content is a no-op that keeps the revision.
+    /// `created_at` of an existing id, and says what the write did. Identical content is a
+    /// no-op ([`WriteEffect::Unchanged`]) that keeps the revision.
+    async fn register_reporting(
+        &self,
+        bot_id: &str,
+        config: Arc<Value>,
+        options: RegisterOptions,
+    ) -> Result<Registered>;
+
+    /// [`RegistryBackend::register_reporting`] without the report: the registration stored.
     async fn register_with(
         &self,
         bot_id: &str,
         config: Arc<Value>,
         options: RegisterOptions,
-    ) -> Result<Registration>;
+    ) -> Result<Registration> {
+        Ok(self
+            .register_reporting(bot_id, config, options)
+            .await?
+            .registration)
+    }
 
     /// A touching read: the registration in any status, with `last_accessed_at` advanced.
     async fn get(&self, bot_id: &str) -> Result<Option<Registration>>;
@@ -100,9 +114,16 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
     /// A non-touching read: the registration in any status; changes nothing.
     async fn peek(&self, bot_id: &str) -> Result<Option<Registration>>;
 
+    /// Soft delete: sets the status to `inactive`, and says what the write did
+    /// ([`WriteEffect::Absent`] if the id does not exist; deactivating an inactive registration
+    /// is [`WriteEffect::Unchanged`]).
+    async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation>;
+
     /// Soft delete: sets the status to `inactive`. `false` if the id does not exist.
     /// Deactivating an inactive registration returns `true` and changes nothing.
-    async fn deactivate(&self, bot_id: &str) -> Result<bool>;
+    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+        Ok(self.deactivate_reporting(bot_id).await?.effect != WriteEffect::Absent)
+    }
 
     /// Hard delete. `false` if the id does not exist.
     async fn unregister(&self, bot_id: &str) -> Result<bool>;

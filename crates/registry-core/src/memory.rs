@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::model::{Registration, Status};
 use crate::query::{ListQuery, matches_metadata};
 use crate::time::{now, now_micros};
-use crate::write::RegisterOptions;
+use crate::write::{Deactivation, RegisterOptions, Registered};
 use crate::{RegistryBackend, plan_register, validate_bot_id, validate_write};
 
 /// How many deletion tombstones a memory registry keeps before it compacts the oldest.
@@ -205,12 +205,12 @@ impl RegistryBackend for InMemoryBackend {
         Ok(())
     }
 
-    async fn register_with(
+    async fn register_reporting(
         &self,
         bot_id: &str,
         config: Arc<Value>,
         options: RegisterOptions,
-    ) -> Result<Registration> {
+    ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
         let mut s = self.write();
         let current = s.rows.get(bot_id).map(Entry::snapshot);
@@ -219,11 +219,13 @@ impl RegistryBackend for InMemoryBackend {
             .check(bot_id, current.as_ref().map(|c| c.revision))?;
         let next = s.revision + 1;
         match plan_register(bot_id, config, &options, current.as_ref(), next) {
-            None => Ok(current.expect("no-op plans only exist for present ids")),
+            None => Ok(Registered::unchanged(
+                current.expect("no-op plans only exist for present ids"),
+            )),
             Some(reg) => {
                 s.next_revision();
                 s.store(reg.clone());
-                Ok(reg)
+                Ok(Registered::written(reg, current.is_some()))
             }
         }
     }
@@ -263,21 +265,22 @@ impl RegistryBackend for InMemoryBackend {
             .map(|e| e.config.clone()))
     }
 
-    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+    async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation> {
         validate_bot_id(bot_id)?;
         let mut s = self.write();
         let Some(entry) = s.rows.get(bot_id) else {
-            return Ok(false);
+            return Ok(Deactivation::ABSENT);
         };
         if entry.reg.status == Status::Inactive {
-            return Ok(true);
+            return Ok(Deactivation::UNCHANGED);
         }
         let mut reg = entry.snapshot();
         reg.status = Status::Inactive;
         reg.updated_at = now();
-        reg.revision = s.next_revision();
+        let revision = s.next_revision();
+        reg.revision = revision;
         s.store(reg);
-        Ok(true)
+        Ok(Deactivation::at(revision))
     }
 
     async fn unregister(&self, bot_id: &str) -> Result<bool> {

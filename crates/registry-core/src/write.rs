@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::model::Status;
+use crate::model::{Registration, Status};
 
 /// The condition a conditional write checks atomically before it commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -84,5 +84,90 @@ impl RegisterOptions {
     pub fn if_revision(mut self, revision: u64) -> Self {
         self.condition = WriteCondition::Revision(revision);
         self
+    }
+}
+
+/// What a write did to its id, as the backend saw it inside the write itself (so it is exact
+/// even when other writers race it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteEffect {
+    /// The id does not exist and nothing was written (a deactivate of a missing id).
+    Absent,
+    /// Nothing was written: an identical re-register, or deactivating an inactive registration.
+    Unchanged,
+    /// The id did not exist and the write created it.
+    Created,
+    /// The id existed and the write changed it.
+    Updated,
+}
+
+impl WriteEffect {
+    /// Whether the write committed a change (and so took a new revision).
+    pub fn changed(self) -> bool {
+        matches!(self, WriteEffect::Created | WriteEffect::Updated)
+    }
+}
+
+/// The result of [`crate::RegistryBackend::register_reporting`]: the registration now stored
+/// (for [`WriteEffect::Unchanged`], the one that was already there) and what the write did.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    /// The stored registration.
+    pub registration: Registration,
+    /// What the write did.
+    pub effect: WriteEffect,
+}
+
+/// The result of [`crate::RegistryBackend::deactivate_reporting`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deactivation {
+    /// [`WriteEffect::Absent`], [`WriteEffect::Unchanged`] (already inactive) or
+    /// [`WriteEffect::Updated`].
+    pub effect: WriteEffect,
+    /// The revision the deactivation committed at (`None` when nothing was written).
+    pub revision: Option<u64>,
+}
+
+impl Registered {
+    /// A no-op: `current` stays as it is.
+    pub fn unchanged(current: Registration) -> Self {
+        Registered {
+            registration: current,
+            effect: WriteEffect::Unchanged,
+        }
+    }
+
+    /// `registration` was written; `existed` says whether the id was there before.
+    pub fn written(registration: Registration, existed: bool) -> Self {
+        Registered {
+            registration,
+            effect: if existed {
+                WriteEffect::Updated
+            } else {
+                WriteEffect::Created
+            },
+        }
+    }
+}
+
+impl Deactivation {
+    /// The id does not exist.
+    pub const ABSENT: Deactivation = Deactivation {
+        effect: WriteEffect::Absent,
+        revision: None,
+    };
+
+    /// The registration was already inactive.
+    pub const UNCHANGED: Deactivation = Deactivation {
+        effect: WriteEffect::Unchanged,
+        revision: None,
+    };
+
+    /// Deactivated at `revision`.
+    pub fn at(revision: u64) -> Self {
+        Deactivation {
+            effect: WriteEffect::Updated,
+            revision: Some(revision),
+        }
     }
 }

@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_core::{
-    Change, ChangeFeed, ListQuery, RegisterOptions, Registration, RegistryBackend, RegistryError,
-    Result, Status, matches_metadata, now, plan_register, validate_bot_id, validate_write,
+    Change, ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
+    RegistryBackend, RegistryError, Result, Status, matches_metadata, now, plan_register,
+    validate_bot_id, validate_write,
 };
 use serde_json::{Map, Value};
 
@@ -401,12 +402,12 @@ impl RegistryBackend for FileBackend {
         Ok(())
     }
 
-    async fn register_with(
+    async fn register_reporting(
         &self,
         bot_id: &str,
         config: Arc<Value>,
         options: RegisterOptions,
-    ) -> Result<Registration> {
+    ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
         let bot_id = bot_id.to_owned();
         self.blocking("register", move |inner| {
@@ -417,11 +418,13 @@ impl RegistryBackend for FileBackend {
                 .check(&bot_id, current.as_ref().map(|c| c.revision))?;
             let next = txn.next_revision();
             match plan_register(&bot_id, config, &options, current.as_ref(), next) {
-                None => Ok(current.expect("no-op plans only exist for present ids")),
+                None => Ok(Registered::unchanged(
+                    current.expect("no-op plans only exist for present ids"),
+                )),
                 Some(reg) => {
                     txn.put(&reg)?;
                     txn.finish()?;
-                    Ok(reg)
+                    Ok(Registered::written(reg, current.is_some()))
                 }
             }
         })
@@ -476,23 +479,23 @@ impl RegistryBackend for FileBackend {
         .await
     }
 
-    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+    async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation> {
         validate_bot_id(bot_id)?;
         let bot_id = bot_id.to_owned();
         self.blocking("deactivate", move |inner| {
             let mut txn = inner.begin()?;
             let Some(mut reg) = read_doc(&inner.doc_path(&bot_id), &bot_id)? else {
-                return Ok(false);
+                return Ok(Deactivation::ABSENT);
             };
             if reg.status == Status::Inactive {
-                return Ok(true);
+                return Ok(Deactivation::UNCHANGED);
             }
             reg.status = Status::Inactive;
             reg.updated_at = now();
             reg.revision = txn.next_revision();
             txn.put(&reg)?;
             txn.finish()?;
-            Ok(true)
+            Ok(Deactivation::at(reg.revision))
         })
         .await
     }

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_core::{
-    ChangeFeed, ListQuery, RegisterOptions, Registration, RegistryBackend, RegistryError, Result,
-    Status, WriteCondition, config_hash, now, validate_bot_id, validate_write,
+    ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
+    RegistryBackend, RegistryError, Result, Status, WriteCondition, config_hash, now,
+    validate_bot_id, validate_write,
 };
 use futures::TryStreamExt;
 use serde_json::{Map, Value};
@@ -323,6 +324,8 @@ struct WriteRow {
     outcome: i32,
     revision: Option<i64>,
     created_at: Option<i64>,
+    /// For `WRITTEN`: whether the id existed before the write.
+    existed: bool,
     /// The stored row, for `UNCHANGED`.
     stored: Option<StoredRow<'static>>,
 }
@@ -346,10 +349,12 @@ impl WriteRow {
         } else {
             None
         };
+        let existed = outcome == outcome::WRITTEN && row.try_get::<Option<&str>, _>(9)?.is_some();
         Ok(WriteRow {
             outcome,
             revision: row.try_get(8)?,
             created_at: row.try_get(5)?,
+            existed,
             stored,
         })
     }
@@ -398,12 +403,12 @@ impl RegistryBackend for PostgresBackend {
         Ok(())
     }
 
-    async fn register_with(
+    async fn register_reporting(
         &self,
         bot_id: &str,
         config: Arc<Value>,
         options: RegisterOptions,
-    ) -> Result<Registration> {
+    ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
         let t = now();
         let hash = config_hash(&config);
@@ -436,19 +441,26 @@ impl RegistryBackend for PostgresBackend {
             }),
             outcome::UNCHANGED => {
                 let stored = row.stored.ok_or_else(|| self.bad_outcome(bot_id))?;
-                stored.into_registration(KIND, self.location(), &self.parsed)
+                Ok(Registered::unchanged(stored.into_registration(
+                    KIND,
+                    self.location(),
+                    &self.parsed,
+                )?))
             }
-            outcome::WRITTEN => Ok(Registration {
-                bot_id: bot_id.to_owned(),
-                config,
-                status: options.status,
-                metadata: options.metadata,
-                created_at: row.created_at.map_or(t, from_micros),
-                updated_at: t,
-                last_accessed_at: t,
-                revision: row.revision.ok_or_else(|| self.bad_outcome(bot_id))? as u64,
-                config_hash: hash,
-            }),
+            outcome::WRITTEN => Ok(Registered::written(
+                Registration {
+                    bot_id: bot_id.to_owned(),
+                    config,
+                    status: options.status,
+                    metadata: options.metadata,
+                    created_at: row.created_at.map_or(t, from_micros),
+                    updated_at: t,
+                    last_accessed_at: t,
+                    revision: row.revision.ok_or_else(|| self.bad_outcome(bot_id))? as u64,
+                    config_hash: hash,
+                },
+                row.existed,
+            )),
             _ => Err(self.bad_outcome(bot_id)),
         }
     }
@@ -478,7 +490,7 @@ impl RegistryBackend for PostgresBackend {
         Ok(reg)
     }
 
-    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+    async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation> {
         validate_bot_id(bot_id)?;
         let row = self
             .writes
@@ -493,9 +505,10 @@ impl RegistryBackend for PostgresBackend {
                 expected: None,
             })
             .await?;
-        match row.outcome {
-            outcome::ABSENT => Ok(false),
-            outcome::WRITTEN | outcome::UNCHANGED => Ok(true),
+        match (row.outcome, row.revision) {
+            (outcome::ABSENT, _) => Ok(Deactivation::ABSENT),
+            (outcome::UNCHANGED, _) => Ok(Deactivation::UNCHANGED),
+            (outcome::WRITTEN, Some(revision)) => Ok(Deactivation::at(revision as u64)),
             _ => Err(self.bad_outcome(bot_id)),
         }
     }

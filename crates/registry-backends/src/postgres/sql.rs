@@ -15,7 +15,8 @@ pub(super) const COLUMNS: &str = "bot_id, config, status, metadata, created_at, 
 
 /// Outcome codes of `<t>_write`.
 pub(super) mod outcome {
-    /// The row was written at a new revision.
+    /// The row was written at a new revision (`o_config_hash` is the hash it had before, NULL
+    /// if the write created it).
     pub const WRITTEN: i32 = 0;
     /// Identical to what is stored (or already in the requested status): nothing written.
     pub const UNCHANGED: i32 = 1;
@@ -217,7 +218,9 @@ BEGIN
         config_hash = EXCLUDED.config_hash;
     UPDATE "{t}_state" s SET revision = rev WHERE s.id = 1;
     DELETE FROM "{t}_tombstones" d WHERE d.bot_id = p_id;
+    -- o_config_hash: the hash before this write, NULL if the id did not exist (created).
     o_outcome := {written}; o_revision := rev; o_created_at := COALESCE(cur.created_at, p_now);
+    o_config_hash := cur.config_hash;
     RETURN NEXT;
 END
 $fn$"#,

@@ -36,9 +36,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_core::{
-    Change, ChangeFeed, ListQuery, RegisterOptions, Registration, RegistryBackend, RegistryError,
-    Result, Status, WriteCondition, matches_metadata, now, plan_register, validate_bot_id,
-    validate_write,
+    Change, ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
+    RegistryBackend, RegistryError, Result, Status, WriteCondition, matches_metadata, now,
+    plan_register, validate_bot_id, validate_write,
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
@@ -622,12 +622,12 @@ impl RegistryBackend for S3Backend {
         Ok(())
     }
 
-    async fn register_with(
+    async fn register_reporting(
         &self,
         bot_id: &str,
         config: Arc<Value>,
         options: RegisterOptions,
-    ) -> Result<Registration> {
+    ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
         let inner = self.inner()?;
         if options.condition != WriteCondition::Any {
@@ -654,13 +654,15 @@ impl RegistryBackend for S3Backend {
                 current.as_ref(),
                 latest + 1,
             ) else {
-                return Ok(current.expect("no-op plans only exist for present ids"));
+                return Ok(Registered::unchanged(
+                    current.expect("no-op plans only exist for present ids"),
+                ));
             };
             if inner
                 .commit(&mut known, inner.put_record(&reg), snapshot)
                 .await?
             {
-                return Ok(reg);
+                return Ok(Registered::written(reg, current.is_some()));
             }
         }
     }
@@ -712,17 +714,17 @@ impl RegistryBackend for S3Backend {
             .and_then(|(d, _)| d.live()))
     }
 
-    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+    async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation> {
         validate_bot_id(bot_id)?;
         let inner = self.inner()?;
         let mut known = inner.writer.lock().await;
         loop {
             let (latest, current, snapshot) = inner.begin(&mut known, bot_id).await?;
             let Some(mut reg) = current else {
-                return Ok(false);
+                return Ok(Deactivation::ABSENT);
             };
             if reg.status == Status::Inactive {
-                return Ok(true);
+                return Ok(Deactivation::UNCHANGED);
             }
             reg.status = Status::Inactive;
             reg.updated_at = now();
@@ -731,7 +733,7 @@ impl RegistryBackend for S3Backend {
                 .commit(&mut known, inner.put_record(&reg), snapshot)
                 .await?
             {
-                return Ok(true);
+                return Ok(Deactivation::at(reg.revision));
             }
         }
     }

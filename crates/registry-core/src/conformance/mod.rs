@@ -83,7 +83,7 @@ macro_rules! registry_conformance_tests {
             stored_values_are_immutable, close_keeps_data,
             concurrent_registers_all_land, concurrent_read_write, no_lost_update_under_contention,
             touch_never_reverts_a_register, two_instances_share_storage_and_revisions,
-            unusual_text_round_trips_and_re_registers_as_a_no_op);
+            unusual_text_round_trips_and_re_registers_as_a_no_op, writes_report_what_they_did);
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
         $(

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::{Harness, cfg, fresh};
 use crate::{
-    Change, ChangeFeed, RegisterOptions, RegistryBackendExt, RegistryError, Status, WriteCondition,
+    Change, ChangeFeed, Deactivation, RegisterOptions, RegistryBackendExt, RegistryError, Status,
+    WriteCondition, WriteEffect,
 };
 
 /// Every committed write takes a new, higher revision; no-op writes and touches take none.
@@ -246,4 +247,87 @@ pub async fn unusual_text_round_trips_and_re_registers_as_a_no_op(h: &dyn Harnes
     let stored = b.peek("u").await.unwrap().unwrap();
     assert_eq!(*stored.config, config);
     assert_eq!(*stored.metadata, metadata);
+}
+
+/// `register_reporting` and `deactivate_reporting` say exactly what each write did, with the
+/// revision it committed at — also when writers race: of 20 concurrent creates of one id,
+/// exactly one reports `Created`, and every reported revision is distinct.
+pub async fn writes_report_what_they_did(h: &dyn Harness) {
+    let b = fresh(h, "reports").await;
+    let opts = RegisterOptions::default;
+    let created = b
+        .register_reporting("a", Arc::new(cfg(1)), opts())
+        .await
+        .unwrap();
+    assert_eq!(created.effect, WriteEffect::Created);
+    let same = b
+        .register_reporting("a", Arc::new(cfg(1)), opts())
+        .await
+        .unwrap();
+    assert_eq!(same.effect, WriteEffect::Unchanged);
+    assert_eq!(same.registration.revision, created.registration.revision);
+    let updated = b
+        .register_reporting("a", Arc::new(cfg(2)), opts())
+        .await
+        .unwrap();
+    assert_eq!(updated.effect, WriteEffect::Updated);
+    assert!(updated.registration.revision > created.registration.revision);
+    assert_eq!(
+        b.current_revision().await.unwrap(),
+        updated.registration.revision
+    );
+
+    let off = b.deactivate_reporting("a").await.unwrap();
+    assert_eq!(off.effect, WriteEffect::Updated);
+    let rev = off.revision.expect("a deactivation takes a revision");
+    assert!(rev > updated.registration.revision);
+    assert_eq!(b.peek("a").await.unwrap().unwrap().revision, rev);
+    assert_eq!(
+        b.deactivate_reporting("a").await.unwrap(),
+        Deactivation::UNCHANGED
+    );
+    assert_eq!(
+        b.deactivate_reporting("missing").await.unwrap(),
+        Deactivation::ABSENT
+    );
+    assert!(!b.deactivate("missing").await.unwrap());
+    assert!(b.deactivate("a").await.unwrap());
+
+    // Re-registering after an unregister creates the id again.
+    assert!(b.unregister("a").await.unwrap());
+    let again = b
+        .register_reporting("a", Arc::new(cfg(2)), opts())
+        .await
+        .unwrap();
+    assert_eq!(again.effect, WriteEffect::Created);
+
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.register_reporting("raced", Arc::new(cfg(i)), RegisterOptions::default())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    let mut revisions = std::collections::BTreeSet::new();
+    for t in tasks {
+        let w = t.await.unwrap();
+        match w.effect {
+            WriteEffect::Created => created += 1,
+            WriteEffect::Updated => {}
+            other => panic!("a register of a new config reported {other:?}"),
+        }
+        assert!(
+            revisions.insert(w.registration.revision),
+            "revision {} reported twice",
+            w.registration.revision
+        );
+    }
+    assert_eq!(
+        created, 1,
+        "exactly one of 20 racing creates created the id"
+    );
 }
