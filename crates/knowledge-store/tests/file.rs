@@ -478,3 +478,307 @@ async fn group_commit_with_fsync_always_keeps_every_put() -> Result<()> {
     );
     Ok(())
 }
+
+/// The exact glob strings of the file backend (reference-spec §4.6), tenant variants
+/// included, rooted at the absolute base folder.
+#[tokio::test]
+async fn key_patterns_are_the_originals_globs() -> Result<()> {
+    use dynreg_knowledge_store::{KnowledgeKeyKind as K, TenantContext};
+    let dir = tempfile::tempdir()?;
+    let b = FileKnowledgeBackend::open(config(&dir.path().join("kb"))).await?;
+    let base = b.base_path().display().to_string();
+    let single = TenantContext::SingleTenant;
+    let acme = TenantContext::bound("acme");
+    let cases = [
+        (K::Content, None, &single, format!("{base}/*/content/**")),
+        (
+            K::Content,
+            Some("acme"),
+            &single,
+            format!("{base}/acme/content/**"),
+        ),
+        (
+            K::Content,
+            Some("acme"),
+            &acme,
+            format!("{base}/acme/content/**"),
+        ),
+        (
+            K::Metadata,
+            None,
+            &single,
+            format!("{base}/*/_metadata.json"),
+        ),
+        (
+            K::Metadata,
+            Some("acme"),
+            &single,
+            format!("{base}/acme/_metadata.json"),
+        ),
+        (K::Snapshot, None, &single, format!("{base}/*/_snapshots/*")),
+        (
+            K::Snapshot,
+            Some("acme"),
+            &single,
+            format!("{base}/acme/_snapshots/*"),
+        ),
+        (
+            K::Metadata,
+            Some("kb"),
+            &acme,
+            format!("{base}/_scoped/tenants/acme/_state/kb/_metadata.json"),
+        ),
+        (
+            K::Snapshot,
+            None,
+            &acme,
+            format!("{base}/_scoped/tenants/acme/_state/*/_snapshots/*"),
+        ),
+    ];
+    for (kind, domain, ctx, expected) in cases {
+        assert_eq!(b.key_pattern(kind, domain, ctx)?, expected);
+    }
+    ensure!(b.key_pattern(K::Unknown, None, &single).is_err());
+    Ok(())
+}
+
+/// Tenant state lives where the original keeps it, as its `{"info": ...}` document with the
+/// lock sidecar beside it; a document the original wrote is read (with the real counts) and
+/// its token is the SHA-256 of its bytes.
+#[tokio::test]
+async fn tenant_state_on_disk_is_the_originals_layout() -> Result<()> {
+    use dynreg_knowledge_store::TenantContext;
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir()?;
+    let b = FileKnowledgeBackend::open(config(dir.path())).await?;
+    let base = b.base_path().to_path_buf();
+    b.create_kb("kb", Metadata::new()).await?;
+    b.put_file(
+        "kb",
+        "a.md",
+        Bytes::from_static(b"abc"),
+        PutOptions::default(),
+    )
+    .await?;
+    let acme = TenantContext::bound("acme");
+    b.set_ingestion_status_scoped(
+        "kb",
+        StatusUpdate::new(IngestionStatus::Swapping).generation("g1"),
+        &acme,
+    )
+    .await?;
+    let state_dir = base.join("_scoped/tenants/acme/_state/kb");
+    let doc: Value = serde_json::from_slice(&std::fs::read(state_dir.join("_metadata.json"))?)?;
+    assert_eq!(doc["info"]["ingestion_status"], "swapping");
+    assert_eq!(doc["info"]["generation"], "g1");
+    assert_eq!(doc["info"]["file_count"], 1);
+    assert!(doc.get("files").is_none(), "a tenant document has no files");
+    assert!(state_dir.join("_metadata.json.lock").is_file());
+    let v = b.get_checksum_scoped("kb", &acme).await?;
+    assert!(state_dir.join(format!("_snapshots/{v}.json")).is_file());
+    // A document written by the original (zero counts, its own formatting).
+    let theirs = TenantContext::bound("py");
+    let py_dir = base.join("_scoped/tenants/py/_state/kb");
+    std::fs::create_dir_all(&py_dir)?;
+    let py_doc = br#"{"info": {"domain_id": "kb", "file_count": 0, "total_size_bytes": 0, "version": "1", "ingestion_status": "ready", "ingestion_error": null, "generation": null}}"#;
+    std::fs::write(py_dir.join("_metadata.json"), py_doc)?;
+    let view = b.get_info_scoped("kb", &theirs).await?.expect("kb");
+    assert_eq!(view.ingestion_status, IngestionStatus::Ready);
+    assert_eq!((view.file_count, view.total_size_bytes), (1, 3));
+    let token = b
+        .get_state_version_scoped("kb", &theirs)
+        .await?
+        .expect("token");
+    assert_eq!(token, hex::encode(Sha256::digest(py_doc)));
+    b.set_ingestion_status_scoped(
+        "kb",
+        StatusUpdate::new(IngestionStatus::Ingesting).expect_version(&token),
+        &theirs,
+    )
+    .await?;
+    // The shared document is untouched by tenant writes.
+    let shared: Value = serde_json::from_slice(&std::fs::read(base.join("kb/_metadata.json"))?)?;
+    assert_eq!(shared["info"]["ingestion_status"], "pending");
+    Ok(())
+}
+
+/// `delete_kb` removes the domain's state under every tenant prefix from disk (documents,
+/// sidecars, snapshots, emptied folders) and nothing of any other domain or tenant.
+#[tokio::test]
+async fn delete_kb_clears_tenant_state_on_disk() -> Result<()> {
+    use dynreg_knowledge_store::TenantContext;
+    let dir = tempfile::tempdir()?;
+    let b = FileKnowledgeBackend::open(config(dir.path())).await?;
+    let base = b.base_path().to_path_buf();
+    for d in ["gone", "kept"] {
+        b.create_kb(d, Metadata::new()).await?;
+        b.put_file(d, "a.md", Bytes::from_static(b"a"), PutOptions::default())
+            .await?;
+    }
+    let ctxs = [
+        TenantContext::bound("acme"),
+        TenantContext::bound("gone"),
+        TenantContext::prefixed("acme", "clients/{tenant_id}/"),
+        // A prefix that ends in the deleted domain's name: its state of "kept" must stay.
+        TenantContext::prefixed("acme", "x/gone/"),
+    ];
+    for ctx in &ctxs {
+        for d in ["gone", "kept"] {
+            b.set_ingestion_status_scoped(d, StatusUpdate::new(IngestionStatus::Ready), ctx)
+                .await?;
+            b.get_checksum_scoped(d, ctx).await?;
+        }
+    }
+    assert!(b.delete_kb("gone").await?);
+    let mut left = Vec::new();
+    let mut stack = vec![base.join("_scoped")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                left.push(p.strip_prefix(&base)?.display().to_string());
+            }
+        }
+    }
+    left.sort();
+    for f in &left {
+        let rel = f.strip_prefix("_scoped/").unwrap_or(f);
+        ensure!(rel.contains("/kept/"), "left behind: {f}");
+    }
+    assert_eq!(
+        left.iter()
+            .filter(|f| f.ends_with("_metadata.json"))
+            .count(),
+        ctxs.len(),
+        "{left:?}"
+    );
+    ensure!(!base.join("_scoped/tenants/acme/_state/gone").exists());
+    for ctx in &ctxs {
+        let view = b.get_info_scoped("kept", ctx).await?.expect("kept");
+        assert_eq!(view.ingestion_status, IngestionStatus::Ready);
+    }
+    Ok(())
+}
+
+/// One put produces exactly one content file on disk; every file the backend keeps is
+/// classified as what it is, and the content glob matches no state file (the feedback loop of
+/// `test_feedback_loop_reproduction_file`).
+#[tokio::test]
+async fn feedback_loop_reproduction_file() -> Result<()> {
+    use dynreg_knowledge_store::{KnowledgeKeyKind as K, TenantContext};
+    let dir = tempfile::tempdir()?;
+    let b = FileKnowledgeBackend::open(config(dir.path())).await?;
+    b.create_kb("acme", Metadata::new()).await?;
+    b.put_file(
+        "acme",
+        "intro.md",
+        Bytes::from_static(b"# Hello"),
+        PutOptions::default(),
+    )
+    .await?;
+    b.get_checksum("acme").await?;
+    b.set_ingestion_status_scoped(
+        "acme",
+        StatusUpdate::new(IngestionStatus::Ready),
+        &TenantContext::bound("t"),
+    )
+    .await?;
+    b.close().await?;
+    let pattern = b.key_pattern(K::Content, Some("acme"), &TenantContext::SingleTenant)?;
+    let glob = dynreg_event_bus::Glob::new(&pattern)?;
+    let mut keys = Vec::new();
+    let mut stack = vec![b.base_path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                keys.push(p.display().to_string());
+            }
+        }
+    }
+    let of = |kind| -> Vec<&String> { keys.iter().filter(|k| b.classify_key(k) == kind).collect() };
+    let content = of(K::Content);
+    assert_eq!(content.len(), 1, "{keys:?}");
+    ensure!(glob.matches(content[0]));
+    let state: Vec<&String> = of(K::Metadata).into_iter().chain(of(K::Snapshot)).collect();
+    assert!(
+        state.len() >= 4,
+        "index, journal, snapshot, tenant document: {keys:?}"
+    );
+    for k in &state {
+        ensure!(!glob.matches(k), "the content glob matches state file {k}");
+    }
+    // What is neither is the backend's own bookkeeping (lock files), never content.
+    for k in of(K::Unknown) {
+        ensure!(k.ends_with(".lock"), "unexpected file {k}");
+    }
+    Ok(())
+}
+
+/// A knowledge base named `content`, on a base folder that itself has a `content` segment:
+/// its index is metadata, its files are content (§9.4 #35).
+#[tokio::test]
+async fn a_kb_named_content_is_classified_by_position() -> Result<()> {
+    use dynreg_knowledge_store::KnowledgeKeyKind as K;
+    let dir = tempfile::tempdir()?;
+    let b = FileKnowledgeBackend::open(config(&dir.path().join("content"))).await?;
+    b.create_kb("content", Metadata::new()).await?;
+    b.put_file(
+        "content",
+        "content/x.md",
+        Bytes::from_static(b"x"),
+        PutOptions::default(),
+    )
+    .await?;
+    let v = b.get_checksum("content").await?;
+    let base = b.base_path();
+    assert_eq!(
+        b.classify_key(&base.join("content/_metadata.json").display().to_string()),
+        K::Metadata
+    );
+    let snap = base.join(format!("content/_snapshots/{v}.json"));
+    ensure!(snap.is_file());
+    assert_eq!(b.classify_key(&snap.display().to_string()), K::Snapshot);
+    let file = base.join("content/content/content/x.md");
+    ensure!(file.is_file());
+    assert_eq!(b.classify_key(&file.display().to_string()), K::Content);
+    Ok(())
+}
+
+/// A folder with an index but a name no caller can address (created before `_` was reserved)
+/// is skipped by `list_kbs` and kept on disk; the layout's own `_scoped` root is skipped too.
+#[tokio::test]
+async fn list_kbs_skips_unaddressable_folders_and_keeps_them() -> Result<()> {
+    use dynreg_knowledge_store::TenantContext;
+    let dir = tempfile::tempdir()?;
+    let b = FileKnowledgeBackend::open(config(dir.path())).await?;
+    b.create_kb("proj", Metadata::new()).await?;
+    b.set_ingestion_status_scoped(
+        "proj",
+        StatusUpdate::new(IngestionStatus::Ready),
+        &TenantContext::bound("acme"),
+    )
+    .await?;
+    let legacy = b.base_path().join("_staging");
+    std::fs::create_dir_all(&legacy)?;
+    std::fs::write(
+        legacy.join("_metadata.json"),
+        br#"{"info": {"domain_id": "_staging"}}"#,
+    )?;
+    let names: Vec<String> = b
+        .list_kbs()
+        .await?
+        .into_iter()
+        .map(|i| i.domain_id)
+        .collect();
+    assert_eq!(names, vec!["proj"]);
+    ensure!(
+        legacy.join("_metadata.json").is_file(),
+        "unreachable, not deleted"
+    );
+    Ok(())
+}

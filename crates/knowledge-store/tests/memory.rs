@@ -72,3 +72,37 @@ async fn s3_without_its_feature_names_the_feature() {
         "{msg}"
     );
 }
+
+/// The memory backend's keys are the object layout with an empty root — the same keys its
+/// state-write events carry — so its patterns are real globs, not the original's `""` (which
+/// made `subscribe_to_changes` subscribe to a topic nothing is ever published on).
+#[test]
+fn key_patterns_are_real_globs_over_the_memory_keys() {
+    use dynreg_knowledge_store::{KnowledgeKeyKind as K, TenantContext};
+    let b = MemoryKnowledgeBackend::new();
+    let single = TenantContext::SingleTenant;
+    let acme = TenantContext::bound("acme");
+    let cases = [
+        (K::Content, None, &single, "*/content/*"),
+        (K::Content, Some("acme"), &acme, "acme/content/*"),
+        (K::Metadata, None, &single, "*/_metadata.json"),
+        (K::Metadata, Some("acme"), &single, "acme/_metadata.json"),
+        (K::Snapshot, Some("acme"), &single, "acme/_snapshots/*"),
+        (
+            K::Metadata,
+            Some("kb"),
+            &acme,
+            "_scoped/tenants/acme/_state/kb/_metadata.json",
+        ),
+        (
+            K::Snapshot,
+            None,
+            &acme,
+            "_scoped/tenants/acme/_state/*/_snapshots/*",
+        ),
+    ];
+    for (kind, domain, ctx, expected) in cases {
+        assert_eq!(b.key_pattern(kind, domain, ctx).unwrap(), expected);
+    }
+    assert!(b.key_pattern(K::Unknown, None, &single).is_err());
+}

@@ -334,17 +334,12 @@ impl S3KnowledgeBackend {
             versions,
         } = self.load_required(d).await?;
         let loaded_tag = version.e_tag.clone();
-        // s3_versioning: the version being replaced joins the index (if the bucket gave it a
-        // VersionId), so a later diff against its identity is one GET of that version.
-        let versions = match self.mode {
-            ChangeDetectionMode::S3Versioning => versions::next_index(
-                versions,
-                &index.identity(),
-                version.version.as_deref(),
-                self.retention,
-            ),
-            ChangeDetectionMode::Snapshot => Vec::new(),
+        // s3_versioning: the identity of the document being replaced.
+        let replaced_id = match self.mode {
+            ChangeDetectionMode::S3Versioning => Some(index.identity()),
+            ChangeDetectionMode::Snapshot => None,
         };
+        let replaced_version = version.version.clone();
         let mut results = Vec::with_capacity(ops.len());
         let mut deleted_keys = Vec::new();
         let mut dirty = false;
@@ -423,6 +418,19 @@ impl S3KnowledgeBackend {
                 *i = info.clone();
             }
         }
+        // s3_versioning: a replaced document whose identity the new one no longer has joins
+        // the index (if the bucket gave it a VersionId), so a later diff against that identity
+        // is one GET of that version.
+        let versions = match replaced_id {
+            Some(old_id) if old_id != index.identity() => versions::next_index(
+                versions,
+                &old_id,
+                replaced_version.as_deref(),
+                self.retention,
+            ),
+            Some(_) => versions,
+            None => Vec::new(),
+        };
         let bytes = metadata_json_with_versions(&info, &index, &versions);
         let written = bytes.len();
         let opts = ObjPutOptions {
