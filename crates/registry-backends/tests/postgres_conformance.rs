@@ -70,3 +70,54 @@ async fn ssl_true_and_false_both_connect() {
         b.close().await.unwrap();
     }
 }
+
+/// Group commit: a writer that stops waiting — whether it was running its write on its own
+/// task or queued behind one — never strands the writers queued behind it, and the queue keeps
+/// working afterwards. (A stranded queue shows up as a timeout here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_write_never_strands_the_queue() {
+    let Some(h) = harness() else { return };
+    let store = dynreg_registry_core::conformance::unique_store("abandoned");
+    let b = h.open(&store).await;
+    for round in 0..20u64 {
+        let first = {
+            let b = b.clone();
+            tokio::spawn(async move { b.register("lead", json!({"round": round})).await })
+        };
+        let followers: Vec<_> = (0..10)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(
+                    async move { b.register(&format!("f{i}"), json!({"round": round})).await },
+                )
+            })
+            .collect();
+        // Abort the first writer at a different point of its write in each round.
+        for _ in 0..round % 4 {
+            tokio::task::yield_now().await;
+        }
+        first.abort();
+        if round % 3 == 0 {
+            followers[0].abort();
+        }
+        for (i, f) in followers.into_iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(10), f).await {
+                Err(_) => panic!("round {round}: follower {i} stranded behind an abandoned write"),
+                Ok(Err(join)) => assert!(join.is_cancelled(), "round {round}: {join}"),
+                Ok(Ok(written)) => {
+                    written.unwrap_or_else(|e| panic!("round {round}: follower {i}: {e}"));
+                }
+            }
+        }
+    }
+    let after = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.register("after", json!({"ok": true})),
+    )
+    .await
+    .expect("the queue still works after abandoned writes")
+    .unwrap();
+    assert_eq!(after.config["ok"], true);
+    let f1 = b.peek("f1").await.unwrap().expect("f1 was written");
+    assert_eq!(f1.config["round"], 19);
+}
