@@ -288,6 +288,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_layout_constants_are_the_originals() {
+        assert_eq!(METADATA_FILE, "_metadata.json");
+        assert_eq!(CONTENT_DIR, "content");
+        assert_eq!(SNAPSHOTS_DIR, "_snapshots");
+        assert_eq!(SCOPED_STATE_ROOT, "_scoped");
+        assert_eq!(RESERVED_DOMAIN_PREFIX, "_");
+        let l = KeyLayout::object("kbs/");
+        assert_eq!(l.metadata_key("my_kb", ""), "kbs/my_kb/_metadata.json");
+        assert_eq!(
+            l.snapshot_key("my_kb", "v1", ""),
+            "kbs/my_kb/_snapshots/v1.json"
+        );
+        assert_eq!(
+            l.content_key("my_kb", "intro.md"),
+            "kbs/my_kb/content/intro.md"
+        );
+        assert_eq!(l.domain_root("my_kb"), "kbs/my_kb/");
+        let acme = TenantContext::bound("acme").state_prefix("my_kb").unwrap();
+        assert_eq!(
+            l.metadata_key("my_kb", &acme),
+            "kbs/_scoped/tenants/acme/_state/my_kb/_metadata.json"
+        );
+        assert!(
+            !l.metadata_key("my_kb", &acme)
+                .starts_with(&l.domain_root("tenants"))
+        );
+        assert_eq!(KeyLayout::directory("/b/").root(), "/b/");
+    }
+
+    #[test]
     fn escaping_keeps_literals_literal() {
         assert_eq!(glob_escape("a*b?c[d]"), "a[*]b[?]c[[]d]");
         let l = KeyLayout::directory("/srv/k*b");

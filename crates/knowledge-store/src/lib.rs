@@ -11,7 +11,8 @@
 //! - **Change detection** is the original's: MD5 per file and the knowledge-base identity of
 //!   reference-spec §4.4 ([`identity`]), so versions compare with ones the Python original stored.
 //!   Snapshots are recorded when an identity is handed out (`get_checksum`,
-//!   `list_changes_since`) and retained up to a bound (default 64 per knowledge base). The
+//!   `list_changes_since`) and retained up to a bound (default 64 per knowledge base and
+//!   tenant lineage). The
 //!   identity is cached until the next write, and after a write only the files from the
 //!   changed path on are hashed again.
 //! - **Listings share entries.** [`KnowledgeBackend::list_files`] returns
@@ -23,22 +24,49 @@
 //!   on every write to a knowledge base (content, index or status) in every backend;
 //!   [`StatusUpdate::expected_version`] makes a status write a compare-and-swap. (The file
 //!   backend's token also changes when its journal is compacted, so a conditional write may
-//!   conflict without a logical change in between: re-read and retry.)
+//!   conflict without a logical change in between: re-read and retry.) A tenant's token
+//!   versions that tenant's status document alone — it changes on each of its status writes and
+//!   on nothing else — and exists before the tenant's first write, so that write can be
+//!   conditional too; the same rule on every backend (reference-spec §9.4 #36).
+//! - **Tenant-scoped state.** Every state operation has a `*_scoped` form taking a
+//!   [`TenantContext`] (`SingleTenant`, `Bound`, `SharedCorpus`, `Prefixed`); the unscoped
+//!   methods are the single-tenant context, byte-identical to the pre-tenancy layout. A tenant
+//!   owns its status, error, generation and vector store path under
+//!   `{root}_scoped/{prefix}/{domain}/`, as in the original (file:
+//!   `{base}/_scoped/tenants/{t}/_state/{domain}/_metadata.json` and `_snapshots/`; S3 the
+//!   same keys under its prefix); content is shared. A tenant's view ([`KnowledgeBackend::get_info_scoped`]) reports the
+//!   real file count, size, version and metadata, not the original's zeros (§9.4 #39); a
+//!   tenant that never wrote sees the default status. A tenant retains the versions it is
+//!   handed in its own snapshot lineage and diffs fall back to the shared lineage (§4.4).
+//!   `delete_kb` removes every tenant's state on every backend, so a re-created knowledge
+//!   base inherits no stale status (§9.4 #37).
+//! - **Key layout.** [`KnowledgeBackend::key_pattern`] gives the watch glob of content,
+//!   metadata or snapshot keys (the original's exact strings for file and S3; real globs over
+//!   its own keys for memory, where the original's `""` could never match), and
+//!   [`KnowledgeBackend::classify_key`] reads a key by its position under the backend's root,
+//!   so a knowledge base named `content` or a prefix with a `content` segment is classified
+//!   correctly (§9.4 #35; see [`KeyLayout`]). [`subscribe_to_changes`] watches one kind of key
+//!   through a `dynreg-event-bus` bus on which some observer publishes keys as topics, and
+//!   returns a [`ChangesSubscription`] guard that unsubscribes on `cancel().await` or drop.
 //! - **Streaming.** [`KnowledgeBackend::stream_file`] and [`KnowledgeBackend::put_stream`] hold
 //!   at most one chunk (S3: one 8 MiB part) in memory; the memory backend necessarily keeps the
 //!   whole file. Files (`.gz` included) are stored exactly as uploaded.
-//! - **Not ported.** Tenant-scoped state (`ctx`), `key_pattern`/`classify_key`/
-//!   `subscribe_to_changes`, and the S3 `s3_versioning` change-detection mode.
 //! - **Observability.** Index, status and snapshot writes are reported to
 //!   [`StateEvents`] observers (reference-spec §4.8): callbacks, and event buses given with
 //!   [`StateEvents::also_publish_to`] (`dynreg-event-bus`), on `ingest:metadata:write` and
-//!   `ingest:snapshot:write` with payload `{domain_id, key, kind, byte_size}`.
+//!   `ingest:snapshot:write` with payload `{domain_id, key, kind, byte_size}` (plus
+//!   `tenant_id` for a tenant's state).
 //!
 //! ## Features
 //! - `memory` backend: always built ([`MemoryKnowledgeBackend`]).
 //! - `file` (default): [`FileKnowledgeBackend`], on-disk layout compatible with the original
 //!   both ways, with a write-ahead journal, a lock file and crash recovery.
-//! - `s3`: [`S3KnowledgeBackend`] on `object_store`, with ETag compare-and-swap on the index.
+//! - `s3`: [`S3KnowledgeBackend`] on `object_store`, with ETag compare-and-swap on the index
+//!   and two change-detection modes ([`ChangeDetectionMode`]): `snapshot` objects, or
+//!   `s3_versioning`, which writes none and resolves a version through an index of the
+//!   metadata object's own S3 `VersionId`s kept in the index document (two GETs per diff
+//!   instead of the original's walk over the whole version history, §9.4 #32); a version it
+//!   cannot resolve (bucket versioning off, or older than the index) counts as changed.
 //! - `conformance`: exports [`conformance`], the suite every backend's tests run, and the
 //!   [`knowledge_conformance_tests!`] macro.
 

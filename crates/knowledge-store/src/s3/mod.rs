@@ -561,7 +561,14 @@ impl KnowledgeBackend for S3KnowledgeBackend {
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_owned))
-            .filter(|n| validate_domain_id(n).is_ok())
+            .filter(|n| {
+                let ok = validate_domain_id(n).is_ok();
+                // The layout's own tenant root is expected; anything else is reported.
+                if !ok && n != crate::tenant::SCOPED_STATE_ROOT {
+                    tracing::warn!(name = %n, "skipping a prefix whose name is not an addressable domain_id (its objects are kept)");
+                }
+                ok
+            })
             .collect();
         names.sort();
         let mut out = Vec::new();
