@@ -218,7 +218,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    // The benchmark runs as a task on the runtime's workers, as a server's request handlers
+    // do, not inside `block_on` on the main thread (where each await that waits for I/O would
+    // also wait for the worker that saw the I/O to wake the main thread).
+    rt.block_on(async { tokio::spawn(benchmarks()).await.unwrap() });
+}
+
+async fn benchmarks() {
+    {
         // The same 1 s touch resolution as the persistent backends.
         let memory = InMemoryBackend::with_touch_resolution(Duration::from_secs(1));
         run("memory", Arc::new(memory), None, 2_000_000, 1, None).await;
@@ -257,12 +264,23 @@ fn main() {
                         pg_maintain(&url, &vacuum).await;
                     })
                 }));
-                run("postgres", Arc::new(b), Some(Arc::new(filler)), 20_000, 8, maintain).await;
+                run(
+                    "postgres",
+                    Arc::new(b),
+                    Some(Arc::new(filler)),
+                    20_000,
+                    8,
+                    maintain,
+                )
+                .await;
             }
             Err(_) => println!("skipped: postgres benchmark (DYNREG_TEST_POSTGRES_URL unset)"),
         }
         #[cfg(feature = "postgres")]
-        if let (true, Ok(url)) = (wanted("postgres"), std::env::var("DYNREG_TEST_POSTGRES_URL")) {
+        if let (true, Ok(url)) = (
+            wanted("postgres"),
+            std::env::var("DYNREG_TEST_POSTGRES_URL"),
+        ) {
             let drop: Vec<String> = pg_tables("bench_registry_async")
                 .iter()
                 .map(|t| format!("DROP TABLE IF EXISTS \"{t}\""))
@@ -286,5 +304,5 @@ fn main() {
             );
             b.clear().await.unwrap();
         }
-    });
+    }
 }

@@ -19,7 +19,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dynreg_registry_core::{RegistryError, Result};
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool, PgRow, Postgres};
 use tokio::sync::oneshot;
 
 use super::{KIND, WriteRow, db_err, q};
@@ -54,16 +55,44 @@ pub(super) struct Batcher {
     single: Arc<str>,
     batch: Arc<str>,
     queue: Mutex<Queue>,
+    /// The connection writes run on, taken from the pool at the first write and kept: only one
+    /// write statement runs at a time (the queue's head), so it is never contended, and a
+    /// write skips the pool's acquire and its release (which sqlx does on a spawned task).
+    /// Closed after any error, so a broken connection is never used twice.
+    conn: tokio::sync::Mutex<Option<PoolConnection<Postgres>>>,
+    /// Whether `conn` is kept between writes: only when the pool has room for readers too
+    /// (`pool_size` ≥ 2); with a pool of one, each write gives the connection back.
+    keep: bool,
 }
 
 impl Batcher {
     pub fn new(pool: PgPool, single: Arc<str>, batch: Arc<str>) -> Self {
         Batcher {
+            keep: pool.options().get_max_connections() > 1,
             pool,
             single,
             batch,
             queue: Mutex::default(),
+            conn: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Gives the write connection back to the pool (before the pool closes, which waits for
+    /// every connection to come back).
+    pub async fn release_connection(&self) {
+        self.conn.lock().await.take();
+    }
+
+    /// The write connection, acquired from the pool if there is none.
+    async fn connection(&self) -> std::result::Result<WriteConnection<'_>, sqlx::Error> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.pool.acquire().await?);
+        }
+        Ok(WriteConnection {
+            slot,
+            keep: self.keep,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -161,6 +190,10 @@ impl Batcher {
     }
 
     async fn run_one(&self, a: &WriteArgs) -> Result<WriteRow> {
+        let mut conn = self
+            .connection()
+            .await
+            .map_err(db_err("connect", Some(&a.bot_id)))?;
         let row = sqlx::query(q(&self.single))
             .bind(&a.bot_id)
             .bind(&a.config)
@@ -170,10 +203,10 @@ impl Batcher {
             .bind(a.at)
             .bind(a.cond)
             .bind(a.expected)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err("write", Some(&a.bot_id)))?;
-        WriteRow::decode(&row).map_err(db_err("write", Some(&a.bot_id)))
+            .fetch_one(conn.get())
+            .await;
+        conn.settle(row.and_then(|row| WriteRow::decode(&row)))
+            .map_err(db_err("write", Some(&a.bot_id)))
     }
 
     async fn run_batch(
@@ -184,7 +217,7 @@ impl Batcher {
         let text = |f: fn(&WriteArgs) -> &str| work.iter().map(|(a, _)| f(a)).collect::<Vec<_>>();
         let nullable =
             |f: fn(&WriteArgs) -> Option<&str>| work.iter().map(|(a, _)| f(a)).collect::<Vec<_>>();
-        sqlx::query(q(&self.batch))
+        let query = sqlx::query(q(&self.batch))
             .bind(text(|a| &a.bot_id))
             .bind(nullable(|a| a.config.as_deref()))
             .bind(text(|a| &a.hash))
@@ -192,9 +225,41 @@ impl Batcher {
             .bind(nullable(|a| a.metadata.as_deref()))
             .bind(work.iter().map(|(a, _)| a.at).collect::<Vec<_>>())
             .bind(work.iter().map(|(a, _)| a.cond).collect::<Vec<_>>())
-            .bind(work.iter().map(|(a, _)| a.expected).collect::<Vec<_>>())
-            .fetch_all(&self.pool)
-            .await
+            .bind(work.iter().map(|(a, _)| a.expected).collect::<Vec<_>>());
+        let mut conn = self.connection().await?;
+        let rows = query.fetch_all(conn.get()).await;
+        conn.settle(rows)
+    }
+}
+
+/// The write connection, locked for one statement.
+struct WriteConnection<'a> {
+    slot: tokio::sync::MutexGuard<'a, Option<PoolConnection<Postgres>>>,
+    keep: bool,
+}
+
+impl WriteConnection<'_> {
+    fn get(&mut self) -> &mut PgConnection {
+        self.slot
+            .as_mut()
+            .expect("Batcher::connection fills the slot before handing it out")
+    }
+
+    /// Passes the statement's result through. After an error the connection is closed instead
+    /// of reused, since the error may have left it broken; otherwise it is kept, or given back
+    /// to the pool when the pool is too small to keep one for writes.
+    fn settle<T>(
+        mut self,
+        result: std::result::Result<T, sqlx::Error>,
+    ) -> std::result::Result<T, sqlx::Error> {
+        if result.is_err() {
+            if let Some(mut broken) = self.slot.take() {
+                broken.close_on_drop();
+            }
+        } else if !self.keep {
+            self.slot.take();
+        }
+        result
     }
 }
 

@@ -79,7 +79,8 @@ impl PostgresBackend {
     /// (default `localhost`), `port` (5432), `database`, `user`, `password` — separate keys
     /// override the URL's parts; `ssl` (true: require TLS; false: never; unset: the URL's
     /// `sslmode`, by default TLS when the server offers it); `table` (default `registrations`; an
-    /// identifier); `pool_size` (default 10); `min_connections` (default 3: opened by
+    /// identifier); `pool_size` (default 10; with 2 or more, writes keep one connection of
+    /// their own, so a write pays for no pool checkout); `min_connections` (default 3: opened by
     /// `initialize` and kept open, because a new PostgreSQL connection costs tens of
     /// milliseconds, which a write or read would otherwise pay the first time the pool grows);
     /// `touch_resolution_ms` (default 1000);
@@ -399,6 +400,7 @@ impl RegistryBackend for PostgresBackend {
         if !pending.is_empty() {
             self.write_touches(pending).await?;
         }
+        self.writes.release_connection().await;
         self.pool.close().await;
         Ok(())
     }
