@@ -287,6 +287,52 @@ fn state_glob(ctx: &TenantContext, domain_id: Option<&str>) -> Result<String> {
 mod tests {
     use super::*;
 
+    /// `test_backend_key_discriminator` / `test_multi_field_discriminator_composition`: a
+    /// layout is a plain value that stands for its backend's classification — equal layouts
+    /// classify alike and hash alike (one entry per layout in a map), different roots or
+    /// styles do not, and a key is classified by the layout of the backend it came from.
+    #[test]
+    fn layouts_discriminate_keys_by_backend() {
+        use std::collections::HashMap;
+        let file_a = KeyLayout::directory("/srv/kb");
+        let file_b = KeyLayout::directory("/srv/kb");
+        let s3 = KeyLayout::object("kb/");
+        let other_root = KeyLayout::directory("/srv/other");
+        assert_eq!(file_a, file_b);
+        assert_ne!(file_a, other_root);
+        assert_ne!(file_a, s3);
+        let mut by_layout: HashMap<KeyLayout, &str> = HashMap::new();
+        by_layout.insert(file_a.clone(), "file");
+        by_layout.insert(file_b.clone(), "file again");
+        by_layout.insert(s3.clone(), "s3");
+        assert_eq!(by_layout.len(), 2, "equal layouts are one discriminator");
+        let key = "/srv/kb/acme/_metadata.json";
+        for l in [&file_a, &file_b] {
+            assert_eq!(l.classify_key(key), KnowledgeKeyKind::Metadata);
+        }
+        // The same key means nothing to a backend rooted elsewhere.
+        assert_eq!(other_root.classify_key(key), KnowledgeKeyKind::Unknown);
+        assert_eq!(s3.classify_key(key), KnowledgeKeyKind::Unknown);
+        // Composition: (layout, kind) pairs route keys from several backends at once.
+        let keys = [
+            (&file_a, "/srv/kb/acme/content/a.md"),
+            (&s3, "kb/acme/_snapshots/0f.json"),
+            (&s3, "kb/acme/content/a.md"),
+        ];
+        let routed: Vec<(&str, KnowledgeKeyKind)> = keys
+            .iter()
+            .map(|(l, k)| (by_layout[*l], l.classify_key(k)))
+            .collect();
+        assert_eq!(
+            routed,
+            [
+                ("file again", KnowledgeKeyKind::Content),
+                ("s3", KnowledgeKeyKind::Snapshot),
+                ("s3", KnowledgeKeyKind::Content),
+            ]
+        );
+    }
+
     #[test]
     fn the_layout_constants_are_the_originals() {
         assert_eq!(METADATA_FILE, "_metadata.json");
