@@ -89,11 +89,6 @@ impl StoredRow<'_> {
     }
 }
 
-/// The JSON text of a registration's config and metadata, for storage.
-pub(crate) fn json_columns(reg: &Registration) -> (String, String) {
-    json_text(&reg.config, &reg.metadata)
-}
-
 /// The JSON text of a config and a metadata map, for storage.
 pub(crate) fn json_text(config: &Value, metadata: &Map<String, Value>) -> (String, String) {
     (

@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use serde_json::{Map, Value};
 
 use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION};
-use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_columns, merge_changes, micros};
+use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros};
 use crate::touch::TouchBuffer;
 
 const KIND: &str = "sqlite";
@@ -191,7 +191,7 @@ impl SqliteBackend {
 
     fn put(&self, tx: &Transaction<'_>, reg: &Registration) -> Result<()> {
         let t = &self.table;
-        let (config, metadata) = json_columns(reg);
+        let (config, metadata) = json_text(&reg.config, &reg.metadata);
         tx.prepare_cached(&format!(
             // An upsert rather than INSERT OR REPLACE: an update then touches only the indexes
             // whose columns changed (the status index stays as it is).

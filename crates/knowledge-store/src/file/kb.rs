@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::atomic::{FsyncPolicy, sync_dir, write_atomic};
 use super::journal::{Record, parse_lines};
-use super::layout::{Layout, metadata_json, parse_metadata};
+use super::layout::{Layout, metadata_json, not_found, parse_metadata, read_snapshot};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateWrite};
 use crate::identity::Snapshot;
@@ -170,13 +170,6 @@ impl Drop for Locked<'_> {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-fn not_found(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 impl KbHandle {
@@ -652,21 +645,7 @@ impl Locked<'_> {
     /// Reads a retained snapshot; `None` if it is not retained.
     pub(crate) fn load_snapshot(&self, version: &str) -> Result<Option<Snapshot>> {
         let layout = self.layout();
-        let path = layout.snapshot_path(version);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| KnowledgeError::Corrupt {
-                        domain_id: layout.domain_id.clone(),
-                        what: "snapshot",
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })
-            }
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(self.io(&path, e)),
-        }
+        read_snapshot(&layout.domain_id, &layout.snapshot_path(version))
     }
 
     /// Writes the first index and an empty journal of a new knowledge base.

@@ -9,9 +9,11 @@
 //! {base}/{domain}/_dynreg/tmp/<owner>/  temp files of one live backend instance
 //! ```
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{KnowledgeError, Result};
+use crate::identity::Snapshot;
 use crate::index::FileIndex;
 use crate::model::KnowledgeBaseInfo;
 
@@ -90,3 +92,30 @@ pub(crate) fn parse_metadata(
 }
 
 pub(crate) use crate::metadata_doc::metadata_json;
+
+/// Whether an I/O error means "there is nothing at that path".
+pub(crate) fn not_found(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// Reads the snapshot at `path` (of `domain_id`'s shared or a tenant's lineage); `None` if it is
+/// not retained.
+pub(crate) fn read_snapshot(domain_id: &str, path: &Path) -> Result<Option<Snapshot>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| KnowledgeError::Corrupt {
+                    domain_id: domain_id.to_owned(),
+                    what: "snapshot",
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+        }
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(KnowledgeError::io(domain_id, path.display(), e)),
+    }
+}

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::atomic::{FsyncPolicy, write_atomic};
+use super::layout::{not_found, read_snapshot};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateWrite};
 use crate::identity::Snapshot;
@@ -36,13 +37,6 @@ pub(crate) struct TenantPaths {
     pub(crate) meta: PathBuf,
     lock: PathBuf,
     snapshots: PathBuf,
-}
-
-fn not_found(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -141,21 +135,10 @@ impl TenantPaths {
 
     /// A snapshot of the tenant's lineage; `None` if not retained.
     pub(crate) fn load_snapshot(&self, version: &str) -> Result<Option<Snapshot>> {
-        let path = self.snapshots.join(format!("{version}.json"));
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| KnowledgeError::Corrupt {
-                        domain_id: self.domain_id.clone(),
-                        what: "snapshot",
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })
-            }
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(self.io(&path, e)),
-        }
+        read_snapshot(
+            &self.domain_id,
+            &self.snapshots.join(format!("{version}.json")),
+        )
     }
 
     /// Retains `json` as the snapshot `id` of the tenant's lineage unless it is; keeps at most
