@@ -8,7 +8,9 @@ pub enum ReloadMode {
     /// Poll the registry's change feed every interval (no bus needed).
     Polling,
     /// React to registry change events on the bus; on a resync signal (missed events) catch up
-    /// through the change feed.
+    /// through the change feed. An event is published after its write commits, so a write
+    /// whose process dies between the two reaches event-driven replicas only at their next
+    /// catch-up (a resync or a restart); [`ReloadMode::Hybrid`] bounds that by one poll interval.
     EventDriven,
     /// Both: events for low latency, polling so that lost events (a dead bus) still converge
     /// within one poll interval.
