@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test-matrix`: tidy, `cargo check` of every backend feature alone and with
 //!   none, then the full test suite with all features (against PostgreSQL, Redis and a local
-//!   S3 server, found or started here) and once more on the embedded defaults.
+//!   S3 server, found or started here), once more on the embedded defaults, and the API docs
+//!   with warnings denied.
 //! - `cargo xtask bench`: the benchmarks of every crate, release build, all features.
 //! - `cargo xtask tidy`: repository hygiene checks (also run as a test).
 #![allow(clippy::print_stdout)]
@@ -144,7 +145,19 @@ fn test_matrix() -> Result<(), String> {
         )
     });
     services.report();
-    result
+    result?;
+    // The API docs build without a warning (broken intra-doc links, bad doc syntax).
+    cargo(
+        &[
+            "doc",
+            "--workspace",
+            "--all-features",
+            "--no-deps",
+            "--quiet",
+        ],
+        &[("RUSTDOCFLAGS".to_owned(), "-D warnings".to_owned())],
+        &[],
+    )
 }
 
 fn bench() -> Result<(), String> {

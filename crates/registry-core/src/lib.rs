@@ -20,8 +20,8 @@
 //!   compare-and-swap write that fails with [`RegistryError::Conflict`].
 //! - **Change feed.** [`RegistryBackend::changes_since`] returns the upserts and deletions
 //!   after a revision in revision order, or [`ChangeFeed::Expired`] when the caller must relist.
-//! - **Inactive is not servable.** [`RegistryBackendExt::get_config`] and
-//!   [`RegistryBackendExt::peek_config`] return `None` for a registration that is not active,
+//! - **Inactive is not servable.** [`RegistryBackend::get_config`] and
+//!   [`RegistryBackend::peek_config`] return `None` for a registration that is not active,
 //!   so a deactivated bot is never built from its config; [`RegistryBackend::get`] and
 //!   [`RegistryBackend::peek`] still return it with its status.
 //! - **Touching reads** ([`RegistryBackend::get`]) advance only `last_accessed_at`, never

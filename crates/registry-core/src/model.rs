@@ -13,7 +13,7 @@ use crate::time::{deserialize_timestamp, now, serialize_timestamp};
 /// The status of a registration. Free-form in the original; `active` and `inactive` carry meaning.
 ///
 /// Only [`Status::Active`] registrations are handed out as configs to build a bot from
-/// ([`crate::RegistryBackendExt::get_config`]); every other status is treated as "not servable".
+/// ([`crate::RegistryBackend::get_config`]); every other status is treated as "not servable".
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Status {
     /// `"active"`: servable.
