@@ -19,6 +19,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 #[path = "s3/versioning.rs"]
 mod versioning;
 
+#[path = "s3/recovery.rs"]
+mod recovery;
+
 mod in_memory_store {
     use super::*;
 

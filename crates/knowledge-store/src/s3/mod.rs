@@ -9,10 +9,13 @@
 //! bounded; downloads stream. Change detection resolves old versions through snapshot objects
 //! or, in `s3_versioning` mode, through the bucket's object versions ([`versions`]).
 //!
-//! Known limits: the index is one document, so a put rewrites it (O(files) bytes per index
-//! write, shared by every writer waiting in the same group commit); content is uploaded before
-//! the index commit, so a crash between the two can leave a replaced object whose index entry
-//! still has the old checksum until that path is written again.
+//! Content and index are two objects, so a write records an intent first and a write that
+//! died between them is repaired by [`S3KnowledgeBackend::recover`], which `connect` runs: the
+//! index is brought back to what is stored ([`intents`]). A batch upload of which some files
+//! failed still indexes the files that did upload before it reports the failure.
+//!
+//! Known limit: the index is one document, so a put rewrites it (O(files) bytes per index
+//! write, shared by every writer waiting in the same group commit).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,12 +33,15 @@ use object_store::{
 use tokio::sync::oneshot;
 
 mod config;
+mod intents;
 mod lineage;
 mod tenant;
 mod versions;
 
 pub use config::{ChangeDetectionMode, S3Config};
+pub use intents::INTENT_GRACE;
 
+use self::intents::{Deleted, Intent};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
 use crate::identity::{self, Snapshot, md5_hex};
@@ -67,6 +73,7 @@ struct Loaded {
 /// One write waiting for the next group commit of a knowledge base's index.
 enum Op {
     Put(Vec<KnowledgeFile>),
+    /// Drops a path from the index (its content object is removed by the caller).
     Delete(String),
     Status(StatusUpdate),
 }
@@ -93,6 +100,7 @@ pub struct S3KnowledgeBackend {
     layout: KeyLayout,
     mode: ChangeDetectionMode,
     retention: usize,
+    intent_grace: Duration,
     queues: Mutex<HashMap<String, Arc<DomainQueue>>>,
     events: StateEvents,
 }
@@ -155,10 +163,13 @@ impl S3KnowledgeBackend {
             .map_err(|e| {
                 backend.err("", &format!("s3://{}/{}", config.bucket, backend.prefix), e)
             })?;
+        backend.recover().await?;
         Ok(backend)
     }
 
-    /// Uses any object store (for example `object_store::memory::InMemory` in tests).
+    /// Uses any object store (for example `object_store::memory::InMemory` in tests). Unlike
+    /// [`S3KnowledgeBackend::connect`] it does no I/O, so it does not run
+    /// [`S3KnowledgeBackend::recover`]: call that before serving.
     pub fn with_store(
         store: Arc<dyn ObjectStore>,
         bucket: &str,
@@ -173,6 +184,7 @@ impl S3KnowledgeBackend {
             layout,
             mode: ChangeDetectionMode::Snapshot,
             retention: retention.max(1),
+            intent_grace: intents::INTENT_GRACE,
             queues: Mutex::new(HashMap::new()),
             events: StateEvents::default(),
         }
@@ -181,6 +193,14 @@ impl S3KnowledgeBackend {
     /// Sets how old versions are resolved (default [`ChangeDetectionMode::Snapshot`]).
     pub fn with_change_detection_mode(mut self, mode: ChangeDetectionMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Sets how old a write intent must be before [`S3KnowledgeBackend::recover`] removes it
+    /// after repairing (default [`INTENT_GRACE`]; younger ones may belong to a writer that is
+    /// still running, and are repaired but kept).
+    pub fn with_intent_grace(mut self, grace: Duration) -> Self {
+        self.intent_grace = grace;
         self
     }
 
@@ -237,6 +257,32 @@ impl S3KnowledgeBackend {
         }))
     }
 
+    /// The addressable domain names under the prefix, sorted (one listing with a delimiter).
+    async fn domain_names(&self) -> Result<Vec<String>> {
+        let prefix = self.prefix.trim_end_matches('/');
+        let prefix_path = (!prefix.is_empty()).then(|| ObjPath::from(prefix));
+        let listing = self
+            .store
+            .list_with_delimiter(prefix_path.as_ref())
+            .await
+            .map_err(|e| self.err("", &self.prefix, e))?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|n| {
+                let ok = validate_domain_id(n).is_ok();
+                // The layout's own tenant root is expected; anything else is reported.
+                if !ok && n != crate::tenant::SCOPED_STATE_ROOT {
+                    tracing::warn!(name = %n, "skipping a prefix whose name is not an addressable domain_id (its objects are kept)");
+                }
+                ok
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// [`S3KnowledgeBackend::load`], `KbNotFound` when missing.
     async fn load_required(&self, d: &str) -> Result<Loaded> {
         self.load(d)
@@ -282,14 +328,7 @@ impl S3KnowledgeBackend {
             }
         };
         match outcome {
-            Ok((results, deleted_keys, written)) => {
-                for key in deleted_keys {
-                    if let Err(e) = self.store.delete(&ObjPath::from(key.as_str())).await
-                        && !is_not_found(&e)
-                    {
-                        tracing::warn!(domain_id = d, key = %key, error = %e, "content delete failed after index commit");
-                    }
-                }
+            Ok((results, written)) => {
                 if written > 0 {
                     self.events
                         .emit(StateWrite {
@@ -321,11 +360,7 @@ impl S3KnowledgeBackend {
 
     /// One compare-and-swap attempt of a batch. `Conflict` means: retry.
     #[allow(clippy::type_complexity)]
-    async fn try_commit(
-        &self,
-        d: &str,
-        ops: &[Op],
-    ) -> Result<(Vec<Result<OpOutcome>>, Vec<String>, usize)> {
+    async fn try_commit(&self, d: &str, ops: &[Op]) -> Result<(Vec<Result<OpOutcome>>, usize)> {
         let key = self.meta_key(d);
         let Loaded {
             mut info,
@@ -341,7 +376,6 @@ impl S3KnowledgeBackend {
         };
         let replaced_version = version.version.clone();
         let mut results = Vec::with_capacity(ops.len());
-        let mut deleted_keys = Vec::new();
         let mut dirty = false;
         for op in ops {
             match op {
@@ -376,7 +410,6 @@ impl S3KnowledgeBackend {
                     if index.remove(path).is_some() {
                         info.increment_version();
                         info.last_updated = pytime::now();
-                        deleted_keys.push(self.content_key(d, path));
                         dirty = true;
                         results.push(Ok(OpOutcome::Delete(true)));
                     } else {
@@ -408,7 +441,7 @@ impl S3KnowledgeBackend {
             }
         }
         if !dirty {
-            return Ok((results, Vec::new(), 0));
+            return Ok((results, 0));
         }
         info.file_count = index.len() as u64;
         info.total_size_bytes = index.total_size();
@@ -442,7 +475,7 @@ impl S3KnowledgeBackend {
             .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(bytes), opts)
             .await
         {
-            Ok(_) => Ok((results, deleted_keys, written)),
+            Ok(_) => Ok((results, written)),
             Err(object_store::Error::Precondition { .. }) => Err(KnowledgeError::Conflict {
                 domain_id: d.to_owned(),
                 key,
@@ -467,15 +500,66 @@ impl S3KnowledgeBackend {
         }
     }
 
-    async fn upload_small(&self, d: &str, u: FileUpload) -> Result<KnowledgeFile> {
-        let key = self.content_key(d, &u.path);
-        let checksum = md5_hex(&u.content);
-        let size = u.content.len() as u64;
+    /// Uploads a stream to `loc` (one PUT, or a multipart upload aborted on failure) and
+    /// returns its size and MD5.
+    async fn upload_stream(
+        &self,
+        d: &str,
+        key: &str,
+        loc: &ObjPath,
+        content: ByteStream,
+    ) -> Result<(u64, String)> {
+        let mut parts = rechunk(content, PART_SIZE);
+        let mut md5 = md5::Md5::default();
+        let mut size = 0u64;
+        let first = parts.next().await.transpose()?.unwrap_or_default();
+        md5::Digest::update(&mut md5, &first);
+        size += first.len() as u64;
+        if first.len() < PART_SIZE {
+            // One part: a plain PUT.
+            self.store
+                .put(loc, PutPayload::from(first))
+                .await
+                .map_err(|e| self.err(d, key, e))?;
+        } else {
+            let mut upload: Box<dyn MultipartUpload> = self
+                .store
+                .put_multipart(loc)
+                .await
+                .map_err(|e| self.err(d, key, e))?;
+            let result: Result<()> = async {
+                upload
+                    .put_part(PutPayload::from(first))
+                    .await
+                    .map_err(|e| self.err(d, key, e))?;
+                while let Some(part) = parts.next().await {
+                    let part = part?;
+                    md5::Digest::update(&mut md5, &part);
+                    size += part.len() as u64;
+                    upload
+                        .put_part(PutPayload::from(part))
+                        .await
+                        .map_err(|e| self.err(d, key, e))?;
+                }
+                upload.complete().await.map_err(|e| self.err(d, key, e))?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        }
+        Ok((size, hex::encode(md5::Digest::finalize(md5))))
+    }
+
+    async fn upload_small(&self, d: &str, path: &str, content: Bytes) -> Result<()> {
+        let key = self.content_key(d, path);
         self.store
-            .put(&ObjPath::from(key.as_str()), PutPayload::from(u.content))
+            .put(&ObjPath::from(key.as_str()), PutPayload::from(content))
             .await
             .map_err(|e| self.err(d, &key, e))?;
-        Ok(file_entry(&u.path, size, checksum, u.options))
+        Ok(())
     }
 }
 
@@ -550,29 +634,8 @@ impl KnowledgeBackend for S3KnowledgeBackend {
     }
 
     async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>> {
-        let prefix = self.prefix.trim_end_matches('/');
-        let prefix_path = (!prefix.is_empty()).then(|| ObjPath::from(prefix));
-        let listing = self
-            .store
-            .list_with_delimiter(prefix_path.as_ref())
-            .await
-            .map_err(|e| self.err("", &self.prefix, e))?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_owned))
-            .filter(|n| {
-                let ok = validate_domain_id(n).is_ok();
-                // The layout's own tenant root is expected; anything else is reported.
-                if !ok && n != crate::tenant::SCOPED_STATE_ROOT {
-                    tracing::warn!(name = %n, "skipping a prefix whose name is not an addressable domain_id (its objects are kept)");
-                }
-                ok
-            })
-            .collect();
-        names.sort();
         let mut out = Vec::new();
-        for n in names {
+        for n in self.domain_names().await? {
             if let Some(loaded) = self.load(&n).await? {
                 out.push(loaded.info);
             }
@@ -630,52 +693,29 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         self.require_kb(domain_id).await?;
         let key = self.content_key(domain_id, path);
         let loc = ObjPath::from(key.as_str());
-        let mut parts = rechunk(content, PART_SIZE);
-        let mut md5 = md5::Md5::default();
-        let mut size = 0u64;
-        let first = parts.next().await.transpose()?.unwrap_or_default();
-        md5::Digest::update(&mut md5, &first);
-        size += first.len() as u64;
-        if first.len() < PART_SIZE {
-            // One part: a plain PUT.
-            self.store
-                .put(&loc, PutPayload::from(first))
-                .await
-                .map_err(|e| self.err(domain_id, &key, e))?;
-        } else {
-            let mut upload: Box<dyn MultipartUpload> = self
-                .store
-                .put_multipart(&loc)
-                .await
-                .map_err(|e| self.err(domain_id, &key, e))?;
-            let result: Result<()> = async {
-                upload
-                    .put_part(PutPayload::from(first))
-                    .await
-                    .map_err(|e| self.err(domain_id, &key, e))?;
-                while let Some(part) = parts.next().await {
-                    let part = part?;
-                    md5::Digest::update(&mut md5, &part);
-                    size += part.len() as u64;
-                    upload
-                        .put_part(PutPayload::from(part))
-                        .await
-                        .map_err(|e| self.err(domain_id, &key, e))?;
-                }
-                upload
-                    .complete()
-                    .await
-                    .map_err(|e| self.err(domain_id, &key, e))?;
-                Ok(())
-            }
-            .await;
-            if let Err(e) = result {
-                let _ = upload.abort().await;
+        // The checksum is known only once the stream has been read: recovery recomputes it.
+        let planned = file_entry(path, 0, String::new(), options.clone());
+        let intent = self
+            .record_intent(
+                domain_id,
+                &Intent {
+                    puts: vec![planned],
+                    deletes: Vec::new(),
+                },
+            )
+            .await?;
+        let (size, checksum) = match self.upload_stream(domain_id, &key, &loc, content).await {
+            Ok(done) => done,
+            Err(e) => {
+                // A failed PUT or an aborted multipart upload replaced nothing.
+                self.intent_done(domain_id, intent).await;
                 return Err(e);
             }
-        }
-        let entry = file_entry(path, size, hex::encode(md5::Digest::finalize(md5)), options);
-        match self.submit(domain_id, Op::Put(vec![entry])).await? {
+        };
+        let entry = file_entry(path, size, checksum, options);
+        let outcome = self.submit(domain_id, Op::Put(vec![entry])).await?;
+        self.intent_done(domain_id, intent).await;
+        match outcome {
             OpOutcome::Put(mut v) => v.pop().ok_or_else(|| KnowledgeError::FileNotFound {
                 domain_id: domain_id.to_owned(),
                 path: path.to_owned(),
@@ -715,33 +755,61 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         for (i, u) in uploads.iter().enumerate() {
             last.insert(u.path.clone(), i);
         }
-        let n = uploads.len();
-        let mut results: Vec<Option<KnowledgeFile>> = vec![None; n];
-        let jobs = uploads.into_iter().enumerate().map(|(i, u)| {
-            let keep = last.get(&u.path) == Some(&i);
-            async move {
-                if keep {
-                    self.upload_small(domain_id, u).await.map(|f| (i, Some(f)))
-                } else {
-                    let checksum = md5_hex(&u.content);
-                    let size = u.content.len() as u64;
-                    Ok((i, Some(file_entry(&u.path, size, checksum, u.options))))
-                }
+        let mut entries = Vec::with_capacity(uploads.len());
+        let mut sends = Vec::new();
+        for (i, u) in uploads.into_iter().enumerate() {
+            let size = u.content.len() as u64;
+            let entry = file_entry(&u.path, size, md5_hex(&u.content), u.options);
+            if last.get(&entry.path) == Some(&i) {
+                sends.push((entries.len(), u.content));
             }
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return Ok(entries);
+        }
+        let planned: Vec<KnowledgeFile> = sends.iter().map(|(i, _)| entries[*i].clone()).collect();
+        let intent = self
+            .record_intent(
+                domain_id,
+                &Intent {
+                    puts: planned,
+                    deletes: Vec::new(),
+                },
+            )
+            .await?;
+        let jobs = sends.into_iter().map(|(i, content)| {
+            let path = &entries[i].path;
+            async move { (i, self.upload_small(domain_id, path, content).await) }
         });
-        let done: Vec<Result<(usize, Option<KnowledgeFile>)>> = futures::stream::iter(jobs)
+        let done: Vec<(usize, Result<()>)> = futures::stream::iter(jobs)
             .buffer_unordered(8)
             .collect()
             .await;
-        for r in done {
-            let (i, f) = r?;
-            results[i] = f;
+        let mut failed = None;
+        let mut uploaded = Vec::new();
+        for (i, r) in done {
+            match r {
+                Ok(()) => uploaded.push(i),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        let files: Vec<KnowledgeFile> = results.into_iter().flatten().collect();
-        if files.is_empty() {
-            return Ok(files);
+        if let Some(e) = failed {
+            // What did upload replaced its objects: index it, so the index keeps matching the
+            // content, then report the failure.
+            uploaded.sort_unstable();
+            let landed: Vec<KnowledgeFile> = uploaded.iter().map(|i| entries[*i].clone()).collect();
+            if !landed.is_empty() {
+                self.submit(domain_id, Op::Put(landed)).await?;
+            }
+            self.intent_done(domain_id, intent).await;
+            return Err(e);
         }
-        match self.submit(domain_id, Op::Put(files)).await? {
+        let outcome = self.submit(domain_id, Op::Put(entries)).await?;
+        self.intent_done(domain_id, intent).await;
+        match outcome {
             OpOutcome::Put(v) => Ok(v),
             _ => Err(KnowledgeError::Task {
                 domain_id: domain_id.to_owned(),
@@ -792,7 +860,41 @@ impl KnowledgeBackend for S3KnowledgeBackend {
     async fn delete_file(&self, domain_id: &str, path: &str) -> Result<bool> {
         validate_domain_id(domain_id)?;
         validate_path(domain_id, path)?;
-        match self.submit(domain_id, Op::Delete(path.to_owned())).await {
+        let Some(checksum) = self
+            .load(domain_id)
+            .await?
+            .and_then(|l| l.index.get(path).map(|f| f.checksum.clone()))
+        else {
+            return Ok(false);
+        };
+        let intent = self
+            .record_intent(
+                domain_id,
+                &Intent {
+                    puts: Vec::new(),
+                    deletes: vec![Deleted {
+                        path: path.to_owned(),
+                        checksum,
+                    }],
+                },
+            )
+            .await?;
+        // The index first (the file disappears for every reader at once), then the content.
+        // The intent stays unless both happened: a commit that failed may have landed unseen,
+        // and a content object left behind is recovery's to delete.
+        let outcome = self.submit(domain_id, Op::Delete(path.to_owned())).await;
+        if let Ok(OpOutcome::Delete(false)) = outcome {
+            self.intent_done(domain_id, intent).await; // deleted by someone else meanwhile
+        } else if let Ok(OpOutcome::Delete(true)) = outcome {
+            let key = self.content_key(domain_id, path);
+            match self.store.delete(&ObjPath::from(key.as_str())).await {
+                Err(e) if !is_not_found(&e) => {
+                    tracing::warn!(domain_id, key = %key, error = %e, "content delete failed after the index commit; recovery will retry it");
+                }
+                _ => self.intent_done(domain_id, intent).await,
+            }
+        }
+        match outcome {
             Ok(OpOutcome::Delete(b)) => Ok(b),
             Ok(_) => Err(KnowledgeError::Task {
                 domain_id: domain_id.to_owned(),
