@@ -67,6 +67,9 @@
 //!   metadata object's own S3 `VersionId`s kept in the index document (two GETs per diff
 //!   instead of the original's walk over the whole version history, §9.4 #32); a version it
 //!   cannot resolve (bucket versioning off, or older than the index) counts as changed.
+//!   Every write records an intent first, so one that died between content and index is
+//!   repaired by [`S3KnowledgeBackend::recover`] (which `connect` runs): the index is brought
+//!   back to what is stored.
 //! - `conformance`: exports [`conformance`], the suite every backend's tests run, and the
 //!   [`knowledge_conformance_tests!`] macro.
 
