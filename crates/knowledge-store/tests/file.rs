@@ -17,6 +17,13 @@ use dynreg_knowledge_store::{
 };
 use serde_json::Value;
 
+/// Stores `content` at `path` of knowledge base `d` with default options.
+async fn put(b: &FileKnowledgeBackend, d: &str, path: &str, content: &'static [u8]) -> Result<()> {
+    b.put_file(d, path, Bytes::from_static(content), PutOptions::default())
+        .await?;
+    Ok(())
+}
+
 fn config(dir: &Path) -> FileConfig {
     let mut c = FileConfig::new(dir);
     c.fsync = FsyncPolicy::Never;
@@ -216,31 +223,13 @@ async fn the_original_reads_what_dynreg_wrote() -> Result<()> {
         return Ok(());
     };
     let b = FileKnowledgeBackend::open(config(&root)).await?;
-    b.put_file(
-        "support",
-        "faq.md",
-        Bytes::from_static(b"# FAQ v2\n"),
-        PutOptions::default(),
-    )
-    .await?;
-    b.put_file(
-        "support",
-        "new/added.json",
-        Bytes::from_static(b"{\"a\": 1}"),
-        PutOptions::default(),
-    )
-    .await?;
+    put(&b, "support", "faq.md", b"# FAQ v2\n").await?;
+    put(&b, "support", "new/added.json", b"{\"a\": 1}").await?;
     assert!(b.delete_file("support", "notes/readme.txt").await?);
     b.set_ingestion_status("support", StatusUpdate::new(IngestionStatus::Ingesting))
         .await?;
     b.create_kb("fresh", Metadata::new()).await?;
-    b.put_file(
-        "fresh",
-        "a.md",
-        Bytes::from_static(b"a"),
-        PutOptions::default(),
-    )
-    .await?;
+    put(&b, "fresh", "a.md", b"a").await?;
     b.close().await?;
 
     for domain in ["support", "fresh"] {
@@ -311,8 +300,7 @@ async fn a_torn_journal_line_is_ignored_and_cut() -> Result<()> {
     {
         let b = FileKnowledgeBackend::open(config(dir.path())).await?;
         b.create_kb("d", Metadata::new()).await?;
-        b.put_file("d", "a.md", Bytes::from_static(b"a"), PutOptions::default())
-            .await?;
+        put(&b, "d", "a.md", b"a").await?;
     }
     // A writer died half-way through appending a record.
     let journal = dir.path().join("d/_dynreg/journal.jsonl");
@@ -327,8 +315,7 @@ async fn a_torn_journal_line_is_ignored_and_cut() -> Result<()> {
         .map(|f| f.path.clone())
         .collect();
     assert_eq!(paths, vec!["a.md"]);
-    b.put_file("d", "c.md", Bytes::from_static(b"c"), PutOptions::default())
-        .await?;
+    put(&b, "d", "c.md", b"c").await?;
     let text = std::fs::read_to_string(&journal)?;
     for line in text.lines() {
         serde_json::from_str::<Value>(line).context("torn tail was cut before appending")?;
@@ -344,13 +331,7 @@ async fn a_foreign_index_rewrite_keeps_journaled_files() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let b = FileKnowledgeBackend::open(config(dir.path())).await?;
     b.create_kb("d", Metadata::new()).await?;
-    b.put_file(
-        "d",
-        "ours.md",
-        Bytes::from_static(b"ours"),
-        PutOptions::default(),
-    )
-    .await?;
+    put(&b, "d", "ours.md", b"ours").await?;
     // The original, not knowing the journal, adds a file by rewriting _metadata.json.
     let meta_path = dir.path().join("d/_metadata.json");
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&meta_path)?)?;
@@ -370,13 +351,7 @@ async fn a_foreign_index_rewrite_keeps_journaled_files() -> Result<()> {
         .collect();
     assert_eq!(paths, vec!["ours.md", "theirs.md"]);
     // The next write compacts first, so the original sees both too.
-    b.put_file(
-        "d",
-        "more.md",
-        Bytes::from_static(b"m"),
-        PutOptions::default(),
-    )
-    .await?;
+    put(&b, "d", "more.md", b"m").await?;
     let (_, pairs) = read_like_the_original(dir.path(), "d")?;
     let names: Vec<_> = pairs.iter().map(|(p, _)| p.as_str()).collect();
     assert!(
@@ -553,13 +528,7 @@ async fn tenant_state_on_disk_is_the_originals_layout() -> Result<()> {
     let b = FileKnowledgeBackend::open(config(dir.path())).await?;
     let base = b.base_path().to_path_buf();
     b.create_kb("kb", Metadata::new()).await?;
-    b.put_file(
-        "kb",
-        "a.md",
-        Bytes::from_static(b"abc"),
-        PutOptions::default(),
-    )
-    .await?;
+    put(&b, "kb", "a.md", b"abc").await?;
     let acme = TenantContext::bound("acme");
     b.set_ingestion_status_scoped(
         "kb",
@@ -671,13 +640,7 @@ async fn feedback_loop_reproduction_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let b = FileKnowledgeBackend::open(config(dir.path())).await?;
     b.create_kb("acme", Metadata::new()).await?;
-    b.put_file(
-        "acme",
-        "intro.md",
-        Bytes::from_static(b"# Hello"),
-        PutOptions::default(),
-    )
-    .await?;
+    put(&b, "acme", "intro.md", b"# Hello").await?;
     b.get_checksum("acme").await?;
     b.set_ingestion_status_scoped(
         "acme",
@@ -727,13 +690,7 @@ async fn a_kb_named_content_is_classified_by_position() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let b = FileKnowledgeBackend::open(config(&dir.path().join("content"))).await?;
     b.create_kb("content", Metadata::new()).await?;
-    b.put_file(
-        "content",
-        "content/x.md",
-        Bytes::from_static(b"x"),
-        PutOptions::default(),
-    )
-    .await?;
+    put(&b, "content", "content/x.md", b"x").await?;
     let v = b.get_checksum("content").await?;
     let base = b.base_path();
     assert_eq!(
