@@ -54,20 +54,24 @@ fn server_config() -> Option<S3Config> {
     Some(cfg)
 }
 
+/// Two backend instances connected with `cfg`: the store under test and its sibling.
+async fn connected_pair(cfg: S3Config) -> Store {
+    let a = S3KnowledgeBackend::connect(cfg.clone())
+        .await
+        .expect("connect");
+    let b = S3KnowledgeBackend::connect(cfg).await.expect("connect");
+    Store {
+        backend: Arc::new(a),
+        sibling: Arc::new(b),
+        guard: Box::new(()),
+    }
+}
+
 mod server {
     use super::*;
 
     async fn make() -> Option<Store> {
-        let cfg = server_config()?;
-        let a = S3KnowledgeBackend::connect(cfg.clone())
-            .await
-            .expect("connect");
-        let b = S3KnowledgeBackend::connect(cfg).await.expect("connect");
-        Some(Store {
-            backend: Arc::new(a),
-            sibling: Arc::new(b),
-            guard: Box::new(()),
-        })
+        Some(connected_pair(server_config()?).await)
     }
 
     dynreg_knowledge_store::knowledge_conformance_tests!(make);
@@ -415,15 +419,7 @@ mod versioned_server {
 
     async fn make() -> Option<Store> {
         let cfg = versioning::versioned_config(ChangeDetectionMode::S3Versioning)?;
-        let a = S3KnowledgeBackend::connect(cfg.clone())
-            .await
-            .expect("connect");
-        let b = S3KnowledgeBackend::connect(cfg).await.expect("connect");
-        Some(Store {
-            backend: Arc::new(a),
-            sibling: Arc::new(b),
-            guard: Box::new(()),
-        })
+        Some(connected_pair(cfg).await)
     }
 
     dynreg_knowledge_store::knowledge_conformance_tests!(@cases make;

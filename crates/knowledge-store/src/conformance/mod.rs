@@ -37,7 +37,7 @@ use crate::identity::{kb_identity, md5_hex};
 use crate::paths::{HOSTILE_DOMAIN_IDS, HOSTILE_PATHS};
 use crate::{
     ByteStream, FileUpload, IngestionStatus, KnowledgeBackend, KnowledgeError, KnowledgeKeyKind,
-    Metadata, PutOptions, StatusUpdate, collect,
+    Metadata, PutOptions, StateWrite, StatusUpdate, collect,
 };
 
 /// A store under test: a backend, a second instance on the same storage (another "process"),
@@ -66,6 +66,55 @@ async fn put(b: &dyn KnowledgeBackend, d: &str, p: &str, content: &str) {
     b.put_file(d, p, Bytes::from(content.to_owned()), PutOptions::default())
         .await
         .unwrap_or_else(|e| panic!("put_file({d}, {p}): {e}"));
+}
+
+/// Records every state write the store's backend reports.
+fn recorder(s: &Store) -> Arc<Mutex<Vec<StateWrite>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    s.backend
+        .state_events()
+        .on_state_write(move |w| sink.lock().unwrap().push(w.clone()));
+    seen
+}
+
+/// The recorded state writes of domain `d`.
+fn writes_of(seen: &Mutex<Vec<StateWrite>>, d: &str) -> Vec<StateWrite> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.domain_id == d)
+        .cloned()
+        .collect()
+}
+
+/// The domain ids `list_kbs` reports, in its order.
+async fn kb_ids(b: &dyn KnowledgeBackend) -> Vec<String> {
+    b.list_kbs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.domain_id)
+        .collect()
+}
+
+/// Checks that `err` is the `Conflict` of a status write on `d` expecting `expected` and
+/// finding `actual`; returns the key it names.
+fn expect_conflict(err: &KnowledgeError, d: &str, expected: &str, actual: &str) -> String {
+    match err {
+        KnowledgeError::Conflict {
+            domain_id,
+            key,
+            expected_version,
+            actual_version,
+        } => {
+            assert_eq!(domain_id, d);
+            assert_eq!(expected_version, expected);
+            assert_eq!(actual_version.as_deref(), Some(actual));
+            key.clone()
+        }
+        other => panic!("expected Conflict, got {other}"),
+    }
 }
 
 async fn new_kb(b: &dyn KnowledgeBackend, tag: &str) -> String {
@@ -131,12 +180,9 @@ pub async fn list_kbs_sorted(s: Store) {
             .await
             .unwrap();
     }
-    let ids: Vec<String> = b
-        .list_kbs()
+    let ids: Vec<String> = kb_ids(b)
         .await
-        .unwrap()
         .into_iter()
-        .map(|i| i.domain_id)
         .filter(|d| d.starts_with(&base))
         .collect();
     assert_eq!(
@@ -147,13 +193,7 @@ pub async fn list_kbs_sorted(s: Store) {
             format!("{base}-c")
         ]
     );
-    let all: Vec<String> = b
-        .list_kbs()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.domain_id)
-        .collect();
+    let all = kb_ids(b).await;
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(all, sorted);
@@ -500,19 +540,7 @@ pub async fn conditional_status_writes(s: Store) {
         )
         .await
         .unwrap_err();
-    match &err {
-        KnowledgeError::Conflict {
-            domain_id,
-            expected_version,
-            actual_version,
-            ..
-        } => {
-            assert_eq!(domain_id, &d);
-            assert_eq!(expected_version, &t0);
-            assert_eq!(actual_version.as_deref(), Some(t1.as_str()));
-        }
-        other => panic!("expected Conflict, got {other}"),
-    }
+    expect_conflict(&err, &d, &t0, &t1);
     assert!(err.to_string().contains(&d));
     let info = b.get_info(&d).await.unwrap().unwrap();
     assert_eq!(
@@ -1051,23 +1079,14 @@ pub async fn gz_stored_as_uploaded(s: Store) {
 /// Index, status and snapshot writes are reported to state-write observers.
 pub async fn state_write_events(s: Store) {
     let b = &*s.backend;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    b.state_events()
-        .on_state_write(move |w| sink.lock().unwrap().push(w.clone()));
+    let seen = recorder(&s);
     let d = new_kb(b, "events").await;
     put(b, &d, "a.md", "a").await;
     b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
     let v = b.get_checksum(&d).await.unwrap();
-    let got: Vec<_> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|w| w.domain_id == d)
-        .cloned()
-        .collect();
+    let got = writes_of(&seen, &d);
     let metadata: Vec<_> = got
         .iter()
         .filter(|w| w.kind == KnowledgeKeyKind::Metadata)

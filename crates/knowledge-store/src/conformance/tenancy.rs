@@ -2,14 +2,10 @@
 //! `test_tenant_context_byte_identity.py` (reference-spec §6.9), plus the tenant view of
 //! §9.4 #39.
 
-use std::sync::{Arc, Mutex};
-
 use serde_json::json;
 
-use super::{Store, meta, new_kb, put};
-use crate::{
-    IngestionStatus, KnowledgeError, KnowledgeKeyKind, StateWrite, StatusUpdate, TenantContext,
-};
+use super::{Store, meta, new_kb, put, recorder, writes_of};
+use crate::{IngestionStatus, KnowledgeError, KnowledgeKeyKind, StatusUpdate, TenantContext};
 
 fn alpha() -> TenantContext {
     TenantContext::bound("alpha")
@@ -17,15 +13,6 @@ fn alpha() -> TenantContext {
 
 fn beta() -> TenantContext {
     TenantContext::bound("beta")
-}
-
-fn recorder(s: &Store) -> Arc<Mutex<Vec<StateWrite>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    s.backend
-        .state_events()
-        .on_state_write(move |w| sink.lock().unwrap().push(w.clone()));
-    seen
 }
 
 /// `ctx = None` (the unscoped methods) and `SingleTenant` observe and write the same state.
@@ -282,13 +269,7 @@ pub async fn tenant_state_keys_byte_identity(s: Store) {
     b.set_ingestion_status_scoped(&d, StatusUpdate::new(IngestionStatus::Error), &prefixed)
         .await
         .unwrap();
-    let writes: Vec<StateWrite> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|w| w.domain_id == d)
-        .cloned()
-        .collect();
+    let writes = writes_of(&seen, &d);
     let key_of = |kind, tenant: Option<&str>| -> Vec<String> {
         writes
             .iter()

@@ -3,7 +3,7 @@
 //! `delete_kb` removing tenant state (§9.4 #37), `test_state_namespace_disjointness.py`, and
 //! refused tenant contexts.
 
-use super::{Store, new_kb, put};
+use super::{Store, expect_conflict, kb_ids, new_kb, put};
 use crate::{IngestionStatus, KnowledgeError, Metadata, StatusUpdate, TenantContext};
 
 fn acme() -> TenantContext {
@@ -103,20 +103,8 @@ pub async fn tenant_conditional_writes(s: Store) {
         )
         .await
         .unwrap_err();
-    match &err {
-        KnowledgeError::Conflict {
-            domain_id,
-            key,
-            expected_version,
-            actual_version,
-        } => {
-            assert_eq!(domain_id, &d);
-            assert_eq!(expected_version, &t1);
-            assert_eq!(actual_version.as_deref(), Some(t2.as_str()));
-            assert!(key.contains("_scoped/tenants/acme/_state/"), "{key}");
-        }
-        other => panic!("expected Conflict, got {other}"),
-    }
+    let key = expect_conflict(&err, &d, &t1, &t2);
+    assert!(key.contains("_scoped/tenants/acme/_state/"), "{key}");
     let view = b.get_info_scoped(&d, &acme()).await.unwrap().unwrap();
     assert_eq!(
         view.ingestion_status,
@@ -269,13 +257,7 @@ pub async fn tenant_namespace_disjoint(s: Store) {
     let before = b.get_state_version_scoped("proj", &acme()).await.unwrap();
     let before_named = b.get_state_version_scoped("proj", &named).await.unwrap();
     assert!(before.is_some());
-    let listed: Vec<String> = b
-        .list_kbs()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.domain_id)
-        .collect();
+    let listed = kb_ids(b).await;
     assert_eq!(listed, vec!["acme-kb", "proj", "tenants"]);
     assert!(b.delete_kb("tenants").await.unwrap());
     assert!(b.delete_kb("acme-kb").await.unwrap());
@@ -307,13 +289,7 @@ pub async fn tenant_namespace_disjoint(s: Store) {
         matches!(err, KnowledgeError::InvalidDomainId { .. }),
         "{err}"
     );
-    let listed: Vec<String> = b
-        .list_kbs()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.domain_id)
-        .collect();
+    let listed = kb_ids(b).await;
     assert_eq!(listed, vec!["proj", "tenants"]);
 }
 
