@@ -7,8 +7,10 @@
 //!
 //! Environment: `KS_BENCH_FILES` (default 10000), `KS_BENCH_LARGE_MIB` (default 1024),
 //! `KS_BENCH_POLICIES` (default `never,always`; the fsync policies to run the file series with).
-//! With `DYNREG_TEST_S3_ENDPOINT` set, the large-file RSS measurement also runs against that
-//! S3 server with `KS_BENCH_S3_MIB` (default 256) MiB.
+//! The S3 backend's put series runs on `object_store`'s in-memory store with
+//! `KS_BENCH_S3_MEM_FILES` (default 5000) files. With `DYNREG_TEST_S3_ENDPOINT` set, it also
+//! runs against that S3 server with `KS_BENCH_S3_FILES` (default 1000) files, and so does the
+//! large-file RSS measurement with `KS_BENCH_S3_MIB` (default 256) MiB.
 
 #![allow(clippy::print_stdout)]
 
@@ -370,6 +372,22 @@ async fn main() -> Result<()> {
     large("file", &b, large_mib).await?;
 
     #[cfg(feature = "s3")]
+    {
+        let mem = dynreg_knowledge_store::S3KnowledgeBackend::with_store(
+            Arc::new(object_store::memory::InMemory::new()),
+            "mem",
+            "bench/",
+            64,
+        );
+        put_series(
+            "s3 in-memory store",
+            &mem,
+            env_usize("KS_BENCH_S3_MEM_FILES", 5000),
+        )
+        .await?;
+    }
+
+    #[cfg(feature = "s3")]
     if let Ok(endpoint) = std::env::var("DYNREG_TEST_S3_ENDPOINT") {
         let mut cfg = dynreg_knowledge_store::S3Config::new(
             std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| "dynreg-test".into()),
@@ -379,6 +397,8 @@ async fn main() -> Result<()> {
         cfg.aws_secret_access_key = Some("bench".into());
         cfg.prefix = format!("bench-{:08x}/", rand::random::<u32>());
         let s3 = dynreg_knowledge_store::S3KnowledgeBackend::connect(cfg).await?;
+        put_series("s3 server", &s3, env_usize("KS_BENCH_S3_FILES", 1000)).await?;
+        s3.delete_kb("bench").await?;
         large("s3", &s3, env_usize("KS_BENCH_S3_MIB", 256)).await?;
         s3.delete_kb("large").await?;
     }

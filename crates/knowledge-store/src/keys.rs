@@ -8,6 +8,11 @@
 //! {root}{state}{domain}/_snapshots/<id>.json     snapshots
 //! ```
 //!
+//! The backends' own journals count as metadata: the file backend's
+//! `{root}{domain}/_dynreg/journal.jsonl` and the S3 backend's records
+//! `{root}{domain}/_dynreg/journal/<epoch>/<seq>.json`. Their writes are reported on the
+//! `_metadata.json` key, the index they extend.
+//!
 //! `{root}` is the backend's: the absolute base folder plus `/` (file), the key prefix (S3),
 //! `""` (memory). `{state}` is `""` for the single tenant and `_scoped/…/` for a tenant
 //! ([`TenantContext::state_prefix`]).
@@ -46,6 +51,9 @@ pub const RESERVED_DOMAIN_PREFIX: &str = "_";
 /// The file backend's write-ahead journal, relative to a knowledge base's folder (index
 /// writes land here before compaction into `_metadata.json`).
 pub const JOURNAL_FILE: &str = "_dynreg/journal.jsonl";
+/// The S3 backend's index journal folder, relative to a knowledge base's folder (one record
+/// object per index write, `<epoch>/<seq>.json`).
+pub const JOURNAL_DIR: &str = "_dynreg/journal";
 
 /// How a backend's keys are spelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -248,6 +256,13 @@ impl KeyLayout {
             _ if self.style == KeyStyle::Directory && &rel[segs[0].len() + 1..] == JOURNAL_FILE => {
                 KnowledgeKeyKind::Metadata
             }
+            (_, 5)
+                if self.style == KeyStyle::Object
+                    && format!("{}/{}", segs[1], segs[2]) == JOURNAL_DIR
+                    && segs[4].ends_with(".json") =>
+            {
+                KnowledgeKeyKind::Metadata
+            }
             _ => return None,
         };
         let after_domain = &rel[segs[0].len() + 1..];
@@ -422,6 +437,18 @@ mod tests {
             (KnowledgeKeyKind::Metadata, "_metadata.json")
         );
         assert!(l.parse_key("p/acme/_dynreg/journal.jsonl").is_none());
+        let k = l
+            .parse_key("p/acme/_dynreg/journal/0123abcd/00000000000000000007.json")
+            .unwrap();
+        assert_eq!(
+            (k.kind, k.domain_id, k.name),
+            (
+                KnowledgeKeyKind::Metadata,
+                "acme",
+                "_dynreg/journal/0123abcd/00000000000000000007.json"
+            )
+        );
+        assert!(l.parse_key("p/acme/_dynreg/intents/x.json").is_none());
         let f = KeyLayout::directory("/b");
         assert_eq!(
             f.classify_key("/b/acme/_dynreg/journal.jsonl"),

@@ -129,7 +129,10 @@ pub use tenant::{SCOPED_STATE_ROOT, TenantContext};
 #[cfg(feature = "file")]
 pub use file::{FileConfig, FileKnowledgeBackend, FsyncPolicy};
 #[cfg(feature = "s3")]
-pub use s3::{ChangeDetectionMode, INTENT_GRACE, S3Config, S3KnowledgeBackend};
+pub use s3::{
+    ChangeDetectionMode, INTENT_GRACE, JOURNAL_RETENTION, S3Config, S3KnowledgeBackend,
+    WRITE_WINDOW,
+};
 
 /// Storage of raw knowledge files, one knowledge base per domain id.
 ///

@@ -5,6 +5,9 @@
 //! index of its own earlier object versions (`[{"identity", "version_id"}]`, oldest first);
 //! the original ignores the extra key (and drops it when it rewrites the document, which only
 //! makes older versions unresolvable: a full re-ingest, never a wrong diff).
+//!
+//! The S3 backend also keeps `dynreg_journal` there: where its index journal stands
+//! ([`JournalHead`]; see `s3::journal`).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +22,36 @@ struct MetaOut<'a> {
     files: FilesOut<'a>,
     #[serde(skip_serializing_if = "<[VersionEntry]>::is_empty")]
     dynreg_versions: &'a [VersionEntry],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dynreg_journal: Option<&'a JournalHead>,
+}
+
+/// Where the S3 index journal of a knowledge base stands, as of this document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) struct JournalHead {
+    /// Random id of this knowledge base's journal (new with every `create_kb`); records live
+    /// under `_dynreg/journal/{epoch}/`.
+    pub(crate) epoch: String,
+    /// The last journal record folded into this document.
+    pub(crate) seq: u64,
+    /// Records up to this one have been deleted.
+    #[serde(default)]
+    pub(crate) pruned: u64,
+    /// `[seq, unix ms]`: by that time (the compacting writer's clock) a document covering
+    /// `seq` had been written; records are deleted only once covered long enough ago.
+    #[serde(default)]
+    pub(crate) compactions: Vec<(u64, i64)>,
+}
+
+/// A parsed `_metadata.json`.
+pub(crate) struct ParsedDoc {
+    pub(crate) info: KnowledgeBaseInfo,
+    pub(crate) index: FileIndex,
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) versions: Vec<VersionEntry>,
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) journal: Option<JournalHead>,
 }
 
 /// One earlier object version of the document: the identity its files had, and its S3
@@ -47,6 +80,8 @@ struct MetaIn {
     files: Option<std::collections::BTreeMap<String, FileIn>>,
     #[serde(default)]
     dynreg_versions: Option<Vec<VersionEntry>>,
+    #[serde(default)]
+    dynreg_journal: Option<JournalHead>,
 }
 
 /// An index entry as stored: the key is the path; every field may be missing.
@@ -66,19 +101,22 @@ struct FileIn {
 
 /// Serialises `_metadata.json` like the original (`json.dump(indent=2)`).
 pub(crate) fn metadata_json(info: &KnowledgeBaseInfo, index: &FileIndex) -> Vec<u8> {
-    metadata_json_with_versions(info, index, &[])
+    metadata_json_doc(info, index, &[], None)
 }
 
-/// [`metadata_json`] with a version index (omitted when empty).
-pub(crate) fn metadata_json_with_versions(
+/// [`metadata_json`] with a version index (omitted when empty) and a journal head.
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) fn metadata_json_doc(
     info: &KnowledgeBaseInfo,
     index: &FileIndex,
     versions: &[VersionEntry],
+    journal: Option<&JournalHead>,
 ) -> Vec<u8> {
     serde_json::to_vec_pretty(&MetaOut {
         info,
         files: FilesOut(index),
         dynreg_versions: versions,
+        dynreg_journal: journal,
     })
     .unwrap_or_default()
 }
@@ -90,15 +128,15 @@ pub(crate) fn parse_metadata(
     location: &str,
     bytes: &[u8],
 ) -> Result<(KnowledgeBaseInfo, FileIndex)> {
-    parse_metadata_with_versions(domain_id, location, bytes).map(|(i, f, _)| (i, f))
+    parse_metadata_doc(domain_id, location, bytes).map(|p| (p.info, p.index))
 }
 
-/// [`parse_metadata`] plus the version index (empty when absent).
-pub(crate) fn parse_metadata_with_versions(
+/// [`parse_metadata`] plus the version index (empty when absent) and the journal head.
+pub(crate) fn parse_metadata_doc(
     domain_id: &str,
     location: &str,
     bytes: &[u8],
-) -> Result<(KnowledgeBaseInfo, FileIndex, Vec<VersionEntry>)> {
+) -> Result<ParsedDoc> {
     let corrupt = |reason: String| KnowledgeError::Corrupt {
         domain_id: domain_id.to_owned(),
         what: "index (_metadata.json)",
@@ -110,6 +148,7 @@ pub(crate) fn parse_metadata_with_versions(
             info: None,
             files: None,
             dynreg_versions: None,
+            dynreg_journal: None,
         }
     } else {
         serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?
@@ -145,5 +184,10 @@ pub(crate) fn parse_metadata_with_versions(
     }
     info.file_count = index.len() as u64;
     info.total_size_bytes = index.total_size();
-    Ok((info, index, doc.dynreg_versions.unwrap_or_default()))
+    Ok(ParsedDoc {
+        info,
+        index,
+        versions: doc.dynreg_versions.unwrap_or_default(),
+        journal: doc.dynreg_journal,
+    })
 }

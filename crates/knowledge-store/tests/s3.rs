@@ -22,6 +22,9 @@ mod versioning;
 #[path = "s3/recovery.rs"]
 mod recovery;
 
+#[path = "s3/journal.rs"]
+mod journal;
+
 mod in_memory_store {
     use super::*;
 
@@ -229,8 +232,8 @@ async fn feedback_loop(store: &dyn ObjectStore, b: &S3KnowledgeBackend, d: &str)
         .collect();
     assert_eq!(
         state.len(),
-        4,
-        "index, snapshot, tenant document, tenant snapshot: {keys:?}"
+        5,
+        "index, its journal record, snapshot, tenant document, tenant snapshot: {keys:?}"
     );
     for k in state {
         assert_ne!(b.classify_key(k), K::Unknown, "{k}");

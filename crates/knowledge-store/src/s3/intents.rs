@@ -135,13 +135,26 @@ impl S3KnowledgeBackend {
 
     /// Moves the index of `d` to what is stored for the paths `intent` names.
     async fn repair(&self, d: &str, intent: &Intent) -> Result<()> {
-        let Some(loaded) = self.load(d).await? else {
+        let indexed_now = |st: &mut super::KbState| {
+            let puts: Vec<Option<KnowledgeFile>> = intent
+                .puts
+                .iter()
+                .map(|p| st.index.get(&p.path).cloned())
+                .collect();
+            let deletes: Vec<bool> = intent
+                .deletes
+                .iter()
+                .map(|g| st.index.get(&g.path).is_some())
+                .collect();
+            (puts, deletes)
+        };
+        let Some((indexed_puts, indexed_deletes)) = self.view(d, indexed_now).await? else {
             return Ok(()); // the knowledge base is gone, and its objects with it
         };
         let mut fixes = Vec::new();
         let mut stale = Vec::new();
-        for planned in &intent.puts {
-            let indexed = loaded.index.get(&planned.path);
+        for (planned, indexed) in intent.puts.iter().zip(&indexed_puts) {
+            let indexed = indexed.as_ref();
             match self.stored_digest(d, &planned.path).await? {
                 None if indexed.is_some() => stale.push(planned.path.clone()),
                 None => {}
@@ -165,9 +178,9 @@ impl S3KnowledgeBackend {
                 }
             }
         }
-        for gone in &intent.deletes {
+        for (gone, still_indexed) in intent.deletes.iter().zip(indexed_deletes) {
             // Only the bytes that were deleted go: a later upload to the path is left alone.
-            if loaded.index.get(&gone.path).is_none()
+            if !still_indexed
                 && self
                     .stored_digest(d, &gone.path)
                     .await?

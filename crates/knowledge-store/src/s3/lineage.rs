@@ -10,11 +10,12 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions as ObjPutOptions, PutPayload};
 
-use super::{ChangeDetectionMode, Loaded, S3KnowledgeBackend, is_not_found};
+use super::{ChangeDetectionMode, S3KnowledgeBackend, is_not_found};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateWrite};
 use crate::identity::Snapshot;
 use crate::index::FileIndex;
+use crate::metadata_doc::VersionEntry;
 use crate::tenant::TenantContext;
 
 impl S3KnowledgeBackend {
@@ -127,13 +128,11 @@ impl S3KnowledgeBackend {
         d: &str,
         version: &str,
         state: &str,
-        loaded: &Loaded,
+        versions: &[VersionEntry],
     ) -> Result<Snapshot> {
         let found = match self.mode {
             ChangeDetectionMode::S3Versioning => {
-                return self
-                    .resolve_object_version(d, version, &loaded.versions)
-                    .await;
+                return self.resolve_object_version(d, version, versions).await;
             }
             ChangeDetectionMode::Snapshot => match self.snapshot_object(d, version, state).await? {
                 Some(s) => Some(s),

@@ -1,21 +1,25 @@
 //! The S3 backend on `object_store`: the original's key layout under a prefix, the index in
-//! `{prefix}{domain}/_metadata.json` updated by compare-and-swap on its ETag (`If-Match`), and
-//! in-process group commit so concurrent writers share one index write.
+//! `{prefix}{domain}/_metadata.json` plus a journal of small records created with
+//! `If-None-Match` ([`journal`]), and in-process group commit so concurrent writers share one
+//! record.
 //!
 //! Keys: `{prefix}{domain}/content/{path}`, `{prefix}{domain}/_metadata.json`,
-//! `{prefix}{domain}/_snapshots/{identity}.json`, and tenant state under
-//! `{prefix}_scoped/{tenant prefix}{domain}/` ([`tenant`]). A knowledge base exists when its
-//! `_metadata.json` exists. Uploads larger than one part use multipart upload, so memory stays
-//! bounded; downloads stream. Change detection resolves old versions through snapshot objects
-//! or, in `s3_versioning` mode, through the bucket's object versions ([`versions`]).
+//! `{prefix}{domain}/_snapshots/{identity}.json`, the journal and write intents under
+//! `{prefix}{domain}/_dynreg/`, and tenant state under `{prefix}_scoped/{tenant prefix}{domain}/`
+//! ([`tenant`]). A knowledge base exists when its `_metadata.json` exists. Uploads larger than
+//! one part use multipart upload, so memory stays bounded; downloads stream. Change detection
+//! resolves old versions through snapshot objects or, in `s3_versioning` mode, through the
+//! bucket's object versions ([`versions`]).
+//!
+//! An index write costs O(changed files): one journal record; compaction into
+//! `_metadata.json` is amortised over `max(64, files / 16)` writes. Each instance caches the
+//! index and revalidates it with a conditional GET and a listing of new records, so a read
+//! transfers only what changed.
 //!
 //! Content and index are two objects, so a write records an intent first and a write that
 //! died between them is repaired by [`S3KnowledgeBackend::recover`], which `connect` runs: the
 //! index is brought back to what is stored ([`intents`]). A batch upload of which some files
 //! failed still indexes the files that did upload before it reports the failure.
-//!
-//! Known limit: the index is one document, so a put rewrites it (O(files) bytes per index
-//! write, shared by every writer waiting in the same group commit).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,23 +38,24 @@ use tokio::sync::oneshot;
 
 mod config;
 mod intents;
+mod journal;
 mod lineage;
 mod tenant;
 mod versions;
 
 pub use config::{ChangeDetectionMode, S3Config};
 pub use intents::INTENT_GRACE;
+pub use journal::{JOURNAL_RETENTION, WRITE_WINDOW};
 
 use self::intents::{Deleted, Intent};
+use self::journal::{Change, KbState, Record};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
 use crate::identity::{self, Snapshot, md5_hex};
 use crate::index::FileIndex;
 use crate::keys::KeyLayout;
 use crate::memory::file_entry;
-use crate::metadata_doc::{
-    VersionEntry, metadata_json, metadata_json_with_versions, parse_metadata_with_versions,
-};
+use crate::metadata_doc::metadata_json_doc;
 use crate::model::{
     ChangeSet, FileUpload, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions, StatusUpdate,
 };
@@ -60,15 +65,6 @@ use crate::tenant::TenantContext;
 use crate::{KnowledgeBackend, pytime};
 
 const PART_SIZE: usize = 8 * 1024 * 1024;
-
-/// The index document of a knowledge base as loaded, with its ETag / VersionId.
-struct Loaded {
-    info: KnowledgeBaseInfo,
-    index: FileIndex,
-    version: UpdateVersion,
-    /// `s3_versioning`: the document's index of its earlier versions.
-    versions: Vec<VersionEntry>,
-}
 
 /// One write waiting for the next group commit of a knowledge base's index.
 enum Op {
@@ -86,6 +82,9 @@ enum OpOutcome {
 
 type Waiter = (Op, oneshot::Sender<Result<OpOutcome>>);
 
+/// The cached state of one knowledge base (`None`: not loaded, or gone).
+type Slot = Arc<tokio::sync::Mutex<Option<KbState>>>;
+
 #[derive(Default)]
 struct DomainQueue {
     pending: Mutex<Vec<Waiter>>,
@@ -101,7 +100,9 @@ pub struct S3KnowledgeBackend {
     mode: ChangeDetectionMode,
     retention: usize,
     intent_grace: Duration,
+    journal_retention: Duration,
     queues: Mutex<HashMap<String, Arc<DomainQueue>>>,
+    states: Mutex<HashMap<String, Slot>>,
     events: StateEvents,
 }
 
@@ -185,7 +186,9 @@ impl S3KnowledgeBackend {
             mode: ChangeDetectionMode::Snapshot,
             retention: retention.max(1),
             intent_grace: intents::INTENT_GRACE,
+            journal_retention: journal::JOURNAL_RETENTION,
             queues: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
             events: StateEvents::default(),
         }
     }
@@ -201,6 +204,15 @@ impl S3KnowledgeBackend {
     /// still running, and are repaired but kept).
     pub fn with_intent_grace(mut self, grace: Duration) -> Self {
         self.intent_grace = grace;
+        self
+    }
+
+    /// Sets how long a compacted journal record is kept (default [`JOURNAL_RETENTION`]). It
+    /// must exceed the clock difference between the instances writing one bucket; `ZERO`
+    /// deletes records at the next compaction and is safe only with a single writing
+    /// instance.
+    pub fn with_journal_retention(mut self, retention: Duration) -> Self {
+        self.journal_retention = retention;
         self
     }
 
@@ -235,26 +247,32 @@ impl S3KnowledgeBackend {
         self.layout.content_key(d, path)
     }
 
-    /// Loads the index and its ETag; `None` if the knowledge base does not exist.
-    async fn load(&self, d: &str) -> Result<Option<Loaded>> {
-        let key = self.meta_key(d);
-        let got = match self.store.get(&ObjPath::from(key.as_str())).await {
-            Ok(g) => g,
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(self.err(d, &key, e)),
-        };
-        let version = UpdateVersion {
-            e_tag: got.meta.e_tag.clone(),
-            version: got.meta.version.clone(),
-        };
-        let bytes = got.bytes().await.map_err(|e| self.err(d, &key, e))?;
-        let (info, index, versions) = parse_metadata_with_versions(d, &key, &bytes)?;
-        Ok(Some(Loaded {
-            info,
-            index,
-            version,
-            versions,
-        }))
+    fn slot(&self, d: &str) -> Slot {
+        lock(&self.states).entry(d.to_owned()).or_default().clone()
+    }
+
+    /// Runs `f` on the up-to-date state of `d`; `None` if the knowledge base does not exist.
+    async fn view<R>(&self, d: &str, f: impl FnOnce(&mut KbState) -> R) -> Result<Option<R>> {
+        let slot = self.slot(d);
+        let mut guard = slot.lock().await;
+        self.refresh(d, &mut guard, true).await?;
+        Ok(guard.as_mut().map(f))
+    }
+
+    /// The up-to-date state of `d`, locked (`None` inside if the knowledge base is gone).
+    async fn fresh(&self, d: &str) -> Result<tokio::sync::OwnedMutexGuard<Option<KbState>>> {
+        let mut guard = self.slot(d).lock_owned().await;
+        self.refresh(d, &mut guard, true).await?;
+        Ok(guard)
+    }
+
+    /// [`S3KnowledgeBackend::view`], `KbNotFound` when missing.
+    async fn view_required<R>(&self, d: &str, f: impl FnOnce(&mut KbState) -> R) -> Result<R> {
+        self.view(d, f)
+            .await?
+            .ok_or_else(|| KnowledgeError::KbNotFound {
+                domain_id: d.to_owned(),
+            })
     }
 
     /// The addressable domain names under the prefix, sorted (one listing with a delimiter).
@@ -281,15 +299,6 @@ impl S3KnowledgeBackend {
             .collect();
         names.sort();
         Ok(names)
-    }
-
-    /// [`S3KnowledgeBackend::load`], `KbNotFound` when missing.
-    async fn load_required(&self, d: &str) -> Result<Loaded> {
-        self.load(d)
-            .await?
-            .ok_or_else(|| KnowledgeError::KbNotFound {
-                domain_id: d.to_owned(),
-            })
     }
 
     fn queue(&self, d: &str) -> Arc<DomainQueue> {
@@ -319,7 +328,7 @@ impl S3KnowledgeBackend {
         let mut attempt = 0u32;
         let outcome = loop {
             attempt += 1;
-            match self.try_commit(d, &ops).await {
+            match self.try_commit(d, &ops, attempt == 1).await {
                 Err(KnowledgeError::Conflict { .. }) if attempt < 64 => {
                     let ms = rand::random::<u64>() % (5 * u64::from(attempt.min(20))) + 1;
                     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -358,135 +367,82 @@ impl S3KnowledgeBackend {
         }
     }
 
-    /// One compare-and-swap attempt of a batch. `Conflict` means: retry.
+    /// One attempt to commit a batch as one journal record (or, on a base without a journal,
+    /// one compare-and-swap of the whole document). `Conflict` means: retry. `optimistic`:
+    /// if the cached base is unchanged, try the next record number without listing first.
     #[allow(clippy::type_complexity)]
-    async fn try_commit(&self, d: &str, ops: &[Op]) -> Result<(Vec<Result<OpOutcome>>, usize)> {
-        let key = self.meta_key(d);
-        let Loaded {
-            mut info,
-            mut index,
-            version,
-            versions,
-        } = self.load_required(d).await?;
-        let loaded_tag = version.e_tag.clone();
-        // s3_versioning: the identity of the document being replaced.
-        let replaced_id = match self.mode {
-            ChangeDetectionMode::S3Versioning => Some(index.identity()),
-            ChangeDetectionMode::Snapshot => None,
+    async fn try_commit(
+        &self,
+        d: &str,
+        ops: &[Op],
+        optimistic: bool,
+    ) -> Result<(Vec<Result<OpOutcome>>, usize)> {
+        let slot = self.slot(d);
+        let mut guard = slot.lock().await;
+        let read_at = self.refresh(d, &mut guard, !optimistic).await?;
+        let Some(st) = guard.as_mut() else {
+            return Err(KnowledgeError::KbNotFound {
+                domain_id: d.to_owned(),
+            });
         };
-        let replaced_version = version.version.clone();
-        let mut results = Vec::with_capacity(ops.len());
-        let mut dirty = false;
-        for op in ops {
-            match op {
-                Op::Put(files) => {
-                    let check = (|| {
-                        let mut batch = FileIndex::default();
-                        for f in files {
-                            if index.get(&f.path).is_none() {
-                                index.check_conflict(d, &f.path)?;
-                            }
-                            if batch.get(&f.path).is_none() {
-                                batch.check_conflict(d, &f.path)?;
-                            }
-                            batch.insert(f.clone());
-                        }
-                        Ok(())
-                    })();
-                    match check {
-                        Ok(()) => {
-                            for f in files {
-                                index.insert(f.clone());
-                                info.increment_version();
-                            }
-                            info.last_updated = pytime::now();
-                            dirty = true;
-                            results.push(Ok(OpOutcome::Put(files.clone())));
-                        }
-                        Err(e) => results.push(Err(e)),
-                    }
-                }
-                Op::Delete(path) => {
-                    if index.remove(path).is_some() {
-                        info.increment_version();
-                        info.last_updated = pytime::now();
-                        dirty = true;
-                        results.push(Ok(OpOutcome::Delete(true)));
-                    } else {
-                        results.push(Ok(OpOutcome::Delete(false)));
-                    }
-                }
-                Op::Status(u) => {
-                    if let Some(expected) = &u.expected_version
-                        && (dirty || loaded_tag.as_deref() != Some(expected.as_str()))
-                    {
-                        results.push(Err(KnowledgeError::Conflict {
-                            domain_id: d.to_owned(),
-                            key: key.clone(),
-                            expected_version: expected.clone(),
-                            actual_version: loaded_tag.clone(),
-                        }));
-                        continue;
-                    }
-                    info.ingestion_status = u.status;
-                    info.last_updated = pytime::now();
-                    info.ingestion_error.clone_from(&u.error);
-                    info.generation.clone_from(&u.generation);
-                    if u.vector_store_path.is_some() {
-                        info.vector_store_path.clone_from(&u.vector_store_path);
-                    }
-                    dirty = true;
-                    results.push(Ok(OpOutcome::Status(info.clone())));
-                }
-            }
-        }
-        if !dirty {
+        let token = st.token();
+        let (results, applied) = apply_ops(d, &self.meta_key(d), st, ops, &token);
+        let Some(applied) = applied else {
             return Ok((results, 0));
+        };
+        let conflict = || KnowledgeError::Conflict {
+            domain_id: d.to_owned(),
+            key: self.meta_key(d),
+            expected_version: token.clone(),
+            actual_version: None,
+        };
+        let Some(epoch) = st.head.as_ref().map(|h| h.epoch.clone()) else {
+            // The original's document: rewrite it whole, starting a journal.
+            return match self.write_base(d, st).await {
+                Ok(Some(written)) => Ok((results, written)),
+                Ok(None) => {
+                    *guard = None;
+                    Err(conflict())
+                }
+                Err(e) => {
+                    *guard = None;
+                    Err(e)
+                }
+            };
+        };
+        if self.write_window().is_some_and(|w| read_at.elapsed() > w) {
+            *guard = None;
+            return Err(conflict());
         }
-        info.file_count = index.len() as u64;
-        info.total_size_bytes = index.total_size();
-        // Status outcomes report the final info of the batch.
-        for r in &mut results {
-            if let Ok(OpOutcome::Status(i)) = r {
-                *i = info.clone();
+        let rec = Record {
+            seq: st.applied + 1,
+            writer: format!(
+                "{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            ),
+            info: st.info.clone(),
+            changes: applied.changes,
+        };
+        let written = serde_json::to_vec(&rec).map_or(0, |v| v.len());
+        match self.create_record(d, &epoch, &rec).await {
+            Ok(true) => st.applied = rec.seq,
+            Ok(false) => {
+                st.undo(applied.replaced);
+                st.info = applied.info_before;
+                return Err(conflict());
+            }
+            Err(e) => {
+                // The record may or may not have landed: forget what is cached.
+                *guard = None;
+                return Err(e);
             }
         }
-        // s3_versioning: a replaced document whose identity the new one no longer has joins
-        // the index (if the bucket gave it a VersionId), so a later diff against that identity
-        // is one GET of that version.
-        let versions = match replaced_id {
-            Some(old_id) if old_id != index.identity() => versions::next_index(
-                versions,
-                &old_id,
-                replaced_version.as_deref(),
-                self.retention,
-            ),
-            Some(_) => versions,
-            None => Vec::new(),
-        };
-        let bytes = metadata_json_with_versions(&info, &index, &versions);
-        let written = bytes.len();
-        let opts = ObjPutOptions {
-            mode: PutMode::Update(version),
-            ..ObjPutOptions::default()
-        };
-        match self
-            .store
-            .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok((results, written)),
-            Err(object_store::Error::Precondition { .. }) => Err(KnowledgeError::Conflict {
-                domain_id: d.to_owned(),
-                key,
-                expected_version: loaded_tag.unwrap_or_default(),
-                actual_version: None,
-            }),
-            Err(e) if is_not_found(&e) => Err(KnowledgeError::KbNotFound {
-                domain_id: d.to_owned(),
-            }),
-            Err(e) => Err(self.err(d, &key, e)),
+        let compact = self.mode == ChangeDetectionMode::S3Versioning || st.compaction_due();
+        if compact && let Err(e) = self.compact_state(d, st).await {
+            tracing::warn!(domain_id = d, error = %e, "index compaction failed; the journal keeps the writes");
         }
+        Ok((results, written))
     }
 
     async fn require_kb(&self, d: &str) -> Result<()> {
@@ -581,7 +537,9 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         validate_domain_id(domain_id)?;
         let info = KnowledgeBaseInfo::new(domain_id, metadata);
         let key = self.meta_key(domain_id);
-        let bytes = metadata_json(&info, &FileIndex::default());
+        let head = journal::new_head();
+        let index = FileIndex::default();
+        let bytes = metadata_json_doc(&info, &index, &[], Some(&head));
         let size = bytes.len();
         let opts = ObjPutOptions {
             mode: PutMode::Create,
@@ -592,7 +550,24 @@ impl KnowledgeBackend for S3KnowledgeBackend {
             .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(bytes), opts)
             .await
         {
-            Ok(_) => {}
+            Ok(done) => {
+                // This instance now knows the new knowledge base exactly.
+                let base_identity =
+                    (self.mode == ChangeDetectionMode::S3Versioning).then(String::new);
+                *self.slot(domain_id).lock().await = Some(KbState {
+                    etag: done.e_tag.clone(),
+                    base_version: UpdateVersion {
+                        e_tag: done.e_tag,
+                        version: done.version,
+                    },
+                    head: Some(head),
+                    applied: 0,
+                    info: info.clone(),
+                    index,
+                    versions: Vec::new(),
+                    base_identity,
+                });
+            }
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
@@ -622,22 +597,20 @@ impl KnowledgeBackend for S3KnowledgeBackend {
     ) -> Result<Option<KnowledgeBaseInfo>> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
-        let Some(loaded) = self.load(domain_id).await? else {
+        let Some(info) = self.view(domain_id, |st| st.info.clone()).await? else {
             return Ok(None);
         };
         if state.is_empty() {
-            return Ok(Some(loaded.info));
+            return Ok(Some(info));
         }
-        self.tenant_view(domain_id, &state, &loaded.info)
-            .await
-            .map(Some)
+        self.tenant_view(domain_id, &state, &info).await.map(Some)
     }
 
     async fn list_kbs(&self) -> Result<Vec<KnowledgeBaseInfo>> {
         let mut out = Vec::new();
         for n in self.domain_names().await? {
-            if let Some(loaded) = self.load(&n).await? {
-                out.push(loaded.info);
+            if let Some(info) = self.view(&n, |st| st.info.clone()).await? {
+                out.push(info);
             }
         }
         Ok(out)
@@ -652,7 +625,9 @@ impl KnowledgeBackend for S3KnowledgeBackend {
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(self.err(domain_id, &key, e)),
         }
-        match self.store.delete(&ObjPath::from(key.as_str())).await {
+        let deleted = self.store.delete(&ObjPath::from(key.as_str())).await;
+        *self.slot(domain_id).lock().await = None;
+        match deleted {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(self.err(domain_id, &key, e)),
@@ -738,18 +713,21 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         }
         self.require_kb(domain_id).await?;
         // Check conflicts before uploading anything, so a refused batch writes nothing.
-        if let Some(Loaded { index, .. }) = self.load(domain_id).await? {
+        self.view(domain_id, |st| {
             let mut batch = FileIndex::default();
             for u in &uploads {
-                if index.get(&u.path).is_none() {
-                    index.check_conflict(domain_id, &u.path)?;
+                if st.index.get(&u.path).is_none() {
+                    st.index.check_conflict(domain_id, &u.path)?;
                 }
                 if batch.get(&u.path).is_none() {
                     batch.check_conflict(domain_id, &u.path)?;
                 }
                 batch.insert(file_entry(&u.path, 0, String::new(), PutOptions::default()));
             }
-        }
+            Ok::<(), KnowledgeError>(())
+        })
+        .await?
+        .transpose()?;
         // Duplicate paths: only the last upload of a path is sent.
         let mut last: HashMap<String, usize> = HashMap::new();
         for (i, u) in uploads.iter().enumerate() {
@@ -861,9 +839,11 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         validate_domain_id(domain_id)?;
         validate_path(domain_id, path)?;
         let Some(checksum) = self
-            .load(domain_id)
+            .view(domain_id, |st| {
+                st.index.get(path).map(|f| f.checksum.clone())
+            })
             .await?
-            .and_then(|l| l.index.get(path).map(|f| f.checksum.clone()))
+            .flatten()
         else {
             return Ok(false);
         };
@@ -909,9 +889,9 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         validate_domain_id(domain_id)?;
         validate_path(domain_id, path)?;
         Ok(self
-            .load(domain_id)
+            .view(domain_id, |st| st.index.get(path).cloned())
             .await?
-            .and_then(|l| l.index.get(path).cloned()))
+            .flatten())
     }
 
     async fn list_files(
@@ -921,9 +901,8 @@ impl KnowledgeBackend for S3KnowledgeBackend {
     ) -> Result<Vec<Arc<KnowledgeFile>>> {
         validate_domain_id(domain_id)?;
         Ok(self
-            .load(domain_id)
+            .view(domain_id, |st| st.index.list(prefix))
             .await?
-            .map(|l| l.index.list(prefix))
             .unwrap_or_default())
     }
 
@@ -954,14 +933,11 @@ impl KnowledgeBackend for S3KnowledgeBackend {
     ) -> Result<Option<String>> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
-        let key = self.meta_key(domain_id);
-        let etag = match self.store.head(&ObjPath::from(key.as_str())).await {
-            Ok(m) => m.e_tag.unwrap_or_default(),
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(self.err(domain_id, &key, e)),
+        let Some(token) = self.view(domain_id, |st| st.token()).await? else {
+            return Ok(None);
         };
         if state.is_empty() {
-            return Ok(Some(etag));
+            return Ok(Some(token));
         }
         self.tenant_token(domain_id, &state).await.map(Some)
     }
@@ -969,10 +945,10 @@ impl KnowledgeBackend for S3KnowledgeBackend {
     async fn get_checksum_scoped(&self, domain_id: &str, ctx: &TenantContext) -> Result<String> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
-        let mut loaded = self.load_required(domain_id).await?;
-        let id = loaded.index.identity();
-        self.retain(domain_id, &id, &loaded.index, &state, ctx)
-            .await?;
+        let mut guard = self.fresh(domain_id).await?;
+        let st = required(domain_id, &mut guard)?;
+        let id = st.index.identity();
+        self.retain(domain_id, &id, &st.index, &state, ctx).await?;
         Ok(id)
     }
 
@@ -985,8 +961,9 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         validate_domain_id(domain_id)?;
         validate_version(domain_id, version)?;
         let state = ctx.state_prefix(domain_id)?;
-        let mut loaded = self.load_required(domain_id).await?;
-        let current_id = loaded.index.identity();
+        let mut guard = self.fresh(domain_id).await?;
+        let st = required(domain_id, &mut guard)?;
+        let current_id = st.index.identity();
         if current_id == version {
             return Ok(ChangeSet {
                 version: current_id,
@@ -996,16 +973,147 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         let old: Snapshot = if version.is_empty() {
             Snapshot::new()
         } else {
-            self.resolve(domain_id, version, &state, &loaded).await?
+            self.resolve(domain_id, version, &state, &st.versions)
+                .await?
         };
-        self.retain(domain_id, &current_id, &loaded.index, &state, ctx)
+        self.retain(domain_id, &current_id, &st.index, &state, ctx)
             .await?;
         Ok(identity::diff_sorted(
-            loaded.index.pairs(),
+            st.index.pairs(),
             old.iter().map(|(p, c)| (p.as_str(), c.as_str())),
             current_id,
         ))
     }
+
+    /// Compacts the journal of every knowledge base this instance has touched, so the
+    /// original (which reads only `_metadata.json`) sees every write.
+    async fn close(&self) -> Result<()> {
+        let mut domains: Vec<String> = lock(&self.states).keys().cloned().collect();
+        domains.sort();
+        for d in domains {
+            match self.compact(&d).await {
+                Ok(()) | Err(KnowledgeError::KbNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The state in `guard`, `KbNotFound` if there is none.
+fn required<'g>(d: &str, guard: &'g mut Option<KbState>) -> Result<&'g mut KbState> {
+    guard.as_mut().ok_or_else(|| KnowledgeError::KbNotFound {
+        domain_id: d.to_owned(),
+    })
+}
+
+/// What a batch changed in a cached state: the record's changes, what they replaced and the
+/// info before, so a lost race can be undone.
+struct Applied {
+    changes: Vec<Change>,
+    replaced: Vec<(String, Option<KnowledgeFile>)>,
+    info_before: KnowledgeBaseInfo,
+}
+
+/// Applies a batch to `st` in order. Returns each op's outcome and, if anything changed,
+/// [`Applied`]. `token` is the state version the batch started from (status compare-and-swap).
+fn apply_ops(
+    d: &str,
+    key: &str,
+    st: &mut KbState,
+    ops: &[Op],
+    token: &str,
+) -> (Vec<Result<OpOutcome>>, Option<Applied>) {
+    let info_before = st.info.clone();
+    let mut info = st.info.clone();
+    let mut results = Vec::with_capacity(ops.len());
+    let mut changes = Vec::new();
+    let mut replaced = Vec::new();
+    let mut dirty = false;
+    for op in ops {
+        match op {
+            Op::Put(files) => {
+                let check = (|| {
+                    let mut batch = FileIndex::default();
+                    for f in files {
+                        if st.index.get(&f.path).is_none() {
+                            st.index.check_conflict(d, &f.path)?;
+                        }
+                        if batch.get(&f.path).is_none() {
+                            batch.check_conflict(d, &f.path)?;
+                        }
+                        batch.insert(f.clone());
+                    }
+                    Ok(())
+                })();
+                match check {
+                    Ok(()) => {
+                        for f in files {
+                            let c = Change::Put { file: f.clone() };
+                            replaced.extend(st.apply(std::slice::from_ref(&c)));
+                            changes.push(c);
+                            info.increment_version();
+                        }
+                        info.last_updated = pytime::now();
+                        dirty = true;
+                        results.push(Ok(OpOutcome::Put(files.clone())));
+                    }
+                    Err(e) => results.push(Err(e)),
+                }
+            }
+            Op::Delete(path) => {
+                if st.index.get(path).is_some() {
+                    let c = Change::Delete { path: path.clone() };
+                    replaced.extend(st.apply(std::slice::from_ref(&c)));
+                    changes.push(c);
+                    info.increment_version();
+                    info.last_updated = pytime::now();
+                    dirty = true;
+                    results.push(Ok(OpOutcome::Delete(true)));
+                } else {
+                    results.push(Ok(OpOutcome::Delete(false)));
+                }
+            }
+            Op::Status(u) => {
+                if let Some(expected) = &u.expected_version
+                    && (dirty || token != expected)
+                {
+                    results.push(Err(KnowledgeError::Conflict {
+                        domain_id: d.to_owned(),
+                        key: key.to_owned(),
+                        expected_version: expected.clone(),
+                        actual_version: Some(token.to_owned()),
+                    }));
+                    continue;
+                }
+                info.ingestion_status = u.status;
+                info.last_updated = pytime::now();
+                info.ingestion_error.clone_from(&u.error);
+                info.generation.clone_from(&u.generation);
+                if u.vector_store_path.is_some() {
+                    info.vector_store_path.clone_from(&u.vector_store_path);
+                }
+                dirty = true;
+                results.push(Ok(OpOutcome::Status(info.clone())));
+            }
+        }
+    }
+    if !dirty {
+        return (results, None);
+    }
+    st.set_info(info);
+    // Status outcomes report the final info of the batch.
+    for r in &mut results {
+        if let Ok(OpOutcome::Status(i)) = r {
+            *i = st.info.clone();
+        }
+    }
+    let applied = Applied {
+        changes,
+        replaced,
+        info_before,
+    };
+    (results, Some(applied))
 }
 
 /// Collects a stream into memory (used only by tests of this module).

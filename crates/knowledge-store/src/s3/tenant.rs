@@ -79,7 +79,7 @@ impl S3KnowledgeBackend {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let content = self.load_required(d).await?.info;
+            let content = self.view_required(d, |st| st.info.clone()).await?;
             let (mut tenant, etag) = self.tenant_doc(d, &key).await?;
             let actual = etag.clone().unwrap_or_else(|| ABSENT_TOKEN.to_owned());
             if let Some(expected) = &update.expected_version
@@ -137,7 +137,7 @@ impl S3KnowledgeBackend {
                 }
                 Err(e) => return Err(self.err(d, &key, e)),
             }
-            if self.load(d).await?.is_none() {
+            if self.view(d, |_| ()).await?.is_none() {
                 // Deleted meanwhile: take the write back rather than leave it to a re-create.
                 let _ = self.store.delete(&loc).await;
                 return Err(KnowledgeError::KbNotFound {

@@ -22,7 +22,7 @@ use object_store::{
     PutMultipartOptions, PutOptions as ObjPutOptions, PutPayload, PutResult,
 };
 
-/// An in-memory store whose writes of `_metadata.json`, writes of content objects named
+/// An in-memory store whose index writes (`_metadata.json` and journal records), writes of content objects named
 /// `b.md`, or deletes of content objects fail while the matching switch is on.
 #[derive(Debug, Default)]
 struct Crashing {
@@ -41,7 +41,8 @@ impl fmt::Display for Crashing {
 impl Crashing {
     fn refuses(&self, location: &Path) -> bool {
         let key = location.as_ref();
-        (self.fail_index.load(Ordering::SeqCst) && key.ends_with("/_metadata.json"))
+        (self.fail_index.load(Ordering::SeqCst)
+            && (key.ends_with("/_metadata.json") || key.contains("/_dynreg/journal/")))
             || (self.fail_content.load(Ordering::SeqCst)
                 && key.contains("/content/")
                 && key.ends_with("b.md"))
