@@ -61,8 +61,10 @@
 //! - `memory` backend: always built ([`MemoryKnowledgeBackend`]).
 //! - `file` (default): [`FileKnowledgeBackend`], on-disk layout compatible with the original
 //!   both ways, with a write-ahead journal, a lock file and crash recovery.
-//! - `s3`: [`S3KnowledgeBackend`] on `object_store`, with ETag compare-and-swap on the index
-//!   and two change-detection modes ([`ChangeDetectionMode`]): `snapshot` objects, or
+//! - `s3`: [`S3KnowledgeBackend`] on `object_store`: an index write is one small journal
+//!   record created with `If-None-Match` (O(changed files), compacted into `_metadata.json`
+//!   with `If-Match` every `max(64, files / 16)` writes and on `close`), an index cache per
+//!   instance revalidated by conditional GET, and two change-detection modes ([`ChangeDetectionMode`]): `snapshot` objects, or
 //!   `s3_versioning`, which writes none and resolves a version through an index of the
 //!   metadata object's own S3 `VersionId`s kept in the index document (two GETs per diff
 //!   instead of the original's walk over the whole version history, §9.4 #32); a version it

@@ -51,7 +51,7 @@ pub(super) struct Deleted {
     pub checksum: String,
 }
 
-/// A recorded intent, removed with [`Recorded::done`] once the write is complete.
+/// A recorded intent, removed with [`S3KnowledgeBackend::intent_done`] once the write is complete.
 pub(super) struct Recorded {
     key: String,
 }

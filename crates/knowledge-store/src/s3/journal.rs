@@ -284,10 +284,21 @@ impl S3KnowledgeBackend {
     }
 
     /// Applies the records after `st.applied`; `false` if one vanished while being read.
+    ///
+    /// The next record is probed with one GET: usually there is none (nothing was written
+    /// since), and a record exists only once its predecessor does, so that ends it. Only when
+    /// there is one are the rest listed (`start-after`) and fetched concurrently.
     async fn apply_tail(&self, d: &str, st: &mut KbState) -> Result<bool> {
         let Some(epoch) = st.head.as_ref().map(|h| h.epoch.clone()) else {
             return Ok(true);
         };
+        let next = self.record_key(d, &epoch, st.applied + 1);
+        let bytes = match self.store.get(&ObjPath::from(next.as_str())).await {
+            Ok(g) => g.bytes().await.map_err(|e| self.err(d, &next, e))?,
+            Err(e) if is_not_found(&e) => return Ok(true),
+            Err(e) => return Err(self.err(d, &next, e)),
+        };
+        self.apply_record(d, st, &next, &bytes)?;
         let dir = self.journal_dir(d, &epoch);
         let offset = ObjPath::from(self.record_key(d, &epoch, st.applied).as_str());
         let mut found: Vec<(u64, ObjPath)> = self
@@ -319,18 +330,31 @@ impl S3KnowledgeBackend {
             let Some((loc, bytes)) = got.map_err(|e| self.err(d, &dir, e))? else {
                 return Ok(false);
             };
-            let rec: Record =
-                serde_json::from_slice(&bytes).map_err(|e| KnowledgeError::Corrupt {
-                    domain_id: d.to_owned(),
-                    what: "index journal record",
-                    path: loc.to_string(),
-                    reason: e.to_string(),
-                })?;
-            st.apply(&rec.changes);
-            st.set_info(rec.info);
-            st.applied = rec.seq;
+            self.apply_record(d, st, loc.as_ref(), &bytes)?;
         }
         Ok(true)
+    }
+
+    /// Applies one record read from `key`.
+    fn apply_record(&self, d: &str, st: &mut KbState, key: &str, bytes: &[u8]) -> Result<()> {
+        let corrupt = |reason: String| KnowledgeError::Corrupt {
+            domain_id: d.to_owned(),
+            what: "index journal record",
+            path: key.to_owned(),
+            reason,
+        };
+        let rec: Record = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if rec.seq != st.applied + 1 {
+            return Err(corrupt(format!(
+                "holds record {} where {} was expected",
+                rec.seq,
+                st.applied + 1
+            )));
+        }
+        st.apply(&rec.changes);
+        st.set_info(rec.info);
+        st.applied = rec.seq;
+        Ok(())
     }
 
     /// Creates record `seq`; `Ok(false)` if another writer's record has that number.

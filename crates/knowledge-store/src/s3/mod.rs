@@ -711,9 +711,9 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         for u in &uploads {
             validate_path(domain_id, &u.path)?;
         }
-        self.require_kb(domain_id).await?;
-        // Check conflicts before uploading anything, so a refused batch writes nothing.
-        self.view(domain_id, |st| {
+        // Check that the knowledge base exists, and conflicts, before uploading anything, so a
+        // refused batch writes nothing.
+        self.view_required(domain_id, |st| {
             let mut batch = FileIndex::default();
             for u in &uploads {
                 if st.index.get(&u.path).is_none() {
@@ -726,8 +726,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
             }
             Ok::<(), KnowledgeError>(())
         })
-        .await?
-        .transpose()?;
+        .await??;
         // Duplicate paths: only the last upload of a path is sent.
         let mut last: HashMap<String, usize> = HashMap::new();
         for (i, u) in uploads.iter().enumerate() {
