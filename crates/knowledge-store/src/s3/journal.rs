@@ -145,7 +145,8 @@ impl KbState {
     pub fn compaction_due(&self) -> bool {
         self.head.as_ref().is_some_and(|h| {
             let files = self.index.len() as u64;
-            self.applied - h.seq >= COMPACT_MIN_RECORDS.max(files / COMPACT_FILES_PER_RECORD)
+            self.applied.saturating_sub(h.seq)
+                >= COMPACT_MIN_RECORDS.max(files / COMPACT_FILES_PER_RECORD)
         })
     }
 }
@@ -397,8 +398,11 @@ impl S3KnowledgeBackend {
     pub(super) async fn write_base(&self, d: &str, st: &mut KbState) -> Result<Option<usize>> {
         let key = self.meta_key(d);
         let mut head = st.head.clone().unwrap_or_else(new_head);
-        head.seq = st.applied;
         let now = now_ms();
+        // Only what the current base's history vouches for is pruned, never what this write
+        // is about to cover (its compare-and-swap may yet fail).
+        self.prune_records(d, &mut head, now).await;
+        head.seq = st.applied;
         if head
             .compactions
             .last()
@@ -406,7 +410,6 @@ impl S3KnowledgeBackend {
         {
             head.compactions.push((st.applied, now));
         }
-        self.prune_records(d, &mut head, now).await;
         let current = match self.mode {
             ChangeDetectionMode::S3Versioning => Some(st.index.identity()),
             ChangeDetectionMode::Snapshot => None,

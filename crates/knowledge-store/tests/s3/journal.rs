@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,11 +54,14 @@ struct Tally {
     get_bytes: u64,
 }
 
-/// An in-memory store that counts what is written to and read from each class of object.
+/// An in-memory store that counts what is written to and read from each class of object,
+/// and can refuse compare-and-swap updates of `_metadata.json` (as if another writer had
+/// always just changed it).
 #[derive(Debug, Default)]
 struct Counting {
     inner: InMemory,
     tally: Mutex<HashMap<Class, Tally>>,
+    refuse_base_updates: AtomicBool,
 }
 
 impl Counting {
@@ -94,6 +98,15 @@ impl ObjectStore for Counting {
         payload: PutPayload,
         opts: ObjPutOptions,
     ) -> object_store::Result<PutResult> {
+        if self.refuse_base_updates.load(Ordering::SeqCst)
+            && class(location) == Class::Base
+            && matches!(opts.mode, object_store::PutMode::Update(_))
+        {
+            return Err(object_store::Error::Precondition {
+                path: location.to_string(),
+                source: "refused by the test".into(),
+            });
+        }
         let n = payload.content_length() as u64;
         self.add(location, |t| {
             t.puts += 1;
@@ -515,4 +528,26 @@ async fn concurrent_instances_across_compactions_lose_nothing() {
         a.get_checksum("kb").await.unwrap(),
         fresh.get_checksum("kb").await.unwrap()
     );
+}
+
+/// A compaction whose compare-and-swap fails deletes no record the base does not cover yet:
+/// with a zero retention and every base update refused, a fresh instance still reads every
+/// file from the journal.
+#[tokio::test]
+async fn a_failed_compaction_prunes_nothing_uncovered() {
+    let store = Arc::new(Counting::default());
+    let b = backend(&store).with_journal_retention(Duration::ZERO);
+    b.create_kb("kb", Metadata::new()).await.unwrap();
+    store.refuse_base_updates.store(true, Ordering::SeqCst);
+    for i in 0..200usize {
+        put(&b, &format!("{i:03}.md"), vec![b'q'; 8]).await;
+    }
+    assert_eq!(
+        store.of(Class::Base).puts,
+        1,
+        "only create_kb's write landed"
+    );
+    let fresh = backend(&store);
+    assert_eq!(fresh.list_files("kb", None).await.unwrap().len(), 200);
+    assert_eq!(record_count(&all_keys(&*store).await), 200);
 }
