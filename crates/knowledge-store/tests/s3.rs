@@ -25,6 +25,9 @@ mod recovery;
 #[path = "s3/journal.rs"]
 mod journal;
 
+#[path = "s3/test_store.rs"]
+mod test_store;
+
 mod in_memory_store {
     use super::*;
 

@@ -2,180 +2,24 @@
 //! original then reads), pruning, a base written by the original, and the server's support
 //! for the conditional requests the journal relies on.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use dynreg_knowledge_store::identity::md5_hex;
 use dynreg_knowledge_store::{
     IngestionStatus, KnowledgeBackend, KnowledgeError, Metadata, PutOptions, S3KnowledgeBackend,
     StatusUpdate,
 };
-use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions as ObjPutOptions, PutPayload, PutResult,
-};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutOptions as ObjPutOptions};
 
+use super::test_store::{Class, TestStore};
 use super::{all_keys, server_config, versioning::raw_store};
 
-/// What kind of object a request was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Class {
-    Base,
-    Record,
-    Other,
-}
-
-fn class(location: &Path) -> Class {
-    let key = location.as_ref();
-    if key.ends_with("/_metadata.json") && !key.contains("/_scoped/") {
-        Class::Base
-    } else if key.contains("/_dynreg/journal/") {
-        Class::Record
-    } else {
-        Class::Other
-    }
-}
-
-/// Requests and bytes, per class of object.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    puts: u64,
-    put_bytes: u64,
-    gets: u64,
-    get_bytes: u64,
-}
-
-/// An in-memory store that counts what is written to and read from each class of object,
-/// and can refuse compare-and-swap updates of `_metadata.json` (as if another writer had
-/// always just changed it).
-#[derive(Debug, Default)]
-struct Counting {
-    inner: InMemory,
-    tally: Mutex<HashMap<Class, Tally>>,
-    refuse_base_updates: AtomicBool,
-}
-
-impl Counting {
-    fn of(&self, c: Class) -> Tally {
-        self.tally
-            .lock()
-            .unwrap()
-            .get(&c)
-            .copied()
-            .unwrap_or_default()
-    }
-
-    fn add(&self, location: &Path, f: impl FnOnce(&mut Tally)) {
-        f(self
-            .tally
-            .lock()
-            .unwrap()
-            .entry(class(location))
-            .or_default());
-    }
-}
-
-impl fmt::Display for Counting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Counting({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Counting {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: ObjPutOptions,
-    ) -> object_store::Result<PutResult> {
-        if self.refuse_base_updates.load(Ordering::SeqCst)
-            && class(location) == Class::Base
-            && matches!(opts.mode, object_store::PutMode::Update(_))
-        {
-            return Err(object_store::Error::Precondition {
-                path: location.to_string(),
-                source: "refused by the test".into(),
-            });
-        }
-        let n = payload.content_length() as u64;
-        self.add(location, |t| {
-            t.puts += 1;
-            t.put_bytes += n;
-        });
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let head = options.head;
-        let got = self.inner.get_opts(location, options).await;
-        // A HEAD transfers no body.
-        let n = match &got {
-            Ok(g) if !head => g.range.end - g.range.start,
-            _ => 0,
-        };
-        self.add(location, |t| {
-            t.gets += 1;
-            t.get_bytes += n;
-        });
-        got
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
-fn backend(store: &Arc<Counting>) -> S3KnowledgeBackend {
+fn backend(store: &Arc<TestStore>) -> S3KnowledgeBackend {
     S3KnowledgeBackend::with_store(store.clone(), "mem", "knowledge/", 64)
 }
 
@@ -217,7 +61,7 @@ fn record_count(keys: &[String]) -> usize {
 #[tokio::test]
 async fn index_cost_per_put_does_not_grow_with_the_files() {
     const N: usize = 2_000;
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(TestStore::default());
     let b = backend(&store);
     b.create_kb("kb", Metadata::new()).await.unwrap();
     let mut record_bytes_at = Vec::new();
@@ -272,7 +116,7 @@ async fn index_cost_per_put_does_not_grow_with_the_files() {
 /// write, with the identity dynreg reports. A fresh instance reads the journal either way.
 #[tokio::test]
 async fn close_compacts_what_the_original_reads() {
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(TestStore::default());
     let b = backend(&store);
     b.create_kb("kb", Metadata::new()).await.unwrap();
     for (p, c) in [("a.md", "A"), ("b.md", "B"), ("c.md", "C")] {
@@ -300,7 +144,7 @@ async fn close_compacts_what_the_original_reads() {
 /// succeeds. Every real write changes it.
 #[tokio::test]
 async fn compaction_keeps_the_state_version() {
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(TestStore::default());
     let b = backend(&store);
     b.create_kb("kb", Metadata::new()).await.unwrap();
     put(&b, "a.md", b"A".to_vec()).await;
@@ -329,7 +173,7 @@ async fn compaction_keeps_the_state_version() {
 /// lands, in order, and each sees the other's.
 #[tokio::test]
 async fn instances_with_stale_caches_lose_nothing() {
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(TestStore::default());
     let (a, b) = (backend(&store), backend(&store));
     a.create_kb("kb", Metadata::new()).await.unwrap();
     for i in 0..40usize {
@@ -365,7 +209,7 @@ async fn instances_with_stale_caches_lose_nothing() {
 /// journal stays bounded; a fresh instance still reads every file.
 #[tokio::test]
 async fn compacted_records_are_pruned() {
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(TestStore::default());
     let b = backend(&store).with_journal_retention(Duration::ZERO);
     b.create_kb("kb", Metadata::new()).await.unwrap();
     for i in 0..300usize {
@@ -385,7 +229,7 @@ async fn compacted_records_are_pruned() {
 /// its first write rewrites the document with a journal, keeping the original's files.
 #[tokio::test]
 async fn a_base_written_by_the_original_is_taken_over() {
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(TestStore::default());
     let doc = serde_json::json!({
         "info": {"domain_id": "kb", "file_count": 1, "total_size_bytes": 6,
                  "last_updated": "2026-11-28T00:04:10.568737+00:00", "version": "2",
@@ -502,7 +346,7 @@ async fn the_server_supports_the_journal_requests() {
 #[tokio::test]
 async fn concurrent_instances_across_compactions_lose_nothing() {
     const N: usize = 400;
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(TestStore::default());
     let (a, b) = (Arc::new(backend(&store)), Arc::new(backend(&store)));
     a.create_kb("kb", Metadata::new()).await.unwrap();
     let tasks: Vec<_> = (0..N)
@@ -535,7 +379,7 @@ async fn concurrent_instances_across_compactions_lose_nothing() {
 /// file from the journal.
 #[tokio::test]
 async fn a_failed_compaction_prunes_nothing_uncovered() {
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(TestStore::default());
     let b = backend(&store).with_journal_retention(Duration::ZERO);
     b.create_kb("kb", Metadata::new()).await.unwrap();
     store.refuse_base_updates.store(true, Ordering::SeqCst);

@@ -2,127 +2,21 @@
 //! write the way a process killed at that moment leaves things — content replaced, index not —
 //! and a fresh backend instance's `recover` makes the index match the content again.
 
-use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use dynreg_knowledge_store::identity::md5_hex;
 use dynreg_knowledge_store::{
     FileUpload, KnowledgeBackend, Metadata, PutOptions, S3KnowledgeBackend, bytes_stream,
 };
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use object_store::memory::InMemory;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions as ObjPutOptions, PutPayload, PutResult,
-};
 
-/// An in-memory store whose index writes (`_metadata.json` and journal records), writes of content objects named
-/// `b.md`, or deletes of content objects fail while the matching switch is on.
-#[derive(Debug, Default)]
-struct Crashing {
-    inner: InMemory,
-    fail_index: AtomicBool,
-    fail_content: AtomicBool,
-    fail_delete: Arc<AtomicBool>,
-}
-
-impl fmt::Display for Crashing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Crashing({})", self.inner)
-    }
-}
-
-impl Crashing {
-    fn refuses(&self, location: &Path) -> bool {
-        let key = location.as_ref();
-        (self.fail_index.load(Ordering::SeqCst)
-            && (key.ends_with("/_metadata.json") || key.contains("/_dynreg/journal/")))
-            || (self.fail_content.load(Ordering::SeqCst)
-                && key.contains("/content/")
-                && key.ends_with("b.md"))
-    }
-}
-
-fn crashed(location: &Path) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "crashing",
-        source: format!("the process died before writing {location}").into(),
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Crashing {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: ObjPutOptions,
-    ) -> object_store::Result<PutResult> {
-        if self.refuses(location) {
-            return Err(crashed(location));
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        let fail = self.fail_delete.clone();
-        let checked = locations
-            .map(move |l| match l {
-                Ok(p) if fail.load(Ordering::SeqCst) && p.as_ref().contains("/content/") => {
-                    Err(crashed(&p))
-                }
-                other => other,
-            })
-            .boxed();
-        self.inner.delete_stream(checked)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+use super::test_store::TestStore;
 
 /// A backend on `store` whose recovery removes the intents it repairs at once (the default
 /// keeps intents younger than `INTENT_GRACE`, which may belong to a writer still running).
-fn backend(store: &Arc<Crashing>) -> S3KnowledgeBackend {
+fn backend(store: &Arc<TestStore>) -> S3KnowledgeBackend {
     S3KnowledgeBackend::with_store(store.clone(), "mem", "knowledge/", 64)
         .with_intent_grace(Duration::ZERO)
 }
@@ -148,7 +42,7 @@ async fn indexed(b: &S3KnowledgeBackend, path: &str) -> Option<String> {
 
 #[tokio::test]
 async fn an_index_write_that_died_is_repaired_on_recovery() -> anyhow::Result<()> {
-    let store = Arc::new(Crashing::default());
+    let store = Arc::new(TestStore::default());
     let writer = backend(&store);
     writer.create_kb("kb", Metadata::new()).await?;
     put(&writer, "a.md", b"old a").await?;
@@ -239,7 +133,7 @@ async fn an_index_write_that_died_is_repaired_on_recovery() -> anyhow::Result<()
 
 #[tokio::test]
 async fn a_batch_with_a_failed_upload_still_indexes_what_uploaded() -> anyhow::Result<()> {
-    let store = Arc::new(Crashing::default());
+    let store = Arc::new(TestStore::default());
     let b = backend(&store);
     b.create_kb("kb", Metadata::new()).await?;
     store.fail_content.store(true, Ordering::SeqCst);
