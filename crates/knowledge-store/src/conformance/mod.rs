@@ -612,6 +612,37 @@ pub async fn conditional_writes_race_one_winner(s: Store) {
     assert_eq!(wins, 1);
 }
 
+/// A state version handed out by one instance is good on another that has read the
+/// knowledge base before the write that version follows (its cached view is behind), and a
+/// stale one is refused there.
+pub async fn conditional_writes_across_instances(s: Store) {
+    let (a, b) = (s.backend.clone(), s.sibling.clone());
+    let d = new_kb(&*a, "casinst").await;
+    put(&*a, &d, "a.md", "a").await;
+    let stale = b.get_state_version(&d).await.unwrap().unwrap();
+    put(&*a, &d, "b.md", "b").await;
+    let current = a.get_state_version(&d).await.unwrap().unwrap();
+    assert_ne!(current, stale);
+    b.set_ingestion_status(
+        &d,
+        StatusUpdate::new(IngestionStatus::Ingesting).expect_version(current),
+    )
+    .await
+    .unwrap();
+    let err = b
+        .set_ingestion_status(
+            &d,
+            StatusUpdate::new(IngestionStatus::Ready).expect_version(stale),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KnowledgeError::Conflict { .. }), "{err}");
+    assert_eq!(
+        a.get_info(&d).await.unwrap().unwrap().ingestion_status,
+        IngestionStatus::Ingesting
+    );
+}
+
 /// Checksums: empty KB is "", the identity is the original's formula over list_files.
 pub async fn checksum_is_the_original_identity(s: Store) {
     let b = &*s.backend;
@@ -1202,6 +1233,7 @@ macro_rules! knowledge_conformance_tests {
             delete_file_updates_counts, get_file_exact_bytes_any_size, overwrite_replaces_entry, stream_file_chunks,
             put_stream_round_trips, set_ingestion_status_writes_error_and_generation,
             conditional_status_writes, conditional_writes_race_one_winner,
+            conditional_writes_across_instances,
             checksum_is_the_original_identity, unchanged_then_changed,
             empty_baseline_round_trips, diff_disjoint_and_correct, unretained_version,
             no_spurious_reingest_then_detects, hostile_paths_refused, hostile_domain_ids_refused,

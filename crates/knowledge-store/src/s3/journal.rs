@@ -10,9 +10,11 @@
 //! the first record of a sequence number is the only one.
 //!
 //! The state of a knowledge base is the base plus its records after `seq`, in order. Each
-//! backend instance caches it: a read or write revalidates the base with a conditional GET
-//! (`If-None-Match`: a 304, no body, while nothing compacted) and lists the records after the
-//! last one it applied (`start-after`), so it fetches only what is new.
+//! backend instance caches it: a read revalidates the base with a conditional GET
+//! (`If-None-Match`: a 304, no body, while nothing compacted) and GETs the record after the
+//! last one it applied — a 404 when nothing is new; otherwise the rest are listed
+//! (`start-after`) and fetched. A write revalidates the base and simply tries the next
+//! number, catching up only when another writer took it.
 //!
 //! **Compaction** folds the records into a new base (`If-Match` on the base's ETag) once
 //! `max(64, files / 16)` records have piled up — amortised, each write carries the cost of 16
@@ -358,11 +360,18 @@ impl S3KnowledgeBackend {
         Ok(())
     }
 
-    /// Creates record `seq`; `Ok(false)` if another writer's record has that number.
-    pub(super) async fn create_record(&self, d: &str, epoch: &str, rec: &Record) -> Result<bool> {
+    /// Creates record `seq` and returns its size; `None` if another writer's record has that
+    /// number.
+    pub(super) async fn create_record(
+        &self,
+        d: &str,
+        epoch: &str,
+        rec: &Record,
+    ) -> Result<Option<usize>> {
         let key = self.record_key(d, epoch, rec.seq);
         let loc = ObjPath::from(key.as_str());
         let bytes = serde_json::to_vec(rec).expect("a journal record serialises");
+        let size = bytes.len();
         let opts = object_store::PutOptions {
             mode: PutMode::Create,
             ..object_store::PutOptions::default()
@@ -372,7 +381,7 @@ impl S3KnowledgeBackend {
             .put_opts(&loc, PutPayload::from(bytes), opts)
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Some(size)),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
@@ -381,10 +390,11 @@ impl S3KnowledgeBackend {
                 match self.store.get(&loc).await {
                     Ok(g) => {
                         let b = g.bytes().await.map_err(|e| self.err(d, &key, e))?;
-                        Ok(serde_json::from_slice::<Record>(&b)
-                            .is_ok_and(|r| r.writer == rec.writer))
+                        let ours = serde_json::from_slice::<Record>(&b)
+                            .is_ok_and(|r| r.writer == rec.writer);
+                        Ok(ours.then_some(size))
                     }
-                    Err(e) if is_not_found(&e) => Ok(false),
+                    Err(e) if is_not_found(&e) => Ok(None),
                     Err(e) => Err(self.err(d, &key, e)),
                 }
             }

@@ -379,7 +379,18 @@ impl S3KnowledgeBackend {
     ) -> Result<(Vec<Result<OpOutcome>>, usize)> {
         let slot = self.slot(d);
         let mut guard = slot.lock().await;
-        let read_at = self.refresh(d, &mut guard, !optimistic).await?;
+        let mut read_at = self.refresh(d, &mut guard, !optimistic).await?;
+        // A status write conditional on a version this instance has not seen yet (handed out
+        // by another instance): catch up before comparing.
+        let unseen = |st: &KbState| {
+            let token = st.token();
+            ops.iter().any(|o| {
+                matches!(o, Op::Status(u) if u.expected_version.as_ref().is_some_and(|e| *e != token))
+            })
+        };
+        if optimistic && guard.as_ref().is_some_and(unseen) {
+            read_at = self.refresh(d, &mut guard, true).await?;
+        }
         let Some(st) = guard.as_mut() else {
             return Err(KnowledgeError::KbNotFound {
                 domain_id: d.to_owned(),
@@ -424,10 +435,12 @@ impl S3KnowledgeBackend {
             info: st.info.clone(),
             changes: applied.changes,
         };
-        let written = serde_json::to_vec(&rec).map_or(0, |v| v.len());
-        match self.create_record(d, &epoch, &rec).await {
-            Ok(true) => st.applied = rec.seq,
-            Ok(false) => {
+        let written = match self.create_record(d, &epoch, &rec).await {
+            Ok(Some(written)) => {
+                st.applied = rec.seq;
+                written
+            }
+            Ok(None) => {
                 st.undo(applied.replaced);
                 st.info = applied.info_before;
                 return Err(conflict());
@@ -437,7 +450,7 @@ impl S3KnowledgeBackend {
                 *guard = None;
                 return Err(e);
             }
-        }
+        };
         let compact = self.mode == ChangeDetectionMode::S3Versioning || st.compaction_due();
         if compact && let Err(e) = self.compact_state(d, st).await {
             tracing::warn!(domain_id = d, error = %e, "index compaction failed; the journal keeps the writes");

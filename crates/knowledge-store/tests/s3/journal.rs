@@ -167,6 +167,15 @@ async fn compaction_keeps_the_state_version() {
     assert_ne!(after, before);
     let err = b.set_ingestion_status("kb", ready).await.unwrap_err();
     assert!(matches!(err, KnowledgeError::Conflict { .. }), "{err}");
+    // A version handed out by one instance is good on another whose cache has not seen the
+    // write yet.
+    put(&b, "b.md", b"B".to_vec()).await;
+    let handed_out = b.get_state_version("kb").await.unwrap();
+    let indexing = StatusUpdate {
+        expected_version: handed_out,
+        ..StatusUpdate::new(IngestionStatus::Ingesting)
+    };
+    sibling.set_ingestion_status("kb", indexing).await.unwrap();
 }
 
 /// Two instances writing in turn, each with a cache the other just made stale: every write
