@@ -727,17 +727,11 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         // Check that the knowledge base exists, and conflicts, before uploading anything, so a
         // refused batch writes nothing.
         self.view_required(domain_id, |st| {
-            let mut batch = FileIndex::default();
-            for u in &uploads {
-                if st.index.get(&u.path).is_none() {
-                    st.index.check_conflict(domain_id, &u.path)?;
-                }
-                if batch.get(&u.path).is_none() {
-                    batch.check_conflict(domain_id, &u.path)?;
-                }
-                batch.insert(file_entry(&u.path, 0, String::new(), PutOptions::default()));
-            }
-            Ok::<(), KnowledgeError>(())
+            check_batch(
+                domain_id,
+                &st.index,
+                uploads.iter().map(|u| u.path.as_str()),
+            )
         })
         .await??;
         // Duplicate paths: only the last upload of a path is sent.
@@ -1012,6 +1006,26 @@ impl KnowledgeBackend for S3KnowledgeBackend {
     }
 }
 
+/// Refuses a batch of paths of which one is a file where another (in `index` or in the batch)
+/// is a folder, or the other way round.
+fn check_batch<'p>(
+    d: &str,
+    index: &FileIndex,
+    paths: impl IntoIterator<Item = &'p str>,
+) -> Result<()> {
+    let mut batch = FileIndex::default();
+    for p in paths {
+        if index.get(p).is_none() {
+            index.check_conflict(d, p)?;
+        }
+        if batch.get(p).is_none() {
+            batch.check_conflict(d, p)?;
+        }
+        batch.insert(file_entry(p, 0, String::new(), PutOptions::default()));
+    }
+    Ok(())
+}
+
 /// The state in `guard`, `KbNotFound` if there is none.
 fn required<'g>(d: &str, guard: &'g mut Option<KbState>) -> Result<&'g mut KbState> {
     guard.as_mut().ok_or_else(|| KnowledgeError::KbNotFound {
@@ -1045,20 +1059,7 @@ fn apply_ops(
     for op in ops {
         match op {
             Op::Put(files) => {
-                let check = (|| {
-                    let mut batch = FileIndex::default();
-                    for f in files {
-                        if st.index.get(&f.path).is_none() {
-                            st.index.check_conflict(d, &f.path)?;
-                        }
-                        if batch.get(&f.path).is_none() {
-                            batch.check_conflict(d, &f.path)?;
-                        }
-                        batch.insert(f.clone());
-                    }
-                    Ok(())
-                })();
-                match check {
+                match check_batch(d, &st.index, files.iter().map(|f| f.path.as_str())) {
                     Ok(()) => {
                         for f in files {
                             let c = Change::Put { file: f.clone() };
