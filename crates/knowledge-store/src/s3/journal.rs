@@ -97,6 +97,9 @@ pub(super) struct KbState {
     pub versions: Vec<VersionEntry>,
     /// `s3_versioning`: the identity of the base's own files.
     pub base_identity: Option<String>,
+    /// When the last complete revalidation (base and journal) began: a reader that arrived
+    /// before then may use the state without revalidating again.
+    pub validated_at: Option<Instant>,
 }
 
 impl KbState {
@@ -222,6 +225,7 @@ impl S3KnowledgeBackend {
             index,
             versions: doc.versions,
             base_identity,
+            validated_at: None,
         })
     }
 
@@ -269,10 +273,15 @@ impl S3KnowledgeBackend {
             let Some(st) = slot.as_mut() else {
                 return Ok(read_at);
             };
-            if st.head.is_none() || (!tail && matches!(fresh, Fresh::BaseUnchanged)) {
+            if st.head.is_none() {
+                st.validated_at = Some(read_at);
+                return Ok(read_at);
+            }
+            if !tail && matches!(fresh, Fresh::BaseUnchanged) {
                 return Ok(read_at);
             }
             if self.apply_tail(d, st).await? {
+                st.validated_at = Some(read_at);
                 return Ok(read_at);
             }
             // A record was deleted under us: a newer base covers it. Start over from that.

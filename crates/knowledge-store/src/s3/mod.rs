@@ -253,16 +253,23 @@ impl S3KnowledgeBackend {
 
     /// Runs `f` on the up-to-date state of `d`; `None` if the knowledge base does not exist.
     async fn view<R>(&self, d: &str, f: impl FnOnce(&mut KbState) -> R) -> Result<Option<R>> {
-        let slot = self.slot(d);
-        let mut guard = slot.lock().await;
-        self.refresh(d, &mut guard, true).await?;
+        let mut guard = self.fresh(d).await?;
         Ok(guard.as_mut().map(f))
     }
 
     /// The up-to-date state of `d`, locked (`None` inside if the knowledge base is gone).
+    /// Readers that queued while another revalidated share the revalidation that began after
+    /// they arrived, so concurrent reads of one knowledge base cost one round of requests.
     async fn fresh(&self, d: &str) -> Result<tokio::sync::OwnedMutexGuard<Option<KbState>>> {
+        let arrived = std::time::Instant::now();
         let mut guard = self.slot(d).lock_owned().await;
-        self.refresh(d, &mut guard, true).await?;
+        let current = guard
+            .as_ref()
+            .and_then(|st| st.validated_at)
+            .is_some_and(|at| at >= arrived);
+        if !current {
+            self.refresh(d, &mut guard, true).await?;
+        }
         Ok(guard)
     }
 
@@ -579,6 +586,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
                     index,
                     versions: Vec::new(),
                     base_identity,
+                    validated_at: None,
                 });
             }
             Err(

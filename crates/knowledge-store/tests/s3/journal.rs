@@ -404,3 +404,35 @@ async fn a_failed_compaction_prunes_nothing_uncovered() {
     assert_eq!(fresh.list_files("kb", None).await.unwrap().len(), 200);
     assert_eq!(record_count(&all_keys(&*store).await), 200);
 }
+
+/// Concurrent reads of one knowledge base on one instance share revalidations: 16 readers
+/// queued behind a slow one cost a couple of conditional GETs, not 16, and a read that
+/// starts after a sibling's write still sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_readers_share_a_revalidation() {
+    let store = Arc::new(TestStore::default());
+    let b = Arc::new(backend(&store));
+    b.create_kb("kb", Metadata::new()).await.unwrap();
+    put(&b, "a.md", b"A".to_vec()).await;
+    store.base_read_delay_ms.store(20, Ordering::SeqCst);
+    let before = store.of(Class::Base).gets;
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.get_file_info("kb", "a.md").await })
+        })
+        .collect();
+    for r in readers {
+        let f = r.await.unwrap().unwrap().expect("a.md is indexed");
+        assert_eq!(f.checksum, md5_hex(b"A"));
+    }
+    let revalidations = store.of(Class::Base).gets - before;
+    assert!(
+        revalidations <= 4,
+        "{revalidations} base reads for 16 readers"
+    );
+    store.base_read_delay_ms.store(0, Ordering::SeqCst);
+    let sibling = backend(&store);
+    put(&sibling, "b.md", b"B".to_vec()).await;
+    assert!(b.get_file_info("kb", "b.md").await.unwrap().is_some());
+}

@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -51,7 +52,8 @@ pub(super) struct Tally {
 /// See the module docs. Switches: `fail_index` (writes of `_metadata.json` and journal
 /// records), `fail_content` (writes of content objects named `b.md`), `fail_delete` (deletes
 /// of content objects), `refuse_base_updates` (compare-and-swap updates of `_metadata.json`
-/// answer `Precondition`).
+/// answer `Precondition`); `base_read_delay_ms` delays every read of `_metadata.json`, like a
+/// distant server.
 #[derive(Debug, Default)]
 pub(super) struct TestStore {
     inner: InMemory,
@@ -60,6 +62,7 @@ pub(super) struct TestStore {
     pub fail_content: AtomicBool,
     pub fail_delete: Arc<AtomicBool>,
     pub refuse_base_updates: AtomicBool,
+    pub base_read_delay_ms: AtomicU64,
 }
 
 impl TestStore {
@@ -146,6 +149,10 @@ impl ObjectStore for TestStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        let delay = self.base_read_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 && class(location) == Class::Base {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let head = options.head;
         let got = self.inner.get_opts(location, options).await;
         // A HEAD transfers no body.
