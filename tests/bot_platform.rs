@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dynreg::cache::{CacheError, CachingRegistryManager, EventedRegistry, InstanceFactory};
+use dynreg::cache::{CacheError, InstanceFactory};
 use dynreg::config::{LoadOptions, VarMap};
-use dynreg::hot_reload::{HotReloadManager, ReloadMode};
+use dynreg::hot_reload::ReloadMode;
 use dynreg::knowledge::{KnowledgeBackend, PutOptions};
 use dynreg::registry::{RegistryBackend, RegistryBackendExt};
-use dynreg::{DomainConfig, Environment};
+use dynreg::{DomainConfig, Environment, Platform};
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
@@ -49,45 +49,23 @@ impl InstanceFactory<Bot> for Bots {
     }
 }
 
-struct Replica {
-    registry: Arc<EventedRegistry<dyn RegistryBackend>>,
-    bots: CachingRegistryManager<Bot>,
-    hot_reload: HotReloadManager<Bot>,
-    knowledge: Arc<dyn KnowledgeBackend>,
-}
+type Replica = Platform<Bot>;
 
 async fn replica(data_dir: &std::path::Path) -> anyhow::Result<Replica> {
     let vars = VarMap::new().with("DATA_DIR", data_dir.to_string_lossy());
     let env = Environment::load_with(ENV, &LoadOptions::with_vars(vars))?;
-    let live = DomainConfig::load(DOMAIN)?
-        .resolve(&env)?
-        .components()
-        .await?;
-    let (Some(registry), Some(bus), Some(knowledge)) =
-        (live.registry, live.event_bus, live.knowledge)
-    else {
-        anyhow::bail!("my-bot.yaml names a registry, an event bus and a knowledge store");
-    };
-    assert_eq!(registry.kind(), "sqlite");
-    let registry = Arc::new(EventedRegistry::new(registry, Some(bus.clone())));
-    let bots = CachingRegistryManager::builder(registry.clone() as Arc<dyn RegistryBackend>, Bots)
-        .events(bus.clone())
-        .build()
-        .await?;
-    bots.attach(&registry);
-    let hot_reload = HotReloadManager::builder(bots.clone())
-        .events(bus)
-        .mode(ReloadMode::Hybrid)
+    let platform = Platform::from_env(env, DomainConfig::load(DOMAIN)?)
+        .instances(Bots)
+        .reload(ReloadMode::Hybrid)
         .poll_interval(Duration::from_millis(50))
-        .build()?;
-    hot_reload.start().await?;
-    hot_reload.wait_until_synced().await;
-    Ok(Replica {
-        registry,
-        bots,
-        hot_reload,
-        knowledge,
-    })
+        .start()
+        .await?;
+    assert_eq!(platform.registry().kind(), "sqlite");
+    Ok(platform)
+}
+
+fn kb(r: &Replica) -> &Arc<dyn KnowledgeBackend> {
+    r.knowledge().expect("my-bot.yaml names a knowledge store")
 }
 
 fn config(model: &str) -> Value {
@@ -97,7 +75,7 @@ fn config(model: &str) -> Value {
 /// Polls until `model` is served by `r` (a deadlock guard, not a timing assertion).
 async fn serves(r: &Replica, bot: &str, model: &str) {
     for _ in 0..1000 {
-        if r.bots
+        if r.bots()
             .get_or_create(bot)
             .await
             .is_ok_and(|b| b.model == model)
@@ -115,45 +93,45 @@ async fn two_replicas_serve_every_change_from_the_development_environment() -> a
     let (a, b) = (replica(dir.path()).await?, replica(dir.path()).await?);
     assert!(dir.path().join("registry.sqlite3").exists());
 
-    a.registry
+    a.registry()
         .register("support-bot", config("claude-3-sonnet"))
         .await?;
     assert_eq!(
-        a.bots.get_or_create("support-bot").await?.model,
+        a.bots().get_or_create("support-bot").await?.model,
         "claude-3-sonnet"
     );
     serves(&b, "support-bot", "claude-3-sonnet").await;
 
-    a.registry
+    a.registry()
         .register("support-bot", config("claude-3-opus"))
         .await?;
     assert_eq!(
-        a.bots.get_or_create("support-bot").await?.model,
+        a.bots().get_or_create("support-bot").await?.model,
         "claude-3-opus",
         "read-your-writes"
     );
     serves(&b, "support-bot", "claude-3-opus").await;
 
     // A bad config keeps the last good bot serving on the writer.
-    a.registry
+    a.registry()
         .register("support-bot", json!({"llm": {}}))
         .await?;
     assert_eq!(
-        a.bots.get_or_create("support-bot").await?.model,
+        a.bots().get_or_create("support-bot").await?.model,
         "claude-3-opus"
     );
 
     // A deactivated bot is served by no replica.
-    b.registry.register("old-bot", config("claude-2")).await?;
+    b.registry().register("old-bot", config("claude-2")).await?;
     serves(&a, "old-bot", "claude-2").await;
-    b.registry.deactivate("old-bot").await?;
+    b.registry().deactivate("old-bot").await?;
     assert!(matches!(
-        b.bots.get_or_create("old-bot").await,
+        b.bots().get_or_create("old-bot").await,
         Err(CacheError::NotFound { .. })
     ));
     for _ in 0..1000 {
         if matches!(
-            a.bots.get_or_create("old-bot").await,
+            a.bots().get_or_create("old-bot").await,
             Err(CacheError::NotFound { .. })
         ) {
             break;
@@ -161,34 +139,29 @@ async fn two_replicas_serve_every_change_from_the_development_environment() -> a
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(matches!(
-        a.bots.get_or_create("old-bot").await,
+        a.bots().get_or_create("old-bot").await,
         Err(CacheError::NotFound { .. })
     ));
 
     // Knowledge written by one replica is read by the other, with the original's MD5.
-    a.knowledge.create_kb("support", Default::default()).await?;
+    kb(&a).create_kb("support", Default::default()).await?;
     let body = "# FAQ\n\nGo to settings.\n";
-    let file = a
-        .knowledge
+    let file = kb(&a)
         .put_file("support", "faq.md", body.into(), PutOptions::default())
         .await?;
     assert_eq!(file.checksum, hex::encode(Md5::digest(body.as_bytes())));
-    let read = b
-        .knowledge
+    let read = kb(&b)
         .get_file("support", "faq.md")
         .await?
         .expect("faq.md was written");
     assert_eq!(&read[..], body.as_bytes());
     assert_eq!(
-        a.knowledge.get_checksum("support").await?,
-        b.knowledge.get_checksum("support").await?
+        kb(&a).get_checksum("support").await?,
+        kb(&b).get_checksum("support").await?
     );
 
     for r in [a, b] {
-        r.hot_reload.close().await;
-        r.bots.close().await?;
-        r.registry.close().await?;
-        r.knowledge.close().await?;
+        r.close().await?;
     }
     Ok(())
 }

@@ -25,10 +25,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("dynreg-knowledge-store", &["file", "s3"]),
     ("dynreg-cache", &["testkit"]),
     ("dynreg-hot-reload", &[]),
-    (
-        "dynreg-resource-resolver",
-        &["sqlite", "postgres", "redis", "file", "s3"],
-    ),
+    ("dynreg-resource-resolver", &[]),
     ("dynreg", &["sqlite", "postgres", "redis", "file", "s3"]),
 ];
 

@@ -6,7 +6,6 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dynreg_event_bus::EventBus;
 use dynreg_registry_core::{BoxError, Registration, RegistryBackend, config_hash};
 use serde_json::Value;
 
@@ -166,15 +165,14 @@ pub struct ConfigCachingManager {
 }
 
 impl ConfigCachingManager {
-    /// A config cache over `backend`, extracting `config_key` when set, subscribing to registry
-    /// change events on `bus` when given.
+    /// A config cache over `backend`, extracting `config_key` when set. Keep it current with a
+    /// hot-reload manager (`dynreg_hot_reload`), as any other cache.
     pub async fn new(
         backend: Arc<dyn RegistryBackend>,
         config_key: Option<String>,
         options: CacheOptions,
-        bus: Option<Arc<dyn EventBus>>,
     ) -> Result<Self, CacheError> {
-        Self::with_factory(backend, ConfigFactory::new(config_key), options, bus).await
+        Self::with_factory(backend, ConfigFactory::new(config_key), options).await
     }
 
     /// A config cache whose sections are resolved by `resolver` (e.g. `$resource` references
@@ -186,25 +184,21 @@ impl ConfigCachingManager {
         config_key: Option<String>,
         resolver: Arc<dyn ConfigResolver>,
         options: CacheOptions,
-        bus: Option<Arc<dyn EventBus>>,
     ) -> Result<Self, CacheError> {
         let factory = ConfigFactory::new(config_key).with_resolver(resolver);
-        Self::with_factory(backend, factory, options, bus).await
+        Self::with_factory(backend, factory, options).await
     }
 
     async fn with_factory(
         backend: Arc<dyn RegistryBackend>,
         factory: ConfigFactory,
         options: CacheOptions,
-        bus: Option<Arc<dyn EventBus>>,
     ) -> Result<Self, CacheError> {
-        let mut b = CachingRegistryManager::builder(backend, factory).options(options);
-        if let Some(bus) = bus {
-            b = b.events(bus);
-        }
-        Ok(ConfigCachingManager {
-            cache: b.build().await?,
-        })
+        let cache = CachingRegistryManager::builder(backend, factory)
+            .options(options)
+            .build()
+            .await?;
+        Ok(ConfigCachingManager { cache })
     }
 
     /// Wraps an already built config cache.

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use dynreg_event_bus::EventBusError;
 use dynreg_registry_core::RegistryError;
 
 /// A creation error from an [`crate::InstanceFactory`], shared by every waiter of one creation.
@@ -60,15 +59,6 @@ pub enum CacheError {
         option: &'static str,
         /// What is wrong.
         reason: String,
-    },
-    /// Subscribing to registry change events failed.
-    #[error("subscribing to registry change events on topic {topic:?} failed: {source}")]
-    Subscribe {
-        /// The bus topic.
-        topic: String,
-        /// The bus's error.
-        #[source]
-        source: Arc<EventBusError>,
     },
 }
 

@@ -8,13 +8,37 @@
 //! * [`ConfigCachingManager`]: the same cache for configs, as [`ResolvedConfig`] (config,
 //!   revision, config hash, environment), with `$resource` references resolved through a
 //!   [`ConfigResolver`] (`dynreg-resource-resolver` provides one for an environment).
-//! * [`EventedRegistry`]: a `RegistryBackend` decorator that publishes one [`ChangeNotice`] per
-//!   committed write on [`REGISTRY_TOPIC`] (`registry:bots`, payload `bot_id`, `kind`,
-//!   `revision`) and tells attached caches in the same process before the write returns.
+//!
+//! The cache is a data structure over a `RegistryBackend`: it knows no event bus. It is told
+//! about registry changes through [`CachingRegistryManager::apply_notice`] (a
+//! [`ChangeNotice`] from `dynreg-registry-core`) or as a [`ChangeListener`], and reports failed
+//! rebuilds to [`CachingRegistryManager::on_refresh_failure`] hooks. The sync layer
+//! (`dynreg-hot-reload`: `EventedRegistry`, `HotReloadManager`) connects it to the bus and the
+//! change feed; the facade's `Platform` wires everything from one environment.
 //!
 //! Features: `testkit` exports [`testkit`], a tracking instance factory for tests (used by
-//! this crate's and `dynreg-hot-reload`'s tests). The cache itself works with any
-//! `RegistryBackend` and any `EventBus`.
+//! this crate's and `dynreg-hot-reload`'s tests).
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use dynreg_cache::{CachingRegistryManager, InstanceFactory};
+//! # use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
+//! struct Names;
+//! #[async_trait::async_trait]
+//! impl InstanceFactory<String> for Names {
+//!     type Error = std::convert::Infallible;
+//!     async fn create(&self, id: &str, config: Arc<serde_json::Value>) -> Result<String, Self::Error> {
+//!         Ok(format!("{id}: {}", config["name"]))
+//!     }
+//! }
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let registry: Arc<dyn RegistryBackend> = Arc::new(InMemoryBackend::new());
+//! registry.register("b1", serde_json::json!({"name": "one"})).await.unwrap();
+//! let cache = CachingRegistryManager::builder(registry, Names).build().await.unwrap();
+//! assert_eq!(*cache.get_or_create("b1").await.unwrap(), "b1: \"one\"");
+//! assert_eq!(cache.stats().misses, 1);
+//! # }
+//! ```
 //!
 //! ## Guarantees (fixing reference-spec §9.1 #1–#9)
 //! * **Single-flight per id.** Concurrent lookups of a cold id share one build; builds of
@@ -30,22 +54,21 @@
 //! * **Build-then-swap.** A change marks the instance stale; the next lookup (or
 //!   `refresh_in_background`) builds the new one and swaps it in. If that build fails, the last
 //!   good instance keeps serving and the failure is logged, counted
-//!   ([`CacheStats::refresh_failures`]) and published on [`RELOAD_ERRORS_TOPIC`].
+//!   ([`CacheStats::refresh_failures`]) and handed to [`CachingRegistryManager::on_refresh_failure`]
+//!   hooks (the sync layer publishes it on the bus).
 //! * **TTL and LRU.** TTL on the monotonic clock, enforced on access and by a background
 //!   sweeper; a size bound with exact least-recently-used eviction.
 //! * **Inactive is not served.** An inactive or absent bot is [`CacheError::NotFound`].
 //! * **The backend is not owned** unless [`CacheOptions::owns_backend`] says so: `close()`
 //!   leaves it open.
-//! * **Read-your-writes.** Write through an [`EventedRegistry`] the cache is attached to
-//!   ([`CachingRegistryManager::attach`]): when the write returns, older instances in this
-//!   process are already stale.
+//! * **Read-your-writes.** Write through a registry decorator the cache listens to
+//!   ([`CachingRegistryManager::change_listener`]; `dynreg_hot_reload::EventedRegistry::attach`):
+//!   when the write returns, older instances in this process are already stale.
 
 mod config_cache;
 mod error;
-mod evented;
 mod factory;
 mod manager;
-mod notice;
 mod options;
 mod stats;
 mod store;
@@ -57,9 +80,10 @@ pub use config_cache::{
     ConfigCachingManager, ConfigFactory, ConfigResolveError, ConfigResolver, ResolvedConfig,
 };
 pub use error::{CacheError, SharedError};
-pub use evented::{ChangeListener, EventedRegistry};
+pub use dynreg_registry_core::{ChangeKind, ChangeListener, ChangeNotice};
 pub use factory::InstanceFactory;
-pub use manager::{CacheBuilder, CachingRegistryManager, NoticeEffect};
-pub use notice::{ChangeKind, ChangeNotice, EVENT_SOURCE, REGISTRY_TOPIC, RELOAD_ERRORS_TOPIC};
+pub use manager::{
+    CacheBuilder, CachingRegistryManager, NoticeEffect, RefreshFailure, RefreshFailureHook,
+};
 pub use options::{CacheOptions, DEFAULT_MAX_BUILD_ATTEMPTS, DEFAULT_MAX_SIZE, DEFAULT_TTL};
 pub use stats::CacheStats;

@@ -1,22 +1,22 @@
 //! `CachingRegistryManager<T>`: the instance cache over a registry — single-flight builds per
 //! id, TTL with a background sweeper, exact LRU, change notices and build-then-swap refresh.
+//!
+//! The cache knows no event bus: change notices reach it through
+//! [`CachingRegistryManager::apply_notice`] or as a [`ChangeListener`] (the sync layer, `dynreg-hot-reload`, feeds both),
+//! and failed rebuilds leave it through [`CachingRegistryManager::on_refresh_failure`] hooks.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use dynreg_event_bus::{Delivery, Event, EventBus, EventType, Subscription};
-use dynreg_registry_core::{Registration, RegistryBackend};
+use dynreg_registry_core::{ChangeListener, ChangeNotice, Registration, RegistryBackend};
 use futures::FutureExt;
-use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::{CacheError, SharedError};
-use crate::evented::{ChangeListener, EventedRegistry};
 use crate::factory::{DynFactory, Erased, InstanceFactory};
-use crate::notice::{ChangeNotice, RELOAD_ERRORS_TOPIC};
 use crate::options::CacheOptions;
 use crate::stats::{CacheStats, Counters};
 use crate::store::{Flight, Ready, Slot, Store, lock};
@@ -35,6 +35,23 @@ pub enum NoticeEffect {
     /// The bot is gone or inactive: its instance(s) were removed and destroyed.
     Removed(usize),
 }
+
+/// A rebuild after a registry change failed and the last good instance kept serving: what
+/// [`CachingRegistryManager::on_refresh_failure`] hooks receive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshFailure {
+    /// The bot whose rebuild failed.
+    pub bot_id: String,
+    /// The registry revision the failed build read.
+    pub revision: u64,
+    /// The revision of the instance that keeps serving.
+    pub serving_revision: u64,
+    /// The build's error, as text.
+    pub error: String,
+}
+
+/// A hook called for every failed rebuild (see [`CachingRegistryManager::on_refresh_failure`]).
+pub type RefreshFailureHook = Arc<dyn Fn(&RefreshFailure) + Send + Sync>;
 
 /// A cache of instances built from registry configs (see the crate docs for the guarantees).
 ///
@@ -66,8 +83,6 @@ pub struct CacheBuilder<T: Send + Sync + 'static> {
     backend: Arc<dyn RegistryBackend>,
     factory: Arc<dyn DynFactory<T>>,
     options: CacheOptions,
-    bus: Option<Arc<dyn EventBus>>,
-    subscribe: bool,
 }
 
 impl<T: Send + Sync + 'static> CacheBuilder<T> {
@@ -95,22 +110,6 @@ impl<T: Send + Sync + 'static> CacheBuilder<T> {
         self
     }
 
-    /// Subscribes to registry change events on `bus` (topic `options.topic`) and reports failed
-    /// rebuilds on it ([`RELOAD_ERRORS_TOPIC`]).
-    pub fn events(mut self, bus: Arc<dyn EventBus>) -> Self {
-        self.bus = Some(bus);
-        self.subscribe = true;
-        self
-    }
-
-    /// Uses `bus` only to report failed rebuilds, without subscribing (when a hot-reload
-    /// manager feeds this cache).
-    pub fn error_events(mut self, bus: Arc<dyn EventBus>) -> Self {
-        self.bus = Some(bus);
-        self.subscribe = false;
-        self
-    }
-
     /// Whether `close()` closes the backend too (default `false`).
     pub fn owns_backend(mut self, owns: bool) -> Self {
         self.options.owns_backend = owns;
@@ -123,25 +122,16 @@ impl<T: Send + Sync + 'static> CacheBuilder<T> {
         self
     }
 
-    /// Starts the manager (sweeper, event subscription). Must run inside a tokio runtime.
+    /// Starts the manager (and its sweeper). Must run inside a tokio runtime.
     pub async fn build(self) -> Result<CachingRegistryManager<T>, CacheError> {
         self.options.validate()?;
-        let subscription = match (&self.bus, self.subscribe) {
-            (Some(bus), true) => Some(bus.subscribe(&self.options.topic).await.map_err(|e| {
-                CacheError::Subscribe {
-                    topic: self.options.topic.clone(),
-                    source: Arc::new(e),
-                }
-            })?),
-            _ => None,
-        };
         let inner = Arc::new(Inner {
             backend: self.backend,
             factory: self.factory,
             options: self.options,
             store: Store::new(),
             counters: Counters::default(),
-            bus: self.bus,
+            failure_hooks: RwLock::new(Vec::new()),
             runtime: tokio::runtime::Handle::current(),
             closed: AtomicBool::new(false),
             destroyer: Arc::default(),
@@ -150,9 +140,6 @@ impl<T: Send + Sync + 'static> CacheBuilder<T> {
         let mut tasks = Vec::new();
         if let Some(every) = inner.options.effective_sweep_interval() {
             tasks.push(tokio::spawn(sweep_loop(Arc::downgrade(&inner), every)));
-        }
-        if let Some(sub) = subscription {
-            tasks.push(tokio::spawn(listen_loop(Arc::downgrade(&inner), sub)));
         }
         *lock(&inner.tasks) = tasks;
         Ok(CachingRegistryManager { inner })
@@ -165,7 +152,7 @@ pub(crate) struct Inner<T: Send + Sync + 'static> {
     options: CacheOptions,
     store: Store<T>,
     counters: Counters,
-    bus: Option<Arc<dyn EventBus>>,
+    failure_hooks: RwLock<Vec<RefreshFailureHook>>,
     runtime: tokio::runtime::Handle,
     closed: AtomicBool,
     destroyer: Arc<Destroyer>,
@@ -202,8 +189,6 @@ impl<T: Send + Sync + 'static> CachingRegistryManager<T> {
             backend,
             factory: Arc::new(Erased(factory)),
             options: CacheOptions::default(),
-            bus: None,
-            subscribe: false,
         }
     }
 
@@ -310,13 +295,9 @@ impl<T: Send + Sync + 'static> CachingRegistryManager<T> {
         self.inner.sweep()
     }
 
-    /// Registers this cache as an in-process listener of `registry`, so a write through it
-    /// marks older instances stale before the write returns (read-your-writes).
-    pub fn attach<B: RegistryBackend + ?Sized>(&self, registry: &EventedRegistry<B>) {
-        registry.add_listener(self.change_listener());
-    }
-
-    /// This cache as a [`ChangeListener`] (held weakly).
+    /// This cache as a [`ChangeListener`] (held weakly): give it to a registry decorator that
+    /// announces committed writes in process (`dynreg_hot_reload::EventedRegistry::attach`),
+    /// so a write through it marks older instances stale before the write returns.
     pub fn change_listener(&self) -> Weak<dyn ChangeListener> {
         let weak: Weak<Inner<T>> = Arc::downgrade(&self.inner);
         weak
@@ -389,9 +370,16 @@ impl<T: Send + Sync + 'static> CachingRegistryManager<T> {
         &self.inner.options
     }
 
-    /// The bus this cache reports on (if any).
-    pub fn event_bus(&self) -> Option<&Arc<dyn EventBus>> {
-        self.inner.bus.as_ref()
+    /// Calls `hook` for every later rebuild that failed while the last good instance kept
+    /// serving (after it is logged and counted in [`CacheStats::refresh_failures`]). Hooks run
+    /// on the task that ran the build and must not block; the sync layer uses one to publish
+    /// the failure on the bus.
+    pub fn on_refresh_failure(&self, hook: impl Fn(&RefreshFailure) + Send + Sync + 'static) {
+        self.inner
+            .failure_hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(hook));
     }
 
     /// Whether `close()` was called.
@@ -399,7 +387,7 @@ impl<T: Send + Sync + 'static> CachingRegistryManager<T> {
         self.inner.closed.load(Ordering::Acquire)
     }
 
-    /// Stops the sweeper and the subscription, waits for builds in progress, destroys every
+    /// Stops the sweeper, waits for builds in progress, destroys every
     /// instance (waiting for each `destroy`), and closes the backend only if the cache owns it.
     /// Later lookups fail with [`CacheError::Closed`]. Idempotent.
     pub async fn close(&self) -> Result<(), dynreg_registry_core::RegistryError> {
@@ -715,20 +703,21 @@ impl<T: Send + Sync + 'static> Inner<T> {
             %error,
             "rebuild after a registry change failed; the last good instance keeps serving"
         );
-        if let Some(bus) = &self.bus {
-            let mut payload = Map::new();
-            payload.insert("bot_id".into(), Value::String(key.to_owned()));
-            payload.insert("revision".into(), Value::from(revision));
-            payload.insert("serving_revision".into(), Value::from(serving));
-            payload.insert("error".into(), Value::String(error.to_string()));
-            let event = Event::new(EventType::Error, RELOAD_ERRORS_TOPIC, payload)
-                .with_source("dynreg-cache");
-            let bus = Arc::clone(bus);
-            self.runtime.spawn(async move {
-                if let Err(e) = bus.publish(RELOAD_ERRORS_TOPIC, &event).await {
-                    tracing::warn!(error = %e, "could not publish a failed-rebuild event");
-                }
-            });
+        let hooks = self
+            .failure_hooks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !hooks.is_empty() {
+            let failure = RefreshFailure {
+                bot_id: key.to_owned(),
+                revision,
+                serving_revision: serving,
+                error: error.to_string(),
+            };
+            for hook in hooks {
+                hook(&failure);
+            }
         }
     }
 
@@ -935,30 +924,5 @@ async fn sweep_loop<T: Send + Sync + 'static>(weak: Weak<Inner<T>>, every: Durat
             return;
         };
         inner.sweep();
-    }
-}
-
-async fn listen_loop<T: Send + Sync + 'static>(weak: Weak<Inner<T>>, mut sub: Subscription) {
-    while let Some(delivery) = sub.next().await {
-        let Some(inner) = weak.upgrade() else {
-            return;
-        };
-        match delivery {
-            Delivery::Event { event, .. } => {
-                if let Some(notice) = ChangeNotice::from_event(&event) {
-                    inner.apply_notice(&notice);
-                } else {
-                    tracing::debug!(event_type = %event.event_type, "ignoring a non-registry event");
-                }
-            }
-            Delivery::Resync { reason } => {
-                let n = inner.mark_all_stale();
-                tracing::warn!(
-                    ?reason,
-                    stale = n,
-                    "registry events may have been missed; cached instances will be rebuilt"
-                );
-            }
-        }
     }
 }

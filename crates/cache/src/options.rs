@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use crate::error::CacheError;
-use crate::notice::REGISTRY_TOPIC;
 
 /// The original's default TTL (300 s).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -30,8 +29,6 @@ pub struct CacheOptions {
     /// Whether `close()` also closes the backend. Default `false`: a cache never closes a
     /// backend it was merely given.
     pub owns_backend: bool,
-    /// The bus topic of registry change events (default [`REGISTRY_TOPIC`]).
-    pub topic: String,
     /// Bound on rebuilds while the registration keeps changing during builds.
     pub max_build_attempts: u32,
 }
@@ -44,7 +41,6 @@ impl Default for CacheOptions {
             sweep_interval: None,
             keep_last_good: true,
             owns_backend: false,
-            topic: REGISTRY_TOPIC.to_owned(),
             max_build_attempts: DEFAULT_MAX_BUILD_ATTEMPTS,
         }
     }
@@ -63,12 +59,6 @@ impl CacheOptions {
             return Err(CacheError::InvalidOption {
                 option: "max_build_attempts",
                 reason: "must be at least 1".into(),
-            });
-        }
-        if self.topic.is_empty() {
-            return Err(CacheError::InvalidOption {
-                option: "topic",
-                reason: "must not be empty".into(),
             });
         }
         Ok(())

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dynreg::cache::{CacheError, CachingRegistryManager, EventedRegistry, InstanceFactory};
-use dynreg::hot_reload::{HotReloadManager, ReloadMode};
+use dynreg::cache::{CacheError, InstanceFactory};
+use dynreg::hot_reload::ReloadMode;
 use dynreg::knowledge::PutOptions;
 use dynreg::registry::{RegistryBackend, RegistryBackendExt};
-use dynreg::{DomainConfig, Environment};
+use dynreg::{DomainConfig, Environment, Platform};
 use serde_json::{Value, json};
 
 /// A stand-in for a real bot: it needs a model name and refuses a config without one.
@@ -63,33 +63,17 @@ fn bot_config(model: &str) -> Value {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Environment::load("configs/environments/development.yaml")?;
-    let live = DomainConfig::load("configs/domains/my-bot.yaml")?
-        .resolve(&env)?
-        .components()
-        .await?;
-    println!("environment {:?}: {live:?}", env.name());
-    let (Some(registry), Some(bus), Some(knowledge)) =
-        (live.registry, live.event_bus, live.knowledge)
-    else {
-        anyhow::bail!("my-bot.yaml names a registry, an event bus and a knowledge store");
-    };
-
-    // Every committed write through `registry` publishes one event on `registry:bots`.
-    let registry = Arc::new(EventedRegistry::new(registry, Some(bus.clone())));
-    let bots = CachingRegistryManager::builder(registry.clone() as Arc<dyn RegistryBackend>, Bots)
-        .ttl(Some(Duration::from_secs(300)))
-        .max_size(Some(1000))
-        .events(bus.clone())
-        .build()
-        .await?;
-    bots.attach(&registry);
-    let hot_reload = HotReloadManager::builder(bots.clone())
-        .events(bus.clone())
-        .mode(ReloadMode::Hybrid)
+    let platform = Platform::from_env(env, DomainConfig::load("configs/domains/my-bot.yaml")?)
+        .instances(Bots)
+        .reload(ReloadMode::Hybrid)
         .poll_interval(Duration::from_secs(1))
-        .build()?;
-    hot_reload.start().await?;
-    hot_reload.wait_until_synced().await;
+        .start()
+        .await?;
+    println!("{platform:?}");
+    let (registry, bots) = (platform.registry(), platform.bots());
+    let knowledge = platform
+        .knowledge()
+        .ok_or_else(|| anyhow::anyhow!("my-bot.yaml names a knowledge store"))?;
 
     let reg = registry
         .register("support-bot", bot_config("claude-3-sonnet"))
@@ -151,10 +135,6 @@ async fn main() -> anyhow::Result<()> {
         registry.list_ids().await?,
         bots.stats()
     );
-    hot_reload.close().await;
-    bots.close().await?;
-    registry.close().await?;
-    knowledge.close().await?;
-    bus.close().await?;
+    platform.close().await?;
     Ok(())
 }

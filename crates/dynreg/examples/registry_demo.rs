@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use dynreg::registry::{
     Change, ChangeFeed, ListQuery, RegisterOptions, RegistryBackendExt, RegistryError, SortSpec,
-    create_registry_backend, validate_portability,
+    create_registry_backend,
 };
+use dynreg::config::validate_portability;
 use serde_json::json;
 
 #[tokio::main]

@@ -22,7 +22,9 @@ pub fn available_backends() -> Vec<&'static str> {
 }
 
 /// Builds a bus from `config`, a JSON object whose `"backend"` key is `"memory"` (the default when
-/// the key is absent), `"postgres"` or `"redis"`; the other keys are the backend's options (see
+/// the key is absent), `"postgres"` or `"redis"`; the other keys are the backend's options, as
+/// an environment writes them (numeric strings accepted; a server URL may be given as `url` or
+/// as `host`, `port`, `username`, `password`, `db`/`database` and `ssl` parts) (see
 /// [`crate::postgres::PostgresEventBusConfig::from_json`] and
 /// [`crate::redis::RedisEventBusConfig::from_json`]). Server-backed buses connect before this
 /// returns, so a bad address is reported here.
@@ -57,6 +59,7 @@ pub async fn create_event_bus(config: &Value) -> Result<Arc<dyn EventBus>, Event
             });
         }
     };
+    let map = crate::config::normalize(&backend, &map);
     match backend.as_str() {
         "memory" => {
             crate::config::reject_unknown(&map, &["capacity"])?;

@@ -1,26 +1,42 @@
 //! # dynreg-hot-reload
 //!
-//! Keeps every replica's caches serving the current bot configs:
+//! The sync layer: the one home of registry change traffic. It keeps every replica's caches
+//! serving the current bot configs, and it is the only layer that connects registry, cache
+//! and knowledge storage to the event bus:
 //!
+//! * [`EventedRegistry`] decorates any registry backend and announces each committed write
+//!   once: to in-process caches before the write returns ([`EventedRegistry::attach`],
+//!   read-your-writes) and on the bus topic ([`REGISTRY_TOPIC`], in the wire form of
+//!   [`notice_to_event`]).
 //! * [`RegistryPoller`] polls the registry's change feed (`changes_since(cursor)`): O(changes)
 //!   per poll, a full relist only when the cursor expired, no change lost between polls, error
 //!   back-off, and a zero/negative interval rejected (reference-spec §9.1 #10).
 //! * [`HotReloadManager`] in [`ReloadMode::Polling`], [`ReloadMode::EventDriven`] or
-//!   [`ReloadMode::Hybrid`]. It reacts to the registry change events that
-//!   `dynreg_cache::EventedRegistry` publishes on `registry:bots` (one per committed write, on
-//!   every backend), catches up through the change feed on a bus resync signal, offers
+//!   [`ReloadMode::Hybrid`], with the replica's one bus subscription to registry changes. It
+//!   reacts to the events [`EventedRegistry`] publishes (one per committed write, on every
+//!   backend), catches up through the change feed on a bus resync signal, offers
 //!   [`HotReloadManager::wait_until_synced`] for start-up readiness, and rebuilds changed bots
 //!   build-then-swap: a failed build keeps the last good instance serving and is reported
-//!   (error log, `reload_failures`, an `error` event on `registry:errors`).
+//!   (error log, `reload_failures`, an `error` event on [`RELOAD_ERRORS_TOPIC`]).
+//!
+//! The data of a change ([`dynreg_registry_core::ChangeNotice`]) lives beside the change feed in
+//! `dynreg-registry-core`; its wire form lives here ([`wire`]). The facade's `Platform` wires a
+//! registry, a cache and a hot-reload manager from one environment with the topic set once.
 //!
 //! No cargo features: it works with any registry backend and any event bus.
 
 mod error;
+mod evented;
 mod manager;
 mod mode;
 mod poller;
+pub mod wire;
 
 pub use error::HotReloadError;
+pub use evented::EventedRegistry;
 pub use manager::{DEFAULT_POLL_INTERVAL, HotReloadBuilder, HotReloadManager, HotReloadStats};
 pub use mode::ReloadMode;
 pub use poller::{ChangeCallback, MAX_ERROR_BACKOFF, PollBatch, PollerStats, RegistryPoller};
+pub use wire::{
+    EVENT_SOURCE, REGISTRY_TOPIC, RELOAD_ERRORS_TOPIC, notice_from_event, notice_to_event,
+};

@@ -6,17 +6,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use dynreg_cache::{
-    CachingRegistryManager, ChangeKind, ChangeNotice, NoticeEffect, REGISTRY_TOPIC,
-};
+use dynreg_cache::{CachingRegistryManager, NoticeEffect};
 use dynreg_event_bus::{Backoff, Delivery, EventBus, Subscription};
-use dynreg_registry_core::{Change, RegistryBackend};
+use dynreg_registry_core::{Change, ChangeKind, ChangeNotice, RegistryBackend};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::HotReloadError;
 use crate::mode::ReloadMode;
 use crate::poller::{PollBatch, RegistryPoller};
+use crate::wire::{REGISTRY_TOPIC, RELOAD_ERRORS_TOPIC, notice_from_event, reload_error_event};
 
 /// The original's default poll interval (5 s).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -65,7 +64,8 @@ impl<T: Send + Sync + 'static> HotReloadBuilder<T> {
         self
     }
 
-    /// The bus carrying registry change events.
+    /// The bus carrying registry change events. Failed rebuilds of the cache are published on
+    /// it too ([`RELOAD_ERRORS_TOPIC`]).
     pub fn events(mut self, bus: Arc<dyn EventBus>) -> Self {
         self.bus = Some(bus);
         self
@@ -105,6 +105,23 @@ impl<T: Send + Sync + 'static> HotReloadBuilder<T> {
             .backend
             .unwrap_or_else(|| Arc::clone(self.cache.backend()));
         let poller = RegistryPoller::new(Arc::clone(&backend), self.poll_interval)?;
+        if let Some(bus) = &self.bus {
+            let bus = Arc::clone(bus);
+            self.cache.on_refresh_failure(move |failure| {
+                let event = reload_error_event(failure);
+                let bus = Arc::clone(&bus);
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            if let Err(e) = bus.publish(RELOAD_ERRORS_TOPIC, &event).await {
+                                tracing::warn!(error = %e, "could not publish a failed-rebuild event");
+                            }
+                        });
+                    }
+                    Err(_) => tracing::warn!("no runtime to publish a failed-rebuild event on"),
+                }
+            });
+        }
         Ok(HotReloadManager {
             inner: Arc::new(Inner {
                 cache: self.cache,
@@ -333,7 +350,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             }
             NoticeEffect::NotCached | NoticeEffect::BuildRestarted => {}
             NoticeEffect::MarkedStale | NoticeEffect::Ignored => {
-                // Stale here, or already marked by the cache's own subscription: rebuild now.
+                // Stale here, or already marked by an in-process listener: rebuild now.
                 if let Some(id) = notice.bot_id.as_deref()
                     && self.cache.refresh_in_background(id)
                 {
@@ -365,7 +382,7 @@ async fn listen_loop<T: Send + Sync + 'static>(weak: Weak<Inner<T>>, mut sub: Su
         };
         match delivery {
             Delivery::Event { event, .. } => {
-                if let Some(notice) = ChangeNotice::from_event(&event) {
+                if let Some(notice) = notice_from_event(&event) {
                     inner.events.fetch_add(1, Ordering::Relaxed);
                     inner.apply_notice(&notice);
                 }

@@ -4,8 +4,7 @@
 //! Python original, plus a registry-wide `revision` and a `config_hash`), the
 //! [`RegistryBackend`] trait with its convenience extension [`RegistryBackendExt`], the
 //! change feed ([`RegistryBackend::changes_since`]), the in-memory backend
-//! ([`InMemoryBackend`]), the portability check ([`validate_portability`]) and, behind the
-//! `conformance` feature, the conformance suite every backend runs.
+//! ([`InMemoryBackend`]) and, behind the `conformance` feature, the conformance suite every backend runs.
 //!
 //! Persistent backends (SQLite, PostgreSQL, file, S3) live in `dynreg-registry-backends`,
 //! each behind its own feature; the facade crate `dynreg` re-exports both as `dynreg::registry`.
@@ -42,7 +41,6 @@ mod hash;
 mod id;
 mod memory;
 mod model;
-mod portability;
 mod query;
 mod time;
 mod write;
@@ -55,16 +53,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-pub use changes::{Change, ChangeFeed};
+pub use changes::{Change, ChangeFeed, ChangeKind, ChangeListener, ChangeNotice};
 pub use error::{BoxError, DisplayId, RegistryError, Result};
 pub use hash::{canonical_json, config_hash};
 pub use id::{MAX_BOT_ID_BYTES, validate_bot_id};
 pub use memory::InMemoryBackend;
 pub use model::{Registration, Status};
-pub use portability::{
-    PortabilityError, PortabilityIssue, has_resource_references, is_portable, portability_issues,
-    validate_portability,
-};
 pub use query::{ListQuery, SortOrder, SortSpec, compare_json, matches_metadata, paginate};
 pub use time::{format_timestamp, now, parse_timestamp};
 pub use write::{Deactivation, RegisterOptions, Registered, WriteCondition, WriteEffect};

@@ -114,28 +114,4 @@ fn main() {
     time("LineIndex::build for a 3000-line file", 500, || {
         LineIndex::build(&text)
     });
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = VarMap::new().with("DATA_DIR", dir.path().to_string_lossy());
-    let env = Environment::load_named(
-        configs().join("environments"),
-        "development",
-        &LoadOptions::with_vars(data.clone()),
-    )
-    .unwrap();
-    let resolved = my_bot
-        .resolve_with(
-            &env,
-            &ResolveOptions::with_load(LoadOptions::with_vars(data)),
-        )
-        .unwrap();
-    time(
-        "development components(): SQLite + memory bus + file KB",
-        50,
-        || rt.block_on(resolved.components()).unwrap(),
-    );
 }

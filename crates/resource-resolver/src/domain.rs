@@ -102,7 +102,7 @@ impl DomainConfig {
     }
 
     /// Every machine-local value (home directories, loopback addresses...) with its file,
-    /// line and YAML path, judged by `dynreg_registry_core::portability_issues` leaf by leaf.
+    /// line and YAML path, judged by [`crate::portability_issues`] leaf by leaf.
     pub fn portability_findings(&self) -> Vec<PortabilityFinding> {
         let mut out = Vec::new();
         self.walk_portability(&self.doc.value, &YamlPath::root(), &mut out, 0);
@@ -144,7 +144,7 @@ impl DomainConfig {
         suffix: &str,
         out: &mut Vec<PortabilityFinding>,
     ) {
-        for issue in dynreg_registry_core::portability_issues(&Value::String(text.to_owned())) {
+        for issue in crate::portability::portability_issues(&Value::String(text.to_owned())) {
             out.push(PortabilityFinding {
                 at: self
                     .doc

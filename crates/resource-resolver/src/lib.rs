@@ -14,51 +14,43 @@
 //!   an environment ([`DomainConfig::resolve`]): strict or lenient, environment values win
 //!   over inline defaults, nested references, cycle detection, `$requires` checks that fail
 //!   when a capability is absent, and the portability check with offending YAML paths.
-//! * [`EnvironmentResolver`]: an environment as the `ConfigResolver` of a
-//!   `dynreg_cache::ConfigCachingManager`, so cached bot configs have their `$resource`
-//!   references resolved (strict by default, `${VAR}` left as stored).
-//! * [`ResolvedConfig::components`]: live handles built through `create_registry_backend`,
-//!   `create_event_bus` and `create_knowledge_backend`.
+//! * [`ResolvedConfig::section`]: a component's kind and options with their location
+//!   ([`ComponentSection`]), for a backend factory; errors of that factory are reported through
+//!   [`ComponentSection::build_error`] with the location and no secret.
+//! * [`validate_portability`] and friends: machine-local values (home directories, loopback
+//!   addresses) in any config.
+//!
+//! This crate is pure configuration: it depends on no other dynreg crate and builds nothing.
+//! The facade (`dynreg::Platform`, `dynreg::build`) turns sections into live backends.
 //! * Errors ([`ResolveError`]) carry file, line and YAML path; values substituted from the
 //!   environment never appear in error messages or `Debug` output.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dynreg_resource_resolver::ResolveError> {
-//! use dynreg_resource_resolver::{DomainConfig, Environment};
+//! use dynreg_resource_resolver::{Component, DomainConfig, Environment};
 //! let env = Environment::load("configs/environments/development.yaml")?;
 //! let resolved = DomainConfig::load("configs/domains/my-bot.yaml")?.resolve(&env)?;
-//! let live = resolved.components().await?; // SQLite registry, memory bus, file knowledge
-//! # let _ = live; Ok(()) }
+//! let registry = resolved.section("bot.registry", Component::Registry)?.unwrap();
+//! assert_eq!(registry.kind, "sqlite"); // the development environment's registry
+//! # Ok(()) }
 //! ```
 //!
-//! ## Features
-//! Each forwards to the backend crates; a kind whose feature is off is
-//! [`ResolveError::FeatureDisabled`] naming the feature.
-//!
-//! | feature | enables |
-//! |---|---|
-//! | `sqlite` (default) | the SQLite registry backend |
-//! | `file` (default) | the file registry backend and the filesystem knowledge store |
-//! | `postgres` | the PostgreSQL registry backend and LISTEN/NOTIFY event bus |
-//! | `redis` | the Redis pub/sub event bus |
-//! | `s3` | the S3 registry backend and S3 knowledge store |
+//! No cargo features: which backends exist is the business of the crates that build them.
 
-mod components;
-mod config_resolver;
 mod domain;
 mod environment;
 mod error;
 mod lines;
 mod path;
 mod placeholder;
+mod portability;
 mod resolve;
 mod secrets;
+mod section;
 mod substitute;
 mod vars;
 mod yaml;
 
-pub use components::{ComponentPaths, Components};
-pub use config_resolver::EnvironmentResolver;
 pub use domain::{DomainConfig, ResolveOptions, ResolvedConfig};
 pub use environment::{
     CLOUD_MARKERS, CONFIG_DIR_VAR, DEFAULT_CONFIG_DIR, ENV_VAR, Environment, LoadOptions,
@@ -67,6 +59,11 @@ pub use error::{Component, Location, PortabilityFinding, ResolveError, Result};
 pub use lines::LineIndex;
 pub use path::{Segment, YamlPath};
 pub use placeholder::{Missing, Substituted, Unresolved, substitute_str};
+pub use portability::{
+    PortabilityError, PortabilityIssue, has_resource_references, is_portable, portability_issues,
+    validate_portability,
+};
+pub use section::{ComponentPaths, ComponentSection};
 pub use resolve::MAX_NODES;
 pub use substitute::{MAX_DEPTH, UnresolvedVar};
 pub use vars::{ProcessEnv, VarMap, VarSource};

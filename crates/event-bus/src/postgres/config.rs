@@ -102,12 +102,14 @@ impl PostgresEventBusConfig {
         }
     }
 
-    /// Reads `url` (or `connection_string`; else the `DATABASE_URL` environment variable),
+    /// Reads `url` (or `connection_string`, or `host`/`port`/`username`/`password`/`database`/
+    /// `ssl` parts; else the `DATABASE_URL` environment variable),
     /// `channel_prefix`, `channel_naming` (`"collision_free"` | `"original"`), `oversize`
     /// (`"claim_check"` | `"reject"`), `claim_table`, `claim_ttl_ms`, `capacity`,
     /// `reconnect_base_ms`, `reconnect_max_ms`, `probe_interval_ms`, `connect_timeout_ms`, and
     /// for TLS `ssl` (`true`/`false`) and `ca_file` (a PEM file of CA certificates).
     pub fn from_json(map: &Map<String, Value>) -> Result<Self, EventBusError> {
+        let map = &crate::config::normalize("postgres", map);
         reject_unknown(
             map,
             &[

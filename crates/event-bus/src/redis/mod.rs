@@ -93,11 +93,12 @@ impl RedisEventBusConfig {
         }
     }
 
-    /// Reads `url` (`redis://` or, for TLS, `rediss://`; or `host`/`port`/`password`, defaults
-    /// `localhost`/`6379`/none), `channel_prefix`, `capacity`, `reconnect_base_ms`,
+    /// Reads `url` (`redis://` or, for TLS, `rediss://`; or `host`/`port`/`username`/
+    /// `password`/`db`/`ssl` parts, defaults `localhost`/`6379`), `channel_prefix`, `capacity`, `reconnect_base_ms`,
     /// `reconnect_max_ms`, `probe_interval_ms`, `connect_timeout_ms`, and for TLS `ssl`
     /// (`true`/`false`) and `ca_file` (a PEM file of CA certificates).
     pub fn from_json(map: &Map<String, Value>) -> Result<Self, EventBusError> {
+        let map = &crate::config::normalize("redis", map);
         reject_unknown(
             map,
             &[
@@ -115,17 +116,7 @@ impl RedisEventBusConfig {
                 "ca_file",
             ],
         )?;
-        let url = match string_key(map, "url")? {
-            Some(url) => url,
-            None => {
-                let host = string_key(map, "host")?.unwrap_or_else(|| "localhost".into());
-                let port = usize_key(map, "port")?.unwrap_or(6379);
-                match string_key(map, "password")? {
-                    Some(password) => format!("redis://:{password}@{host}:{port}"),
-                    None => format!("redis://{host}:{port}"),
-                }
-            }
-        };
+        let url = string_key(map, "url")?.unwrap_or_else(|| "redis://localhost:6379".into());
         let mut config = RedisEventBusConfig::new(url);
         if let Some(prefix) = string_key(map, "channel_prefix")? {
             config.channel_prefix = prefix;

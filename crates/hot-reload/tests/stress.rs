@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dynreg_cache::testkit::{Bot, TestFactory};
-use dynreg_cache::{CachingRegistryManager, EventedRegistry};
+use dynreg_cache::CachingRegistryManager;
+use dynreg_hot_reload::{EventedRegistry, HotReloadManager, ReloadMode};
 use dynreg_event_bus::{EventBus, InMemoryEventBus};
 use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
 use rand::Rng;
@@ -42,16 +43,21 @@ async fn random_interleavings_never_double_destroy_leak_or_serve_stale() {
     .build()
     .await
     .unwrap();
-    local.attach(&writer);
+    writer.attach(&local);
     let remote = CachingRegistryManager::<Bot>::builder(
         backend.clone() as Arc<dyn RegistryBackend>,
         factory.clone(),
     )
     .max_size(Some(6))
-    .events(bus.clone())
     .build()
     .await
     .unwrap();
+    let remote_sync = HotReloadManager::builder(remote.clone())
+        .events(bus.clone())
+        .mode(ReloadMode::EventDriven)
+        .build()
+        .unwrap();
+    remote_sync.start().await.unwrap();
     for i in 0..IDS {
         writer
             .register(&format!("id{i}"), json!({"v": 0}))
@@ -138,6 +144,7 @@ async fn random_interleavings_never_double_destroy_leak_or_serve_stale() {
             }
         }
     }
+    remote_sync.close().await;
     local.close().await.unwrap();
     remote.close().await.unwrap();
     let t = &factory.tracker;

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynreg_cache::testkit::{Bot, TestFactory};
-use dynreg_cache::{
-    CacheOptions, CachingRegistryManager, ChangeKind, ChangeNotice, ConfigCachingManager,
-    EventedRegistry, REGISTRY_TOPIC,
-};
+use dynreg_cache::{CacheOptions, CachingRegistryManager, ConfigCachingManager};
+use dynreg_hot_reload::{EventedRegistry, HotReloadManager, REGISTRY_TOPIC, ReloadMode, notice_from_event};
 use dynreg_event_bus::{Delivery, EventBus, InMemoryEventBus, Subscription};
-use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
+use dynreg_registry_core::{
+    ChangeKind, ChangeNotice, InMemoryBackend, RegistryBackend, RegistryBackendExt,
+};
 use serde_json::json;
 
 async fn drain(sub: &mut Subscription) -> Vec<ChangeNotice> {
@@ -18,7 +18,7 @@ async fn drain(sub: &mut Subscription) -> Vec<ChangeNotice> {
     while let Some(d) = sub.try_next() {
         if let Delivery::Event { topic, event } = d {
             assert_eq!(&*topic, REGISTRY_TOPIC);
-            out.push(ChangeNotice::from_event(&event).unwrap());
+            out.push(notice_from_event(&event).unwrap());
         }
     }
     out
@@ -77,7 +77,7 @@ async fn read_your_writes_in_the_writing_process() {
     .build()
     .await
     .unwrap();
-    cache.attach(&reg);
+    reg.attach(&cache);
     for v in 0..200 {
         reg.register("a", json!({"v": v})).await.unwrap();
         assert_eq!(cache.get_or_create("a").await.unwrap().config["v"], v);
@@ -87,7 +87,7 @@ async fn read_your_writes_in_the_writing_process() {
 }
 
 #[tokio::test]
-async fn caches_subscribed_to_the_bus_drop_older_instances() {
+async fn caches_fed_by_the_bus_drop_older_instances() {
     let bus: Arc<dyn EventBus> = Arc::new(InMemoryEventBus::new());
     let backend = Arc::new(InMemoryBackend::new());
     let writer = EventedRegistry::new(backend.clone(), Some(bus.clone()));
@@ -95,14 +95,19 @@ async fn caches_subscribed_to_the_bus_drop_older_instances() {
         backend.clone() as Arc<dyn RegistryBackend>,
         TestFactory::new(),
     )
-    .events(bus.clone())
     .build()
     .await
     .unwrap();
+    let sync = HotReloadManager::builder(cache.clone())
+        .events(bus.clone())
+        .mode(ReloadMode::EventDriven)
+        .build()
+        .unwrap();
+    sync.start().await.unwrap();
     writer.register("a", json!({"v": 1})).await.unwrap();
     assert_eq!(cache.get_or_create("a").await.unwrap().config["v"], 1);
     writer.register("a", json!({"v": 2})).await.unwrap();
-    // Applied by the cache's subscription task; the lookup then rebuilds.
+    // Applied by the hot-reload manager's subscription; the lookup then serves the rebuild.
     let mut served = 1;
     for _ in 0..2000 {
         served = cache.get_or_create("a").await.unwrap().config["v"]
@@ -118,6 +123,7 @@ async fn caches_subscribed_to_the_bus_drop_older_instances() {
     let cached = cache.cached_revision("a").unwrap();
     let n = ChangeNotice::new(ChangeKind::Updated, "a", cached - 1);
     assert_eq!(cache.apply_notice(&n), dynreg_cache::NoticeEffect::Ignored);
+    sync.close().await;
 }
 
 #[tokio::test]
@@ -131,7 +137,6 @@ async fn config_cache_carries_revision_and_hash_and_extracts_a_section() {
         backend.clone(),
         Some("bot".into()),
         CacheOptions::default(),
-        None,
     )
     .await
     .unwrap();

@@ -1,4 +1,4 @@
-//! Benchmarks of issue 6 (plain timing loops; `cargo bench -p dynreg-hot-reload --all-features`):
+//! Benchmarks of issue 6 (plain timing loops; `cargo bench -p dynreg --all-features --bench hot_reload`):
 //! cache-hit throughput (1 and 2 threads), 100 cold ids with a 10 ms create, update -> 3
 //! replicas serving the new config (p50/p99 per bus), one poll at N = 100,000 with 1 change.
 #![allow(clippy::print_stdout, missing_docs)]
@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use dynreg_cache::{CachingRegistryManager, EventedRegistry, InstanceFactory};
-use dynreg_event_bus::{EventBus, InMemoryEventBus, create_event_bus};
-use dynreg_hot_reload::{HotReloadManager, RegistryPoller, ReloadMode};
-use dynreg_registry_backends::{PostgresBackend, SqliteBackend};
-use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
+use dynreg::Platform;
+use dynreg::cache::{CachingRegistryManager, InstanceFactory};
+use dynreg::events::{EventBus, InMemoryEventBus, create_event_bus};
+use dynreg::hot_reload::{RegistryPoller, ReloadMode};
+use dynreg::registry::{
+    InMemoryBackend, PostgresBackend, RegistryBackend, RegistryBackendExt, SqliteBackend,
+};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -128,37 +130,24 @@ async fn cold_ids() -> Duration {
 }
 
 struct Replica {
-    registry: Arc<EventedRegistry>,
-    cache: CachingRegistryManager<Bot>,
-    hot: HotReloadManager<Bot>,
+    platform: Platform<Bot>,
     built: watch::Receiver<i64>,
 }
 
 async fn replica(backend: Arc<dyn RegistryBackend>, bus: Arc<dyn EventBus>) -> Replica {
     backend.initialize().await.unwrap();
-    let registry = Arc::new(EventedRegistry::new(backend, Some(bus.clone())));
     let factory = Factory::new(Duration::ZERO);
     let built = factory.1.subscribe();
-    let cache =
-        CachingRegistryManager::builder(registry.clone() as Arc<dyn RegistryBackend>, factory)
-            .events(bus.clone())
-            .build()
-            .await
-            .unwrap();
-    cache.attach(&registry);
-    let hot = HotReloadManager::builder(cache.clone())
+    let platform = Platform::builder()
+        .registry(backend)
         .events(bus)
-        .mode(ReloadMode::Hybrid)
+        .instances(factory)
+        .reload(ReloadMode::Hybrid)
         .poll_interval(Duration::from_secs(1))
-        .build()
+        .start()
+        .await
         .unwrap();
-    hot.start().await.unwrap();
-    Replica {
-        registry,
-        cache,
-        hot,
-        built,
-    }
+    Replica { platform, built }
 }
 
 /// How the benchmark waits for a replica to serve the new config.
@@ -177,7 +166,7 @@ async fn serves(r: &mut Replica, v: i64, wait: Wait) {
         r.built.wait_for(|b| *b >= v).await.unwrap();
     }
     loop {
-        let b = r.cache.get_or_create("bot").await.unwrap();
+        let b = r.platform.bots().get_or_create("bot").await.unwrap();
         if b.config["v"] == v {
             return;
         }
@@ -187,12 +176,13 @@ async fn serves(r: &mut Replica, v: i64, wait: Wait) {
 
 async fn propagation(name: &str, mut rs: Vec<Replica>) {
     rs[0]
-        .registry
+        .platform
+        .registry()
         .register("bot", json!({"v": 0}))
         .await
         .unwrap();
     for r in &rs {
-        r.cache.get_or_create("bot").await.unwrap();
+        r.platform.bots().get_or_create("bot").await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Warm-up: the first writes on fresh tables and connections are not what is measured.
@@ -201,7 +191,8 @@ async fn propagation(name: &str, mut rs: Vec<Replica>) {
         v += 1;
         let writer = (v as usize) % 3;
         rs[writer]
-            .registry
+            .platform
+            .registry()
             .register("bot", json!({"v": v}))
             .await
             .unwrap();
@@ -216,7 +207,8 @@ async fn propagation(name: &str, mut rs: Vec<Replica>) {
             let writer = (v as usize) % 3;
             let t = Instant::now();
             rs[writer]
-                .registry
+                .platform
+                .registry()
                 .register("bot", json!({"v": v}))
                 .await
                 .unwrap();
@@ -237,8 +229,7 @@ async fn propagation(name: &str, mut rs: Vec<Replica>) {
         );
     }
     for r in rs {
-        r.hot.close().await;
-        r.cache.close().await.unwrap();
+        r.platform.close().await.unwrap();
     }
 }
 

@@ -1,6 +1,9 @@
 //! `EventedRegistry`: a `RegistryBackend` decorator that announces every committed write — to
-//! in-process listeners synchronously (read-your-writes) and on the bus topic
-//! [`crate::REGISTRY_TOPIC`] — so it works on every backend.
+//! in-process listeners synchronously (read-your-writes) and on one bus topic (default
+//! [`crate::REGISTRY_TOPIC`]) — so it works on every backend.
+//!
+//! Invariant: one committed, state-changing write is one notice, announced to the listeners
+//! before the write returns and then handed to the bus once; a no-op write announces nothing.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,20 +11,14 @@ use std::sync::{Arc, RwLock, Weak};
 
 use async_trait::async_trait;
 use dynreg_event_bus::EventBus;
+use dynreg_cache::CachingRegistryManager;
 use dynreg_registry_core::{
-    ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
-    RegistryBackend, Result, Status, WriteEffect,
+    ChangeFeed, ChangeKind, ChangeListener, ChangeNotice, Deactivation, ListQuery,
+    RegisterOptions, Registered, Registration, RegistryBackend, Result, Status, WriteEffect,
 };
 use serde_json::{Map, Value};
 
-use crate::notice::{ChangeKind, ChangeNotice, REGISTRY_TOPIC};
-
-/// Receives change notices synchronously, before the registry write that caused them returns.
-/// Implementations must be quick and must not block (caches only mark entries stale).
-pub trait ChangeListener: Send + Sync {
-    /// Called once per committed write.
-    fn on_change(&self, notice: &ChangeNotice);
-}
+use crate::wire::{REGISTRY_TOPIC, notice_to_event};
 
 /// Wraps a backend and publishes one [`ChangeNotice`] per committed write: register
 /// (`created` / `updated` / `deactivated` by status), deactivate, unregister and clear
@@ -66,7 +63,8 @@ impl<B: RegistryBackend + ?Sized> EventedRegistry<B> {
         }
     }
 
-    /// Publishes on `topic` instead of [`REGISTRY_TOPIC`] (caches must use the same topic).
+    /// Publishes on `topic` instead of [`REGISTRY_TOPIC`] (the hot-reload managers of every
+    /// replica must listen on the same topic; the platform builder sets both from one value).
     pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
         self.topic = topic.into();
         self
@@ -80,6 +78,12 @@ impl<B: RegistryBackend + ?Sized> EventedRegistry<B> {
     /// The bus topic events go to.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Makes `cache` an in-process listener, so a write through this registry marks its older
+    /// instances stale before the write returns (read-your-writes). Held weakly.
+    pub fn attach<T: Send + Sync + 'static>(&self, cache: &CachingRegistryManager<T>) {
+        self.add_listener(cache.change_listener());
     }
 
     /// Adds an in-process listener (held weakly: a dropped listener is forgotten).
@@ -111,7 +115,7 @@ impl<B: RegistryBackend + ?Sized> EventedRegistry<B> {
             l.on_change(&notice);
         }
         if let Some(bus) = &self.bus {
-            match bus.publish(&self.topic, &notice.to_event()).await {
+            match bus.publish(&self.topic, &notice_to_event(&notice, &self.topic)).await {
                 Ok(()) => {
                     self.published.fetch_add(1, Ordering::Relaxed);
                 }
@@ -230,12 +234,7 @@ impl<B: RegistryBackend + ?Sized> RegistryBackend for EventedRegistry<B> {
         let removed = self.inner.clear().await?;
         if removed > 0 {
             let revision = self.inner.current_revision().await?;
-            self.announce(ChangeNotice {
-                kind: ChangeKind::Cleared,
-                bot_id: None,
-                revision: Some(revision),
-            })
-            .await;
+            self.announce(ChangeNotice::cleared(revision)).await;
         }
         Ok(removed)
     }

@@ -1,5 +1,5 @@
-//! Three replicas (each with its own backend connection, bus connection, EventedRegistry, cache
-//! and Hybrid hot-reload manager): an update on one is served by all; a dead bus still converges
+//! Three replicas (each a `Platform`: its own backend connection, bus connection, registry,
+//! cache and Hybrid hot reload): an update on one is served by all; a dead bus still converges
 //! by polling; a bad config keeps the old bot serving. SQLite + memory bus always; PostgreSQL +
 //! Redis bus and PostgreSQL + Postgres bus when DYNREG_TEST_POSTGRES_URL / DYNREG_TEST_REDIS_URL
 //! are set.
@@ -9,56 +9,42 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dynreg::Platform;
+use dynreg::events::{EventBus, InMemoryEventBus, create_event_bus};
+use dynreg::hot_reload::ReloadMode;
+use dynreg::registry::{RegistryBackend, RegistryBackendExt, SqliteBackend};
 use dynreg_cache::testkit::{Bot, TestFactory, eventually};
-use dynreg_cache::{CachingRegistryManager, EventedRegistry};
-use dynreg_event_bus::{EventBus, InMemoryEventBus, create_event_bus};
-use dynreg_hot_reload::{HotReloadManager, ReloadMode};
-use dynreg_registry_backends::{PostgresBackend, SqliteBackend};
-use dynreg_registry_core::{RegistryBackend, RegistryBackendExt};
 use serde_json::json;
 
 const POLL: Duration = Duration::from_millis(200);
 
 struct Replica {
-    registry: Arc<EventedRegistry>,
+    platform: Platform<Bot>,
     bus: Arc<dyn EventBus>,
-    cache: CachingRegistryManager<Bot>,
-    hot: HotReloadManager<Bot>,
     factory: TestFactory,
 }
 
 async fn replica(backend: Arc<dyn RegistryBackend>, bus: Arc<dyn EventBus>) -> Replica {
     backend.initialize().await.unwrap();
-    let registry = Arc::new(EventedRegistry::new(backend, Some(bus.clone())));
     let factory = TestFactory::new();
-    let cache = CachingRegistryManager::builder(
-        registry.clone() as Arc<dyn RegistryBackend>,
-        factory.clone(),
-    )
-    .events(bus.clone())
-    .build()
-    .await
-    .unwrap();
-    cache.attach(&registry);
-    let hot = HotReloadManager::builder(cache.clone())
+    let platform = Platform::builder()
+        .registry(backend)
         .events(bus.clone())
-        .mode(ReloadMode::Hybrid)
+        .instances(factory.clone())
+        .reload(ReloadMode::Hybrid)
         .poll_interval(POLL)
-        .build()
+        .start()
+        .await
         .unwrap();
-    hot.start().await.unwrap();
-    hot.wait_until_synced().await;
     Replica {
-        registry,
+        platform,
         bus,
-        cache,
-        hot,
         factory,
     }
 }
 
 async fn serves(r: &Replica, v: i64) -> bool {
-    r.cache
+    r.platform.bots()
         .get_or_create("bot")
         .await
         .is_ok_and(|b| b.config["v"] == v)
@@ -86,7 +72,8 @@ async fn wait_all(rs: &[Replica], v: i64, what: &str) -> Duration {
 
 async fn scenario(name: &str, rs: Vec<Replica>) {
     rs[0]
-        .registry
+        .platform
+        .registry()
         .register("bot", json!({"v": 1}))
         .await
         .unwrap();
@@ -94,7 +81,8 @@ async fn scenario(name: &str, rs: Vec<Replica>) {
 
     // Update on replica 1: read-your-writes there, then every replica serves it.
     rs[1]
-        .registry
+        .platform
+        .registry()
         .register("bot", json!({"v": 2}))
         .await
         .unwrap();
@@ -107,14 +95,15 @@ async fn scenario(name: &str, rs: Vec<Replica>) {
 
     // A bad config: every replica keeps serving v2 and reports the failed rebuild.
     rs[2]
-        .registry
+        .platform
+        .registry()
         .register("bot", json!({"v": 3, "bad": true}))
         .await
         .unwrap();
     assert!(serves(&rs[2], 2).await, "{name}: the writer lost its bot");
     for r in &rs {
         eventually("failed rebuild reported", || {
-            r.hot.stats().reload_failures >= 1
+            r.platform.hot_reload().stats().reload_failures >= 1
         })
         .await;
         assert!(serves(r, 2).await, "{name}: a replica lost its bot");
@@ -124,20 +113,21 @@ async fn scenario(name: &str, rs: Vec<Replica>) {
     // converges (the poll interval is 200 ms; the time taken is printed, not asserted).
     rs[0].bus.close().await.unwrap();
     rs[0]
-        .registry
+        .platform
+        .registry()
         .register("bot", json!({"v": 4}))
         .await
         .unwrap();
-    assert!(rs[0].registry.publish_failures() >= 1);
+    assert!(rs[0].platform.registry().publish_failures() >= 1);
     let took = wait_all(&rs, 4, "dead bus").await;
     println!(
         "{name}: with events dropped, converged by polling after {took:?} (poll interval {POLL:?})"
     );
 
     // Delete: nobody serves it any more.
-    rs[1].registry.unregister("bot").await.unwrap();
+    rs[1].platform.registry().unregister("bot").await.unwrap();
     for r in &rs {
-        let c = r.cache.clone();
+        let c = r.platform.bots().clone();
         for _ in 0..2000 {
             if c.get_or_create("bot")
                 .await
@@ -148,7 +138,7 @@ async fn scenario(name: &str, rs: Vec<Replica>) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(
-            r.cache
+            r.platform.bots()
                 .get_or_create("bot")
                 .await
                 .unwrap_err()
@@ -157,15 +147,13 @@ async fn scenario(name: &str, rs: Vec<Replica>) {
     }
 
     for r in &rs {
-        r.hot.close().await;
-        r.cache.close().await.unwrap();
+        r.platform.close().await.unwrap();
         let t = &r.factory.tracker;
         assert_eq!(
             t.double_destroys.load(std::sync::atomic::Ordering::SeqCst),
             0
         );
         assert_eq!(t.live(), 0, "{name}: leaked instances");
-        let _ = r.bus.close().await;
     }
 }
 
@@ -187,10 +175,15 @@ async fn three_replicas_sqlite_memory_bus() {
     scenario("sqlite+memory", rs).await;
 }
 
+#[cfg(feature = "postgres")]
 fn pg_backend(url: &str, table: &str) -> Arc<dyn RegistryBackend> {
-    Arc::new(PostgresBackend::from_config(&json!({"url": url, "table": table})).unwrap())
+    Arc::new(
+        dynreg::registry::PostgresBackend::from_config(&json!({"url": url, "table": table}))
+            .unwrap(),
+    )
 }
 
+#[cfg(all(feature = "postgres", feature = "redis"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_postgres_redis_bus() {
     let (Ok(pg), Ok(redis)) = (
@@ -216,6 +209,7 @@ async fn three_replicas_postgres_redis_bus() {
     scenario("postgres+redis", rs).await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_postgres_postgres_bus() {
     let Ok(pg) = std::env::var("DYNREG_TEST_POSTGRES_URL") else {

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dynreg_cache::{CachingRegistryManager, InstanceFactory, REGISTRY_TOPIC};
-use dynreg_event_bus::{Event, EventType, create_event_bus};
-use dynreg_hot_reload::{HotReloadManager, ReloadMode};
-use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
+use dynreg::Platform;
+use dynreg::cache::InstanceFactory;
+use dynreg::events::{Event, EventType, create_event_bus};
+use dynreg::hot_reload::{REGISTRY_TOPIC, ReloadMode};
+use dynreg::registry::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
 use serde_json::{Map, Value, json};
 
 struct Bot {
@@ -50,24 +51,21 @@ async fn bot_manager_with_caching_and_hot_reload() -> anyhow::Result<()> {
         )
         .await?;
 
-    let manager =
-        CachingRegistryManager::builder(backend.clone() as Arc<dyn RegistryBackend>, BotManager)
-            .ttl(Some(Duration::from_secs(300)))
-            .events(event_bus.clone())
-            .build()
-            .await?;
-    let hot_reload = HotReloadManager::builder(manager.clone())
+    let platform = Platform::builder()
+        .registry(backend.clone())
         .events(event_bus.clone())
-        .mode(ReloadMode::EventDriven)
-        .build()?;
-    hot_reload.start().await?;
-    hot_reload.wait_until_synced().await;
+        .instances(BotManager)
+        .ttl(Some(Duration::from_secs(300)))
+        .reload(ReloadMode::EventDriven)
+        .start()
+        .await?;
+    let manager = platform.bots();
 
     let bot = manager.get_or_create("support-bot").await?;
     assert_eq!(bot.chat("Hello!").await, "Bot support-bot received: Hello!");
     assert_eq!(bot.config["llm"]["model"], "claude-3-sonnet");
 
-    // Update the config directly on the backend (no EventedRegistry), then publish the update
+    // Update the config directly on the backend (not through the platform's registry), then publish the update
     // event by hand as the seed does: payload {"bot_id"} only, no revision.
     backend
         .register(
@@ -90,12 +88,10 @@ async fn bot_manager_with_caching_and_hot_reload() -> anyhow::Result<()> {
 
     let bot = manager.get_or_create("support-bot").await?;
     assert_eq!(bot.config["llm"]["model"], "claude-3-opus");
-    assert!(hot_reload.stats().events >= 1);
+    assert!(platform.hot_reload().stats().events >= 1);
 
-    hot_reload.close().await;
-    manager.close().await?;
-    event_bus.close().await?;
-    // close() did not close (or wipe) the backend it does not own.
+    platform.close().await?;
+    // Closing does not wipe the registry.
     assert!(backend.exists("support-bot").await?);
     Ok(())
 }

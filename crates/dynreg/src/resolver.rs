@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use dynreg_cache::ConfigResolver;
+use dynreg_resource_resolver::{DomainConfig, Environment, ResolveOptions};
 use dynreg_registry_core::BoxError;
 use serde_json::Value;
 
-use crate::domain::{DomainConfig, ResolveOptions};
-use crate::environment::Environment;
 
 /// Resolves `$resource` references in bot configs read from the registry against one
 /// environment.

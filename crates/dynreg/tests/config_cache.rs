@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use dynreg_cache::{CacheError, CacheOptions, ConfigCachingManager, ConfigResolveError};
-use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
-use dynreg_resource_resolver::{Environment, EnvironmentResolver, LoadOptions, VarMap};
+use dynreg::cache::{CacheError, CacheOptions, ConfigCachingManager, ConfigResolveError};
+use dynreg::registry::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
+use dynreg::config::{Environment, EnvironmentResolver, LoadOptions, VarMap};
 use serde_json::json;
 
 const ENV: &str = "\
@@ -33,7 +33,6 @@ async fn manager(
         Some("bot".into()),
         Arc::new(resolver),
         CacheOptions::default(),
-        None,
     )
     .await
     .unwrap()

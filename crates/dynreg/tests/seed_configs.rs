@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
-use dynreg_event_bus::{Delivery, Event, EventBus, EventType};
-use dynreg_knowledge_store::{KnowledgeBackend, PutOptions};
-use dynreg_registry_core::{RegistryBackend, RegistryBackendExt};
-use dynreg_resource_resolver::{
-    Components, DomainConfig, Environment, LoadOptions, ResolveError, ResolveOptions, VarMap,
+use dynreg::events::{Delivery, Event, EventBus, EventType};
+use dynreg::knowledge::{KnowledgeBackend, PutOptions};
+use dynreg::registry::{RegistryBackend, RegistryBackendExt};
+use dynreg::build::Components;
+use dynreg::config::{
+    DomainConfig, Environment, LoadOptions, ResolveError, ResolveOptions, VarMap,
 };
 use serde_json::json;
 
@@ -25,7 +26,7 @@ fn suffix() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
 
-fn resolve(env_name: &str, vars: VarMap) -> Result<dynreg_resource_resolver::ResolvedConfig> {
+fn resolve(env_name: &str, vars: VarMap) -> Result<dynreg::config::ResolvedConfig> {
     let load = LoadOptions::with_vars(vars);
     let env = Environment::load_named(configs().join("environments"), env_name, &load)?;
     let domain = DomainConfig::load(configs().join("domains/my-bot.yaml"))?;
@@ -92,7 +93,7 @@ async fn development_gives_sqlite_memory_bus_and_file_knowledge() -> Result<()> 
     assert_eq!(resolved.get("bot.registry.backend"), Some(&json!("sqlite")));
     assert_eq!(resolved.get("bot.events.backend"), Some(&json!("memory")));
     assert_eq!(resolved.get("bot.knowledge.backend"), Some(&json!("file")));
-    let c = resolved.components().await?;
+    let c = dynreg::build::components(&resolved).await?;
     assert_eq!(c.registry.as_ref().unwrap().kind(), "sqlite");
     exercise(&c).await?;
     assert!(
@@ -129,7 +130,7 @@ async fn development_defaults_to_data_dir_under_the_working_directory() -> Resul
 #[tokio::test]
 async fn test_environment_is_all_in_memory() -> Result<()> {
     let resolved = resolve("test", VarMap::new())?;
-    let c = resolved.components().await?;
+    let c = dynreg::build::components(&resolved).await?;
     assert_eq!(c.registry.as_ref().unwrap().kind(), "memory");
     exercise(&c).await
 }
@@ -275,7 +276,7 @@ async fn production_gives_postgres_redis_and_s3() -> Result<()> {
         !dbg.contains("testing-secret-Zq9") && dbg.contains("${AWS_SECRET_ACCESS_KEY}"),
         "{dbg}"
     );
-    let c = resolved.components().await?;
+    let c = dynreg::build::components(&resolved).await?;
     assert_eq!(c.registry.as_ref().unwrap().kind(), "postgres");
     exercise(&c).await
 }
@@ -294,7 +295,10 @@ async fn production_errors_do_not_leak_secrets() -> Result<()> {
         .with("ELASTICACHE_PASSWORD", "wr0ng-Secret-77")
         .with("ELASTICACHE_PORT", "1");
     let resolved = resolve("production", vars)?;
-    let err = resolved.event_bus("bot.events").await.unwrap_err();
+    let section = resolved
+        .section("bot.events", dynreg::config::Component::EventBus)?
+        .context("production names an event bus")?;
+    let err = dynreg::build::event_bus(&section).await.unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(
         !text.contains("wr0ng-Secret-77") && !text.contains("wr0ng%2DSecret"),
@@ -318,10 +322,10 @@ async fn a_compiled_out_kind_names_its_feature() -> Result<()> {
         .with("KNOWLEDGE_BUCKET", "b")
         .with("AWS_REGION", "us-east-1");
     let resolved = resolve("production", vars)?;
-    let err = resolved
-        .knowledge_backend("bot.knowledge")
-        .await
-        .unwrap_err();
+    let section = resolved
+        .section("bot.knowledge", dynreg::config::Component::Knowledge)?
+        .context("production names a knowledge store")?;
+    let err = dynreg::build::knowledge(&section).await.unwrap_err();
     match &err {
         ResolveError::FeatureDisabled { feature, kind, .. } => {
             assert_eq!((feature.as_str(), kind.as_str()), ("s3", "s3"));
