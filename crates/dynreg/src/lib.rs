@@ -74,8 +74,11 @@ pub mod events {
     pub use dynreg_event_bus::*;
 }
 
-/// Raw knowledge storage.
+/// Raw knowledge storage (and, from the sync layer, its bus bridge).
 pub mod knowledge {
+    pub use dynreg_hot_reload::{
+        ChangesSubscription, KnowledgeWatchError, also_publish_to, subscribe_to_changes,
+    };
     pub use dynreg_knowledge_store::*;
 }
 

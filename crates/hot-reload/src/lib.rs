@@ -19,6 +19,10 @@
 //!   build-then-swap: a failed build keeps the last good instance serving and is reported
 //!   (error log, `reload_failures`, an `error` event on [`RELOAD_ERRORS_TOPIC`]).
 //!
+//! * Knowledge storage to the bus: [`also_publish_to`] publishes a knowledge backend's state
+//!   writes (`ingest:metadata:write`, `ingest:snapshot:write`), and [`subscribe_to_changes`]
+//!   watches one kind of key of a backend through the bus.
+//!
 //! The data of a change ([`dynreg_registry_core::ChangeNotice`]) lives beside the change feed in
 //! `dynreg-registry-core`; its wire form lives here ([`wire`]). The facade's `Platform` wires a
 //! registry, a cache and a hot-reload manager from one environment with the topic set once.
@@ -27,6 +31,7 @@
 
 mod error;
 mod evented;
+mod knowledge;
 mod manager;
 mod mode;
 mod poller;
@@ -34,6 +39,9 @@ pub mod wire;
 
 pub use error::HotReloadError;
 pub use evented::EventedRegistry;
+pub use knowledge::{
+    ChangesSubscription, KnowledgeWatchError, also_publish_to, subscribe_to_changes,
+};
 pub use manager::{DEFAULT_POLL_INTERVAL, HotReloadBuilder, HotReloadManager, HotReloadStats};
 pub use mode::ReloadMode;
 pub use poller::{ChangeCallback, MAX_ERROR_BACKOFF, PollBatch, PollerStats, RegistryPoller};

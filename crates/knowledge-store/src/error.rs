@@ -83,15 +83,6 @@ pub enum KnowledgeError {
         /// What to do instead.
         reason: String,
     },
-    /// Subscribing to key changes on an event bus failed.
-    #[error("subscribe_to_changes: cannot subscribe to pattern {pattern:?}: {source}")]
-    Subscribe {
-        /// The key pattern.
-        pattern: String,
-        /// The bus error.
-        #[source]
-        source: dynreg_event_bus::EventBusError,
-    },
     /// A change-detection version that is malformed or no longer retained.
     #[error("version {version:?} of knowledge base '{domain_id}' is not available: {reason}")]
     InvalidVersion {

@@ -1,15 +1,17 @@
 //! State-write observability (reference-spec §4.8): every metadata (index or status) write and
-//! every snapshot write is reported as a [`StateWrite`]: first published to every event bus
-//! given to [`StateEvents::also_publish_to`] (as an `Event` of type `custom` on the bus topic
-//! `ingest:metadata:write` / `ingest:snapshot:write`; a failed publish is logged, never fails
-//! the write), then to local callbacks registered with [`StateEvents::on_state_write`].
+//! every snapshot write is reported as a [`StateWrite`]: first to every async
+//! [`StateWriteObserver`] added with [`StateEvents::add_observer`], awaited in registration
+//! order (the event-bus bridge `dynreg_hot_reload::also_publish_to` is one: it publishes an
+//! `Event` of type `custom` on the bus topic `ingest:metadata:write` /
+//! `ingest:snapshot:write`, and a failed publish is logged, never fails the write), then to
+//! local callbacks registered with [`StateEvents::on_state_write`].
 //!
 //! Topics are the original's stable strings; the payload is `{domain_id, key, kind, byte_size}`.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use dynreg_event_bus::{Event, EventBus, EventType};
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// Topic of index/status writes.
@@ -89,18 +91,29 @@ impl StateWrite {
 /// A local state-write callback.
 pub type StateWriteCallback = Arc<dyn Fn(&StateWrite) + Send + Sync>;
 
+/// An async observer of state writes, awaited inside the write before the local callbacks run
+/// (the event-bus bridge `dynreg_hot_reload::also_publish_to` is one). An observer must not
+/// fail the write: it handles (logs) its own errors.
+#[async_trait]
+pub trait StateWriteObserver: Send + Sync + 'static {
+    /// Called once per state write, in the order observers were added.
+    async fn on_state_write(&self, write: &StateWrite);
+}
+
 /// The observers of one backend's state writes. Cloning shares the registrations.
 #[derive(Clone, Default)]
 pub struct StateEvents {
     callbacks: Arc<RwLock<Vec<StateWriteCallback>>>,
-    buses: Arc<RwLock<Vec<Arc<dyn EventBus>>>>,
+    observers: Arc<RwLock<Vec<Arc<dyn StateWriteObserver>>>>,
 }
 
 impl fmt::Debug for StateEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.callbacks.read().map(|c| c.len()).unwrap_or(0);
+        let o = self.observers.read().map(|o| o.len()).unwrap_or(0);
         f.debug_struct("StateEvents")
             .field("callbacks", &n)
+            .field("observers", &o)
             .finish()
     }
 }
@@ -113,26 +126,22 @@ impl StateEvents {
         }
     }
 
-    /// Publishes every later state write to `bus` too (the original's `also_publish_to`).
-    pub fn also_publish_to(&self, bus: Arc<dyn EventBus>) {
-        if let Ok(mut b) = self.buses.write() {
-            b.push(bus);
+    /// Adds an async observer, awaited (in registration order, before the callbacks) on every
+    /// later state write.
+    pub fn add_observer(&self, observer: Arc<dyn StateWriteObserver>) {
+        if let Ok(mut o) = self.observers.write() {
+            o.push(observer);
         }
     }
 
-    /// Reports one write to every observer: buses first, then callbacks.
+    /// Reports one write to every observer: async observers first, then callbacks.
     pub(crate) async fn emit(&self, write: StateWrite) {
-        let buses: Vec<Arc<dyn EventBus>> = match self.buses.read() {
-            Ok(b) => b.clone(),
+        let observers: Vec<Arc<dyn StateWriteObserver>> = match self.observers.read() {
+            Ok(o) => o.clone(),
             Err(_) => Vec::new(),
         };
-        if !buses.is_empty() {
-            let event = Event::new(EventType::Custom, write.topic(), write.payload());
-            for bus in buses {
-                if let Err(e) = bus.publish(write.topic(), &event).await {
-                    tracing::warn!(topic = write.topic(), domain_id = %write.domain_id, error = %e, "state-write event not published");
-                }
-            }
+        for observer in observers {
+            observer.on_state_write(&write).await;
         }
         let callbacks: Vec<StateWriteCallback> = match self.callbacks.read() {
             Ok(c) => c.clone(),
@@ -141,5 +150,58 @@ impl StateEvents {
         for cb in callbacks {
             cb(&write);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    struct Recorder {
+        name: &'static str,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl StateWriteObserver for Recorder {
+        async fn on_state_write(&self, write: &StateWrite) {
+            tokio::task::yield_now().await;
+            let line = format!("{}:{}", self.name, write.topic());
+            self.log.lock().unwrap().push(line);
+        }
+    }
+
+    #[tokio::test]
+    async fn observers_run_in_order_before_callbacks() {
+        let events = StateEvents::default();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        events.on_state_write(move |w| sink.lock().unwrap().push(format!("cb:{}", w.topic())));
+        for name in ["first", "second"] {
+            events.add_observer(Arc::new(Recorder {
+                name,
+                log: log.clone(),
+            }));
+        }
+        events
+            .emit(StateWrite {
+                domain_id: "d".into(),
+                key: "d/_snapshots/v.json".into(),
+                kind: KnowledgeKeyKind::Snapshot,
+                byte_size: 2,
+                tenant_id: None,
+            })
+            .await;
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec![
+                format!("first:{INGEST_SNAPSHOT_WRITE}"),
+                format!("second:{INGEST_SNAPSHOT_WRITE}"),
+                format!("cb:{INGEST_SNAPSHOT_WRITE}"),
+            ]
+        );
+        assert!(format!("{events:?}").contains("observers: 2"));
     }
 }

@@ -26,12 +26,13 @@
 //! flat folder, and `content` there is not the content folder), and a key outside `{root}` is
 //! `Unknown`.
 //!
-//! Patterns are `fnmatch` globs (what [`dynreg_event_bus`] subscriptions take) in which `*`
+//! Patterns are `fnmatch` globs (what `dynreg-event-bus` subscriptions take) in which `*`
 //! also matches `/`; the literal parts are escaped (`*` `?` `[` as `[*]` `[?]` `[[]`), so a
 //! root or name containing a glob character matches only itself. Because `*` crosses `/`, a
 //! wildcard-domain pattern also matches deeper keys (`{root}*/_metadata.json` matches a content
-//! file named `_metadata.json`); [`crate::subscribe_to_changes`] therefore delivers only keys
-//! that [`KeyLayout::classify_key`] puts in the requested kind and tenant scope.
+//! file named `_metadata.json`); the bus bridge `dynreg_hot_reload::subscribe_to_changes`
+//! therefore delivers only keys that [`KeyLayout::parse_key`] puts in the requested kind,
+//! domain and tenant scope.
 
 use std::borrow::Cow;
 

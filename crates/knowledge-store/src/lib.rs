@@ -45,17 +45,21 @@
 //!   its own keys for memory, where the original's `""` could never match), and
 //!   [`KnowledgeBackend::classify_key`] reads a key by its position under the backend's root,
 //!   so a knowledge base named `content` or a prefix with a `content` segment is classified
-//!   correctly (§9.4 #35; see [`KeyLayout`]). [`subscribe_to_changes`] watches one kind of key
-//!   through a `dynreg-event-bus` bus on which some observer publishes keys as topics, and
-//!   returns a [`ChangesSubscription`] guard that unsubscribes on `cancel().await` or drop.
+//!   correctly (§9.4 #35; see [`KeyLayout`]). Watching keys through an event bus lives in
+//!   `dynreg-hot-reload`, which bridges this crate and `dynreg-event-bus`:
+//!   `dynreg_hot_reload::subscribe_to_changes` watches one kind of key through a bus on which
+//!   some observer publishes keys as topics, and returns a `ChangesSubscription` guard that
+//!   unsubscribes on `cancel().await` or drop. This crate does not depend on the event bus.
 //! - **Streaming.** [`KnowledgeBackend::stream_file`] and [`KnowledgeBackend::put_stream`] hold
 //!   at most one chunk (S3: one 8 MiB part) in memory; the memory backend necessarily keeps the
 //!   whole file. Files (`.gz` included) are stored exactly as uploaded.
 //! - **Observability.** Index, status and snapshot writes are reported to
-//!   [`StateEvents`] observers (reference-spec §4.8): callbacks, and event buses given with
-//!   [`StateEvents::also_publish_to`] (`dynreg-event-bus`), on `ingest:metadata:write` and
+//!   [`StateEvents`] observers (reference-spec §4.8): async [`StateWriteObserver`]s, awaited
+//!   first, then callbacks. Publishing them to an event bus is the observer
+//!   `dynreg_hot_reload::also_publish_to` adds: on `ingest:metadata:write` and
 //!   `ingest:snapshot:write` with payload `{domain_id, key, kind, byte_size}` (plus
-//!   `tenant_id` for a tenant's state).
+//!   `tenant_id` for a tenant's state), as [`StateWrite::topic`] and [`StateWrite::payload`]
+//!   give them.
 //!
 //! ## Features
 //! - `memory` backend: always built ([`MemoryKnowledgeBackend`]).
@@ -90,7 +94,6 @@ pub mod paths;
 mod pytime;
 mod snapshots;
 mod stream;
-mod subscribe;
 mod tenant;
 mod tenant_state;
 
@@ -111,7 +114,7 @@ pub use content_type::guess_content_type;
 pub use error::{KnowledgeError, Result};
 pub use events::{
     INGEST_DOMAIN_END, INGEST_DOMAIN_START, INGEST_METADATA_WRITE, INGEST_SNAPSHOT_WRITE,
-    KnowledgeKeyKind, StateEvents, StateWrite, StateWriteCallback,
+    KnowledgeKeyKind, StateEvents, StateWrite, StateWriteCallback, StateWriteObserver,
 };
 pub use factory::{available_backends, create_knowledge_backend};
 pub use keys::{
@@ -125,7 +128,6 @@ pub use model::{
 };
 pub use snapshots::DEFAULT_SNAPSHOT_RETENTION;
 pub use stream::{ByteStream, DEFAULT_CHUNK_SIZE, bytes_stream, collect, rechunk};
-pub use subscribe::{ChangesSubscription, subscribe_to_changes};
 pub use tenant::{SCOPED_STATE_ROOT, TenantContext};
 
 #[cfg(feature = "file")]

@@ -42,6 +42,7 @@ async fn make() -> Option<Store> {
         backend: Arc::new(backend),
         sibling: Arc::new(sibling),
         guard: Box::new(dir),
+        glob: |p, t| dynreg_event_bus::Glob::new(p).unwrap().matches(t),
     })
 }
 
@@ -62,6 +63,7 @@ mod fsync_always {
             backend: Arc::new(backend),
             sibling: Arc::new(sibling),
             guard: Box::new(dir),
+            glob: |p, t| dynreg_event_bus::Glob::new(p).unwrap().matches(t),
         })
     }
 

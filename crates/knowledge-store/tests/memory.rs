@@ -12,6 +12,7 @@ async fn make() -> Option<Store> {
         backend: Arc::new(backend),
         sibling: Arc::new(sibling),
         guard: Box::new(()),
+        glob: |p, t| dynreg_event_bus::Glob::new(p).unwrap().matches(t),
     })
 }
 

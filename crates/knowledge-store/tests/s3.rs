@@ -39,6 +39,7 @@ mod in_memory_store {
             backend: Arc::new(a),
             sibling: Arc::new(b),
             guard: Box::new(()),
+            glob: |p, t| dynreg_event_bus::Glob::new(p).unwrap().matches(t),
         })
     }
 
@@ -70,6 +71,7 @@ async fn connected_pair(cfg: S3Config) -> Store {
         backend: Arc::new(a),
         sibling: Arc::new(b),
         guard: Box::new(()),
+        glob: |p, t| dynreg_event_bus::Glob::new(p).unwrap().matches(t),
     }
 }
 

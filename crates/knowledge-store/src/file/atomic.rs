@@ -1,9 +1,17 @@
 //! Crash-safe file writes: a temp file in the target's folder, fsync (per policy), rename.
 //! A reader never sees a partial file; a crash leaves the old file or the new one.
+//!
+//! Content uploads use the same idea in two steps: a [`TempWriter`] streams the bytes into a
+//! fresh temp file in this instance's temp folder (`_dynreg/tmp/<owner>/`), hashing them as
+//! it goes; the journal record naming that temp file is the commit, and only then is it
+//! renamed into place (by the writer, or by recovery if the writer died).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use super::layout::Layout;
+use crate::error::Result;
 
 /// Whether writes are flushed to stable storage before they are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,4 +79,57 @@ pub(crate) fn write_atomic(target: &Path, bytes: &[u8], fsync: FsyncPolicy) -> i
 /// fsyncs a folder so a rename or create in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Writes `content` chunks to a fresh temp file in `dir`, hashing as it goes.
+pub(crate) struct TempWriter {
+    pub(crate) path: PathBuf,
+    pub(crate) rel: String,
+    file: File,
+    md5: md5::Md5,
+    pub(crate) size: u64,
+}
+
+impl TempWriter {
+    pub(crate) fn create(layout: &Layout, owner_id: &str, dir: &Path) -> Result<Self> {
+        let name = format!("{:016x}.tmp", rand::random::<u64>());
+        let path = dir.join(&name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| layout.io(&path, e))?;
+        Ok(Self {
+            rel: format!("_dynreg/tmp/{owner_id}/{name}"),
+            path,
+            file,
+            md5: md5::Md5::default(),
+            size: 0,
+        })
+    }
+
+    pub(crate) fn write(&mut self, layout: &Layout, chunk: &[u8]) -> Result<()> {
+        md5::Digest::update(&mut self.md5, chunk);
+        self.size += chunk.len() as u64;
+        self.file
+            .write_all(chunk)
+            .map_err(|e| layout.io(&self.path, e))
+    }
+
+    /// Flushes (per policy) and returns the MD5 hex of what was written.
+    pub(crate) fn finish(
+        self,
+        layout: &Layout,
+        fsync: FsyncPolicy,
+    ) -> Result<(String, PathBuf, String, u64)> {
+        if fsync.enabled() {
+            self.file.sync_all().map_err(|e| layout.io(&self.path, e))?;
+        }
+        Ok((
+            hex::encode(md5::Digest::finalize(self.md5)),
+            self.path,
+            self.rel,
+            self.size,
+        ))
+    }
 }

@@ -1,5 +1,8 @@
 //! One knowledge base on disk: the lock (in-process mutex + `flock` on the lock file), the
-//! cached index kept in step with `_metadata.json` + journal, recovery, and compaction.
+//! cached index kept in step with `_metadata.json` + journal, group commit of uploads, deletes,
+//! and compaction. The journal's I/O and the application of its records (with recovery) are in
+//! [`super::journal`], snapshots in [`super::snapshots`], the upload temp writer in
+//! [`super::atomic`].
 //!
 //! Every write runs under the exclusive lock: catch up on what other instances wrote, append
 //! the journal record(s) (the commit point), apply them to the cache, then rename the content
@@ -10,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, mpsc};
@@ -18,11 +21,10 @@ use std::sync::{Mutex, MutexGuard, mpsc};
 use sha2::{Digest, Sha256};
 
 use super::atomic::{FsyncPolicy, sync_dir, write_atomic};
-use super::journal::{Record, parse_lines};
-use super::layout::{Layout, metadata_json, not_found, parse_metadata, read_snapshot};
+use super::journal::Record;
+use super::layout::{Layout, metadata_json, not_found, parse_metadata};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateWrite};
-use crate::identity::Snapshot;
 use crate::index::FileIndex;
 use crate::model::{KnowledgeBaseInfo, KnowledgeFile, StatusUpdate};
 use crate::pytime;
@@ -59,23 +61,23 @@ impl Stamp {
 #[derive(Debug)]
 pub(crate) struct Cache {
     meta_stamp: Stamp,
-    meta_sha: String,
-    journal_id: Option<String>,
-    journal_ino: Option<(u64, u64)>,
-    offset: u64,
-    records: usize,
+    pub(super) meta_sha: String,
+    pub(super) journal_id: Option<String>,
+    pub(super) journal_ino: Option<(u64, u64)>,
+    pub(super) offset: u64,
+    pub(super) records: usize,
     compact_at: usize,
-    foreign: bool,
+    pub(super) foreign: bool,
     pub(crate) info: KnowledgeBaseInfo,
     pub(crate) index: FileIndex,
-    known_snapshots: HashSet<String>,
+    pub(super) known_snapshots: HashSet<String>,
     /// Snapshot files this instance knows of (counted at the last prune, plus its own writes
     /// since): the folder is listed and pruned only when this passes the retention bound.
-    snapshot_files: Option<usize>,
+    pub(super) snapshot_files: Option<usize>,
     /// Folders whose entries changed (renames, unlinks) since the last compaction; with
     /// fsync=always they are fsynced before compaction drops the journal records that could
     /// otherwise redo those changes after a power failure.
-    dirty_dirs: HashSet<PathBuf>,
+    pub(super) dirty_dirs: HashSet<PathBuf>,
 }
 
 impl Cache {
@@ -99,12 +101,14 @@ struct Owner {
     _lock: File,
 }
 
+/// What one knowledge base's lock guards: the lock file, this instance's temp folder, the
+/// cached view, and how far recovery effects have run (journal id, offset).
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     lock_file: Option<File>,
     owner: Option<Owner>,
-    cache: Option<Cache>,
-    effects: Option<(String, u64)>,
+    pub(super) cache: Option<Cache>,
+    pub(super) effects: Option<(String, u64)>,
 }
 
 /// One upload waiting for the next journal commit of its knowledge base.
@@ -146,16 +150,16 @@ fn fail_all(layout: &Layout, batch: Vec<PendingPut>, err: KnowledgeError, cleanu
 #[derive(Debug)]
 pub(crate) struct KbHandle {
     pub(crate) layout: Layout,
-    tuning: Tuning,
+    pub(super) tuning: Tuning,
     state: Mutex<State>,
     pending: Mutex<Vec<PendingPut>>,
 }
 
 /// The lock held for one operation; releases the `flock` when dropped.
 pub(crate) struct Locked<'a> {
-    handle: &'a KbHandle,
-    state: MutexGuard<'a, State>,
-    exclusive: bool,
+    pub(super) handle: &'a KbHandle,
+    pub(super) state: MutexGuard<'a, State>,
+    pub(super) exclusive: bool,
     /// State writes made under this lock, to report after it is released.
     pub(crate) writes: Vec<StateWrite>,
 }
@@ -214,7 +218,7 @@ impl KbHandle {
         })
     }
 
-    fn kb_not_found(&self) -> KnowledgeError {
+    pub(super) fn kb_not_found(&self) -> KnowledgeError {
         KnowledgeError::KbNotFound {
             domain_id: self.layout.domain_id.clone(),
         }
@@ -310,11 +314,11 @@ impl KbHandle {
 }
 
 impl Locked<'_> {
-    fn layout(&self) -> &Layout {
+    pub(super) fn layout(&self) -> &Layout {
         &self.handle.layout
     }
 
-    fn io(&self, path: &Path, e: io::Error) -> KnowledgeError {
+    pub(super) fn io(&self, path: &Path, e: io::Error) -> KnowledgeError {
         self.handle.layout.io(path, e)
     }
 
@@ -391,156 +395,6 @@ impl Locked<'_> {
         Ok(())
     }
 
-    /// Reads and applies journal records after the cached offset (with recovery effects).
-    fn read_journal_tail(&mut self) -> Result<()> {
-        let layout = self.handle.layout.clone();
-        let offset = self.state.cache.as_ref().map_or(0, |c| c.offset);
-        let mut f = match File::open(&layout.journal) {
-            Ok(f) => f,
-            Err(e) if not_found(&e) => return Ok(()),
-            Err(e) => return Err(self.io(&layout.journal, e)),
-        };
-        let mut buf = Vec::new();
-        f.seek(SeekFrom::Start(offset))
-            .and_then(|_| f.read_to_end(&mut buf))
-            .map_err(|e| self.io(&layout.journal, e))?;
-        let (records, consumed) =
-            parse_lines(&buf).map_err(|(at, reason)| KnowledgeError::Corrupt {
-                domain_id: layout.domain_id.clone(),
-                what: "journal",
-                path: format!("{} (byte {})", layout.journal.display(), offset + at as u64),
-                reason,
-            })?;
-        if consumed < buf.len() && self.exclusive {
-            // A writer died mid-append: nobody else can be appending while we hold the lock.
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&layout.journal)
-                .map_err(|e| self.io(&layout.journal, e))?;
-            f.set_len(offset + consumed as u64)
-                .map_err(|e| self.io(&layout.journal, e))?;
-        }
-        let Some(cache) = self.state.cache.as_mut() else {
-            return Ok(());
-        };
-        let mut body_start = 0;
-        if offset == 0 {
-            match records.first() {
-                Some((Record::Header { journal, base }, _)) => {
-                    cache.journal_id = Some(journal.clone());
-                    // Someone else (the original) rewrote the index since this journal began.
-                    cache.foreign = base != &cache.meta_sha && records.len() > 1;
-                    body_start = 1;
-                }
-                Some(_) => {
-                    return Err(KnowledgeError::Corrupt {
-                        domain_id: layout.domain_id.clone(),
-                        what: "journal",
-                        path: layout.journal.display().to_string(),
-                        reason: "first record is not a header".into(),
-                    });
-                }
-                None => {}
-            }
-        }
-        let body = &records[body_start.min(records.len())..];
-        for (r, _) in body {
-            apply(cache, r);
-        }
-        cache.records += body.len();
-        cache.offset = offset + consumed as u64;
-        let journal_id = cache.journal_id.clone().unwrap_or_default();
-        let effects = self.state.effects.clone();
-        let Some(cache) = self.state.cache.as_mut() else {
-            return Ok(());
-        };
-        // Recovery effects run once per record: those ending after `done` are unchecked.
-        let done = match &effects {
-            Some((id, at)) if *id == journal_id => *at,
-            _ => 0,
-        };
-        let start = body
-            .iter()
-            .position(|(_, end)| offset + *end as u64 > done)
-            .unwrap_or(body.len());
-        if start < body.len() {
-            let plain: Vec<&Record> = body.iter().map(|(r, _)| r).collect();
-            let touched = recover(&layout, &plain, start)?;
-            cache.dirty_dirs.extend(touched);
-        }
-        self.state.effects = Some((journal_id, done.max(offset + consumed as u64)));
-        Ok(())
-    }
-
-    /// Appends records to the journal (creating it if needed), applies them to the cache.
-    pub(crate) fn append(&mut self, records: &[Record]) -> Result<u64> {
-        let layout = self.handle.layout.clone();
-        let fsync = self.handle.tuning.fsync;
-        let needs_journal = self
-            .state
-            .cache
-            .as_ref()
-            .is_some_and(|c| c.journal_id.is_none());
-        if needs_journal {
-            self.new_journal()?;
-        }
-        let mut bytes = Vec::with_capacity(records.len() * 320);
-        for r in records {
-            bytes.extend_from_slice(&r.to_line());
-        }
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(&layout.journal)
-            .map_err(|e| self.io(&layout.journal, e))?;
-        f.write_all(&bytes)
-            .map_err(|e| self.io(&layout.journal, e))?;
-        if fsync.enabled() {
-            f.sync_data().map_err(|e| self.io(&layout.journal, e))?;
-        }
-        let new_len = f.metadata().map_err(|e| self.io(&layout.journal, e))?.len();
-        let Some(cache) = self.state.cache.as_mut() else {
-            return Err(self.handle.kb_not_found());
-        };
-        for r in records {
-            apply(cache, r);
-        }
-        cache.records += records.len();
-        cache.offset = new_len;
-        let id = cache.journal_id.clone().unwrap_or_default();
-        self.state.effects = Some((id, new_len));
-        self.writes.push(StateWrite {
-            domain_id: layout.domain_id.clone(),
-            key: layout.meta.display().to_string(),
-            kind: KnowledgeKeyKind::Metadata,
-            byte_size: bytes.len() as u64,
-            tenant_id: None,
-        });
-        Ok(bytes.len() as u64)
-    }
-
-    fn new_journal(&mut self) -> Result<()> {
-        let layout = self.handle.layout.clone();
-        let Some(cache) = self.state.cache.as_mut() else {
-            return Err(self.handle.kb_not_found());
-        };
-        let id = format!("{:016x}", rand::random::<u64>());
-        let header = Record::Header {
-            journal: id.clone(),
-            base: cache.meta_sha.clone(),
-        }
-        .to_line();
-        fs::create_dir_all(&layout.dynreg).map_err(|e| layout.io(&layout.dynreg, e))?;
-        write_atomic(&layout.journal, &header, self.handle.tuning.fsync)
-            .map_err(|e| layout.io(&layout.journal, e))?;
-        let md = fs::metadata(&layout.journal).map_err(|e| layout.io(&layout.journal, e))?;
-        cache.journal_id = Some(id.clone());
-        cache.journal_ino = Some((md.dev(), md.ino()));
-        cache.offset = md.len();
-        cache.records = 0;
-        self.state.effects = Some((id, md.len()));
-        Ok(())
-    }
-
     /// True when the journal has grown enough that folding it into `_metadata.json` is due.
     pub(crate) fn compaction_due(&self) -> bool {
         self.state
@@ -603,51 +457,6 @@ impl Locked<'_> {
         Ok(())
     }
 
-    /// Writes `_snapshots/<identity>.json` for the current content unless it exists; prunes
-    /// the oldest beyond the retention bound. Returns the identity.
-    pub(crate) fn record_current_snapshot(&mut self) -> Result<String> {
-        let layout = self.handle.layout.clone();
-        let retention = self.handle.tuning.retention;
-        let Some(cache) = self.state.cache.as_mut() else {
-            return Err(self.handle.kb_not_found());
-        };
-        let id = cache.index.identity();
-        if id.is_empty() || cache.known_snapshots.contains(&id) {
-            return Ok(id);
-        }
-        let path = layout.snapshot_path(&id);
-        if !path.exists() {
-            let json = cache.index.snapshot_json();
-            fs::create_dir_all(&layout.snapshots).map_err(|e| layout.io(&layout.snapshots, e))?;
-            // Snapshots are a cache for change detection: one lost to a power failure only
-            // makes that version unretained (a full re-ingest), so they are never fsynced.
-            write_atomic(&path, json.as_bytes(), FsyncPolicy::Never)
-                .map_err(|e| layout.io(&path, e))?;
-            self.writes.push(StateWrite {
-                domain_id: layout.domain_id.clone(),
-                key: path.display().to_string(),
-                kind: KnowledgeKeyKind::Snapshot,
-                byte_size: json.len() as u64,
-                tenant_id: None,
-            });
-            cache.snapshot_files = match cache.snapshot_files {
-                Some(n) if n < retention => Some(n + 1),
-                _ => Some(prune_snapshots(&layout, retention, &id)),
-            };
-        }
-        if cache.known_snapshots.len() > 4 * retention {
-            cache.known_snapshots.clear();
-        }
-        cache.known_snapshots.insert(id.clone());
-        Ok(id)
-    }
-
-    /// Reads a retained snapshot; `None` if it is not retained.
-    pub(crate) fn load_snapshot(&self, version: &str) -> Result<Option<Snapshot>> {
-        let layout = self.layout();
-        read_snapshot(&layout.domain_id, &layout.snapshot_path(version))
-    }
-
     /// Writes the first index and an empty journal of a new knowledge base.
     pub(crate) fn initialise(&mut self, info: &KnowledgeBaseInfo) -> Result<()> {
         let layout = self.handle.layout.clone();
@@ -697,84 +506,6 @@ impl Locked<'_> {
     }
 }
 
-/// Applies one record to the cached view.
-fn apply(cache: &mut Cache, record: &Record) {
-    match record {
-        Record::Header { .. } => {}
-        Record::Put { file, version, .. } => {
-            bump_version(&mut cache.info, version);
-            cache.info.last_updated = file.uploaded_at;
-            cache.index.insert(file.clone());
-        }
-        Record::Delete { path, version, at } => {
-            bump_version(&mut cache.info, version);
-            if let Some(t) = pytime::parse(at) {
-                cache.info.last_updated = t;
-            }
-            cache.index.remove(path);
-        }
-        Record::Status {
-            status,
-            error,
-            generation,
-            vector_store_path,
-            at,
-        } => {
-            cache.info.ingestion_status = *status;
-            if let Some(t) = at.as_deref().and_then(pytime::parse) {
-                cache.info.last_updated = t;
-            }
-            cache.info.ingestion_error.clone_from(error);
-            cache.info.generation.clone_from(generation);
-            if vector_store_path.is_some() {
-                cache.info.vector_store_path.clone_from(vector_store_path);
-            }
-        }
-    }
-    cache.info.file_count = cache.index.len() as u64;
-    cache.info.total_size_bytes = cache.index.total_size();
-}
-
-/// Sets the version counter to `version` if that is ahead (replays are idempotent).
-fn bump_version(info: &mut KnowledgeBaseInfo, version: &str) {
-    let current = info.version.parse::<u64>().unwrap_or(0);
-    if version.parse::<u64>().is_ok_and(|v| v > current) {
-        info.version = version.to_owned();
-    }
-}
-
-/// Finishes journaled writes (from `start` on) whose writer died before completing them;
-/// returns the folders it changed.
-fn recover(layout: &Layout, records: &[&Record], start: usize) -> Result<Vec<PathBuf>> {
-    let mut touched = Vec::new();
-    for (i, r) in records.iter().enumerate().skip(start) {
-        match r {
-            Record::Put { file, tmp, .. } => {
-                let tmp_path = layout.dir.join(tmp);
-                if tmp_path.exists() {
-                    let target = layout.content_path(&file.path);
-                    tracing::warn!(domain_id = %layout.domain_id, path = %file.path, "rolling forward an interrupted put");
-                    place(layout, &tmp_path, &target)?;
-                    touched.extend(target.parent().map(Path::to_path_buf));
-                }
-            }
-            Record::Delete { path, .. } => {
-                let superseded = records[i + 1..]
-                    .iter()
-                    .any(|r| matches!(r, Record::Put { file, .. } if file.path == *path));
-                let target = layout.content_path(path);
-                if !superseded && target.is_file() {
-                    tracing::warn!(domain_id = %layout.domain_id, %path, "finishing an interrupted delete");
-                    remove_content(layout, &target)?;
-                    touched.extend(target.parent().map(Path::to_path_buf));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(touched)
-}
-
 /// Renames a temp file to its content location, creating parent folders.
 pub(crate) fn place(layout: &Layout, tmp: &Path, target: &Path) -> Result<()> {
     if let Some(parent) = target.parent() {
@@ -821,90 +552,6 @@ pub(crate) fn remove_dead_owners(layout: &Layout) {
             let _ = fs::remove_file(entry.path());
             let _ = f.unlock();
         }
-    }
-}
-
-/// Keeps at most `retention` snapshot files (newest by modification time), never `keep`;
-/// returns how many are left.
-fn prune_snapshots(layout: &Layout, retention: usize, keep: &str) -> usize {
-    let Ok(entries) = fs::read_dir(&layout.snapshots) else {
-        return 0;
-    };
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    if files.len() <= retention {
-        return files.len();
-    }
-    files.sort();
-    let mut left = files.len();
-    let excess = files.len() - retention;
-    let keep_name = format!("{keep}.json");
-    for (_, p) in files.into_iter().take(excess) {
-        if p.file_name()
-            .is_some_and(|n| n.to_string_lossy() == keep_name)
-        {
-            continue;
-        }
-        if fs::remove_file(p).is_ok() {
-            left -= 1;
-        }
-    }
-    left
-}
-
-/// Writes `content` chunks to a fresh temp file in `dir`, hashing as it goes.
-pub(crate) struct TempWriter {
-    pub(crate) path: PathBuf,
-    pub(crate) rel: String,
-    file: File,
-    md5: md5::Md5,
-    pub(crate) size: u64,
-}
-
-impl TempWriter {
-    pub(crate) fn create(layout: &Layout, owner_id: &str, dir: &Path) -> Result<Self> {
-        let name = format!("{:016x}.tmp", rand::random::<u64>());
-        let path = dir.join(&name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| layout.io(&path, e))?;
-        Ok(Self {
-            rel: format!("_dynreg/tmp/{owner_id}/{name}"),
-            path,
-            file,
-            md5: md5::Md5::default(),
-            size: 0,
-        })
-    }
-
-    pub(crate) fn write(&mut self, layout: &Layout, chunk: &[u8]) -> Result<()> {
-        md5::Digest::update(&mut self.md5, chunk);
-        self.size += chunk.len() as u64;
-        self.file
-            .write_all(chunk)
-            .map_err(|e| layout.io(&self.path, e))
-    }
-
-    /// Flushes (per policy) and returns the MD5 hex of what was written.
-    pub(crate) fn finish(
-        self,
-        layout: &Layout,
-        fsync: FsyncPolicy,
-    ) -> Result<(String, PathBuf, String, u64)> {
-        if fsync.enabled() {
-            self.file.sync_all().map_err(|e| layout.io(&self.path, e))?;
-        }
-        Ok((
-            hex::encode(md5::Digest::finalize(self.md5)),
-            self.path,
-            self.rel,
-            self.size,
-        ))
     }
 }
 

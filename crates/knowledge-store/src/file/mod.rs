@@ -18,6 +18,7 @@ mod journal;
 mod kb;
 mod layout;
 mod read;
+mod snapshots;
 mod tenant;
 
 use std::collections::HashMap;
@@ -32,7 +33,8 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 pub use atomic::FsyncPolicy;
-use kb::{KbHandle, Staged, TempWriter, Tuning};
+use atomic::TempWriter;
+use kb::{KbHandle, Staged, Tuning};
 use layout::Layout;
 use tenant::TenantPaths;
 

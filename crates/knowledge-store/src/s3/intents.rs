@@ -24,7 +24,8 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjPath;
 use serde::{Deserialize, Serialize};
 
-use super::{Op, S3KnowledgeBackend, is_not_found};
+use super::commit::Op;
+use super::{S3KnowledgeBackend, is_not_found};
 use crate::error::{KnowledgeError, Result};
 use crate::model::KnowledgeFile;
 

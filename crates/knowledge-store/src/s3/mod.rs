@@ -1,13 +1,13 @@
 //! The S3 backend on `object_store`: the original's key layout under a prefix, the index in
 //! `{prefix}{domain}/_metadata.json` plus a journal of small records created with
 //! `If-None-Match` ([`journal`]), and in-process group commit so concurrent writers share one
-//! record.
+//! record ([`commit`]).
 //!
 //! Keys: `{prefix}{domain}/content/{path}`, `{prefix}{domain}/_metadata.json`,
 //! `{prefix}{domain}/_snapshots/{identity}.json`, the journal and write intents under
 //! `{prefix}{domain}/_dynreg/`, and tenant state under `{prefix}_scoped/{tenant prefix}{domain}/`
 //! ([`tenant`]). A knowledge base exists when its `_metadata.json` exists. Uploads larger than
-//! one part use multipart upload, so memory stays bounded; downloads stream. Change detection
+//! one part use multipart upload, so memory stays bounded ([`upload`]); downloads stream. Change detection
 //! resolves old versions through snapshot objects or, in `s3_versioning` mode, through the
 //! bucket's object versions ([`versions`]).
 //!
@@ -31,24 +31,26 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjPath;
 use object_store::{
-    MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions as ObjPutOptions, PutPayload,
-    UpdateVersion,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions as ObjPutOptions, PutPayload, UpdateVersion,
 };
-use tokio::sync::oneshot;
 
+mod commit;
 mod config;
 mod intents;
 mod journal;
 mod lineage;
 mod tenant;
+mod upload;
 mod versions;
 
 pub use config::{ChangeDetectionMode, S3Config};
 pub use intents::INTENT_GRACE;
 pub use journal::{JOURNAL_RETENTION, WRITE_WINDOW};
 
+use self::commit::{DomainQueue, Op, OpOutcome, check_batch};
 use self::intents::{Deleted, Intent};
-use self::journal::{Change, KbState, Record};
+use self::journal::KbState;
+use crate::KnowledgeBackend;
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateEvents, StateWrite};
 use crate::identity::{self, Snapshot, md5_hex};
@@ -62,34 +64,9 @@ use crate::model::{
 use crate::paths::{validate_domain_id, validate_path, validate_version};
 use crate::stream::{ByteStream, rechunk};
 use crate::tenant::TenantContext;
-use crate::{KnowledgeBackend, pytime};
-
-const PART_SIZE: usize = 8 * 1024 * 1024;
-
-/// One write waiting for the next group commit of a knowledge base's index.
-enum Op {
-    Put(Vec<KnowledgeFile>),
-    /// Drops a path from the index (its content object is removed by the caller).
-    Delete(String),
-    Status(StatusUpdate),
-}
-
-enum OpOutcome {
-    Put(Vec<KnowledgeFile>),
-    Delete(bool),
-    Status(KnowledgeBaseInfo),
-}
-
-type Waiter = (Op, oneshot::Sender<Result<OpOutcome>>);
 
 /// The cached state of one knowledge base (`None`: not loaded, or gone).
 type Slot = Arc<tokio::sync::Mutex<Option<KbState>>>;
-
-#[derive(Default)]
-struct DomainQueue {
-    pending: Mutex<Vec<Waiter>>,
-    commit: tokio::sync::Mutex<()>,
-}
 
 /// Knowledge bases in an S3 bucket (or any `object_store`).
 pub struct S3KnowledgeBackend {
@@ -308,163 +285,6 @@ impl S3KnowledgeBackend {
         Ok(names)
     }
 
-    fn queue(&self, d: &str) -> Arc<DomainQueue> {
-        lock(&self.queues).entry(d.to_owned()).or_default().clone()
-    }
-
-    /// Submits one index write; writers that arrive together share one compare-and-swap.
-    async fn submit(&self, d: &str, op: Op) -> Result<OpOutcome> {
-        let q = self.queue(d);
-        let (tx, rx) = oneshot::channel();
-        lock(&q.pending).push((op, tx));
-        {
-            let _guard = q.commit.lock().await;
-            let batch: Vec<Waiter> = std::mem::take(&mut *lock(&q.pending));
-            if !batch.is_empty() {
-                self.commit_batch(d, batch).await;
-            }
-        }
-        rx.await.map_err(|_| KnowledgeError::Task {
-            domain_id: d.to_owned(),
-            reason: "index commit was abandoned".into(),
-        })?
-    }
-
-    async fn commit_batch(&self, d: &str, batch: Vec<Waiter>) {
-        let (ops, senders): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
-        let mut attempt = 0u32;
-        let outcome = loop {
-            attempt += 1;
-            match self.try_commit(d, &ops, attempt == 1).await {
-                Err(KnowledgeError::Conflict { .. }) if attempt < 64 => {
-                    let ms = rand::random::<u64>() % (5 * u64::from(attempt.min(20))) + 1;
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
-                other => break other,
-            }
-        };
-        match outcome {
-            Ok((results, written)) => {
-                if written > 0 {
-                    self.events
-                        .emit(StateWrite {
-                            domain_id: d.to_owned(),
-                            key: self.meta_key(d),
-                            kind: KnowledgeKeyKind::Metadata,
-                            byte_size: written as u64,
-                            tenant_id: None,
-                        })
-                        .await;
-                }
-                for (tx, r) in senders.into_iter().zip(results) {
-                    let _ = tx.send(r);
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                let mut first = Some(e);
-                for tx in senders {
-                    let err = first.take().unwrap_or_else(|| KnowledgeError::Task {
-                        domain_id: d.to_owned(),
-                        reason: msg.clone(),
-                    });
-                    let _ = tx.send(Err(err));
-                }
-            }
-        }
-    }
-
-    /// One attempt to commit a batch as one journal record (or, on a base without a journal,
-    /// one compare-and-swap of the whole document). `Conflict` means: retry. `optimistic`:
-    /// if the cached base is unchanged, try the next record number without listing first.
-    #[allow(clippy::type_complexity)]
-    async fn try_commit(
-        &self,
-        d: &str,
-        ops: &[Op],
-        optimistic: bool,
-    ) -> Result<(Vec<Result<OpOutcome>>, usize)> {
-        let slot = self.slot(d);
-        let mut guard = slot.lock().await;
-        let mut read_at = self.refresh(d, &mut guard, !optimistic).await?;
-        // A status write conditional on a version this instance has not seen yet (handed out
-        // by another instance): catch up before comparing.
-        let unseen = |st: &KbState| {
-            let token = st.token();
-            ops.iter().any(|o| {
-                matches!(o, Op::Status(u) if u.expected_version.as_ref().is_some_and(|e| *e != token))
-            })
-        };
-        if optimistic && guard.as_ref().is_some_and(unseen) {
-            read_at = self.refresh(d, &mut guard, true).await?;
-        }
-        let Some(st) = guard.as_mut() else {
-            return Err(KnowledgeError::KbNotFound {
-                domain_id: d.to_owned(),
-            });
-        };
-        let token = st.token();
-        let (results, applied) = apply_ops(d, &self.meta_key(d), st, ops, &token);
-        let Some(applied) = applied else {
-            return Ok((results, 0));
-        };
-        let conflict = || KnowledgeError::Conflict {
-            domain_id: d.to_owned(),
-            key: self.meta_key(d),
-            expected_version: token.clone(),
-            actual_version: None,
-        };
-        let Some(epoch) = st.head.as_ref().map(|h| h.epoch.clone()) else {
-            // The original's document: rewrite it whole, starting a journal.
-            return match self.write_base(d, st).await {
-                Ok(Some(written)) => Ok((results, written)),
-                Ok(None) => {
-                    *guard = None;
-                    Err(conflict())
-                }
-                Err(e) => {
-                    *guard = None;
-                    Err(e)
-                }
-            };
-        };
-        if self.write_window().is_some_and(|w| read_at.elapsed() > w) {
-            *guard = None;
-            return Err(conflict());
-        }
-        let rec = Record {
-            seq: st.applied + 1,
-            writer: format!(
-                "{:016x}{:016x}",
-                rand::random::<u64>(),
-                rand::random::<u64>()
-            ),
-            info: st.info.clone(),
-            changes: applied.changes,
-        };
-        let written = match self.create_record(d, &epoch, &rec).await {
-            Ok(Some(written)) => {
-                st.applied = rec.seq;
-                written
-            }
-            Ok(None) => {
-                st.undo(applied.replaced);
-                st.info = applied.info_before;
-                return Err(conflict());
-            }
-            Err(e) => {
-                // The record may or may not have landed: forget what is cached.
-                *guard = None;
-                return Err(e);
-            }
-        };
-        let compact = self.mode == ChangeDetectionMode::S3Versioning || st.compaction_due();
-        if compact && let Err(e) = self.compact_state(d, st).await {
-            tracing::warn!(domain_id = d, error = %e, "index compaction failed; the journal keeps the writes");
-        }
-        Ok((results, written))
-    }
-
     async fn require_kb(&self, d: &str) -> Result<()> {
         let key = self.meta_key(d);
         match self.store.head(&ObjPath::from(key.as_str())).await {
@@ -474,68 +294,6 @@ impl S3KnowledgeBackend {
             }),
             Err(e) => Err(self.err(d, &key, e)),
         }
-    }
-
-    /// Uploads a stream to `loc` (one PUT, or a multipart upload aborted on failure) and
-    /// returns its size and MD5.
-    async fn upload_stream(
-        &self,
-        d: &str,
-        key: &str,
-        loc: &ObjPath,
-        content: ByteStream,
-    ) -> Result<(u64, String)> {
-        let mut parts = rechunk(content, PART_SIZE);
-        let mut md5 = md5::Md5::default();
-        let mut size = 0u64;
-        let first = parts.next().await.transpose()?.unwrap_or_default();
-        md5::Digest::update(&mut md5, &first);
-        size += first.len() as u64;
-        if first.len() < PART_SIZE {
-            // One part: a plain PUT.
-            self.store
-                .put(loc, PutPayload::from(first))
-                .await
-                .map_err(|e| self.err(d, key, e))?;
-        } else {
-            let mut upload: Box<dyn MultipartUpload> = self
-                .store
-                .put_multipart(loc)
-                .await
-                .map_err(|e| self.err(d, key, e))?;
-            let result: Result<()> = async {
-                upload
-                    .put_part(PutPayload::from(first))
-                    .await
-                    .map_err(|e| self.err(d, key, e))?;
-                while let Some(part) = parts.next().await {
-                    let part = part?;
-                    md5::Digest::update(&mut md5, &part);
-                    size += part.len() as u64;
-                    upload
-                        .put_part(PutPayload::from(part))
-                        .await
-                        .map_err(|e| self.err(d, key, e))?;
-                }
-                upload.complete().await.map_err(|e| self.err(d, key, e))?;
-                Ok(())
-            }
-            .await;
-            if let Err(e) = result {
-                let _ = upload.abort().await;
-                return Err(e);
-            }
-        }
-        Ok((size, hex::encode(md5::Digest::finalize(md5))))
-    }
-
-    async fn upload_small(&self, d: &str, path: &str, content: Bytes) -> Result<()> {
-        let key = self.content_key(d, path);
-        self.store
-            .put(&ObjPath::from(key.as_str()), PutPayload::from(content))
-            .await
-            .map_err(|e| self.err(d, &key, e))?;
-        Ok(())
     }
 }
 
@@ -1014,127 +772,11 @@ impl KnowledgeBackend for S3KnowledgeBackend {
     }
 }
 
-/// Refuses a batch of paths of which one is a file where another (in `index` or in the batch)
-/// is a folder, or the other way round.
-fn check_batch<'p>(
-    d: &str,
-    index: &FileIndex,
-    paths: impl IntoIterator<Item = &'p str>,
-) -> Result<()> {
-    let mut batch = FileIndex::default();
-    for p in paths {
-        if index.get(p).is_none() {
-            index.check_conflict(d, p)?;
-        }
-        if batch.get(p).is_none() {
-            batch.check_conflict(d, p)?;
-        }
-        batch.insert(file_entry(p, 0, String::new(), PutOptions::default()));
-    }
-    Ok(())
-}
-
 /// The state in `guard`, `KbNotFound` if there is none.
 fn required<'g>(d: &str, guard: &'g mut Option<KbState>) -> Result<&'g mut KbState> {
     guard.as_mut().ok_or_else(|| KnowledgeError::KbNotFound {
         domain_id: d.to_owned(),
     })
-}
-
-/// What a batch changed in a cached state: the record's changes, what they replaced and the
-/// info before, so a lost race can be undone.
-struct Applied {
-    changes: Vec<Change>,
-    replaced: Vec<(String, Option<KnowledgeFile>)>,
-    info_before: KnowledgeBaseInfo,
-}
-
-/// Applies a batch to `st` in order. Returns each op's outcome and, if anything changed,
-/// [`Applied`]. `token` is the state version the batch started from (status compare-and-swap).
-fn apply_ops(
-    d: &str,
-    key: &str,
-    st: &mut KbState,
-    ops: &[Op],
-    token: &str,
-) -> (Vec<Result<OpOutcome>>, Option<Applied>) {
-    let info_before = st.info.clone();
-    let mut info = st.info.clone();
-    let mut results = Vec::with_capacity(ops.len());
-    let mut changes = Vec::new();
-    let mut replaced = Vec::new();
-    let mut dirty = false;
-    for op in ops {
-        match op {
-            Op::Put(files) => {
-                match check_batch(d, &st.index, files.iter().map(|f| f.path.as_str())) {
-                    Ok(()) => {
-                        for f in files {
-                            let c = Change::Put { file: f.clone() };
-                            replaced.extend(st.apply(std::slice::from_ref(&c)));
-                            changes.push(c);
-                            info.increment_version();
-                        }
-                        info.last_updated = pytime::now();
-                        dirty = true;
-                        results.push(Ok(OpOutcome::Put(files.clone())));
-                    }
-                    Err(e) => results.push(Err(e)),
-                }
-            }
-            Op::Delete(path) => {
-                if st.index.get(path).is_some() {
-                    let c = Change::Delete { path: path.clone() };
-                    replaced.extend(st.apply(std::slice::from_ref(&c)));
-                    changes.push(c);
-                    info.increment_version();
-                    info.last_updated = pytime::now();
-                    dirty = true;
-                    results.push(Ok(OpOutcome::Delete(true)));
-                } else {
-                    results.push(Ok(OpOutcome::Delete(false)));
-                }
-            }
-            Op::Status(u) => {
-                if let Some(expected) = &u.expected_version
-                    && (dirty || token != expected)
-                {
-                    results.push(Err(KnowledgeError::Conflict {
-                        domain_id: d.to_owned(),
-                        key: key.to_owned(),
-                        expected_version: expected.clone(),
-                        actual_version: Some(token.to_owned()),
-                    }));
-                    continue;
-                }
-                info.ingestion_status = u.status;
-                info.last_updated = pytime::now();
-                info.ingestion_error.clone_from(&u.error);
-                info.generation.clone_from(&u.generation);
-                if u.vector_store_path.is_some() {
-                    info.vector_store_path.clone_from(&u.vector_store_path);
-                }
-                dirty = true;
-                results.push(Ok(OpOutcome::Status(info.clone())));
-            }
-        }
-    }
-    if !dirty {
-        return (results, None);
-    }
-    st.set_info(info);
-    // Status outcomes report the final info of the batch.
-    for r in &mut results {
-        if let Ok(OpOutcome::Status(i)) = r {
-            *i = st.info.clone();
-        }
-    }
-    let applied = Applied {
-        changes,
-        replaced,
-        info_before,
-    };
-    (results, Some(applied))
 }
 
 /// Collects a stream into memory (used only by tests of this module).

@@ -1,6 +1,14 @@
-//! `subscribe_to_changes`: watching one kind of key of a backend through an event bus
-//! (reference-spec §4.3), and [`ChangesSubscription`], the guard that ends the watch (the Rust
-//! form of the original's `changes_subscription` context manager).
+//! The bridge between knowledge storage (`dynreg-knowledge-store`) and the event bus
+//! (`dynreg-event-bus`); the storage crate itself knows no bus.
+//!
+//! * [`also_publish_to`] publishes every later state write of a backend (reference-spec §4.8)
+//!   on a bus: an `Event` of type `custom` on the topic [`StateWrite::topic`]
+//!   (`ingest:metadata:write` / `ingest:snapshot:write`) with [`StateWrite::payload`]. It is a
+//!   `StateWriteObserver`, so the publish is awaited inside the write, before the backend's
+//!   local callbacks run; a failed publish is logged and never fails the write.
+//! * [`subscribe_to_changes`] watches one kind of key of a backend through a bus
+//!   (reference-spec §4.3), and [`ChangesSubscription`] is the guard that ends the watch (the
+//!   Rust form of the original's `changes_subscription` context manager).
 //!
 //! Whoever observes the storage — a filesystem watcher, an S3 event notification bridge, an
 //! application republishing writes — publishes an event on the bus with the **key as the
@@ -14,15 +22,59 @@
 //! not a valid topic (a path with a space) cannot be published or watched this way.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use dynreg_event_bus::{Delivery, EventBus, spawn_handler};
+use async_trait::async_trait;
+use dynreg_event_bus::{Delivery, Event, EventBus, EventBusError, EventType, spawn_handler};
+use dynreg_knowledge_store::{
+    KeyLayout, KnowledgeBackend, KnowledgeError, KnowledgeKeyKind, StateEvents, StateWrite,
+    StateWriteObserver, TenantContext,
+};
 use tokio::task::JoinHandle;
 
-use crate::KnowledgeBackend;
-use crate::error::{KnowledgeError, Result};
-use crate::events::KnowledgeKeyKind;
-use crate::keys::KeyLayout;
-use crate::tenant::TenantContext;
+/// What can go wrong starting a knowledge key watch ([`subscribe_to_changes`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KnowledgeWatchError {
+    /// The backend refused the watch (several kinds at once, an unknown kind, a hostile
+    /// domain id or tenant context).
+    #[error(transparent)]
+    Knowledge(#[from] KnowledgeError),
+    /// Subscribing to the key pattern on the event bus failed.
+    #[error("subscribe_to_changes: cannot subscribe to pattern {pattern:?}: {source}")]
+    Subscribe {
+        /// The key pattern.
+        pattern: String,
+        /// The bus error.
+        #[source]
+        source: EventBusError,
+    },
+}
+
+/// The state-write observer [`also_publish_to`] adds: publishes each write on one bus.
+#[derive(Debug)]
+struct BusPublisher {
+    bus: Arc<dyn EventBus>,
+}
+
+#[async_trait]
+impl StateWriteObserver for BusPublisher {
+    async fn on_state_write(&self, write: &StateWrite) {
+        let event = Event::new(EventType::Custom, write.topic(), write.payload());
+        if let Err(e) = self.bus.publish(write.topic(), &event).await {
+            tracing::warn!(topic = write.topic(), domain_id = %write.domain_id, error = %e, "state-write event not published");
+        }
+    }
+}
+
+/// Publishes every later state write reported to `events` (a backend's
+/// `KnowledgeBackend::state_events`) to `bus` too (the original's `also_publish_to`): an
+/// `Event` of type `custom` on [`StateWrite::topic`] with [`StateWrite::payload`], awaited
+/// inside the write, after the observers added before and before the local callbacks. A
+/// failed publish is logged (`warn`) and never fails the write.
+pub fn also_publish_to(events: &StateEvents, bus: Arc<dyn EventBus>) {
+    events.add_observer(Arc::new(BusPublisher { bus }));
+}
 
 /// A live watch started by [`subscribe_to_changes`]. Dropping it ends the watch (the bus
 /// subscription goes away once the handler task is torn down);
@@ -65,7 +117,7 @@ impl Drop for ChangesSubscription {
 
 /// The one kind a subscription watches: `[]` means content; several different kinds are
 /// refused, naming the call to make once per kind.
-fn one_kind(kinds: &[KnowledgeKeyKind]) -> Result<KnowledgeKeyKind> {
+fn one_kind(kinds: &[KnowledgeKeyKind]) -> Result<KnowledgeKeyKind, KnowledgeError> {
     let Some(first) = kinds.first().copied() else {
         return Ok(KnowledgeKeyKind::Content);
     };
@@ -105,6 +157,9 @@ fn watched(
 /// in `ctx`'s tenant scope (content is shared by every scope), calling `handler` for every
 /// matching event and every resync, in order, on a spawned task. Handler errors are logged
 /// and panics caught (see [`dynreg_event_bus::spawn_handler`]); delivery goes on.
+///
+/// A refusal of the backend is [`KnowledgeWatchError::Knowledge`]; a failed bus subscription
+/// is [`KnowledgeWatchError::Subscribe`].
 pub async fn subscribe_to_changes<B, F, Fut, E>(
     backend: &B,
     bus: &dyn EventBus,
@@ -112,7 +167,7 @@ pub async fn subscribe_to_changes<B, F, Fut, E>(
     domain_id: Option<&str>,
     ctx: &TenantContext,
     mut handler: F,
-) -> Result<ChangesSubscription>
+) -> Result<ChangesSubscription, KnowledgeWatchError>
 where
     B: KnowledgeBackend + ?Sized,
     F: FnMut(Delivery) -> Fut + Send + 'static,
@@ -124,7 +179,7 @@ where
     let subscription =
         bus.subscribe_pattern(&pattern)
             .await
-            .map_err(|source| KnowledgeError::Subscribe {
+            .map_err(|source| KnowledgeWatchError::Subscribe {
                 pattern: pattern.clone(),
                 source,
             })?;
