@@ -1,6 +1,8 @@
 //! Repository hygiene, checked by `cargo xtask tidy` and by this crate's tests: every Rust file
 //! of the workspace starts with a `//!` doc line, no stubs or debug prints are left in library
-//! code, and every crate's manifest opts into the workspace lints.
+//! code, every crate's manifest opts into the workspace lints, every workspace dependency is
+//! used by some member, and every crate uses each of its `[dependencies]` in its code (a
+//! dependency kept only to select features says so with a `# tidy: features only` comment).
 
 use std::path::{Path, PathBuf};
 
@@ -82,11 +84,95 @@ pub fn check(root: &Path) -> Result<(), Vec<String>> {
             Err(e) => problems.push(format!("{}: {e}", manifest.display())),
         }
     }
+    problems.extend(dependency_problems(root));
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems)
     }
+}
+
+/// The dependency names of one `[section]` of a manifest (lines `name = ...` or
+/// `name.workspace = true`), each with whether its line says `tidy: features only`.
+fn section_deps(manifest: &str, section: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in manifest.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            inside = t == section;
+            continue;
+        }
+        if !inside || t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let Some((lhs, _)) = t.split_once('=') else {
+            continue;
+        };
+        let name = lhs.trim().trim_end_matches(".workspace").trim();
+        if !name.is_empty() {
+            out.push((name.to_owned(), t.contains("tidy: features only")));
+        }
+    }
+    out
+}
+
+/// Unused workspace dependencies and crate dependencies their code never names.
+fn dependency_problems(root: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut manifests = Vec::new();
+    if let Ok(crates) = std::fs::read_dir(root.join("crates")) {
+        for c in crates.flatten() {
+            manifests.push(c.path());
+        }
+    }
+    manifests.push(root.join("xtask"));
+    let texts: Vec<(PathBuf, String)> = manifests
+        .iter()
+        .filter_map(|dir| {
+            let text = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+            Some((dir.clone(), text))
+        })
+        .collect();
+    if let Ok(ws) = std::fs::read_to_string(root.join("Cargo.toml")) {
+        for (name, _) in section_deps(&ws, "[workspace.dependencies]") {
+            let used = texts.iter().any(|(_, m)| {
+                m.lines().any(|l| {
+                    let l = l.trim();
+                    l.starts_with(&format!("{name}.workspace"))
+                        || (l.starts_with(&format!("{name} ")) && l.contains("workspace = true"))
+                })
+            });
+            if !used {
+                problems.push(format!(
+                    "Cargo.toml: workspace dependency `{name}` is used by no member"
+                ));
+            }
+        }
+    }
+    for (dir, manifest) in &texts {
+        let mut code = String::new();
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for f in files {
+            code.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+        }
+        for (name, features_only) in section_deps(manifest, "[dependencies]") {
+            // Packages whose library is named differently.
+            let ident = match name.as_str() {
+                "md-5" => "md5".to_owned(),
+                other => other.replace('-', "_"),
+            };
+            if features_only || code.contains(&format!("{ident}::")) {
+                continue;
+            }
+            let rel = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+            problems.push(format!(
+                "{rel}/Cargo.toml: dependency `{name}` is never named in src/ (remove it, or mark a features-only dependency `# tidy: features only`)"
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -97,6 +183,34 @@ mod tests {
         if let Err(problems) = super::check(&root) {
             panic!("tidy problems:\n{}", problems.join("\n"));
         }
+    }
+
+    #[test]
+    fn tidy_catches_an_unused_dependency() {
+        let dir = std::env::temp_dir().join(format!("dynreg-tidy-deps-{}", std::process::id()));
+        let src = dir.join("crates/x/src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[workspace.dependencies]\nserde = \"1\"\nunused-dep = \"1\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("crates/x/Cargo.toml"),
+            "[dependencies]\nserde.workspace = true\n\n[lints]\nworkspace = true\n",
+        )
+        .unwrap();
+        std::fs::write(src.join("lib.rs"), "//! x\n").unwrap();
+        let problems = super::check(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            problems.iter().any(|p| p.contains("`unused-dep` is used by no member")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("`serde` is never named")),
+            "{problems:?}"
+        );
     }
 
     #[test]

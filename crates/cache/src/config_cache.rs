@@ -1,4 +1,4 @@
-//! `ConfigCachingManager` and `ResolvedConfig`: a cache of bot configs (the section a bot is
+//! `ConfigCachingManager` and `CachedConfig`: a cache of bot configs (the section a bot is
 //! built from), each carrying the revision and config hash it was read at, with references
 //! (such as `$resource` blocks) resolved by a [`ConfigResolver`] when one is given.
 
@@ -17,7 +17,7 @@ use crate::options::CacheOptions;
 /// A config as cached: the section to build from, the full stored config, and where it came
 /// from (revision and hash of the stored config).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ResolvedConfig {
+pub struct CachedConfig {
     /// The bot id.
     pub bot_id: String,
     /// The config to build from: `raw_config[config_key]` when a key is set and present,
@@ -33,7 +33,7 @@ pub struct ResolvedConfig {
     pub environment_name: Option<String>,
 }
 
-impl ResolvedConfig {
+impl CachedConfig {
     /// The value of a top-level key of `config`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.config.get(key)
@@ -42,11 +42,11 @@ impl ResolvedConfig {
 
 /// Resolves what a stored config refers to — for example `$resource` blocks against an
 /// environment (`dynreg-resource-resolver` implements it for its `Environment`) — before the
-/// config is cached. The stored config is never changed; [`ResolvedConfig::raw_config`] keeps
+/// config is cached. The stored config is never changed; [`CachedConfig::raw_config`] keeps
 /// it as stored.
 pub trait ConfigResolver: Send + Sync + 'static {
     /// The name of the environment configs are resolved against, recorded in each
-    /// [`ResolvedConfig`].
+    /// [`CachedConfig`].
     fn environment_name(&self) -> Option<&str> {
         None
     }
@@ -68,7 +68,7 @@ pub struct ConfigResolveError {
     pub source: BoxError,
 }
 
-/// Builds [`ResolvedConfig`]s: extracts the configured section and resolves it.
+/// Builds [`CachedConfig`]s: extracts the configured section and resolves it.
 #[derive(Clone, Default)]
 pub struct ConfigFactory {
     config_key: Option<String>,
@@ -108,7 +108,7 @@ impl ConfigFactory {
         raw: Arc<Value>,
         revision: u64,
         hash: String,
-    ) -> Result<ResolvedConfig, ConfigResolveError> {
+    ) -> Result<CachedConfig, ConfigResolveError> {
         let section = self.config_key.as_deref().and_then(|k| raw.get(k));
         let config = match (&self.resolver, section) {
             (Some(r), section) => Arc::new(r.resolve(bot_id, section.unwrap_or(&raw)).map_err(
@@ -120,7 +120,7 @@ impl ConfigFactory {
             (None, Some(section)) => Arc::new(section.clone()),
             (None, None) => Arc::clone(&raw),
         };
-        Ok(ResolvedConfig {
+        Ok(CachedConfig {
             bot_id: bot_id.to_owned(),
             config,
             raw_config: raw,
@@ -135,19 +135,19 @@ impl ConfigFactory {
 }
 
 #[async_trait]
-impl InstanceFactory<ResolvedConfig> for ConfigFactory {
+impl InstanceFactory<CachedConfig> for ConfigFactory {
     type Error = ConfigResolveError;
 
     async fn create(
         &self,
         bot_id: &str,
         config: Arc<Value>,
-    ) -> Result<ResolvedConfig, ConfigResolveError> {
+    ) -> Result<CachedConfig, ConfigResolveError> {
         let hash = config_hash(&config);
         self.resolve(bot_id, config, 0, hash)
     }
 
-    async fn create_from(&self, reg: &Registration) -> Result<ResolvedConfig, ConfigResolveError> {
+    async fn create_from(&self, reg: &Registration) -> Result<CachedConfig, ConfigResolveError> {
         self.resolve(
             &reg.bot_id,
             Arc::clone(&reg.config),
@@ -161,7 +161,7 @@ impl InstanceFactory<ResolvedConfig> for ConfigFactory {
 /// (which it dereferences to, for `invalidate`, `stats`, `close`...).
 #[derive(Clone, Debug)]
 pub struct ConfigCachingManager {
-    cache: CachingRegistryManager<ResolvedConfig>,
+    cache: CachingRegistryManager<CachedConfig>,
 }
 
 impl ConfigCachingManager {
@@ -202,12 +202,12 @@ impl ConfigCachingManager {
     }
 
     /// Wraps an already built config cache.
-    pub fn from_cache(cache: CachingRegistryManager<ResolvedConfig>) -> Self {
+    pub fn from_cache(cache: CachingRegistryManager<CachedConfig>) -> Self {
         ConfigCachingManager { cache }
     }
 
     /// The cached config of `bot_id` (built on a miss).
-    pub async fn get(&self, bot_id: &str) -> Result<Arc<ResolvedConfig>, CacheError> {
+    pub async fn get(&self, bot_id: &str) -> Result<Arc<CachedConfig>, CacheError> {
         self.cache.get_or_create(bot_id).await
     }
 
@@ -230,13 +230,13 @@ impl ConfigCachingManager {
     }
 
     /// The underlying cache.
-    pub fn cache(&self) -> &CachingRegistryManager<ResolvedConfig> {
+    pub fn cache(&self) -> &CachingRegistryManager<CachedConfig> {
         &self.cache
     }
 }
 
 impl Deref for ConfigCachingManager {
-    type Target = CachingRegistryManager<ResolvedConfig>;
+    type Target = CachingRegistryManager<CachedConfig>;
 
     fn deref(&self) -> &Self::Target {
         &self.cache

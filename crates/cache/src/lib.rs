@@ -5,7 +5,7 @@
 //! * [`CachingRegistryManager<T>`]: instances built by an [`InstanceFactory`] from a bot's
 //!   config (the original's `_create_instance` / `_destroy_instance`), with `get_or_create`,
 //!   `invalidate`, `invalidate_all`, `refresh` and [`CacheStats`].
-//! * [`ConfigCachingManager`]: the same cache for configs, as [`ResolvedConfig`] (config,
+//! * [`ConfigCachingManager`]: the same cache for configs, as [`CachedConfig`] (config,
 //!   revision, config hash, environment), with `$resource` references resolved through a
 //!   [`ConfigResolver`] (`dynreg-resource-resolver` provides one for an environment).
 //!
@@ -56,8 +56,13 @@
 //!   good instance keeps serving and the failure is logged, counted
 //!   ([`CacheStats::refresh_failures`]) and handed to [`CachingRegistryManager::on_refresh_failure`]
 //!   hooks (the sync layer publishes it on the bus).
-//! * **TTL and LRU.** TTL on the monotonic clock, enforced on access and by a background
-//!   sweeper; a size bound with exact least-recently-used eviction.
+//! * **TTL and recency.** TTL on the monotonic clock, enforced on access (to within a few
+//!   milliseconds: hits read a coarse clock and the precise one only near the TTL) and by a
+//!   background sweeper. A size bound with CLOCK (second-chance) eviction: an instance used
+//!   since the hand last passed it is never evicted before one that was not — least recently
+//!   used at the granularity of one pass, unlike the original, which evicts the oldest
+//!   *created* instance whatever its use. Hits make no shared write besides the shard's read
+//!   lock and the instance's `Arc` count.
 //! * **Inactive is not served.** An inactive or absent bot is [`CacheError::NotFound`].
 //! * **The backend is not owned** unless [`CacheOptions::owns_backend`] says so: `close()`
 //!   leaves it open.
@@ -65,9 +70,11 @@
 //!   ([`CachingRegistryManager::change_listener`]; `dynreg_hot_reload::EventedRegistry::attach`):
 //!   when the write returns, older instances in this process are already stale.
 
+mod clock;
 mod config_cache;
 mod error;
 mod factory;
+mod flight;
 mod manager;
 mod options;
 mod stats;
@@ -77,10 +84,10 @@ mod store;
 pub mod testkit;
 
 pub use config_cache::{
-    ConfigCachingManager, ConfigFactory, ConfigResolveError, ConfigResolver, ResolvedConfig,
+    CachedConfig, ConfigCachingManager, ConfigFactory, ConfigResolveError, ConfigResolver,
 };
-pub use error::{CacheError, SharedError};
 pub use dynreg_registry_core::{ChangeKind, ChangeListener, ChangeNotice};
+pub use error::{CacheError, SharedError};
 pub use factory::InstanceFactory;
 pub use manager::{
     CacheBuilder, CachingRegistryManager, NoticeEffect, RefreshFailure, RefreshFailureHook,

@@ -1,5 +1,5 @@
 //! `CachingRegistryManager<T>`: the instance cache over a registry — single-flight builds per
-//! id, TTL with a background sweeper, exact LRU, change notices and build-then-swap refresh.
+//! id, TTL with a background sweeper, CLOCK (second-chance) eviction, change notices and build-then-swap refresh.
 //!
 //! The cache knows no event bus: change notices reach it through
 //! [`CachingRegistryManager::apply_notice`] or as a [`ChangeListener`] (the sync layer, `dynreg-hot-reload`, feeds both),
@@ -8,17 +8,19 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dynreg_registry_core::{ChangeListener, ChangeNotice, Registration, RegistryBackend};
+use dynreg_registry_core::{ChangeListener, ChangeNotice, RegistryBackend};
 use futures::FutureExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::error::{CacheError, SharedError};
+use crate::clock::{self, Instant};
+use crate::error::CacheError;
 use crate::factory::{DynFactory, Erased, InstanceFactory};
 use crate::options::CacheOptions;
 use crate::stats::{CacheStats, Counters};
+use crate::flight::{Lookup, wait};
 use crate::store::{Flight, Ready, Slot, Store, lock};
 
 /// What [`CachingRegistryManager::apply_notice`] did with a change notice.
@@ -125,6 +127,9 @@ impl<T: Send + Sync + 'static> CacheBuilder<T> {
     /// Starts the manager (and its sweeper). Must run inside a tokio runtime.
     pub async fn build(self) -> Result<CachingRegistryManager<T>, CacheError> {
         self.options.validate()?;
+        if self.options.ttl.is_some_and(|t| !t.is_zero()) {
+            clock::start();
+        }
         let inner = Arc::new(Inner {
             backend: self.backend,
             factory: self.factory,
@@ -147,16 +152,16 @@ impl<T: Send + Sync + 'static> CacheBuilder<T> {
 }
 
 pub(crate) struct Inner<T: Send + Sync + 'static> {
-    backend: Arc<dyn RegistryBackend>,
-    factory: Arc<dyn DynFactory<T>>,
-    options: CacheOptions,
-    store: Store<T>,
-    counters: Counters,
-    failure_hooks: RwLock<Vec<RefreshFailureHook>>,
-    runtime: tokio::runtime::Handle,
-    closed: AtomicBool,
+    pub(crate) backend: Arc<dyn RegistryBackend>,
+    pub(crate) factory: Arc<dyn DynFactory<T>>,
+    pub(crate) options: CacheOptions,
+    pub(crate) store: Store<T>,
+    pub(crate) counters: Counters,
+    pub(crate) failure_hooks: RwLock<Vec<RefreshFailureHook>>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) closed: AtomicBool,
     destroyer: Arc<Destroyer>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl<T: Send + Sync + 'static> Drop for Inner<T> {
@@ -165,18 +170,6 @@ impl<T: Send + Sync + 'static> Drop for Inner<T> {
             t.abort();
         }
     }
-}
-
-enum Lookup<T> {
-    Hit(Arc<T>),
-    Wait(Arc<Flight<T>>),
-}
-
-enum Outcome<T> {
-    Built(Arc<T>, Registration),
-    Failed(u64, SharedError),
-    NotFound,
-    Backend(dynreg_registry_core::RegistryError),
 }
 
 impl<T: Send + Sync + 'static> CachingRegistryManager<T> {
@@ -432,19 +425,6 @@ impl<T: Send + Sync + 'static> CachingRegistryManager<T> {
     }
 }
 
-async fn wait<T>(flight: &Arc<Flight<T>>, bot_id: &str) -> Result<Arc<T>, CacheError> {
-    let mut rx = flight.tx.subscribe();
-    let result = match rx.wait_for(Option::is_some).await {
-        Ok(v) => v.clone(),
-        Err(_) => None,
-    };
-    result.unwrap_or_else(|| {
-        Err(CacheError::Closed {
-            bot_id: bot_id.to_owned(),
-        })
-    })
-}
-
 impl<T: Send + Sync + 'static> ChangeListener for Inner<T> {
     fn on_change(&self, notice: &ChangeNotice) {
         self.apply_notice(notice);
@@ -452,13 +432,14 @@ impl<T: Send + Sync + 'static> ChangeListener for Inner<T> {
 }
 
 impl<T: Send + Sync + 'static> Inner<T> {
-    fn expired(&self, ready: &Ready<T>, now: Instant) -> bool {
+    pub(crate) fn expired(&self, ready: &Ready<T>, now: Instant) -> bool {
         self.options
             .ttl
             .is_some_and(|ttl| now.saturating_duration_since(ready.built) >= ttl)
     }
 
-    /// The lock-light hit path: the shard's read lock, a clock read, one relaxed store.
+    /// The hit path: the shard's read lock, the coarse clock (the precise one only near the
+    /// TTL), the reference bit set if clear, and a hit counted on this thread's stripe.
     fn try_hit(&self, key: &str) -> Option<Arc<T>> {
         let shard = self.store.shard(key);
         let map = self.store.read(shard);
@@ -467,235 +448,18 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if slot.stale {
             return None;
         }
-        let now = Instant::now();
-        if self.expired(ready, now) {
-            return None;
+        if let Some(ttl) = self.options.ttl {
+            let coarse_age = clock::recent().saturating_duration_since(ready.built);
+            if coarse_age.saturating_add(clock::SLACK) >= ttl && self.expired(ready, clock::now()) {
+                return None;
+            }
         }
-        slot.last_used
-            .store(self.store.stamp(now), Ordering::Relaxed);
-        shard.hits.fetch_add(1, Ordering::Relaxed);
+        Store::touch(slot);
+        self.store.count_hit();
         Some(Arc::clone(&ready.instance))
     }
 
-    /// Under the shard's write lock: a hit, or the build to wait for (joined or started).
-    fn lookup(self: Arc<Self>, key: &str, force: bool) -> Result<Lookup<T>, CacheError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(CacheError::Closed {
-                bot_id: key.to_owned(),
-            });
-        }
-        let shard = self.store.shard(key);
-        let mut map = self.store.write(shard);
-        if !map.contains_key(key) {
-            let k: Arc<str> = Arc::from(key);
-            map.insert(Arc::clone(&k), Slot::new(k));
-        }
-        let Some(slot) = map.get_mut(key) else {
-            unreachable!("inserted above")
-        };
-        let now = Instant::now();
-        let mut expired = None;
-        if let Some(ready) = &slot.ready {
-            if self.expired(ready, now) {
-                expired = self.store.take(slot);
-            } else if !slot.stale && !force {
-                slot.last_used
-                    .store(self.store.stamp(now), Ordering::Relaxed);
-                shard.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Lookup::Hit(Arc::clone(&ready.instance)));
-            }
-        }
-        let (flight, start) = match &slot.flight {
-            Some(f) => (Arc::clone(f), None),
-            None => {
-                let f = Flight::new();
-                slot.flight = Some(Arc::clone(&f));
-                (f, Some(Arc::clone(&slot.key)))
-            }
-        };
-        drop(map);
-        if let Some(old) = expired {
-            Counters::bump(&self.counters.expirations);
-            self.destroy_later(old.instance);
-        }
-        if let Some(k) = start {
-            self.spawn_flight(k, Arc::clone(&flight));
-        }
-        Ok(Lookup::Wait(flight))
-    }
-
-    fn spawn_flight(self: &Arc<Self>, key: Arc<str>, flight: Arc<Flight<T>>) {
-        let inner = Arc::clone(self);
-        self.runtime.spawn(async move {
-            let result = AssertUnwindSafe(inner.fly(&key, &flight))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    Err(CacheError::Closed {
-                        bot_id: key.to_string(),
-                    })
-                });
-            flight.tx.send_replace(Some(result));
-        });
-    }
-
-    async fn build(&self, key: &str) -> Outcome<T> {
-        match self.backend.peek(key).await {
-            Err(e) => Outcome::Backend(e),
-            Ok(None) => Outcome::NotFound,
-            Ok(Some(reg)) if !reg.is_active() => Outcome::NotFound,
-            Ok(Some(reg)) => {
-                let created = AssertUnwindSafe(self.factory.create(&reg))
-                    .catch_unwind()
-                    .await;
-                match created {
-                    Ok(Ok(instance)) => Outcome::Built(Arc::new(instance), reg),
-                    Ok(Err(e)) => Outcome::Failed(reg.revision, e),
-                    Err(_) => {
-                        Outcome::Failed(reg.revision, Arc::new(FactoryPanicked) as SharedError)
-                    }
-                }
-            }
-        }
-    }
-
-    /// One single-flight build: read, build, and settle under the lock; redone when the id's
-    /// generation moved during the build (a change or invalidation landed meanwhile).
-    async fn fly(&self, key: &Arc<str>, flight: &Arc<Flight<T>>) -> Result<Arc<T>, CacheError> {
-        let shard = self.store.shard(key);
-        let closed = || CacheError::Closed {
-            bot_id: key.to_string(),
-        };
-        for _ in 0..self.options.max_build_attempts {
-            let generation = {
-                let map = self.store.read(shard);
-                match map.get(&**key) {
-                    Some(s) if s.owns(flight) && !self.closed.load(Ordering::Acquire) => {
-                        s.generation
-                    }
-                    _ => {
-                        drop(map);
-                        self.release_flight(key, flight);
-                        return Err(closed());
-                    }
-                }
-            };
-            let outcome = self.build(key).await;
-            let mut map = self.store.write(shard);
-            let now = Instant::now();
-            let usable = map.get(&**key).is_some_and(|s| {
-                s.owns(flight) && s.generation == generation && !self.closed.load(Ordering::Acquire)
-            });
-            if !usable {
-                drop(map);
-                if let Outcome::Built(instance, _) = outcome {
-                    Counters::bump(&self.counters.discarded_builds);
-                    self.destroy_later(instance);
-                }
-                continue;
-            }
-            let Some(slot) = map.get_mut(&**key) else {
-                unreachable!("checked above")
-            };
-            match outcome {
-                Outcome::Built(instance, reg) => {
-                    Counters::bump(&self.counters.creations);
-                    let old = self.store.install(
-                        slot,
-                        Ready {
-                            instance: Arc::clone(&instance),
-                            revision: reg.revision,
-                            config_hash: Arc::from(reg.config_hash.as_str()),
-                            built: now,
-                        },
-                        now,
-                    );
-                    slot.flight = None;
-                    slot.stale = false;
-                    slot.rejected = 0;
-                    drop(map);
-                    if let Some(old) = old {
-                        Counters::bump(&self.counters.refreshes);
-                        self.destroy_later(old.instance);
-                    }
-                    self.evict();
-                    return Ok(instance);
-                }
-                Outcome::NotFound => {
-                    let old = self.store.take(slot);
-                    map.remove(&**key);
-                    drop(map);
-                    if let Some(old) = old {
-                        Counters::bump(&self.counters.invalidations);
-                        self.destroy_later(old.instance);
-                    }
-                    return Err(CacheError::NotFound {
-                        bot_id: key.to_string(),
-                    });
-                }
-                Outcome::Backend(e) => {
-                    slot.flight = None;
-                    if slot.ready.is_none() {
-                        map.remove(&**key);
-                    }
-                    return Err(CacheError::Registry {
-                        bot_id: key.to_string(),
-                        source: Arc::new(e),
-                    });
-                }
-                Outcome::Failed(revision, source) => {
-                    Counters::bump(&self.counters.creation_failures);
-                    slot.flight = None;
-                    let error = CacheError::Create {
-                        bot_id: key.to_string(),
-                        revision,
-                        source,
-                    };
-                    if self.options.keep_last_good
-                        && let Some(ready) = &slot.ready
-                    {
-                        let good = Arc::clone(&ready.instance);
-                        let good_revision = ready.revision;
-                        slot.stale = false;
-                        slot.rejected = slot.rejected.max(revision);
-                        drop(map);
-                        Counters::bump(&self.counters.refresh_failures);
-                        self.report_failed_rebuild(key, revision, good_revision, &error);
-                        return Ok(good);
-                    }
-                    let old = self.store.take(slot);
-                    map.remove(&**key);
-                    drop(map);
-                    if let Some(old) = old {
-                        Counters::bump(&self.counters.invalidations);
-                        self.destroy_later(old.instance);
-                    }
-                    return Err(error);
-                }
-            }
-        }
-        self.release_flight(key, flight);
-        Err(CacheError::Unstable {
-            bot_id: key.to_string(),
-            attempts: self.options.max_build_attempts,
-        })
-    }
-
-    /// Detaches `flight` from its slot (dropping an empty slot).
-    fn release_flight(&self, key: &str, flight: &Arc<Flight<T>>) {
-        let shard = self.store.shard(key);
-        let mut map = self.store.write(shard);
-        if let Some(slot) = map.get_mut(key)
-            && slot.owns(flight)
-        {
-            slot.flight = None;
-            if slot.ready.is_none() {
-                map.remove(key);
-            }
-        }
-    }
-
-    fn report_failed_rebuild(&self, key: &str, revision: u64, serving: u64, error: &CacheError) {
+    pub(crate) fn report_failed_rebuild(&self, key: &str, revision: u64, serving: u64, error: &CacheError) {
         tracing::error!(
             bot_id = key,
             revision,
@@ -721,8 +485,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
         }
     }
 
-    /// Evicts least recently used instances until the size bound holds.
-    fn evict(&self) {
+    /// Evicts instances until the size bound holds, by CLOCK (second chance; see `store`).
+    pub(crate) fn evict(&self) {
         let Some(max) = self.options.max_size else {
             return;
         };
@@ -742,9 +506,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
             if slot.indexed != stamp || slot.ready.is_none() {
                 continue;
             }
-            let used = slot.last_used.load(Ordering::Relaxed);
-            if used > stamp {
-                self.store.refile(slot, used);
+            if slot.referenced.load(Ordering::Relaxed) {
+                self.store.refile(slot);
                 continue;
             }
             slot.indexed = 0;
@@ -847,7 +610,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if self.options.ttl.is_none() {
             return 0;
         }
-        let now = Instant::now();
+        let now = clock::now();
         let mut expired = Vec::new();
         for shard in self.store.shards() {
             let mut map = self.store.write(shard);
@@ -870,7 +633,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// Runs `destroy` for an instance that left the cache, off every lock.
-    fn destroy_later(&self, instance: Arc<T>) {
+    pub(crate) fn destroy_later(&self, instance: Arc<T>) {
         self.destroyer.pending.fetch_add(1, Ordering::AcqRel);
         let factory = Arc::clone(&self.factory);
         let destroyer = Arc::clone(&self.destroyer);
@@ -909,10 +672,6 @@ struct Destroyer {
     destroys: AtomicU64,
     idle: Notify,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("the instance factory panicked")]
-struct FactoryPanicked;
 
 async fn sweep_loop<T: Send + Sync + 'static>(weak: Weak<Inner<T>>, every: Duration) {
     let mut tick = tokio::time::interval(every);

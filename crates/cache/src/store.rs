@@ -1,22 +1,33 @@
 //! The cache's storage: sharded slots (read-locked on hits), per-key generation and staleness,
-//! and an exact LRU index keyed by last-use time.
+//! and a CLOCK (second-chance) recency index.
 //!
-//! Hits take only their shard's read lock and store the monotonic time of use in the slot (no
-//! shared counter). The LRU index is an ordered set of `(stamp, key)` touched only when an
-//! instance is installed, removed or evicted; eviction pops the oldest stamp and, when the
-//! slot was used since it was indexed, re-files it at its real last use. Since every hit
-//! records its exact time, the victim is always the least recently used instance.
+//! The hit path makes no shared write besides the shard's read lock and the instance's `Arc`
+//! count: it reads a coarse clock (no syscall), sets the slot's `referenced` bit only if it is
+//! clear, and counts the hit on a counter stripe of its own thread. Keys are hashed once per
+//! lookup with a seeded fast hash (foldhash) that also picks the shard.
+//!
+//! Recency: the index is a queue of `(sequence, key)` in install order, touched only when an
+//! instance is installed, removed or evicted. Eviction pops the front: an instance used since
+//! it was filed (its `referenced` bit set) gets a second chance — the bit is cleared and it is
+//! re-filed at the back — otherwise it is the victim. So an instance used since the last pass
+//! is never evicted before one that was not: least recently used at the granularity of one
+//! pass of the hand, without a clock read or a shared write on hits.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+
+use quanta::Instant;
 
 use tokio::sync::watch;
 
 use crate::error::CacheError;
 
 const SHARDS: usize = 64;
+/// Hit-counter stripes: each thread counts on its own (padded) stripe.
+const STRIPES: usize = 32;
 
 /// A built instance and what it was built from.
 pub(crate) struct Ready<T> {
@@ -56,9 +67,9 @@ pub(crate) struct Slot<T> {
     pub(crate) stale: bool,
     /// A revision whose build failed while the last good instance was kept.
     pub(crate) rejected: u64,
-    /// Monotonic time of the last use (LRU).
-    pub(crate) last_used: AtomicU64,
-    /// The stamp under which the slot is filed in the LRU index (0: not filed).
+    /// Used since it was filed in the recency index (CLOCK's reference bit).
+    pub(crate) referenced: AtomicBool,
+    /// The sequence under which the slot is filed in the recency index (0: not filed).
     pub(crate) indexed: u64,
 }
 
@@ -71,7 +82,7 @@ impl<T> Slot<T> {
             generation: 0,
             stale: false,
             rejected: 0,
-            last_used: AtomicU64::new(0),
+            referenced: AtomicBool::new(false),
             indexed: 0,
         }
     }
@@ -81,20 +92,46 @@ impl<T> Slot<T> {
     }
 }
 
-pub(crate) type Map<T> = HashMap<Arc<str>, Slot<T>>;
+pub(crate) type Hasher = foldhash::fast::RandomState;
+pub(crate) type Map<T> = HashMap<Arc<str>, Slot<T>, Hasher>;
 
 /// One shard, on its own cache lines so that hits on different shards do not contend.
 #[repr(align(128))]
 pub(crate) struct Shard<T> {
     pub(crate) map: RwLock<Map<T>>,
-    pub(crate) hits: AtomicU64,
+}
+
+/// A counter stripe on its own cache lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe(AtomicU64);
+
+thread_local! {
+    /// This thread's hit-counter stripe (assigned round-robin on first use).
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+fn my_stripe() -> usize {
+    STRIPE.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(i);
+        }
+        i
+    })
 }
 
 pub(crate) struct Store<T> {
     shards: Box<[Shard<T>]>,
+    hasher: Hasher,
+    /// The recency index: `(sequence, key)` in filing order; the front is the hand.
     lru: Mutex<BTreeSet<(u64, Arc<str>)>>,
+    sequence: AtomicU64,
     len: AtomicUsize,
-    epoch: Instant,
+    hits: Box<[Stripe]>,
     pub(crate) evict_lock: Mutex<()>,
 }
 
@@ -104,27 +141,38 @@ pub(crate) fn lock<M>(m: &Mutex<M>) -> MutexGuard<'_, M> {
 
 impl<T> Store<T> {
     pub(crate) fn new() -> Self {
+        let hasher = Hasher::default();
         Store {
             shards: (0..SHARDS)
                 .map(|_| Shard {
-                    map: RwLock::new(HashMap::new()),
-                    hits: AtomicU64::new(0),
+                    map: RwLock::new(HashMap::with_hasher(hasher.clone())),
                 })
                 .collect(),
+            hasher,
             lru: Mutex::new(BTreeSet::new()),
+            sequence: AtomicU64::new(0),
             len: AtomicUsize::new(0),
-            epoch: Instant::now(),
+            hits: (0..STRIPES).map(|_| Stripe::default()).collect(),
             evict_lock: Mutex::new(()),
         }
     }
 
     pub(crate) fn shard(&self, key: &str) -> &Shard<T> {
-        // FNV-1a: cheap, and only spreads keys over shards (the maps hash with RandomState).
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        // The top bits of the maps' own (seeded) hash pick the shard; the maps use the low bits.
+        let h = self.hasher.hash_one(key);
+        &self.shards[(h >> 58) as usize % SHARDS]
+    }
+
+    /// Counts one hit on this thread's stripe.
+    pub(crate) fn count_hit(&self) {
+        self.hits[my_stripe()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks `slot` used (a write only when its reference bit is clear).
+    pub(crate) fn touch(slot: &Slot<T>) {
+        if !slot.referenced.load(Ordering::Relaxed) {
+            slot.referenced.store(true, Ordering::Relaxed);
         }
-        &self.shards[(h as usize) % SHARDS]
     }
 
     pub(crate) fn shards(&self) -> &[Shard<T>] {
@@ -139,9 +187,9 @@ impl<T> Store<T> {
         shard.map.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A monotonic, never-zero use stamp for `now`.
-    pub(crate) fn stamp(&self, now: Instant) -> u64 {
-        u64::try_from(now.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1) + 1
+    /// The next never-zero filing sequence (call with the index locked).
+    fn next_sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -149,29 +197,21 @@ impl<T> Store<T> {
     }
 
     pub(crate) fn hits(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.hits.load(Ordering::Relaxed))
-            .sum()
+        self.hits.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
     }
 
-    /// Installs `ready` in `slot` (caller holds the shard's write lock) and files it in the LRU
-    /// index as just used. Returns the instance it replaces.
-    pub(crate) fn install(
-        &self,
-        slot: &mut Slot<T>,
-        ready: Ready<T>,
-        now: Instant,
-    ) -> Option<Ready<T>> {
-        let stamp = self.stamp(now);
+    /// Installs `ready` in `slot` (caller holds the shard's write lock) and files it at the
+    /// back of the recency index, unreferenced. Returns the instance it replaces.
+    pub(crate) fn install(&self, slot: &mut Slot<T>, ready: Ready<T>) -> Option<Ready<T>> {
         let mut lru = lock(&self.lru);
         if slot.indexed != 0 {
             lru.remove(&(slot.indexed, Arc::clone(&slot.key)));
         }
-        lru.insert((stamp, Arc::clone(&slot.key)));
+        let sequence = self.next_sequence();
+        lru.insert((sequence, Arc::clone(&slot.key)));
         drop(lru);
-        slot.indexed = stamp;
-        slot.last_used.store(stamp, Ordering::Relaxed);
+        slot.indexed = sequence;
+        slot.referenced.store(false, Ordering::Relaxed);
         let old = slot.ready.replace(ready);
         if old.is_none() {
             self.len.fetch_add(1, Ordering::AcqRel);
@@ -190,14 +230,19 @@ impl<T> Store<T> {
         Some(old)
     }
 
-    /// The oldest entry of the LRU index, removed from it.
+    /// The entry under the hand (the front of the recency index), removed from it.
     pub(crate) fn pop_oldest(&self) -> Option<(u64, Arc<str>)> {
         lock(&self.lru).pop_first()
     }
 
-    /// Re-files `slot` at its real last use (caller holds the shard's write lock).
-    pub(crate) fn refile(&self, slot: &mut Slot<T>, stamp: u64) {
-        lock(&self.lru).insert((stamp, Arc::clone(&slot.key)));
-        slot.indexed = stamp;
+    /// Gives `slot` its second chance: clears its reference bit and re-files it at the back
+    /// (caller holds the shard's write lock).
+    pub(crate) fn refile(&self, slot: &mut Slot<T>) {
+        let mut lru = lock(&self.lru);
+        let sequence = self.next_sequence();
+        lru.insert((sequence, Arc::clone(&slot.key)));
+        drop(lru);
+        slot.indexed = sequence;
+        slot.referenced.store(false, Ordering::Relaxed);
     }
 }

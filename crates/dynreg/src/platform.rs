@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynreg_cache::{
-    CacheError, CacheOptions, CachingRegistryManager, ConfigFactory, InstanceFactory,
-    ResolvedConfig as CachedConfig,
+    CacheError, CacheOptions, CachedConfig, CachingRegistryManager, ConfigFactory, InstanceFactory,
 };
 use dynreg_event_bus::{EventBus, EventBusError};
 use dynreg_hot_reload::{
@@ -145,7 +144,9 @@ impl<T: Send + Sync + 'static> PlatformBuilder<T> {
             domain: None,
             paths: ComponentPaths::default(),
             parts: Components::default(),
-            make_cache: Box::new(move |registry| CachingRegistryManager::builder(registry, factory)),
+            make_cache: Box::new(move |registry| {
+                CachingRegistryManager::builder(registry, factory)
+            }),
             cache: CacheOptions::default(),
             mode: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
@@ -163,7 +164,9 @@ impl<T: Send + Sync + 'static> PlatformBuilder<T> {
             domain: self.domain,
             paths: self.paths,
             parts: self.parts,
-            make_cache: Box::new(move |registry| CachingRegistryManager::builder(registry, factory)),
+            make_cache: Box::new(move |registry| {
+                CachingRegistryManager::builder(registry, factory)
+            }),
             cache: self.cache,
             mode: self.mode,
             poll_interval: self.poll_interval,
