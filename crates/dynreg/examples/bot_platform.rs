@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dynreg::cache::{CacheError, InstanceFactory};
 use dynreg::hot_reload::ReloadMode;
-use dynreg::knowledge::PutOptions;
-use dynreg::registry::{RegistryBackend, RegistryBackendExt};
+use dynreg::knowledge::{KnowledgeBackendExt, PutOptions};
+use dynreg::registry::RegistryBackendExt;
 use dynreg::{DomainConfig, Environment, Platform};
 use serde_json::{Value, json};
 

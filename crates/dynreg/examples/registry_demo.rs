@@ -7,18 +7,17 @@
 
 use std::sync::Arc;
 
+use dynreg::config::validate_portability;
 use dynreg::registry::{
     Change, ChangeFeed, ListQuery, RegisterOptions, RegistryBackendExt, RegistryError, SortSpec,
     create_registry_backend,
 };
-use dynreg::config::validate_portability;
 use serde_json::json;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let path = std::env::var("DYNREG_DEMO_DB").unwrap_or_else(|_| "./data/registry.sqlite3".into());
-    let registry = create_registry_backend("sqlite", &json!({ "path": path }))?;
-    registry.initialize().await?;
+    let registry = create_registry_backend("sqlite", &json!({ "path": path })).await?;
     let cursor = registry.current_revision().await?;
     println!("opened {path} at revision {cursor}");
 

@@ -40,17 +40,12 @@ impl std::fmt::Debug for Components {
 pub async fn registry(
     section: &ComponentSection,
 ) -> Result<Arc<dyn RegistryBackend>, ResolveError> {
-    let backend =
-        dynreg_registry_backends::create_registry_backend(&section.kind, &section.options_value())
-            .map_err(|e| match e {
-                RegistryError::FeatureDisabled { feature, .. } => section.feature_disabled(feature),
-                other => section.build_error(other),
-            })?;
-    backend
-        .initialize()
+    dynreg_registry_backends::create_registry_backend(&section.kind, &section.options_value())
         .await
-        .map_err(|e| section.build_error(e))?;
-    Ok(backend)
+        .map_err(|e| match e {
+            RegistryError::FeatureDisabled { feature, .. } => section.feature_disabled(feature),
+            other => section.build_error(other),
+        })
 }
 
 /// Builds (and connects) the event bus of `section`.
@@ -58,7 +53,7 @@ pub async fn event_bus(section: &ComponentSection) -> Result<Arc<dyn EventBus>, 
     dynreg_event_bus::create_event_bus(&section.options_with_backend())
         .await
         .map_err(|e| match e {
-            EventBusError::BackendNotBuilt { feature, .. } => section.feature_disabled(feature),
+            EventBusError::FeatureDisabled { feature, .. } => section.feature_disabled(feature),
             other => section.build_error(other),
         })
 }

@@ -5,10 +5,9 @@
 use std::sync::Arc;
 
 use dynreg_cache::ConfigResolver;
-use dynreg_resource_resolver::{DomainConfig, Environment, ResolveOptions};
 use dynreg_registry_core::BoxError;
+use dynreg_resource_resolver::{DomainConfig, Environment, ResolveOptions};
 use serde_json::Value;
-
 
 /// Resolves `$resource` references in bot configs read from the registry against one
 /// environment.

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use dynreg::cache::{CacheError, CacheOptions, ConfigCachingManager, ConfigResolveError};
-use dynreg::registry::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
 use dynreg::config::{Environment, EnvironmentResolver, LoadOptions, VarMap};
+use dynreg::registry::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
 use serde_json::json;
 
 const ENV: &str = "\

@@ -44,7 +44,8 @@ async fn replica(backend: Arc<dyn RegistryBackend>, bus: Arc<dyn EventBus>) -> R
 }
 
 async fn serves(r: &Replica, v: i64) -> bool {
-    r.platform.bots()
+    r.platform
+        .bots()
         .get_or_create("bot")
         .await
         .is_ok_and(|b| b.config["v"] == v)
@@ -138,7 +139,8 @@ async fn scenario(name: &str, rs: Vec<Replica>) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(
-            r.platform.bots()
+            r.platform
+                .bots()
                 .get_or_create("bot")
                 .await
                 .unwrap_err()

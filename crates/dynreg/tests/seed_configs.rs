@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
-use dynreg::events::{Delivery, Event, EventBus, EventType};
-use dynreg::knowledge::{KnowledgeBackend, PutOptions};
-use dynreg::registry::{RegistryBackend, RegistryBackendExt};
 use dynreg::build::Components;
 use dynreg::config::{
     DomainConfig, Environment, LoadOptions, ResolveError, ResolveOptions, VarMap,
 };
+use dynreg::events::{Delivery, Event, EventBus, EventType};
+use dynreg::knowledge::{KnowledgeBackend, KnowledgeBackendExt, PutOptions};
+use dynreg::registry::{RegistryBackend, RegistryBackendExt};
 use serde_json::json;
 
 fn configs() -> PathBuf {

@@ -14,8 +14,15 @@
 //!
 //! The `memory` kind is always available (`InMemoryBackend` from the core crate). Every
 //! backend passes the one conformance suite of `dynreg_registry_core::conformance`.
+//!
+//! ## Configuration
+//! Each kind reads its options into one typed struct of [`config`] ([`config::SqliteConfig`],
+//! [`config::PostgresConfig`], [`config::FileConfig`], [`config::S3Config`],
+//! [`config::MemoryConfig`]): unknown keys are errors that suggest the nearest valid key, and
+//! numbers and booleans may be strings, as `${VAR}` substitution writes them. A backend is
+//! built from JSON with `from_config` or from its struct with `with_config`.
 
-mod config;
+pub mod config;
 mod factory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
@@ -33,9 +40,7 @@ mod s3;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub use config::{
-    BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION, validate_identifier,
-};
+pub use config::{DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION, validate_identifier};
 pub use dynreg_registry_core::RegistryBackend;
 pub use factory::{SUPPORTED_KINDS, create_registry_backend};
 

@@ -13,15 +13,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dynreg_registry_core::backend::{now, plan_register, validate_write};
 use dynreg_registry_core::{
     ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
-    RegistryBackend, RegistryError, Result, Status, now, plan_register, validate_bot_id,
-    validate_write,
+    RegistryBackend, RegistryError, Result, Status, validate_bot_id,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
-use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION};
+use crate::config::{
+    DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION, SqliteConfig, build_from_json, invalid,
+    validate_identifier,
+};
 use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros};
 use crate::touch::TouchBuffer;
 
@@ -67,29 +70,23 @@ impl SqliteBackend {
         }
     }
 
-    /// Config keys: `path` (default `./data/registry.sqlite3`; `:memory:` for a private
-    /// in-memory database), `table` (default `registrations`; an identifier),
-    /// `touch_resolution_ms` (default 1000), `tombstone_retention` (default 100000),
-    /// `synchronous` (`normal` (default): survives a process crash; `full`: also a power loss,
-    /// one fsync per commit; `off`: neither).
+    /// Builds a backend from its JSON config, read as [`SqliteConfig`] (keys `path` or
+    /// `database`, `table`, `touch_resolution_ms`, `tombstone_retention`, `synchronous`; see
+    /// there for defaults and [`crate::config`] for the rules). Call `initialize` before use.
     pub fn from_config(config: &Value) -> Result<Self> {
-        let c = BackendConfig::new(KIND, config)?;
-        let path = c
-            .str("path")?
-            .or(c.str("database")?)
-            .unwrap_or_else(|| "./data/registry.sqlite3".into());
+        build_from_json(config, Self::with_config)
+    }
+
+    /// Builds a backend from its typed config. Call `initialize` before use.
+    pub fn with_config(config: SqliteConfig) -> Result<Self> {
+        validate_identifier(&config.table).map_err(|reason| invalid(KIND, "table", reason))?;
         Ok(SqliteBackend {
-            path: PathBuf::from(path),
-            table: c.identifier("table", "registrations")?,
-            touches: TouchBuffer::new(
-                c.millis("touch_resolution_ms")?
-                    .unwrap_or(DEFAULT_TOUCH_RESOLUTION),
-            ),
+            path: config.path,
+            table: config.table,
+            touches: TouchBuffer::new(Duration::from_millis(config.touch_resolution_ms)),
             parsed: ParsedConfigs::new(),
-            tombstone_retention: c
-                .u64("tombstone_retention")?
-                .unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
-            synchronous: parse_synchronous(c.str("synchronous")?)?,
+            tombstone_retention: config.tombstone_retention,
+            synchronous: config.synchronous.as_pragma(),
             conn: Mutex::new(None),
         })
     }
@@ -102,13 +99,7 @@ impl SqliteBackend {
 
     /// Sets the table name (validated as an identifier).
     pub fn with_table(mut self, table: &str) -> Result<Self> {
-        crate::validate_identifier(table).map_err(|reason| {
-            RegistryError::InvalidBackendConfig {
-                backend: KIND,
-                key: "table".into(),
-                reason,
-            }
-        })?;
+        validate_identifier(table).map_err(|reason| invalid(KIND, "table", reason))?;
         self.table = table.to_owned();
         Ok(self)
     }
@@ -301,19 +292,6 @@ impl SqliteBackend {
     ) -> Result<Transaction<'c>> {
         conn.transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err("begin write", bot_id))
-    }
-}
-
-fn parse_synchronous(value: Option<String>) -> Result<&'static str> {
-    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("normal") => Ok("NORMAL"),
-        Some("full") => Ok("FULL"),
-        Some("off") => Ok("OFF"),
-        Some(other) => Err(RegistryError::InvalidBackendConfig {
-            backend: KIND,
-            key: "synchronous".into(),
-            reason: format!("{other:?} is not one of normal, full, off"),
-        }),
     }
 }
 

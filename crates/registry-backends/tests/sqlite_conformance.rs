@@ -42,22 +42,33 @@ dynreg_registry_core::registry_conformance_tests!(harness());
 async fn factory_builds_sqlite_and_rejects_injected_table_names() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/reg.sqlite3");
-    let b =
-        create_registry_backend("sqlite", &json!({"path": path, "table": "bot_configs"})).unwrap();
+    let config = json!({"path": path, "table": "bot_configs"});
+    // The constructor builds without touching storage; the factory returns it initialized.
+    let uninitialized = SqliteBackend::from_config(&config).unwrap();
     assert!(matches!(
-        b.register("x", json!({})).await,
+        uninitialized.register("x", json!({})).await,
         Err(RegistryError::NotInitialized { .. })
     ));
-    b.initialize().await.unwrap();
-    b.register("x", json!({})).await.unwrap();
+    assert!(!path.exists());
+    let b = create_registry_backend("sqlite", &config).await.unwrap();
     assert!(path.exists());
+    b.register("x", json!({})).await.unwrap();
     let err = create_registry_backend(
         "sqlite",
         &json!({"path": path, "table": "x\"; DROP TABLE y; --"}),
     )
+    .await
     .unwrap_err()
     .to_string();
     assert!(err.contains("\"table\""), "{err}");
+    let err = create_registry_backend("sqlite", &json!({"path": path, "tabel": "bot_configs"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"tabel\"") && err.contains("\"table\""),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -31,10 +31,17 @@
 //!   nobody can mutate what a backend stored.
 //! - **Order.** Without a sort, lists are ordered by `bot_id`.
 //!
+//! ## Implementing a backend
+//! Implement [`RegistryBackend`] (every required method, plus [`RegistryBackend::get_config`] /
+//! [`RegistryBackend::peek_config`] where a faster path exists), build on the shared helpers of
+//! [`backend`] (write validation, the no-op decision, timestamps, in-process query evaluation),
+//! and run the conformance suite.
+//!
 //! ## Features
 //! - `conformance`: exports [`conformance`], the suite of async test cases and the
 //!   [`registry_conformance_tests!`] macro.
 
+pub mod backend;
 mod changes;
 mod error;
 mod hash;
@@ -59,8 +66,7 @@ pub use hash::{canonical_json, config_hash};
 pub use id::{MAX_BOT_ID_BYTES, validate_bot_id};
 pub use memory::InMemoryBackend;
 pub use model::{Registration, Status};
-pub use query::{ListQuery, SortOrder, SortSpec, compare_json, matches_metadata, paginate};
-pub use time::{format_timestamp, now, parse_timestamp};
+pub use query::{ListQuery, SortOrder, SortSpec};
 pub use write::{Deactivation, RegisterOptions, Registered, WriteCondition, WriteEffect};
 
 /// A store of bot registrations.
@@ -89,19 +95,6 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
         options: RegisterOptions,
     ) -> Result<Registered>;
 
-    /// [`RegistryBackend::register_reporting`] without the report: the registration stored.
-    async fn register_with(
-        &self,
-        bot_id: &str,
-        config: Arc<Value>,
-        options: RegisterOptions,
-    ) -> Result<Registration> {
-        Ok(self
-            .register_reporting(bot_id, config, options)
-            .await?
-            .registration)
-    }
-
     /// A touching read: the registration in any status, with `last_accessed_at` advanced.
     async fn get(&self, bot_id: &str) -> Result<Option<Registration>>;
 
@@ -112,12 +105,6 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
     /// ([`WriteEffect::Absent`] if the id does not exist; deactivating an inactive registration
     /// is [`WriteEffect::Unchanged`]).
     async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation>;
-
-    /// Soft delete: sets the status to `inactive`. `false` if the id does not exist.
-    /// Deactivating an inactive registration returns `true` and changes nothing.
-    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
-        Ok(self.deactivate_reporting(bot_id).await?.effect != WriteEffect::Absent)
-    }
 
     /// Hard delete. `false` if the id does not exist.
     async fn unregister(&self, bot_id: &str) -> Result<bool>;
@@ -143,6 +130,13 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
     async fn clear(&self) -> Result<u64>;
 
     /// The config of an **active** registration, with a touch; `None` if absent or not active.
+    ///
+    /// Provided (through [`RegistryBackend::get`]) but part of the trait rather than of
+    /// [`RegistryBackendExt`] because it is the hot read path: a backend may override it to
+    /// read and touch only what it needs (as [`InMemoryBackend`] does, without cloning the
+    /// whole registration). An override must keep the semantics: `None` unless the
+    /// registration exists and is active, and a touch (as `get` makes) of every config it
+    /// returns.
     async fn get_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
         Ok(self
             .get(bot_id)
@@ -153,6 +147,10 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// The config of an **active** registration, without a touch; `None` if absent or not
     /// active.
+    ///
+    /// Provided (through [`RegistryBackend::peek`]) but part of the trait, like
+    /// [`RegistryBackend::get_config`], so that a backend can specialise it; an override must
+    /// return `None` unless the registration exists and is active, and must change nothing.
     async fn peek_config(&self, bot_id: &str) -> Result<Option<Arc<Value>>> {
         Ok(self
             .peek(bot_id)
@@ -163,8 +161,32 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Conveniences over [`RegistryBackend`], implemented for every backend.
+///
+/// These are not part of [`RegistryBackend`] so that a backend cannot override them (and so
+/// cannot make them disagree with the methods they are built on); bring the trait into scope
+/// with `use dynreg_registry_core::RegistryBackendExt` to call them.
 #[async_trait]
 pub trait RegistryBackendExt: RegistryBackend {
+    /// [`RegistryBackend::register_reporting`] without the report: the registration stored.
+    async fn register_with(
+        &self,
+        bot_id: &str,
+        config: Arc<Value>,
+        options: RegisterOptions,
+    ) -> Result<Registration> {
+        Ok(self
+            .register_reporting(bot_id, config, options)
+            .await?
+            .registration)
+    }
+
+    /// Soft delete ([`RegistryBackend::deactivate_reporting`] without the report): sets the
+    /// status to `inactive`. `false` if the id does not exist. Deactivating an inactive
+    /// registration returns `true` and changes nothing.
+    async fn deactivate(&self, bot_id: &str) -> Result<bool> {
+        Ok(self.deactivate_reporting(bot_id).await?.effect != WriteEffect::Absent)
+    }
+
     /// Unconditional register with status active and empty metadata.
     async fn register(&self, bot_id: &str, config: Value) -> Result<Registration> {
         self.register_with(bot_id, Arc::new(config), RegisterOptions::default())
@@ -218,69 +240,3 @@ pub trait RegistryBackendExt: RegistryBackend {
 }
 
 impl<T: RegistryBackend + ?Sized> RegistryBackendExt for T {}
-
-/// Checks the shape of a write before any I/O: a valid id, an object config and a non-empty
-/// status without control characters. Every backend calls it first.
-pub fn validate_write(bot_id: &str, config: &Value, options: &RegisterOptions) -> Result<()> {
-    validate_bot_id(bot_id)?;
-    if !config.is_object() {
-        return Err(RegistryError::InvalidRegistration {
-            bot_id: bot_id.to_owned(),
-            reason: format!(
-                "config must be a JSON object, got {}",
-                json_type_name(config)
-            ),
-        });
-    }
-    let status = options.status.as_str();
-    if status.is_empty() || status.len() > 64 || status.chars().any(char::is_control) {
-        return Err(RegistryError::InvalidRegistration {
-            bot_id: bot_id.to_owned(),
-            reason: format!("status {status:?} must be 1 to 64 bytes without control characters"),
-        });
-    }
-    Ok(())
-}
-
-fn json_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// What a register would store, given the current state of the id (`None`: absent).
-///
-/// Returns `None` when the write changes nothing (identical config, status and metadata), in
-/// which case the backend returns the current registration unchanged. Shared by every backend so
-/// that all of them decide "identical" and fill timestamps the same way.
-pub fn plan_register(
-    bot_id: &str,
-    config: Arc<Value>,
-    options: &RegisterOptions,
-    current: Option<&Registration>,
-    revision: u64,
-) -> Option<Registration> {
-    let hash = config_hash(&config);
-    if current.is_some_and(|cur| {
-        cur.config_hash == hash && cur.status == options.status && cur.metadata == options.metadata
-    }) {
-        return None;
-    }
-    let t = now();
-    Some(Registration {
-        bot_id: bot_id.to_owned(),
-        config,
-        status: options.status.clone(),
-        metadata: options.metadata.clone(),
-        created_at: current.map_or(t, |c| c.created_at),
-        updated_at: t,
-        last_accessed_at: t,
-        revision,
-        config_hash: hash,
-    })
-}

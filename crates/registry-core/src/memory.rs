@@ -8,13 +8,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::backend::{plan_register, validate_write};
 use crate::changes::{Change, ChangeFeed};
 use crate::error::Result;
 use crate::model::{Registration, Status};
 use crate::query::{ListQuery, matches_metadata};
 use crate::time::{now, now_micros};
 use crate::write::{Deactivation, RegisterOptions, Registered};
-use crate::{RegistryBackend, plan_register, validate_bot_id, validate_write};
+use crate::{RegistryBackend, validate_bot_id};
 
 /// How many deletion tombstones a memory registry keeps before it compacts the oldest.
 pub const DEFAULT_TOMBSTONE_RETENTION: usize = 100_000;

@@ -19,7 +19,7 @@ pub enum Status {
     /// `"active"`: servable.
     #[default]
     Active,
-    /// `"inactive"`: soft-deleted by [`crate::RegistryBackend::deactivate`].
+    /// `"inactive"`: soft-deleted by [`crate::RegistryBackendExt::deactivate`].
     Inactive,
     /// Any other value (for example `"error"`), kept verbatim.
     Other(String),

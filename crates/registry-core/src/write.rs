@@ -50,7 +50,7 @@ impl WriteCondition {
     }
 }
 
-/// Options of [`crate::RegistryBackend::register_with`].
+/// Options of [`crate::RegistryBackendExt::register_with`].
 #[derive(Clone, Debug, Default)]
 pub struct RegisterOptions {
     /// The status to store (default active).

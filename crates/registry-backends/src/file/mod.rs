@@ -22,14 +22,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dynreg_registry_core::backend::{matches_metadata, now, plan_register, validate_write};
 use dynreg_registry_core::{
     Change, ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
-    RegistryBackend, RegistryError, Result, Status, matches_metadata, now, plan_register,
-    validate_bot_id, validate_write,
+    RegistryBackend, RegistryError, Result, Status, validate_bot_id,
 };
 use serde_json::{Map, Value};
 
-use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION};
+use crate::config::{
+    DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION, FileConfig, build_from_json, invalid,
+};
 use fsio::{DirLock, corrupt, io_error, parse_doc, read_doc, remove, sync_dir, write_atomic};
 use log::{LogIndex, Op, RecordOut, header_line, new_generation, read_record};
 
@@ -74,22 +76,29 @@ impl FileBackend {
         )
     }
 
-    /// Builds a backend from its JSON config:
+    /// Builds a backend from its JSON config, read as [`FileConfig`]:
     /// - `path` (required): the directory (created by `initialize`);
     /// - `touch_resolution_ms` (default 1000): a touching `get` writes `last_accessed_at` only
     ///   when the stored value is at least this old;
     /// - `tombstone_retention` (default 100,000): deletions kept in the change log; cursors
     ///   before a compacted deletion get [`ChangeFeed::Expired`].
+    ///
+    /// See [`crate::config`] for the rules every backend config follows.
     pub fn from_config(config: &Value) -> Result<Self> {
-        let c = BackendConfig::new(KIND, config)?;
-        let path = c.required_str("path")?;
-        let touch = c
-            .millis("touch_resolution_ms")?
-            .unwrap_or(DEFAULT_TOUCH_RESOLUTION);
-        let retention = c
-            .u64("tombstone_retention")?
-            .unwrap_or(DEFAULT_TOMBSTONE_RETENTION);
-        Ok(Self::build(PathBuf::from(path), touch, retention))
+        build_from_json(config, Self::with_config)
+    }
+
+    /// Builds a backend from its typed config.
+    pub fn with_config(config: FileConfig) -> Result<Self> {
+        let path = config
+            .path
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or_else(|| invalid(KIND, "path", "is required"))?;
+        Ok(Self::build(
+            path,
+            Duration::from_millis(config.touch_resolution_ms),
+            config.tombstone_retention,
+        ))
     }
 
     fn build(root: PathBuf, touch_resolution: Duration, tombstone_retention: u64) -> Self {

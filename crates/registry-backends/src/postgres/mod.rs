@@ -18,17 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dynreg_registry_core::backend::{now, validate_write};
 use dynreg_registry_core::{
     ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
-    RegistryBackend, RegistryError, Result, Status, WriteCondition, config_hash, now,
-    validate_bot_id, validate_write,
+    RegistryBackend, RegistryError, Result, Status, WriteCondition, config_hash, validate_bot_id,
 };
 use futures::TryStreamExt;
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
-use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION};
+use crate::config::{PostgresConfig, build_from_json, invalid, validate_identifier};
 use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros};
 use crate::touch::TouchBuffer;
 
@@ -39,9 +39,6 @@ use batch::{Batcher, WriteArgs};
 use sql::{Sql, condition, outcome};
 
 const KIND: &str = "postgres";
-
-/// Connections `initialize` opens and the pool keeps: a write, a read and a touch flush at once.
-const DEFAULT_MIN_CONNECTIONS: u64 = 3;
 
 fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     // Safe: every statement is built from constant text and a table name validated by
@@ -75,72 +72,56 @@ fn db_err(op: &'static str, bot_id: Option<&str>) -> impl FnOnce(sqlx::Error) ->
 }
 
 impl PostgresBackend {
-    /// Config keys: `url` (or `connection_string`, `dsn`; a `postgres://` URL), or `host`
-    /// (default `localhost`), `port` (5432), `database`, `user`, `password` — separate keys
-    /// override the URL's parts; `ssl` (true: require TLS; false: never; unset: the URL's
-    /// `sslmode`, by default TLS when the server offers it); `table` (default `registrations`; an
-    /// identifier); `pool_size` (default 10; with 2 or more, writes keep one connection of
-    /// their own, so a write pays for no pool checkout); `min_connections` (default 3: opened by
-    /// `initialize` and kept open, because a new PostgreSQL connection costs tens of
-    /// milliseconds, which a write or read would otherwise pay the first time the pool grows);
-    /// `touch_resolution_ms` (default 1000);
-    /// `tombstone_retention` (default 100000); `synchronous_commit` (default true; false trades
-    /// the last moments of writes on a server crash for throughput). Connects lazily: `initialize` opens the first
-    /// connection and creates the schema.
+    /// Builds a backend from its JSON config, read as [`PostgresConfig`] (keys `url` or
+    /// `connection_string` or `dsn`; `host`, `port`, `database`, `user` or `username`,
+    /// `password`, which override the URL's parts; `ssl`, `table`, `pool_size`,
+    /// `min_connections`, `touch_resolution_ms`, `tombstone_retention`, `synchronous_commit`;
+    /// see there for defaults and [`crate::config`] for the rules). Connects lazily:
+    /// `initialize` opens the first connection and creates the schema.
     pub fn from_config(config: &Value) -> Result<Self> {
-        let c = BackendConfig::new(KIND, config)?;
-        let url = c
-            .str("url")?
-            .or(c.str("connection_string")?)
-            .or(c.str("dsn")?);
-        let mut opts = match &url {
+        build_from_json(config, Self::with_config)
+    }
+
+    /// Builds a backend from its typed config. Connects lazily, as
+    /// [`PostgresBackend::from_config`].
+    pub fn with_config(config: PostgresConfig) -> Result<Self> {
+        let mut opts = match &config.url {
             Some(u) => {
-                PgConnectOptions::from_str(u).map_err(|e| RegistryError::InvalidBackendConfig {
-                    backend: KIND,
-                    key: "url".into(),
-                    reason: e.to_string(),
-                })?
+                PgConnectOptions::from_str(u).map_err(|e| invalid(KIND, "url", e.to_string()))?
             }
             None => PgConnectOptions::new_without_pgpass()
                 .host("localhost")
                 .port(5432),
         };
-        if let Some(h) = c.str("host")? {
-            opts = opts.host(&h);
+        if let Some(h) = &config.host {
+            opts = opts.host(h);
         }
-        if let Some(p) = c.u64("port")? {
-            let port = u16::try_from(p).map_err(|_| RegistryError::InvalidBackendConfig {
-                backend: KIND,
-                key: "port".into(),
-                reason: format!("{p} is not a port"),
-            })?;
-            opts = opts.port(port);
+        if let Some(p) = config.port {
+            opts = opts.port(p);
         }
-        if let Some(d) = c.str("database")? {
-            opts = opts.database(&d);
+        if let Some(d) = &config.database {
+            opts = opts.database(d);
         }
-        if let Some(u) = c.str("user")?.or(c.str("username")?) {
-            opts = opts.username(&u);
+        if let Some(u) = &config.user {
+            opts = opts.username(u);
         }
-        if let Some(p) = c.str("password")? {
-            opts = opts.password(&p);
+        if let Some(p) = &config.password {
+            opts = opts.password(p);
         }
-        if c.bool("synchronous_commit")? == Some(false) {
+        if !config.synchronous_commit {
             // Commits return before the WAL is flushed: a server crash may lose the last
             // fraction of a second of writes (never corrupts). Off by default.
             opts = opts.options([("synchronous_commit", "off")]);
         }
-        match c.bool("ssl")? {
+        match config.ssl {
             Some(true) => opts = opts.ssl_mode(PgSslMode::Require),
             Some(false) => opts = opts.ssl_mode(PgSslMode::Disable),
             // The URL's `sslmode`, else libpq's default: TLS when the server offers it.
             None => {}
         }
-        let pool_size = c.u64("pool_size")?.unwrap_or(10).clamp(1, 1000) as u32;
-        let min_connections = c
-            .u64("min_connections")?
-            .unwrap_or(DEFAULT_MIN_CONNECTIONS)
-            .min(u64::from(pool_size)) as u32;
+        let pool_size = config.pool_size.clamp(1, 1000) as u32;
+        let min_connections = config.min_connections.min(u64::from(pool_size)) as u32;
+        validate_identifier(&config.table).map_err(|reason| invalid(KIND, "table", reason))?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .min_connections(min_connections)
@@ -149,7 +130,7 @@ impl PostgresBackend {
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(opts);
-        let table = c.identifier("table", "registrations")?;
+        let table = config.table;
         let sql = Sql::new(&table);
         Ok(PostgresBackend {
             writes: Arc::new(Batcher::new(
@@ -161,14 +142,9 @@ impl PostgresBackend {
             sql,
             location: format!("table {table}"),
             table,
-            touches: TouchBuffer::new(
-                c.millis("touch_resolution_ms")?
-                    .unwrap_or(DEFAULT_TOUCH_RESOLUTION),
-            ),
+            touches: TouchBuffer::new(Duration::from_millis(config.touch_resolution_ms)),
             parsed: ParsedConfigs::new(),
-            tombstone_retention: c
-                .u64("tombstone_retention")?
-                .unwrap_or(DEFAULT_TOMBSTONE_RETENTION),
+            tombstone_retention: config.tombstone_retention,
         })
     }
 

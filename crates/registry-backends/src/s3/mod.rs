@@ -35,10 +35,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dynreg_registry_core::backend::{matches_metadata, now, plan_register, validate_write};
 use dynreg_registry_core::{
     Change, ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
-    RegistryBackend, RegistryError, Result, Status, WriteCondition, matches_metadata, now,
-    plan_register, validate_bot_id, validate_write,
+    RegistryBackend, RegistryError, Result, Status, WriteCondition, validate_bot_id,
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
@@ -46,7 +46,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde_json::{Map, Value};
 
-use crate::config::{BackendConfig, DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION};
+use crate::config::{S3Config, build_from_json, invalid};
 use format::{Doc, Head, LogRecord, Op, corrupt};
 use keys::Keys;
 
@@ -100,7 +100,7 @@ enum Put {
 }
 
 impl S3Backend {
-    /// Builds a backend from its JSON config:
+    /// Builds a backend from its JSON config, read as [`S3Config`]:
     /// - `bucket` (required);
     /// - `prefix` (default `registry/`): the folder of this registry in the bucket;
     /// - `region` (default `us-east-1`);
@@ -113,63 +113,56 @@ impl S3Backend {
     ///   [`ChangeFeed::Expired`].
     ///
     /// The store must support conditional PUTs (`If-None-Match: *` and `If-Match`), as AWS S3,
-    /// MinIO, R2 and moto do.
+    /// MinIO, R2 and moto do. See [`crate::config`] for the rules every backend config follows.
     pub fn from_config(config: &Value) -> Result<Self> {
-        let c = BackendConfig::new(KIND, config)?;
-        let invalid = |key: &str, reason: String| RegistryError::InvalidBackendConfig {
-            backend: KIND,
-            key: key.to_owned(),
-            reason,
-        };
-        let bucket = c.required_str("bucket")?;
-        let prefix = c.str("prefix")?.unwrap_or_else(|| "registry/".to_owned());
-        let keys = Keys::new(&prefix).map_err(|r| invalid("prefix", r))?;
-        let region = c.str("region")?.unwrap_or_else(|| "us-east-1".to_owned());
-        let (endpoint_key, endpoint) = match c.str("endpoint_url")? {
-            Some(e) => ("endpoint_url", Some(e)),
-            None => ("endpoint", c.str("endpoint")?),
-        };
+        build_from_json(config, Self::with_config)
+    }
+
+    /// Builds a backend from its typed config.
+    pub fn with_config(config: S3Config) -> Result<Self> {
+        let bucket = config
+            .bucket
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| invalid(KIND, "bucket", "is required"))?;
+        let keys = Keys::new(&config.prefix).map_err(|r| invalid(KIND, "prefix", r))?;
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
-            .with_region(region);
-        if let Some(endpoint) = &endpoint {
+            .with_region(config.region);
+        if let Some(endpoint) = &config.endpoint_url {
             if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
                 return Err(invalid(
-                    endpoint_key,
+                    KIND,
+                    "endpoint_url",
                     format!("{endpoint:?} must start with http:// or https://"),
                 ));
             }
-            let allow_http = c
-                .bool("allow_http")?
-                .unwrap_or(endpoint.starts_with("http://"));
+            let allow_http = config.allow_http.unwrap_or(endpoint.starts_with("http://"));
             builder = builder.with_endpoint(endpoint).with_allow_http(allow_http);
-        } else if let Some(allow_http) = c.bool("allow_http")? {
+        } else if let Some(allow_http) = config.allow_http {
             builder = builder.with_allow_http(allow_http);
         }
-        if let Some(k) = c.str("access_key_id")? {
+        if let Some(k) = config.access_key_id {
             builder = builder.with_access_key_id(k);
         }
-        if let Some(s) = c.str("secret_access_key")? {
+        if let Some(s) = config.secret_access_key {
             builder = builder.with_secret_access_key(s);
         }
-        let touch = c
-            .millis("touch_resolution_ms")?
-            .unwrap_or(DEFAULT_TOUCH_RESOLUTION);
-        let retention = c
-            .u64("log_retention")?
-            .unwrap_or(DEFAULT_TOMBSTONE_RETENTION);
-        if retention == 0 {
-            return Err(invalid("log_retention", "must be at least 1".into()));
+        if config.log_retention == 0 {
+            return Err(invalid(KIND, "log_retention", "must be at least 1"));
         }
-        let store = builder
-            .build()
-            .map_err(|e| invalid(endpoint_key, format!("cannot build the S3 client: {e}")))?;
+        let store = builder.build().map_err(|e| {
+            invalid(
+                KIND,
+                "endpoint_url",
+                format!("cannot build the S3 client: {e}"),
+            )
+        })?;
         Ok(Self::with_store(
             Arc::new(store),
             bucket,
             keys,
-            touch,
-            retention,
+            Duration::from_millis(config.touch_resolution_ms),
+            config.log_retention,
         ))
     }
 

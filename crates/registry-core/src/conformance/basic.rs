@@ -339,7 +339,7 @@ pub async fn timestamps_are_utc_and_wire_round_trips(h: &dyn Harness) {
         )
         .await
         .unwrap();
-    let before = crate::now();
+    let before = crate::backend::now();
     assert!(reg.created_at <= before);
     let wire = reg.to_json();
     let ts = wire["created_at"].as_str().unwrap();
