@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use dynreg::cache::{CacheError, InstanceFactory};
 use dynreg::config::{LoadOptions, VarMap};
 use dynreg::hot_reload::ReloadMode;
-use dynreg::knowledge::{KnowledgeBackend, PutOptions};
+use dynreg::knowledge::{KnowledgeBackend, KnowledgeBackendExt, PutOptions};
 use dynreg::registry::{RegistryBackend, RegistryBackendExt};
 use dynreg::{DomainConfig, Environment, Platform};
 use md5::{Digest, Md5};

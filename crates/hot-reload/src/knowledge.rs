@@ -27,8 +27,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dynreg_event_bus::{Delivery, Event, EventBus, EventBusError, EventType, spawn_handler};
 use dynreg_knowledge_store::{
-    KeyLayout, KnowledgeBackend, KnowledgeError, KnowledgeKeyKind, StateEvents, StateWrite,
-    StateWriteObserver, TenantContext,
+    KeyLayout, KnowledgeBackend, KnowledgeBackendExt, KnowledgeError, KnowledgeKeyKind,
+    StateEvents, StateWrite, StateWriteObserver, TenantContext,
 };
 use tokio::task::JoinHandle;
 

@@ -18,8 +18,8 @@ use dynreg_event_bus::{
 use dynreg_hot_reload::{KnowledgeWatchError, also_publish_to, subscribe_to_changes};
 use dynreg_knowledge_store::{
     INGEST_METADATA_WRITE, INGEST_SNAPSHOT_WRITE, IngestionStatus, KnowledgeBackend,
-    KnowledgeError, KnowledgeKeyKind, MemoryKnowledgeBackend, Metadata, PutOptions, StatusUpdate,
-    TenantContext,
+    KnowledgeBackendExt, KnowledgeError, KnowledgeKeyKind, MemoryKnowledgeBackend, Metadata,
+    PutOptions, StatusUpdate, TenantContext,
 };
 
 use KnowledgeKeyKind::{Content, Metadata as Meta};
@@ -143,7 +143,7 @@ async fn subscribe_to_changes_cases(backend: Arc<dyn KnowledgeBackend>) {
     b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
-    b.set_ingestion_status_scoped(&d, StatusUpdate::new(IngestionStatus::Ready), &acme)
+    b.set_ingestion_status_in(&acme, &d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
     let keys = written.lock().unwrap().clone();

@@ -22,7 +22,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use dynreg_knowledge_store::{
     ByteStream, FileConfig, FileKnowledgeBackend, FileUpload, FsyncPolicy, KnowledgeBackend,
-    MemoryKnowledgeBackend, Metadata, PutOptions,
+    KnowledgeBackendExt, MemoryKnowledgeBackend, Metadata, PutOptions,
 };
 use futures::StreamExt;
 

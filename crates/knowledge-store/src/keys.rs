@@ -38,23 +38,11 @@ use std::borrow::Cow;
 
 use crate::error::{KnowledgeError, Result};
 use crate::events::KnowledgeKeyKind;
+use crate::names::{
+    CONTENT_DIR, JOURNAL_DIR, JOURNAL_FILE, METADATA_FILE, SCOPED_STATE_ROOT, SNAPSHOTS_DIR,
+};
 use crate::paths::validate_domain_id;
-use crate::tenant::{SCOPED_STATE_ROOT, TenantContext};
-
-/// The index and status document of a knowledge base.
-pub const METADATA_FILE: &str = "_metadata.json";
-/// The folder of a knowledge base's raw files.
-pub const CONTENT_DIR: &str = "content";
-/// The folder of a knowledge base's snapshots.
-pub const SNAPSHOTS_DIR: &str = "_snapshots";
-/// Domain ids must not start with this (it marks the layout's own names).
-pub const RESERVED_DOMAIN_PREFIX: &str = "_";
-/// The file backend's write-ahead journal, relative to a knowledge base's folder (index
-/// writes land here before compaction into `_metadata.json`).
-pub const JOURNAL_FILE: &str = "_dynreg/journal.jsonl";
-/// The S3 backend's index journal folder, relative to a knowledge base's folder (one record
-/// object per index write, `<epoch>/<seq>.json`).
-pub const JOURNAL_DIR: &str = "_dynreg/journal";
+use crate::tenant::TenantContext;
 
 /// How a backend's keys are spelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -302,6 +290,7 @@ fn state_glob(ctx: &TenantContext, domain_id: Option<&str>) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::RESERVED_DOMAIN_PREFIX;
 
     /// `test_backend_key_discriminator` / `test_multi_field_discriminator_composition`: a
     /// layout is a plain value that stands for its backend's classification — equal layouts

@@ -21,7 +21,7 @@ use crate::snapshots::{DEFAULT_SNAPSHOT_RETENTION, SnapshotRing};
 use crate::stream::{ByteStream, bytes_stream};
 use crate::tenant::TenantContext;
 use crate::tenant_state::TenantState;
-use crate::{KnowledgeBackend, guess_content_type, pytime};
+use crate::{KnowledgeBackend, KnowledgeBackendExt, guess_content_type, pytime};
 
 /// Knowledge bases held in process memory.
 #[derive(Debug, Clone)]
@@ -289,10 +289,10 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         Ok(info)
     }
 
-    async fn get_info_scoped(
+    async fn get_info_in(
         &self,
-        domain_id: &str,
         ctx: &TenantContext,
+        domain_id: &str,
     ) -> Result<Option<KnowledgeBaseInfo>> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
@@ -433,11 +433,11 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
             .unwrap_or_default())
     }
 
-    async fn set_ingestion_status_scoped(
+    async fn set_ingestion_status_in(
         &self,
+        ctx: &TenantContext,
         domain_id: &str,
         update: StatusUpdate,
-        ctx: &TenantContext,
     ) -> Result<KnowledgeBaseInfo> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
@@ -486,10 +486,10 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         Ok(info)
     }
 
-    async fn get_state_version_scoped(
+    async fn get_state_version_in(
         &self,
-        domain_id: &str,
         ctx: &TenantContext,
+        domain_id: &str,
     ) -> Result<Option<String>> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
@@ -504,7 +504,7 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         }))
     }
 
-    async fn get_checksum_scoped(&self, domain_id: &str, ctx: &TenantContext) -> Result<String> {
+    async fn get_checksum_in(&self, ctx: &TenantContext, domain_id: &str) -> Result<String> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
         let kb = self.kb_required(domain_id)?;
@@ -520,11 +520,11 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
         Ok(id)
     }
 
-    async fn list_changes_since_scoped(
+    async fn list_changes_since_in(
         &self,
+        ctx: &TenantContext,
         domain_id: &str,
         version: &str,
-        ctx: &TenantContext,
     ) -> Result<ChangeSet> {
         validate_domain_id(domain_id)?;
         validate_version(domain_id, version)?;

@@ -202,11 +202,11 @@ impl FileUpload {
     }
 }
 
-/// A status write ([`crate::KnowledgeBackend::set_ingestion_status`]).
+/// A status write ([`crate::KnowledgeBackend::set_ingestion_status_in`]).
 ///
 /// `error` and `generation` are always written (a write without a generation clears a stale
 /// swap token). With `expected_version` the write is a compare-and-swap against
-/// [`crate::KnowledgeBackend::get_state_version`].
+/// [`crate::KnowledgeBackend::get_state_version_in`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StatusUpdate {
     /// The new status.
@@ -249,7 +249,7 @@ impl StatusUpdate {
     }
 }
 
-/// What changed in a knowledge base since a version ([`crate::KnowledgeBackend::list_changes_since`]).
+/// What changed in a knowledge base since a version ([`crate::KnowledgeBackend::list_changes_since_in`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ChangeSet {
     /// The current identity (what to pass next time).

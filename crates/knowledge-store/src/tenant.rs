@@ -1,9 +1,9 @@
 //! Tenant scope of state operations (reference-spec §4.2): which status document and which
-//! snapshot lineage a `*_scoped` call of [`crate::KnowledgeBackend`] reads and writes.
+//! snapshot lineage an `*_in` call of [`crate::KnowledgeBackend`] reads and writes.
 //!
 //! Content is never tenant-scoped: every tenant of a knowledge base reads the same files. Only
 //! the ingestion status (status, error, generation, vector store path) and the snapshots handed
-//! out by `get_checksum_scoped` / `list_changes_since_scoped` are kept per tenant, under
+//! out by `get_checksum_in` / `list_changes_since_in` are kept per tenant, under
 //! `_scoped/{prefix}` beside the knowledge bases (a domain id cannot start with `_`, so no
 //! knowledge base can name or contain that subtree).
 //!
@@ -13,12 +13,10 @@
 //! how the original's ingestion manager builds its contexts.
 
 use crate::error::{KnowledgeError, Result};
-
-/// The one segment every tenant-scoped state key is rooted in.
-pub const SCOPED_STATE_ROOT: &str = "_scoped";
+use crate::names::{METADATA_FILE, SCOPED_STATE_ROOT, SNAPSHOTS_DIR};
 
 /// The tenant scope of a state operation. [`TenantContext::SingleTenant`] (the default) is the
-/// shared, domain-keyed state the unscoped trait methods use.
+/// shared, domain-keyed state the unsuffixed methods of [`crate::KnowledgeBackendExt`] use.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum TenantContext {
     /// No tenant: the domain-keyed state (`{domain}/_metadata.json`), byte-identical to the
@@ -139,9 +137,7 @@ impl TenantContext {
             if let Err(reason) = check_segment(segment) {
                 return refuse(reason);
             }
-            if segment == crate::keys::SNAPSHOTS_DIR
-                || segment.starts_with(crate::keys::METADATA_FILE)
-            {
+            if segment == SNAPSHOTS_DIR || segment.starts_with(METADATA_FILE) {
                 return refuse(
                     "the state prefix uses a name of the layout (_snapshots, _metadata.json)",
                 );

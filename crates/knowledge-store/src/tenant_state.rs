@@ -1,4 +1,4 @@
-//! One tenant's ingestion state and the view `get_info_scoped` builds from it.
+//! One tenant's ingestion state and the view `get_info_in` builds from it.
 //!
 //! A tenant owns its status, error, generation token and vector store path; everything else in
 //! its view — file count, total size, the version counter, the knowledge base's metadata — is

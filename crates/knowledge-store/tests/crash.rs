@@ -12,7 +12,7 @@ use bytes::Bytes;
 use dynreg_knowledge_store::identity::md5_hex;
 use dynreg_knowledge_store::{
     FileConfig, FileKnowledgeBackend, FileUpload, IngestionStatus, KnowledgeBackend,
-    KnowledgeError, Metadata, PutOptions, StatusUpdate,
+    KnowledgeBackendExt, KnowledgeError, Metadata, PutOptions, StatusUpdate,
 };
 
 const CHILD_ENV: &str = "DYNREG_KS_CRASH_CHILD_DIR";

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use dynreg_knowledge_store::conformance::Store;
 use dynreg_knowledge_store::identity::{kb_identity, md5_hex};
 use dynreg_knowledge_store::{
-    FileConfig, FileKnowledgeBackend, FsyncPolicy, IngestionStatus, KnowledgeBackend, Metadata,
-    PutOptions, StatusUpdate,
+    FileConfig, FileKnowledgeBackend, FsyncPolicy, IngestionStatus, KnowledgeBackend,
+    KnowledgeBackendExt, Metadata, PutOptions, StatusUpdate,
 };
 use serde_json::Value;
 
@@ -532,10 +532,10 @@ async fn tenant_state_on_disk_is_the_originals_layout() -> Result<()> {
     b.create_kb("kb", Metadata::new()).await?;
     put(&b, "kb", "a.md", b"abc").await?;
     let acme = TenantContext::bound("acme");
-    b.set_ingestion_status_scoped(
+    b.set_ingestion_status_in(
+        &acme,
         "kb",
         StatusUpdate::new(IngestionStatus::Swapping).generation("g1"),
-        &acme,
     )
     .await?;
     let state_dir = base.join("_scoped/tenants/acme/_state/kb");
@@ -545,7 +545,7 @@ async fn tenant_state_on_disk_is_the_originals_layout() -> Result<()> {
     assert_eq!(doc["info"]["file_count"], 1);
     assert!(doc.get("files").is_none(), "a tenant document has no files");
     assert!(state_dir.join("_metadata.json.lock").is_file());
-    let v = b.get_checksum_scoped("kb", &acme).await?;
+    let v = b.get_checksum_in(&acme, "kb").await?;
     assert!(state_dir.join(format!("_snapshots/{v}.json")).is_file());
     // A document written by the original (zero counts, its own formatting).
     let theirs = TenantContext::bound("py");
@@ -553,18 +553,15 @@ async fn tenant_state_on_disk_is_the_originals_layout() -> Result<()> {
     std::fs::create_dir_all(&py_dir)?;
     let py_doc = br#"{"info": {"domain_id": "kb", "file_count": 0, "total_size_bytes": 0, "version": "1", "ingestion_status": "ready", "ingestion_error": null, "generation": null}}"#;
     std::fs::write(py_dir.join("_metadata.json"), py_doc)?;
-    let view = b.get_info_scoped("kb", &theirs).await?.expect("kb");
+    let view = b.get_info_in(&theirs, "kb").await?.expect("kb");
     assert_eq!(view.ingestion_status, IngestionStatus::Ready);
     assert_eq!((view.file_count, view.total_size_bytes), (1, 3));
-    let token = b
-        .get_state_version_scoped("kb", &theirs)
-        .await?
-        .expect("token");
+    let token = b.get_state_version_in(&theirs, "kb").await?.expect("token");
     assert_eq!(token, hex::encode(Sha256::digest(py_doc)));
-    b.set_ingestion_status_scoped(
+    b.set_ingestion_status_in(
+        &theirs,
         "kb",
         StatusUpdate::new(IngestionStatus::Ingesting).expect_version(&token),
-        &theirs,
     )
     .await?;
     // The shared document is untouched by tenant writes.
@@ -595,9 +592,9 @@ async fn delete_kb_clears_tenant_state_on_disk() -> Result<()> {
     ];
     for ctx in &ctxs {
         for d in ["gone", "kept"] {
-            b.set_ingestion_status_scoped(d, StatusUpdate::new(IngestionStatus::Ready), ctx)
+            b.set_ingestion_status_in(ctx, d, StatusUpdate::new(IngestionStatus::Ready))
                 .await?;
-            b.get_checksum_scoped(d, ctx).await?;
+            b.get_checksum_in(ctx, d).await?;
         }
     }
     assert!(b.delete_kb("gone").await?);
@@ -627,7 +624,7 @@ async fn delete_kb_clears_tenant_state_on_disk() -> Result<()> {
     );
     ensure!(!base.join("_scoped/tenants/acme/_state/gone").exists());
     for ctx in &ctxs {
-        let view = b.get_info_scoped("kept", ctx).await?.expect("kept");
+        let view = b.get_info_in(ctx, "kept").await?.expect("kept");
         assert_eq!(view.ingestion_status, IngestionStatus::Ready);
     }
     Ok(())
@@ -644,10 +641,10 @@ async fn feedback_loop_reproduction_file() -> Result<()> {
     b.create_kb("acme", Metadata::new()).await?;
     put(&b, "acme", "intro.md", b"# Hello").await?;
     b.get_checksum("acme").await?;
-    b.set_ingestion_status_scoped(
+    b.set_ingestion_status_in(
+        &TenantContext::bound("t"),
         "acme",
         StatusUpdate::new(IngestionStatus::Ready),
-        &TenantContext::bound("t"),
     )
     .await?;
     b.close().await?;
@@ -716,10 +713,10 @@ async fn list_kbs_skips_unaddressable_folders_and_keeps_them() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let b = FileKnowledgeBackend::open(config(dir.path())).await?;
     b.create_kb("proj", Metadata::new()).await?;
-    b.set_ingestion_status_scoped(
+    b.set_ingestion_status_in(
+        &TenantContext::bound("acme"),
         "proj",
         StatusUpdate::new(IngestionStatus::Ready),
-        &TenantContext::bound("acme"),
     )
     .await?;
     let legacy = b.base_path().join("_staging");

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use dynreg_knowledge_store::conformance::Store;
-use dynreg_knowledge_store::{KnowledgeBackend, MemoryKnowledgeBackend, Metadata, PutOptions};
+use dynreg_knowledge_store::{
+    KnowledgeBackend, KnowledgeBackendExt, MemoryKnowledgeBackend, Metadata, PutOptions,
+};
 
 async fn make() -> Option<Store> {
     let backend = MemoryKnowledgeBackend::new();

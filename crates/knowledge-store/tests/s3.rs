@@ -9,8 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dynreg_knowledge_store::conformance::Store;
 use dynreg_knowledge_store::{
-    ChangeDetectionMode, IngestionStatus, KnowledgeBackend, KnowledgeKeyKind as K, Metadata,
-    PutOptions, S3Config, S3KnowledgeBackend, StatusUpdate, TenantContext,
+    ChangeDetectionMode, IngestionStatus, KnowledgeBackend, KnowledgeBackendExt,
+    KnowledgeKeyKind as K, Metadata, PutOptions, S3Config, S3KnowledgeBackend, StatusUpdate,
+    TenantContext,
 };
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
@@ -211,10 +212,10 @@ async fn feedback_loop(store: &dyn ObjectStore, b: &S3KnowledgeBackend, d: &str)
     .unwrap();
     b.get_checksum(d).await.unwrap();
     let t = TenantContext::bound("t");
-    b.set_ingestion_status_scoped(d, StatusUpdate::new(IngestionStatus::Ready), &t)
+    b.set_ingestion_status_in(&t, d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
-    b.get_checksum_scoped(d, &t).await.unwrap();
+    b.get_checksum_in(&t, d).await.unwrap();
     let keys: Vec<String> = all_keys(store)
         .await
         .into_iter()
@@ -265,10 +266,10 @@ async fn tenant_objects_and_delete_kb() {
             .await
             .unwrap();
         for ctx in [&acme, &pref] {
-            b.set_ingestion_status_scoped(d, StatusUpdate::new(IngestionStatus::Ready), ctx)
+            b.set_ingestion_status_in(ctx, d, StatusUpdate::new(IngestionStatus::Ready))
                 .await
                 .unwrap();
-            b.get_checksum_scoped(d, ctx).await.unwrap();
+            b.get_checksum_in(ctx, d).await.unwrap();
         }
     }
     let doc = store

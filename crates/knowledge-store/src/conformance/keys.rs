@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{Store, new_kb, put};
 use crate::{
-    IngestionStatus, KnowledgeError, KnowledgeKeyKind, Metadata, StatusUpdate, TenantContext,
+    IngestionStatus, KnowledgeBackendExt, KnowledgeError, KnowledgeKeyKind, Metadata, StatusUpdate,
+    TenantContext,
 };
 
 use KnowledgeKeyKind::{Content, Metadata as Meta, Snapshot, Unknown};
@@ -85,10 +86,10 @@ pub async fn key_patterns_match_written_keys(s: Store) {
         put(b, dom, "_metadata.json", "a content file with that name").await;
         put(b, dom, "docs/intro.md", "hello").await;
         b.get_checksum(dom).await.unwrap();
-        b.set_ingestion_status_scoped(dom, StatusUpdate::new(IngestionStatus::Ready), &acme)
+        b.set_ingestion_status_in(&acme, dom, StatusUpdate::new(IngestionStatus::Ready))
             .await
             .unwrap();
-        b.get_checksum_scoped(dom, &acme).await.unwrap();
+        b.get_checksum_in(&acme, dom).await.unwrap();
     }
     let writes = seen.lock().unwrap().clone();
     assert!(writes.iter().any(|w| w.kind == Snapshot), "{writes:?}");

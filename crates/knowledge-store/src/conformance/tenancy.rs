@@ -5,7 +5,10 @@
 use serde_json::json;
 
 use super::{Store, meta, new_kb, put, recorder, writes_of};
-use crate::{IngestionStatus, KnowledgeError, KnowledgeKeyKind, StatusUpdate, TenantContext};
+use crate::{
+    IngestionStatus, KnowledgeBackendExt, KnowledgeError, KnowledgeKeyKind, StatusUpdate,
+    TenantContext,
+};
 
 fn alpha() -> TenantContext {
     TenantContext::bound("alpha")
@@ -25,12 +28,12 @@ pub async fn tenant_none_equals_single_tenant(s: Store) {
         .await
         .unwrap();
     let via_none = b.get_info(&d).await.unwrap().unwrap();
-    let via_single = b.get_info_scoped(&d, &single).await.unwrap().unwrap();
+    let via_single = b.get_info_in(&single, &d).await.unwrap().unwrap();
     assert_eq!(via_none, via_single);
-    b.set_ingestion_status_scoped(
+    b.set_ingestion_status_in(
+        &single,
         &d,
         StatusUpdate::new(IngestionStatus::Ingesting).generation("g"),
-        &single,
     )
     .await
     .unwrap();
@@ -39,16 +42,16 @@ pub async fn tenant_none_equals_single_tenant(s: Store) {
     assert_eq!(refreshed.generation.as_deref(), Some("g"));
     assert_eq!(
         b.get_state_version(&d).await.unwrap(),
-        b.get_state_version_scoped(&d, &single).await.unwrap()
+        b.get_state_version_in(&single, &d).await.unwrap()
     );
-    let v = b.get_checksum_scoped(&d, &single).await.unwrap();
+    let v = b.get_checksum_in(&single, &d).await.unwrap();
     assert_eq!(v, b.get_checksum(&d).await.unwrap());
     put(b, &d, "b.md", "b").await;
     assert_eq!(
         b.list_changes_since(&d, &v).await.unwrap(),
-        b.list_changes_since_scoped(&d, &v, &single).await.unwrap()
+        b.list_changes_since_in(&single, &d, &v).await.unwrap()
     );
-    assert!(b.has_changes_since_scoped(&d, &v, &single).await.unwrap());
+    assert!(b.has_changes_since_in(&single, &d, &v).await.unwrap());
 }
 
 /// Two tenants of one knowledge base keep independent status; the shared state is untouched;
@@ -56,20 +59,20 @@ pub async fn tenant_none_equals_single_tenant(s: Store) {
 pub async fn tenant_status_isolated(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "iso").await;
-    b.set_ingestion_status_scoped(&d, StatusUpdate::new(IngestionStatus::Ready), &alpha())
+    b.set_ingestion_status_in(&alpha(), &d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
     let written = b
-        .set_ingestion_status_scoped(
+        .set_ingestion_status_in(
+            &beta(),
             &d,
             StatusUpdate::new(IngestionStatus::Swapping).generation("beta-gen"),
-            &beta(),
         )
         .await
         .unwrap();
     assert_eq!(written.ingestion_status, IngestionStatus::Swapping);
-    let a = b.get_info_scoped(&d, &alpha()).await.unwrap().unwrap();
-    let bb = b.get_info_scoped(&d, &beta()).await.unwrap().unwrap();
+    let a = b.get_info_in(&alpha(), &d).await.unwrap().unwrap();
+    let bb = b.get_info_in(&beta(), &d).await.unwrap().unwrap();
     assert_eq!(a.ingestion_status, IngestionStatus::Ready);
     assert_eq!(a.generation, None);
     assert_eq!(bb.ingestion_status, IngestionStatus::Swapping);
@@ -79,7 +82,7 @@ pub async fn tenant_status_isolated(s: Store) {
     assert_eq!(shared.generation, None);
     let corpus = TenantContext::shared_corpus("alpha", "corpus-1");
     assert_eq!(
-        b.get_info_scoped(&d, &corpus)
+        b.get_info_in(&corpus, &d)
             .await
             .unwrap()
             .unwrap()
@@ -88,7 +91,7 @@ pub async fn tenant_status_isolated(s: Store) {
     );
     let prefixed = TenantContext::prefixed("alpha", "clients/{tenant_id}/");
     assert_eq!(
-        b.get_info_scoped(&d, &prefixed)
+        b.get_info_in(&prefixed, &d)
             .await
             .unwrap()
             .unwrap()
@@ -96,12 +99,7 @@ pub async fn tenant_status_isolated(s: Store) {
         IngestionStatus::Pending
     );
     // The sibling instance reads the same tenant state.
-    let from_sibling = s
-        .sibling
-        .get_info_scoped(&d, &beta())
-        .await
-        .unwrap()
-        .unwrap();
+    let from_sibling = s.sibling.get_info_in(&beta(), &d).await.unwrap().unwrap();
     assert_eq!(from_sibling.generation.as_deref(), Some("beta-gen"));
 }
 
@@ -110,24 +108,21 @@ pub async fn tenant_state_requires_existing_kb(s: Store) {
     let b = &*s.backend;
     let d = super::unique("nokb");
     let err = b
-        .set_ingestion_status_scoped(&d, StatusUpdate::new(IngestionStatus::Ready), &alpha())
+        .set_ingestion_status_in(&alpha(), &d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap_err();
     assert!(matches!(err, KnowledgeError::KbNotFound { .. }), "{err}");
     assert!(err.to_string().contains(&d));
-    assert!(b.get_info_scoped(&d, &alpha()).await.unwrap().is_none());
+    assert!(b.get_info_in(&alpha(), &d).await.unwrap().is_none());
     assert!(
-        b.get_state_version_scoped(&d, &alpha())
+        b.get_state_version_in(&alpha(), &d)
             .await
             .unwrap()
             .is_none()
     );
-    let err = b.get_checksum_scoped(&d, &alpha()).await.unwrap_err();
+    let err = b.get_checksum_in(&alpha(), &d).await.unwrap_err();
     assert!(matches!(err, KnowledgeError::KbNotFound { .. }), "{err}");
-    let err = b
-        .list_changes_since_scoped(&d, "", &alpha())
-        .await
-        .unwrap_err();
+    let err = b.list_changes_since_in(&alpha(), &d, "").await.unwrap_err();
     assert!(matches!(err, KnowledgeError::KbNotFound { .. }), "{err}");
     assert!(
         b.get_info(&d).await.unwrap().is_none(),
@@ -140,12 +135,12 @@ pub async fn tenant_content_is_shared(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "shared").await;
     put(b, &d, "a.md", "hello").await;
-    b.set_ingestion_status_scoped(&d, StatusUpdate::new(IngestionStatus::Ready), &alpha())
+    b.set_ingestion_status_in(&alpha(), &d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
     let base = b.get_checksum(&d).await.unwrap();
-    assert_eq!(b.get_checksum_scoped(&d, &alpha()).await.unwrap(), base);
-    assert_eq!(b.get_checksum_scoped(&d, &beta()).await.unwrap(), base);
+    assert_eq!(b.get_checksum_in(&alpha(), &d).await.unwrap(), base);
+    assert_eq!(b.get_checksum_in(&beta(), &d).await.unwrap(), base);
     assert_eq!(
         b.get_file(&d, "a.md").await.unwrap().unwrap().as_ref(),
         b"hello"
@@ -174,7 +169,7 @@ pub async fn tenant_view_default_and_real_counts(s: Store) {
     .unwrap();
     let shared = b.get_info(&d).await.unwrap().unwrap();
     let fresh = b
-        .get_info_scoped(&d, &TenantContext::bound("newcomer"))
+        .get_info_in(&TenantContext::bound("newcomer"), &d)
         .await
         .unwrap()
         .unwrap();
@@ -189,12 +184,12 @@ pub async fn tenant_view_default_and_real_counts(s: Store) {
     assert_eq!(fresh.version, shared.version);
     assert_eq!(fresh.metadata["description"], "shared docs");
     let written = b
-        .set_ingestion_status_scoped(&d, StatusUpdate::new(IngestionStatus::Ready), &alpha())
+        .set_ingestion_status_in(&alpha(), &d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
     assert_eq!((written.file_count, written.total_size_bytes), (2, 5));
     put(b, &d, "c.md", "c").await;
-    let after = b.get_info_scoped(&d, &alpha()).await.unwrap().unwrap();
+    let after = b.get_info_in(&alpha(), &d).await.unwrap().unwrap();
     assert_eq!(after.ingestion_status, IngestionStatus::Ready);
     assert_eq!((after.file_count, after.total_size_bytes), (3, 6));
     assert_eq!(
@@ -212,16 +207,13 @@ pub async fn tenant_diff_falls_back_to_shared_lineage(s: Store) {
     put(b, &d, "a.md", "hello").await;
     let v1 = b.get_checksum(&d).await.unwrap();
     put(b, &d, "b.md", "world").await;
-    let cs = b
-        .list_changes_since_scoped(&d, &v1, &alpha())
-        .await
-        .unwrap();
+    let cs = b.list_changes_since_in(&alpha(), &d, &v1).await.unwrap();
     assert_eq!(cs.added, vec!["b.md"]);
     assert!(cs.modified.is_empty() && cs.deleted.is_empty());
-    assert!(b.has_changes_since_scoped(&d, &v1, &alpha()).await.unwrap());
+    assert!(b.has_changes_since_in(&alpha(), &d, &v1).await.unwrap());
     // The identity just handed out is retained for the tenant.
     assert!(
-        !b.has_changes_since_scoped(&d, &cs.version, &alpha())
+        !b.has_changes_since_in(&alpha(), &d, &cs.version)
             .await
             .unwrap()
     );
@@ -233,17 +225,17 @@ pub async fn tenant_snapshot_lineage_isolated(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "lineage").await;
     put(b, &d, "a.md", "hello").await;
-    let v = b.get_checksum_scoped(&d, &alpha()).await.unwrap();
+    let v = b.get_checksum_in(&alpha(), &d).await.unwrap();
     put(b, &d, "b.md", "world").await;
-    let cs = b.list_changes_since_scoped(&d, &v, &alpha()).await.unwrap();
+    let cs = b.list_changes_since_in(&alpha(), &d, &v).await.unwrap();
     assert_eq!(cs.added, vec!["b.md"]);
     for (who, ctx) in [("beta", beta()), ("shared", TenantContext::SingleTenant)] {
-        let err = b.list_changes_since_scoped(&d, &v, &ctx).await.unwrap_err();
+        let err = b.list_changes_since_in(&ctx, &d, &v).await.unwrap_err();
         assert!(
             matches!(err, KnowledgeError::InvalidVersion { .. }),
             "{who}: {err}"
         );
-        assert!(b.has_changes_since_scoped(&d, &v, &ctx).await.unwrap());
+        assert!(b.has_changes_since_in(&ctx, &d, &v).await.unwrap());
     }
 }
 
@@ -261,12 +253,12 @@ pub async fn tenant_state_keys_byte_identity(s: Store) {
     b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
-    b.set_ingestion_status_scoped(&d, StatusUpdate::new(IngestionStatus::Ready), &acme)
+    b.set_ingestion_status_in(&acme, &d, StatusUpdate::new(IngestionStatus::Ready))
         .await
         .unwrap();
-    let v = b.get_checksum_scoped(&d, &acme).await.unwrap();
+    let v = b.get_checksum_in(&acme, &d).await.unwrap();
     let prefixed = TenantContext::prefixed("a", "t-{tenant_id}");
-    b.set_ingestion_status_scoped(&d, StatusUpdate::new(IngestionStatus::Error), &prefixed)
+    b.set_ingestion_status_in(&prefixed, &d, StatusUpdate::new(IngestionStatus::Error))
         .await
         .unwrap();
     let writes = writes_of(&seen, &d);

@@ -4,7 +4,9 @@
 //! refused tenant contexts.
 
 use super::{Store, expect_conflict, kb_ids, new_kb, put};
-use crate::{IngestionStatus, KnowledgeError, Metadata, StatusUpdate, TenantContext};
+use crate::{
+    IngestionStatus, KnowledgeBackendExt, KnowledgeError, Metadata, StatusUpdate, TenantContext,
+};
 
 fn acme() -> TenantContext {
     TenantContext::bound("acme")
@@ -21,31 +23,27 @@ pub async fn tenant_conditional_writes(s: Store) {
     let b = &*s.backend;
     let d = new_kb(b, "tcas").await;
     let t0 = b
-        .get_state_version_scoped(&d, &acme())
+        .get_state_version_in(&acme(), &d)
         .await
         .unwrap()
         .expect("a token before the tenant's first write");
     assert!(b.get_state_version(&d).await.unwrap().is_some());
     // Last writer wins without a token.
-    b.set_ingestion_status_scoped(&d, status(IngestionStatus::Ready), &acme())
+    b.set_ingestion_status_in(&acme(), &d, status(IngestionStatus::Ready))
         .await
         .unwrap();
-    b.set_ingestion_status_scoped(&d, status(IngestionStatus::Error), &acme())
+    b.set_ingestion_status_in(&acme(), &d, status(IngestionStatus::Error))
         .await
         .unwrap();
     assert_eq!(
-        b.get_info_scoped(&d, &acme())
+        b.get_info_in(&acme(), &d)
             .await
             .unwrap()
             .unwrap()
             .ingestion_status,
         IngestionStatus::Error
     );
-    let t1 = b
-        .get_state_version_scoped(&d, &acme())
-        .await
-        .unwrap()
-        .unwrap();
+    let t1 = b.get_state_version_in(&acme(), &d).await.unwrap().unwrap();
     assert_ne!(t1, t0, "every tenant write changes the tenant token");
     // Shared writes (status and content) neither move the tenant token nor conflict with it.
     let shared_before = b.get_state_version(&d).await.unwrap().unwrap();
@@ -54,32 +52,25 @@ pub async fn tenant_conditional_writes(s: Store) {
         .unwrap();
     put(b, &d, "a.md", "a").await;
     assert_eq!(
-        b.get_state_version_scoped(&d, &acme())
-            .await
-            .unwrap()
-            .unwrap(),
+        b.get_state_version_in(&acme(), &d).await.unwrap().unwrap(),
         t1
     );
-    b.set_ingestion_status_scoped(
+    b.set_ingestion_status_in(
+        &acme(),
         &d,
         status(IngestionStatus::Ingesting).expect_version(&t1),
-        &acme(),
     )
     .await
     .unwrap();
-    let t2 = b
-        .get_state_version_scoped(&d, &acme())
-        .await
-        .unwrap()
-        .unwrap();
+    let t2 = b.get_state_version_in(&acme(), &d).await.unwrap().unwrap();
     assert_ne!(t2, t1);
     // A tenant write does not move the shared token beyond the shared writes above.
     let shared_after = b.get_state_version(&d).await.unwrap().unwrap();
     assert_ne!(shared_after, shared_before);
-    b.set_ingestion_status_scoped(
+    b.set_ingestion_status_in(
+        &TenantContext::bound("other"),
         &d,
         status(IngestionStatus::Ready),
-        &TenantContext::bound("other"),
     )
     .await
     .unwrap();
@@ -88,24 +79,21 @@ pub async fn tenant_conditional_writes(s: Store) {
         shared_after
     );
     assert_eq!(
-        b.get_state_version_scoped(&d, &acme())
-            .await
-            .unwrap()
-            .unwrap(),
+        b.get_state_version_in(&acme(), &d).await.unwrap().unwrap(),
         t2
     );
     // A stale tenant token conflicts, names the domain and both tokens, writes nothing.
     let err = b
-        .set_ingestion_status_scoped(
+        .set_ingestion_status_in(
+            &acme(),
             &d,
             status(IngestionStatus::Error).expect_version(&t1),
-            &acme(),
         )
         .await
         .unwrap_err();
     let key = expect_conflict(&err, &d, &t1, &t2);
     assert!(key.contains("_scoped/tenants/acme/_state/"), "{key}");
-    let view = b.get_info_scoped(&d, &acme()).await.unwrap().unwrap();
+    let view = b.get_info_in(&acme(), &d).await.unwrap().unwrap();
     assert_eq!(
         view.ingestion_status,
         IngestionStatus::Ingesting,
@@ -116,10 +104,10 @@ pub async fn tenant_conditional_writes(s: Store) {
     assert_eq!(shared.generation.as_deref(), Some("g"));
     // A shared token does not satisfy a tenant write, nor a tenant token a shared write.
     assert!(matches!(
-        b.set_ingestion_status_scoped(
+        b.set_ingestion_status_in(
+            &acme(),
             &d,
-            status(IngestionStatus::Ready).expect_version(&shared_after),
-            &acme()
+            status(IngestionStatus::Ready).expect_version(&shared_after)
         )
         .await,
         Err(KnowledgeError::Conflict { .. })
@@ -131,23 +119,19 @@ pub async fn tenant_conditional_writes(s: Store) {
     ));
     // A fresh tenant's first write can be conditional; its initial token is then stale.
     let fresh = TenantContext::bound("fresh");
-    let f0 = b
-        .get_state_version_scoped(&d, &fresh)
-        .await
-        .unwrap()
-        .unwrap();
-    b.set_ingestion_status_scoped(
+    let f0 = b.get_state_version_in(&fresh, &d).await.unwrap().unwrap();
+    b.set_ingestion_status_in(
+        &fresh,
         &d,
         status(IngestionStatus::Ingesting).expect_version(&f0),
-        &fresh,
     )
     .await
     .unwrap();
     assert!(matches!(
-        b.set_ingestion_status_scoped(
+        b.set_ingestion_status_in(
+            &fresh,
             &d,
-            status(IngestionStatus::Ready).expect_version(&f0),
-            &fresh
+            status(IngestionStatus::Ready).expect_version(&f0)
         )
         .await,
         Err(KnowledgeError::Conflict { .. })
@@ -158,21 +142,17 @@ pub async fn tenant_conditional_writes(s: Store) {
 pub async fn tenant_conditional_writes_race_one_winner(s: Store) {
     let b = s.backend.clone();
     let d = new_kb(&*b, "trace").await;
-    let token = b
-        .get_state_version_scoped(&d, &acme())
-        .await
-        .unwrap()
-        .unwrap();
+    let token = b.get_state_version_in(&acme(), &d).await.unwrap().unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let (b, d, token) = (b.clone(), d.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
-            b.set_ingestion_status_scoped(
+            b.set_ingestion_status_in(
+                &acme(),
                 &d,
                 status(IngestionStatus::Ingesting)
                     .generation(format!("g{i}"))
                     .expect_version(token),
-                &acme(),
             )
             .await
         }));
@@ -186,7 +166,7 @@ pub async fn tenant_conditional_writes_race_one_winner(s: Store) {
         }
     }
     assert_eq!(wins.len(), 1);
-    let view = b.get_info_scoped(&d, &acme()).await.unwrap().unwrap();
+    let view = b.get_info_in(&acme(), &d).await.unwrap().unwrap();
     assert_eq!(view.generation, wins[0]);
 }
 
@@ -197,38 +177,38 @@ pub async fn delete_kb_removes_tenant_state(s: Store) {
     let d = new_kb(b, "deltenant").await;
     let prefixed = TenantContext::prefixed("beta", "clients/{tenant_id}/");
     put(b, &d, "a.md", "old").await;
-    b.set_ingestion_status_scoped(
+    b.set_ingestion_status_in(
+        &acme(),
         &d,
         status(IngestionStatus::Swapping).generation("stale-gen"),
-        &acme(),
     )
     .await
     .unwrap();
-    b.set_ingestion_status_scoped(&d, status(IngestionStatus::Ready), &prefixed)
+    b.set_ingestion_status_in(&prefixed, &d, status(IngestionStatus::Ready))
         .await
         .unwrap();
-    let old_version = b.get_checksum_scoped(&d, &acme()).await.unwrap();
+    let old_version = b.get_checksum_in(&acme(), &d).await.unwrap();
     assert!(b.delete_kb(&d).await.unwrap());
-    assert!(b.get_info_scoped(&d, &acme()).await.unwrap().is_none());
+    assert!(b.get_info_in(&acme(), &d).await.unwrap().is_none());
     b.create_kb(&d, Metadata::new()).await.unwrap();
     let fresh_token = b
-        .get_state_version_scoped(&d, &TenantContext::bound("never-wrote"))
+        .get_state_version_in(&TenantContext::bound("never-wrote"), &d)
         .await
         .unwrap()
         .unwrap();
     for ctx in [acme(), prefixed.clone()] {
-        let view = s.sibling.get_info_scoped(&d, &ctx).await.unwrap().unwrap();
+        let view = s.sibling.get_info_in(&ctx, &d).await.unwrap().unwrap();
         assert_eq!(view.ingestion_status, IngestionStatus::Pending, "{ctx:?}");
         assert_eq!(view.generation, None, "{ctx:?}");
         assert_eq!(
-            b.get_state_version_scoped(&d, &ctx).await.unwrap().unwrap(),
+            b.get_state_version_in(&ctx, &d).await.unwrap().unwrap(),
             fresh_token,
             "{ctx:?}"
         );
     }
     put(b, &d, "a.md", "new").await;
     let err = b
-        .list_changes_since_scoped(&d, &old_version, &acme())
+        .list_changes_since_in(&acme(), &d, &old_version)
         .await
         .unwrap_err();
     assert!(
@@ -245,32 +225,32 @@ pub async fn tenant_namespace_disjoint(s: Store) {
     let b = &*s.backend;
     b.create_kb("proj", Metadata::new()).await.unwrap();
     b.create_kb("tenants", Metadata::new()).await.unwrap();
-    b.set_ingestion_status_scoped("proj", status(IngestionStatus::Ready), &acme())
+    b.set_ingestion_status_in(&acme(), "proj", status(IngestionStatus::Ready))
         .await
         .unwrap();
     // A tenant whose id is the name of the knowledge base about to be deleted.
     let named = TenantContext::bound("acme-kb");
-    b.set_ingestion_status_scoped("proj", status(IngestionStatus::Error), &named)
+    b.set_ingestion_status_in(&named, "proj", status(IngestionStatus::Error))
         .await
         .unwrap();
     b.create_kb("acme-kb", Metadata::new()).await.unwrap();
-    let before = b.get_state_version_scoped("proj", &acme()).await.unwrap();
-    let before_named = b.get_state_version_scoped("proj", &named).await.unwrap();
+    let before = b.get_state_version_in(&acme(), "proj").await.unwrap();
+    let before_named = b.get_state_version_in(&named, "proj").await.unwrap();
     assert!(before.is_some());
     let listed = kb_ids(b).await;
     assert_eq!(listed, vec!["acme-kb", "proj", "tenants"]);
     assert!(b.delete_kb("tenants").await.unwrap());
     assert!(b.delete_kb("acme-kb").await.unwrap());
     assert_eq!(
-        b.get_state_version_scoped("proj", &acme()).await.unwrap(),
+        b.get_state_version_in(&acme(), "proj").await.unwrap(),
         before
     );
     assert_eq!(
-        b.get_state_version_scoped("proj", &named).await.unwrap(),
+        b.get_state_version_in(&named, "proj").await.unwrap(),
         before_named
     );
     assert_eq!(
-        b.get_info_scoped("proj", &named)
+        b.get_info_in(&named, "proj")
             .await
             .unwrap()
             .unwrap()
@@ -314,27 +294,24 @@ pub async fn invalid_tenant_contexts_refused(s: Store) {
             }
             other => panic!("{op} with {ctx:?} was not refused: {other:?}"),
         };
+        refused(b.get_info_in(&ctx, &d).await.map(drop), "get_info_in");
         refused(
-            b.get_info_scoped(&d, &ctx).await.map(drop),
-            "get_info_scoped",
-        );
-        refused(
-            b.set_ingestion_status_scoped(&d, status(IngestionStatus::Ready), &ctx)
+            b.set_ingestion_status_in(&ctx, &d, status(IngestionStatus::Ready))
                 .await
                 .map(drop),
-            "set_ingestion_status_scoped",
+            "set_ingestion_status_in",
         );
         refused(
-            b.get_state_version_scoped(&d, &ctx).await.map(drop),
-            "get_state_version_scoped",
+            b.get_state_version_in(&ctx, &d).await.map(drop),
+            "get_state_version_in",
         );
         refused(
-            b.get_checksum_scoped(&d, &ctx).await.map(drop),
-            "get_checksum_scoped",
+            b.get_checksum_in(&ctx, &d).await.map(drop),
+            "get_checksum_in",
         );
         refused(
-            b.list_changes_since_scoped(&d, "", &ctx).await.map(drop),
-            "list_changes_since_scoped",
+            b.list_changes_since_in(&ctx, &d, "").await.map(drop),
+            "list_changes_since_in",
         );
         refused(
             b.key_pattern(crate::KnowledgeKeyKind::Metadata, Some(&d), &ctx)

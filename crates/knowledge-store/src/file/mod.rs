@@ -38,7 +38,6 @@ use kb::{KbHandle, Staged, Tuning};
 use layout::Layout;
 use tenant::TenantPaths;
 
-use crate::KnowledgeBackend;
 use crate::error::{KnowledgeError, Result};
 use crate::events::{StateEvents, StateWrite};
 use crate::identity;
@@ -47,10 +46,12 @@ use crate::memory::file_entry;
 use crate::model::{
     ChangeSet, FileUpload, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions, StatusUpdate,
 };
+use crate::names::SCOPED_STATE_ROOT;
 use crate::paths::{validate_domain_id, validate_path, validate_version};
 use crate::snapshots::DEFAULT_SNAPSHOT_RETENTION;
 use crate::stream::ByteStream;
-use crate::tenant::{SCOPED_STATE_ROOT, TenantContext};
+use crate::tenant::TenantContext;
+use crate::{KnowledgeBackend, KnowledgeBackendExt};
 
 /// Configuration of the file backend.
 #[derive(Debug, Clone)]
@@ -299,10 +300,10 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         Ok(info)
     }
 
-    async fn get_info_scoped(
+    async fn get_info_in(
         &self,
-        domain_id: &str,
         ctx: &TenantContext,
+        domain_id: &str,
     ) -> Result<Option<KnowledgeBaseInfo>> {
         validate_domain_id(domain_id)?;
         let Some(paths) = self.tenant_paths(domain_id, ctx)? else {
@@ -633,11 +634,11 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         .await
     }
 
-    async fn set_ingestion_status_scoped(
+    async fn set_ingestion_status_in(
         &self,
+        ctx: &TenantContext,
         domain_id: &str,
         update: StatusUpdate,
-        ctx: &TenantContext,
     ) -> Result<KnowledgeBaseInfo> {
         validate_domain_id(domain_id)?;
         let paths = self.tenant_paths(domain_id, ctx)?;
@@ -669,10 +670,10 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         Ok(info)
     }
 
-    async fn get_state_version_scoped(
+    async fn get_state_version_in(
         &self,
-        domain_id: &str,
         ctx: &TenantContext,
+        domain_id: &str,
     ) -> Result<Option<String>> {
         validate_domain_id(domain_id)?;
         let Some(paths) = self.tenant_paths(domain_id, ctx)? else {
@@ -683,7 +684,7 @@ impl KnowledgeBackend for FileKnowledgeBackend {
             .transpose()
     }
 
-    async fn get_checksum_scoped(&self, domain_id: &str, ctx: &TenantContext) -> Result<String> {
+    async fn get_checksum_in(&self, ctx: &TenantContext, domain_id: &str) -> Result<String> {
         validate_domain_id(domain_id)?;
         let paths = self.tenant_paths(domain_id, ctx)?;
         let retention = self.tuning.retention;
@@ -704,11 +705,11 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         Ok(id)
     }
 
-    async fn list_changes_since_scoped(
+    async fn list_changes_since_in(
         &self,
+        ctx: &TenantContext,
         domain_id: &str,
         version: &str,
-        ctx: &TenantContext,
     ) -> Result<ChangeSet> {
         validate_domain_id(domain_id)?;
         validate_version(domain_id, version)?;

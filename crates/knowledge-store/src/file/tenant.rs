@@ -24,9 +24,9 @@ use super::layout::{not_found, read_snapshot};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateWrite};
 use crate::identity::Snapshot;
-use crate::keys::{KeyLayout, METADATA_FILE, SNAPSHOTS_DIR};
+use crate::keys::KeyLayout;
 use crate::model::{KnowledgeBaseInfo, StatusUpdate};
-use crate::tenant::SCOPED_STATE_ROOT;
+use crate::names::{METADATA_FILE, SCOPED_STATE_ROOT, SNAPSHOTS_DIR};
 use crate::tenant_state::TenantState;
 
 /// The paths of one tenant's state of one knowledge base.

@@ -275,7 +275,7 @@ impl S3KnowledgeBackend {
             .filter(|n| {
                 let ok = validate_domain_id(n).is_ok();
                 // The layout's own tenant root is expected; anything else is reported.
-                if !ok && n != crate::tenant::SCOPED_STATE_ROOT {
+                if !ok && n != crate::names::SCOPED_STATE_ROOT {
                     tracing::warn!(name = %n, "skipping a prefix whose name is not an addressable domain_id (its objects are kept)");
                 }
                 ok
@@ -369,10 +369,10 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         Ok(info)
     }
 
-    async fn get_info_scoped(
+    async fn get_info_in(
         &self,
-        domain_id: &str,
         ctx: &TenantContext,
+        domain_id: &str,
     ) -> Result<Option<KnowledgeBaseInfo>> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
@@ -678,11 +678,11 @@ impl KnowledgeBackend for S3KnowledgeBackend {
             .unwrap_or_default())
     }
 
-    async fn set_ingestion_status_scoped(
+    async fn set_ingestion_status_in(
         &self,
+        ctx: &TenantContext,
         domain_id: &str,
         update: StatusUpdate,
-        ctx: &TenantContext,
     ) -> Result<KnowledgeBaseInfo> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
@@ -698,10 +698,10 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         }
     }
 
-    async fn get_state_version_scoped(
+    async fn get_state_version_in(
         &self,
-        domain_id: &str,
         ctx: &TenantContext,
+        domain_id: &str,
     ) -> Result<Option<String>> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
@@ -714,7 +714,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         self.tenant_token(domain_id, &state).await.map(Some)
     }
 
-    async fn get_checksum_scoped(&self, domain_id: &str, ctx: &TenantContext) -> Result<String> {
+    async fn get_checksum_in(&self, ctx: &TenantContext, domain_id: &str) -> Result<String> {
         validate_domain_id(domain_id)?;
         let state = ctx.state_prefix(domain_id)?;
         let mut guard = self.fresh(domain_id).await?;
@@ -724,11 +724,11 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         Ok(id)
     }
 
-    async fn list_changes_since_scoped(
+    async fn list_changes_since_in(
         &self,
+        ctx: &TenantContext,
         domain_id: &str,
         version: &str,
-        ctx: &TenantContext,
     ) -> Result<ChangeSet> {
         validate_domain_id(domain_id)?;
         validate_version(domain_id, version)?;
@@ -792,6 +792,7 @@ async fn collect_all(mut s: ByteStream) -> Result<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KnowledgeBackendExt;
 
     #[test]
     fn prefix_is_normalised_like_the_original() {

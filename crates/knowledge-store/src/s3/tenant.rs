@@ -25,7 +25,8 @@ use super::{S3KnowledgeBackend, is_not_found};
 use crate::error::{KnowledgeError, Result};
 use crate::events::{KnowledgeKeyKind, StateWrite};
 use crate::model::{KnowledgeBaseInfo, StatusUpdate};
-use crate::tenant::{SCOPED_STATE_ROOT, TenantContext};
+use crate::names::SCOPED_STATE_ROOT;
+use crate::tenant::TenantContext;
 use crate::tenant_state::TenantState;
 
 /// The state token of a tenant that has not written yet (never an S3 ETag, which is quoted).

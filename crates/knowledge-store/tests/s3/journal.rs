@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use dynreg_knowledge_store::identity::md5_hex;
 use dynreg_knowledge_store::{
-    IngestionStatus, KnowledgeBackend, KnowledgeError, Metadata, PutOptions, S3KnowledgeBackend,
-    StatusUpdate,
+    IngestionStatus, KnowledgeBackend, KnowledgeBackendExt, KnowledgeError, Metadata, PutOptions,
+    S3KnowledgeBackend, StatusUpdate,
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use dynreg_knowledge_store::identity::md5_hex;
 use dynreg_knowledge_store::{
-    FileUpload, KnowledgeBackend, Metadata, PutOptions, S3KnowledgeBackend, bytes_stream,
+    FileUpload, KnowledgeBackend, KnowledgeBackendExt, Metadata, PutOptions, S3KnowledgeBackend,
+    bytes_stream,
 };
 
 use super::test_store::TestStore;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynreg_knowledge_store::{
-    ChangeDetectionMode, IngestionStatus, KnowledgeBackend, KnowledgeError, Metadata, PutOptions,
-    S3Config, S3KnowledgeBackend, StatusUpdate, TenantContext,
+    ChangeDetectionMode, IngestionStatus, KnowledgeBackend, KnowledgeBackendExt, KnowledgeError,
+    Metadata, PutOptions, S3Config, S3KnowledgeBackend, StatusUpdate, TenantContext,
 };
 use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -187,7 +187,7 @@ pub(super) async fn minimal_diff(
         assert!(!b.has_changes_since(d, &current).await.unwrap());
     }
     let tenant = sibling
-        .list_changes_since_scoped(d, &v, &TenantContext::bound("t"))
+        .list_changes_since_in(&TenantContext::bound("t"), d, &v)
         .await
         .unwrap();
     assert_eq!(tenant.added, vec!["c.md"]);
