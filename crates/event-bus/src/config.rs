@@ -1,5 +1,14 @@
-//! Helpers for reading bus options out of a JSON configuration map, with errors naming the key.
+//! Reading bus options out of a JSON configuration map, with errors naming the key: the typed
+//! key readers, [`normalize`] (the one place a bus URL is built from parts) and, for the server
+//! buses, [`ConnectionOptions`] — the options the Postgres and Redis buses share, read by one
+//! [`ConnectionOptions::from_json`] with one set of key names and defaults.
+//!
+//! Invariants: every error is [`EventBusError::InvalidConfig`] naming the offending key; a key
+//! that is absent or `null` means the default; a shared option has the same key, default and
+//! meaning on every server bus.
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
+use std::path::PathBuf;
 use std::time::Duration;
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -54,6 +63,115 @@ pub(crate) fn millis_key(
     key: &str,
 ) -> Result<Option<Duration>, EventBusError> {
     Ok(usize_key(map, key)?.map(|ms| Duration::from_millis(ms as u64)))
+}
+
+/// TLS options of a server bus (keys `ssl` and `ca_file`).
+#[cfg(any(feature = "postgres", feature = "redis"))]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Require TLS (default false). The URL can turn it on too: Redis `rediss://`, Postgres
+    /// `sslmode=require` (or libpq's `verify-ca` / `verify-full`). The server's certificate and
+    /// host name (DNS name or IP address) are always verified.
+    pub ssl: bool,
+    /// PEM file of the CA certificates to trust instead of the platform's trust store (e.g. the
+    /// RDS CA bundle or a private CA), like libpq's `sslrootcert`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The options every server bus (Postgres, Redis) has, with the same keys and defaults:
+/// embedded as `connection` in `postgres::PostgresEventBusConfig` and
+/// `redis::RedisEventBusConfig`. URL and channel prefix are not here: their defaults and
+/// meaning differ per transport (Postgres needs a URL and sanitises the prefix; Redis defaults
+/// to `redis://localhost:6379` and uses the prefix verbatim, as the original).
+#[cfg(any(feature = "postgres", feature = "redis"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    /// Per-subscription queue capacity (key `capacity`; default
+    /// [`DEFAULT_CAPACITY`](crate::DEFAULT_CAPACITY)).
+    pub capacity: usize,
+    /// First reconnect delay (key `reconnect_base_ms`; default 250 ms).
+    pub reconnect_base: Duration,
+    /// Longest reconnect delay (key `reconnect_max_ms`; default 30 s).
+    pub reconnect_max: Duration,
+    /// Liveness probe cadence (key `probe_interval_ms`; default 2 s, as the original) of the
+    /// listening connection, and on Redis of the publishing connection too (a Postgres
+    /// publishing connection is watched through its driver task instead).
+    pub probe_interval: Duration,
+    /// Connect timeout (key `connect_timeout_ms`; default 10 s, as the original); on Redis also
+    /// the response timeout of the publishing connection.
+    pub connect_timeout: Duration,
+    /// TLS (keys `ssl` and `ca_file`).
+    pub tls: TlsOptions,
+}
+
+#[cfg(any(feature = "postgres", feature = "redis"))]
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            capacity: crate::subscription::DEFAULT_CAPACITY,
+            reconnect_base: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(10),
+            tls: TlsOptions::default(),
+        }
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "redis"))]
+impl ConnectionOptions {
+    /// The configuration keys these options are read from, in the order they are read.
+    pub const KEYS: &'static [&'static str] = &[
+        "capacity",
+        "reconnect_base_ms",
+        "reconnect_max_ms",
+        "probe_interval_ms",
+        "connect_timeout_ms",
+        "ssl",
+        "ca_file",
+    ];
+
+    /// Reads [`ConnectionOptions::KEYS`] from a normalised map (see [`normalize`]); absent keys
+    /// keep their defaults. Unknown keys are the caller's to reject.
+    pub(crate) fn from_json(map: &Map<String, Value>) -> Result<Self, EventBusError> {
+        let mut options = ConnectionOptions::default();
+        if let Some(capacity) = usize_key(map, "capacity")? {
+            options.capacity = capacity;
+        }
+        if let Some(d) = millis_key(map, "reconnect_base_ms")? {
+            options.reconnect_base = d;
+        }
+        if let Some(d) = millis_key(map, "reconnect_max_ms")? {
+            options.reconnect_max = d;
+        }
+        if let Some(d) = millis_key(map, "probe_interval_ms")? {
+            options.probe_interval = d;
+        }
+        if let Some(d) = millis_key(map, "connect_timeout_ms")? {
+            options.connect_timeout = d;
+        }
+        let (ssl, ca_file) = crate::tls::options_from_json(map)?;
+        options.tls = TlsOptions {
+            ssl: ssl.unwrap_or(false),
+            ca_file,
+        };
+        Ok(options)
+    }
+
+    /// A fresh reconnect back-off from `reconnect_base` and `reconnect_max`.
+    pub(crate) fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(self.reconnect_base, self.reconnect_max)
+    }
+}
+
+/// The keys a server bus accepts: its own `specific` keys, then [`ConnectionOptions::KEYS`].
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) fn known_keys<'a>(specific: &[&'a str]) -> Vec<&'a str> {
+    specific
+        .iter()
+        .chain(ConnectionOptions::KEYS)
+        .copied()
+        .collect()
 }
 
 /// Rejects keys a backend does not understand (typos should not be silently ignored).
@@ -199,5 +317,49 @@ mod url_tests {
         assert_eq!(m["url"], json!("postgres://x/y"));
         let m = normalize("memory", &obj(json!({"capacity": "10"})));
         assert_eq!(m, obj(json!({"capacity": 10})));
+    }
+}
+
+#[cfg(all(test, any(feature = "postgres", feature = "redis")))]
+mod connection_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_keys() {
+        let map = |v: Value| v.as_object().unwrap().clone();
+        let defaults = ConnectionOptions::from_json(&map(json!({}))).unwrap();
+        assert_eq!(defaults, ConnectionOptions::default());
+        assert_eq!(defaults.capacity, crate::DEFAULT_CAPACITY);
+        assert_eq!(defaults.reconnect_base, Duration::from_millis(250));
+        assert_eq!(defaults.reconnect_max, Duration::from_secs(30));
+        assert_eq!(defaults.probe_interval, Duration::from_secs(2));
+        assert_eq!(defaults.connect_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.tls, TlsOptions::default());
+        let read = ConnectionOptions::from_json(&normalize(
+            "redis",
+            &map(json!({
+                "url": "redis://x", "capacity": "7", "reconnect_base_ms": 1,
+                "reconnect_max_ms": 2, "probe_interval_ms": 3, "connect_timeout_ms": "4",
+                "ssl": "true", "ca_file": "/ca.pem",
+            })),
+        ))
+        .unwrap();
+        assert_eq!(
+            read,
+            ConnectionOptions {
+                capacity: 7,
+                reconnect_base: Duration::from_millis(1),
+                reconnect_max: Duration::from_millis(2),
+                probe_interval: Duration::from_millis(3),
+                connect_timeout: Duration::from_millis(4),
+                tls: TlsOptions {
+                    ssl: true,
+                    ca_file: Some(PathBuf::from("/ca.pem")),
+                },
+            }
+        );
+        let err = ConnectionOptions::from_json(&map(json!({"capacity": 0}))).unwrap_err();
+        assert!(matches!(err, EventBusError::InvalidConfig { ref key, .. } if key == "capacity"));
     }
 }

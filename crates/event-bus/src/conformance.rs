@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use crate::EventBus;
-use crate::error::{BoxError, EventBusError};
+use crate::error::EventBusError;
 use crate::event::{Event, EventType, new_uuid_v4};
 use crate::subscription::{Delivery, ResyncReason, Subscription};
 
@@ -25,11 +25,18 @@ pub trait Harness: Send + Sync {
     /// returns the same bus: it has no server).
     async fn peer(&self, bus: &Arc<dyn EventBus>) -> Arc<dyn EventBus>;
     /// Kills `bus`'s listening server connection from the server side; `None` when the backend
-    /// has no connection to kill.
-    async fn kill_listener(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>>;
+    /// has no connection to kill. (The error type is `dynreg_registry_core::BoxError` spelled
+    /// out: this crate exports no `BoxError` of its own.)
+    async fn kill_listener(
+        &self,
+        bus: &Arc<dyn EventBus>,
+    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>;
     /// Kills `bus`'s publishing server connection from the server side; `None` when the backend
     /// has no connection to kill.
-    async fn kill_publisher(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>>;
+    async fn kill_publisher(
+        &self,
+        bus: &Arc<dyn EventBus>,
+    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>;
 }
 
 /// The server URL in the environment variable `var`, or `None` after printing the skip line

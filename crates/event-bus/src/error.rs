@@ -1,7 +1,8 @@
 //! The one error type of the crate: every variant names the input it is about.
 
-/// A boxed error from a transport (tokio-postgres, redis) or a parser.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// A boxed error from a transport (tokio-postgres, redis) or a parser. Crate-private: the
+/// workspace's one public `BoxError` is `dynreg_registry_core::BoxError` (the same type).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong on an event bus.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +44,7 @@ pub enum EventBusError {
     #[error(
         "event bus backend {backend:?} is not built: enable the `{feature}` feature of dynreg-event-bus"
     )]
-    BackendNotBuilt {
+    FeatureDisabled {
         /// The backend named in the configuration.
         backend: String,
         /// The cargo feature that builds it.

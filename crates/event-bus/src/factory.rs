@@ -30,7 +30,7 @@ pub fn available_backends() -> Vec<&'static str> {
 /// returns, so a bad address is reported here.
 ///
 /// Errors: [`EventBusError::UnknownBackend`] for a name this crate does not know,
-/// [`EventBusError::BackendNotBuilt`] for a known backend whose feature is off,
+/// [`EventBusError::FeatureDisabled`] for a known backend whose feature is off,
 /// [`EventBusError::InvalidConfig`] for a bad option, [`EventBusError::Connect`] when the
 /// server cannot be reached.
 pub async fn create_event_bus(config: &Value) -> Result<Arc<dyn EventBus>, EventBusError> {
@@ -87,7 +87,7 @@ async fn postgres(
 
 #[cfg(not(feature = "postgres"))]
 async fn postgres(_: &serde_json::Map<String, Value>) -> Result<Arc<dyn EventBus>, EventBusError> {
-    Err(EventBusError::BackendNotBuilt {
+    Err(EventBusError::FeatureDisabled {
         backend: "postgres".into(),
         feature: "postgres".into(),
     })
@@ -103,7 +103,7 @@ async fn redis(map: &serde_json::Map<String, Value>) -> Result<Arc<dyn EventBus>
 
 #[cfg(not(feature = "redis"))]
 async fn redis(_: &serde_json::Map<String, Value>) -> Result<Arc<dyn EventBus>, EventBusError> {
-    Err(EventBusError::BackendNotBuilt {
+    Err(EventBusError::FeatureDisabled {
         backend: "redis".into(),
         feature: "redis".into(),
     })

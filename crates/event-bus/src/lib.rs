@@ -22,8 +22,10 @@
 //!   [`ResyncReason::Lagged`]; after a server reconnect every subscription yields
 //!   [`ResyncReason::Reconnected`]. The transports are at-most-once: a resync means "re-read".
 //! * Server connections (listening and publishing) reconnect by themselves with capped
-//!   exponential back-off whose jitter survives the cap ([`Backoff`]). Publishing while
-//!   disconnected returns [`EventBusError::Disconnected`]; nothing is dropped silently.
+//!   exponential back-off whose jitter survives the cap ([`Backoff`]), every one of them driven
+//!   by one reconnect supervisor (probing, back-off, `Reconnected` after a listener's reconnect,
+//!   prompt shutdown). Publishing while disconnected returns [`EventBusError::Disconnected`];
+//!   nothing is dropped silently.
 //! * Topics are validated ([`validate_topic`]). `close()` ends every background task and every
 //!   subscription.
 //!
@@ -33,7 +35,10 @@
 //! "channel_naming": "collision_free" | "original", "oversize": "claim_check" | "reject", ...}`;
 //! `{"backend": "redis", "url": "redis://127.0.0.1:6379", "channel_prefix": "events", ...}`.
 //! Unknown keys are rejected. See `postgres::PostgresEventBusConfig::from_json` and
-//! `redis::RedisEventBusConfig::from_json` for every key.
+//! `redis::RedisEventBusConfig::from_json` for every key. The options both server buses have —
+//! `capacity`, `reconnect_base_ms`, `reconnect_max_ms`, `probe_interval_ms`,
+//! `connect_timeout_ms`, `ssl`, `ca_file` — are one `ConnectionOptions` (the `connection` field
+//! of both configs), read by one reader with one set of keys and defaults.
 //!
 //! ## TLS (Postgres and Redis buses)
 //! | key / URL | meaning |
@@ -101,6 +106,8 @@ mod python_json;
 mod router;
 mod subscription;
 #[cfg(any(feature = "postgres", feature = "redis"))]
+mod supervisor;
+#[cfg(any(feature = "postgres", feature = "redis"))]
 mod tls;
 mod topic;
 
@@ -112,7 +119,9 @@ pub mod postgres;
 pub mod redis;
 
 pub use backoff::Backoff;
-pub use error::{BoxError, EventBusError};
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub use config::{ConnectionOptions, TlsOptions};
+pub use error::EventBusError;
 pub use event::{Event, EventType, new_uuid_v4, parse_timestamp, python_isoformat};
 pub use factory::{available_backends, create_event_bus};
 pub use handler::spawn_handler;

@@ -1,12 +1,16 @@
 //! The subscriber table every bus shares: exact and pattern subscriptions, fan-out into their
 //! bounded queues, and a hook that tells a transport when its server-side interest changes.
+//!
+//! This module depends on `crate::subscription` (it builds [`Subscription`]s and pushes into
+//! their queues), never the other way round: a subscription leaves the table through the
+//! [`Unsubscribe`] trait, which [`Router`] implements.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::EventBusError;
 use crate::event::{Event, new_uuid_v4};
-use crate::subscription::{ResyncReason, SubQueue, Subscription, SubscriptionKind};
+use crate::subscription::{ResyncReason, SubQueue, Subscription, SubscriptionKind, Unsubscribe};
 use crate::topic::{Glob, validate_topic};
 
 /// A change of what the bus needs from its server (the first subscriber of a topic or pattern
@@ -78,6 +82,12 @@ impl std::fmt::Debug for Router {
             .field("capacity", &self.capacity)
             .field("subscriptions", &self.count())
             .finish()
+    }
+}
+
+impl Unsubscribe for Router {
+    fn unsubscribe(&self, key: u64) {
+        self.remove(key);
     }
 }
 
@@ -173,13 +183,14 @@ impl Router {
         kind: SubscriptionKind,
         queue: Arc<SubQueue>,
     ) -> Subscription {
+        let router: std::sync::Weak<Router> = Arc::downgrade(self);
         Subscription {
             key,
             id: new_uuid_v4(),
             target: target.to_owned(),
             kind,
             queue,
-            router: Arc::downgrade(self),
+            router,
             cancelled: false,
             taken: std::collections::VecDeque::new(),
         }

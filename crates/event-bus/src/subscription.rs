@@ -1,4 +1,9 @@
 //! `Subscription`, the bounded per-subscription queue behind it, and what it yields (`Delivery`).
+//!
+//! Dependencies point one way: the subscriber table (`crate::router`) builds subscriptions and
+//! fills their queues; a subscription reaches back only through the [`Unsubscribe`] trait
+//! defined here (held weakly, so a subscription never keeps a bus's table alive), so this module
+//! does not depend on the router.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -6,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::Notify;
 
 use crate::event::Event;
-use crate::router::Router;
 
 /// The default number of events a subscription buffers before it starts dropping (and signals
 /// [`ResyncReason::Lagged`]).
@@ -174,6 +178,13 @@ impl SubQueue {
     }
 }
 
+/// What a subscription needs of the table that made it: leaving it. Implemented by the
+/// subscriber table (`crate::router::Router`).
+pub(crate) trait Unsubscribe: Send + Sync {
+    /// Removes the subscription with this key (unknown keys are ignored).
+    fn unsubscribe(&self, key: u64);
+}
+
 /// A live subscription: a receiver of [`Delivery`] items. Dropping it (or [`Subscription::cancel`])
 /// unsubscribes; other subscriptions are not disturbed.
 #[derive(Debug)]
@@ -183,7 +194,8 @@ pub struct Subscription {
     pub(crate) target: String,
     pub(crate) kind: SubscriptionKind,
     pub(crate) queue: Arc<SubQueue>,
-    pub(crate) router: Weak<Router>,
+    /// The table to leave on cancel (the bus's router).
+    pub(crate) router: Weak<dyn Unsubscribe>,
     pub(crate) cancelled: bool,
     /// Items already taken from the shared queue in one batch, handed out one by one.
     pub(crate) taken: VecDeque<Delivery>,
@@ -223,7 +235,7 @@ impl Subscription {
         if !self.cancelled {
             self.cancelled = true;
             if let Some(router) = self.router.upgrade() {
-                router.remove(self.key);
+                router.unsubscribe(self.key);
             }
             self.queue.close();
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dynreg_event_bus::conformance::Harness;
-use dynreg_event_bus::{BoxError, EventBus, InMemoryEventBus};
+use dynreg_event_bus::{EventBus, InMemoryEventBus};
 
 struct MemoryHarness;
 
@@ -16,10 +16,16 @@ impl Harness for MemoryHarness {
     async fn peer(&self, bus: &Arc<dyn EventBus>) -> Arc<dyn EventBus> {
         Arc::clone(bus)
     }
-    async fn kill_listener(&self, _: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>> {
+    async fn kill_listener(
+        &self,
+        _: &Arc<dyn EventBus>,
+    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
         None
     }
-    async fn kill_publisher(&self, _: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>> {
+    async fn kill_publisher(
+        &self,
+        _: &Arc<dyn EventBus>,
+    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
         None
     }
 }

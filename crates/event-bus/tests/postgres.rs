@@ -8,7 +8,7 @@ use dynreg_event_bus::conformance::{Harness, next_event, numbered, server_url, u
 use dynreg_event_bus::postgres::{
     ChannelNaming, OversizePolicy, PostgresEventBus, PostgresEventBusConfig,
 };
-use dynreg_event_bus::{BoxError, EventBus, EventBusError, create_event_bus};
+use dynreg_event_bus::{EventBus, EventBusError, create_event_bus};
 use tokio_postgres::NoTls;
 
 fn url() -> Option<String> {
@@ -17,9 +17,9 @@ fn url() -> Option<String> {
 
 fn fast_config(url: &str) -> PostgresEventBusConfig {
     let mut config = PostgresEventBusConfig::new(url);
-    config.reconnect_base = std::time::Duration::from_millis(50);
-    config.reconnect_max = std::time::Duration::from_millis(500);
-    config.probe_interval = std::time::Duration::from_millis(500);
+    config.connection.reconnect_base = std::time::Duration::from_millis(50);
+    config.connection.reconnect_max = std::time::Duration::from_millis(500);
+    config.connection.probe_interval = std::time::Duration::from_millis(500);
     config
 }
 
@@ -36,7 +36,10 @@ impl PgHarness {
         Arc::clone(found.expect("bus made by this harness"))
     }
 
-    async fn terminate(&self, application_name: &str) -> Result<(), BoxError> {
+    async fn terminate(
+        &self,
+        application_name: &str,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
         let driver = tokio::spawn(connection);
         let rows = client
@@ -58,7 +61,7 @@ impl PgHarness {
 impl Harness for PgHarness {
     async fn bus(&self, capacity: usize) -> Arc<dyn EventBus> {
         let mut config = fast_config(&self.url);
-        config.capacity = capacity;
+        config.connection.capacity = capacity;
         let bus = Arc::new(
             PostgresEventBus::connect(config)
                 .await
@@ -70,11 +73,17 @@ impl Harness for PgHarness {
     async fn peer(&self, _: &Arc<dyn EventBus>) -> Arc<dyn EventBus> {
         self.bus(64).await
     }
-    async fn kill_listener(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>> {
+    async fn kill_listener(
+        &self,
+        bus: &Arc<dyn EventBus>,
+    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
         let bus = self.find(bus);
         Some(self.terminate(bus.listen_application_name()).await)
     }
-    async fn kill_publisher(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>> {
+    async fn kill_publisher(
+        &self,
+        bus: &Arc<dyn EventBus>,
+    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
         let bus = self.find(bus);
         Some(self.terminate(bus.publish_application_name()).await)
     }

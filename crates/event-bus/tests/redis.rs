@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dynreg_event_bus::conformance::{Harness, next_event, numbered, server_url, unique_prefix};
 use dynreg_event_bus::redis::{RedisEventBus, RedisEventBusConfig};
-use dynreg_event_bus::{BoxError, EventBus, EventBusError, create_event_bus};
+use dynreg_event_bus::{EventBus, EventBusError, create_event_bus};
 
 fn url() -> Option<String> {
     server_url("redis", "DYNREG_TEST_REDIS_URL")
@@ -14,9 +14,9 @@ fn url() -> Option<String> {
 
 fn fast_config(url: &str) -> RedisEventBusConfig {
     let mut config = RedisEventBusConfig::new(url);
-    config.reconnect_base = std::time::Duration::from_millis(50);
-    config.reconnect_max = std::time::Duration::from_millis(500);
-    config.probe_interval = std::time::Duration::from_millis(500);
+    config.connection.reconnect_base = std::time::Duration::from_millis(50);
+    config.connection.reconnect_max = std::time::Duration::from_millis(500);
+    config.connection.probe_interval = std::time::Duration::from_millis(500);
     config
 }
 
@@ -33,7 +33,10 @@ impl RedisHarness {
         Arc::clone(found.expect("bus made by this harness"))
     }
 
-    async fn command(&self, args: &[String]) -> Result<i64, BoxError> {
+    async fn command(
+        &self,
+        args: &[String],
+    ) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
         let client = redis::Client::open(self.url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let mut cmd = redis::cmd(&args[0]);
@@ -52,7 +55,7 @@ impl RedisHarness {
 impl Harness for RedisHarness {
     async fn bus(&self, capacity: usize) -> Arc<dyn EventBus> {
         let mut config = fast_config(&self.url);
-        config.capacity = capacity;
+        config.connection.capacity = capacity;
         let bus = Arc::new(
             RedisEventBus::connect(config)
                 .await
@@ -64,12 +67,18 @@ impl Harness for RedisHarness {
     async fn peer(&self, _: &Arc<dyn EventBus>) -> Arc<dyn EventBus> {
         self.bus(64).await
     }
-    async fn kill_listener(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>> {
+    async fn kill_listener(
+        &self,
+        bus: &Arc<dyn EventBus>,
+    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
         let addr = self.find(bus).pubsub_client_addr()?;
         let args = ["CLIENT", "KILL", "TYPE", "pubsub", "ADDR", &addr].map(String::from);
         Some(self.command(&args).await.map(drop))
     }
-    async fn kill_publisher(&self, bus: &Arc<dyn EventBus>) -> Option<Result<(), BoxError>> {
+    async fn kill_publisher(
+        &self,
+        bus: &Arc<dyn EventBus>,
+    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
         let id = self.find(bus).publish_client_id()?;
         let args = ["CLIENT".into(), "KILL".into(), "ID".into(), id.to_string()];
         Some(self.command(&args).await.map(drop))

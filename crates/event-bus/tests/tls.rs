@@ -221,9 +221,9 @@ mod redis_tls {
 
     fn config(url: String, ca_file: &Path) -> RedisEventBusConfig {
         let mut config = RedisEventBusConfig::new(url);
-        config.ca_file = Some(ca_file.to_owned());
-        config.connect_timeout = Duration::from_secs(3);
-        config.probe_interval = Duration::from_millis(500);
+        config.connection.tls.ca_file = Some(ca_file.to_owned());
+        config.connection.connect_timeout = Duration::from_secs(3);
+        config.connection.probe_interval = Duration::from_millis(500);
         config
     }
 
@@ -305,8 +305,8 @@ mod redis_tls {
         };
         let Some(certs) = make_certs() else { return };
         let mut config = config(url, &certs.ca);
-        config.ssl = true;
-        config.connect_timeout = Duration::from_secs(2);
+        config.connection.tls.ssl = true;
+        config.connection.connect_timeout = Duration::from_secs(2);
         let started = std::time::Instant::now();
         let err = RedisEventBus::connect(config)
             .await
@@ -369,8 +369,8 @@ mod postgres_tls {
         let port = server_without_tls().await;
         let mut config =
             PostgresEventBusConfig::new(format!("postgres://postgres@127.0.0.1:{port}/test"));
-        config.ssl = true;
-        config.connect_timeout = Duration::from_secs(3);
+        config.connection.tls.ssl = true;
+        config.connection.connect_timeout = Duration::from_secs(3);
         let err = tokio::time::timeout(Duration::from_secs(10), PostgresEventBus::connect(config))
             .await
             .expect("connect must fail, not hang")

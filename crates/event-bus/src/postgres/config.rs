@@ -1,15 +1,13 @@
 //! `PostgresEventBusConfig` and its JSON form.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio_postgres::config::SslMode;
 
 use super::channel::{ChannelNaming, sanitize_prefix};
-use crate::config::{millis_key, reject_unknown, string_key, usize_key};
+use crate::config::{ConnectionOptions, known_keys, millis_key, reject_unknown, string_key};
 use crate::error::EventBusError;
-use crate::subscription::DEFAULT_CAPACITY;
 
 /// What to do with an event whose NOTIFY payload would exceed Postgres's 8000-byte limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,22 +35,10 @@ pub struct PostgresEventBusConfig {
     pub claim_table: String,
     /// How long claim rows are kept (default 300 s).
     pub claim_ttl: Duration,
-    /// Per-subscription queue capacity.
-    pub capacity: usize,
-    /// First reconnect delay (default 250 ms).
-    pub reconnect_base: Duration,
-    /// Longest reconnect delay (default 30 s).
-    pub reconnect_max: Duration,
-    /// Liveness probe cadence of the LISTEN connection (default 2 s, as the original).
-    pub probe_interval: Duration,
-    /// Connect timeout (default 10 s, as the original).
-    pub connect_timeout: Duration,
-    /// Require TLS (default false; also on when the URL says `sslmode=require`, `verify-ca` or
-    /// `verify-full`). The server's certificate and host name are always verified.
-    pub ssl: bool,
-    /// PEM file of the CA certificates to trust for TLS instead of the platform's trust store
-    /// (e.g. the RDS CA bundle).
-    pub ca_file: Option<PathBuf>,
+    /// The options every server bus shares: queue capacity, reconnect back-off, probe cadence
+    /// (of the LISTEN connection), connect timeout and TLS (`ssl` is also on when the URL says
+    /// `sslmode=require`, `verify-ca` or `verify-full`).
+    pub connection: ConnectionOptions,
 }
 
 impl std::fmt::Debug for PostgresEventBusConfig {
@@ -63,9 +49,7 @@ impl std::fmt::Debug for PostgresEventBusConfig {
             .field("channel_naming", &self.channel_naming)
             .field("oversize", &self.oversize)
             .field("claim_table", &self.claim_table)
-            .field("capacity", &self.capacity)
-            .field("ssl", &self.ssl)
-            .field("ca_file", &self.ca_file)
+            .field("connection", &self.connection)
             .finish_non_exhaustive()
     }
 }
@@ -92,27 +76,22 @@ impl PostgresEventBusConfig {
             oversize: OversizePolicy::ClaimCheck,
             claim_table: "dynreg_event_claims".into(),
             claim_ttl: Duration::from_secs(300),
-            capacity: DEFAULT_CAPACITY,
-            reconnect_base: Duration::from_millis(250),
-            reconnect_max: Duration::from_secs(30),
-            probe_interval: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(10),
-            ssl: false,
-            ca_file: None,
+            connection: ConnectionOptions::default(),
         }
     }
 
     /// Reads `url` (or `connection_string`, or `host`/`port`/`username`/`password`/`database`/
     /// `ssl` parts; else the `DATABASE_URL` environment variable),
     /// `channel_prefix`, `channel_naming` (`"collision_free"` | `"original"`), `oversize`
-    /// (`"claim_check"` | `"reject"`), `claim_table`, `claim_ttl_ms`, `capacity`,
-    /// `reconnect_base_ms`, `reconnect_max_ms`, `probe_interval_ms`, `connect_timeout_ms`, and
-    /// for TLS `ssl` (`true`/`false`) and `ca_file` (a PEM file of CA certificates).
+    /// (`"claim_check"` | `"reject"`), `claim_table`, `claim_ttl_ms`, and the keys of the shared
+    /// [`ConnectionOptions`]: `capacity`, `reconnect_base_ms`, `reconnect_max_ms`,
+    /// `probe_interval_ms`, `connect_timeout_ms`, and for TLS `ssl` (`true`/`false`) and
+    /// `ca_file` (a PEM file of CA certificates).
     pub fn from_json(map: &Map<String, Value>) -> Result<Self, EventBusError> {
         let map = &crate::config::normalize("postgres", map);
         reject_unknown(
             map,
-            &[
+            &known_keys(&[
                 "url",
                 "connection_string",
                 "channel_prefix",
@@ -120,14 +99,7 @@ impl PostgresEventBusConfig {
                 "oversize",
                 "claim_table",
                 "claim_ttl_ms",
-                "capacity",
-                "reconnect_base_ms",
-                "reconnect_max_ms",
-                "probe_interval_ms",
-                "connect_timeout_ms",
-                "ssl",
-                "ca_file",
-            ],
+            ]),
         )?;
         let url = match (
             string_key(map, "url")?,
@@ -176,24 +148,7 @@ impl PostgresEventBusConfig {
         if let Some(ttl) = millis_key(map, "claim_ttl_ms")? {
             config.claim_ttl = ttl;
         }
-        if let Some(capacity) = usize_key(map, "capacity")? {
-            config.capacity = capacity;
-        }
-        if let Some(d) = millis_key(map, "reconnect_base_ms")? {
-            config.reconnect_base = d;
-        }
-        if let Some(d) = millis_key(map, "reconnect_max_ms")? {
-            config.reconnect_max = d;
-        }
-        if let Some(d) = millis_key(map, "probe_interval_ms")? {
-            config.probe_interval = d;
-        }
-        if let Some(d) = millis_key(map, "connect_timeout_ms")? {
-            config.connect_timeout = d;
-        }
-        let (ssl, ca_file) = crate::tls::options_from_json(map)?;
-        config.ssl = ssl.unwrap_or(false);
-        config.ca_file = ca_file;
+        config.connection = ConnectionOptions::from_json(map)?;
         config.validate()?;
         Ok(config)
     }
@@ -235,13 +190,13 @@ impl PostgresEventBusConfig {
                 key: "url".into(),
                 reason: format!("{}: {e}", redact(&self.url)),
             })?;
-        let tls = self.ssl || config.get_ssl_mode() == SslMode::Require;
+        let tls = self.connection.tls.ssl || config.get_ssl_mode() == SslMode::Require;
         config.ssl_mode(if tls {
             SslMode::Require
         } else {
             SslMode::Disable
         });
-        config.connect_timeout(self.connect_timeout);
+        config.connect_timeout(self.connection.connect_timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         Ok((config, tls))

@@ -1,32 +1,24 @@
-//! The dedicated LISTEN connection: one task that owns it, applies subscription changes in order,
-//! routes notifications into the subscriber table, probes liveness, and reconnects with back-off
-//! (re-LISTENing every channel, then signalling `Reconnected` to every subscription).
+//! The dedicated LISTEN connection, as a [`Link`] of the reconnect supervisor
+//! (`crate::supervisor`), which owns it in one task, applies subscription changes in order,
+//! probes liveness (`SELECT 1`) and reconnects with back-off, re-LISTENing every channel, then
+//! signalling `Reconnected` to every subscription. This module knows LISTEN/UNLISTEN and how
+//! notifications (and claim-checked events) are routed into the subscriber table.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::channel::{ChannelNaming, quote_ident, topic_channel};
 use super::{CLAIM_PREFIX, split_pattern_payload};
-use crate::backoff::Backoff;
 use crate::event::Event;
 use crate::router::{Interest, Router};
 use crate::subscription::ResyncReason;
-
-/// What the bus asks of the listener task.
-#[derive(Debug)]
-pub(super) enum Command {
-    /// The subscriber table's server-side interest changed.
-    Interest(Interest),
-    /// Acknowledge once every earlier command has been applied.
-    Sync(oneshot::Sender<()>),
-}
+use crate::supervisor::Link;
 
 /// A live LISTEN connection.
 pub(super) struct Established {
@@ -66,13 +58,8 @@ pub(super) async fn open(
     })
 }
 
-enum Outcome {
-    Shutdown,
-    Lost,
-}
-
-/// The listener task's state.
-pub(super) struct Listener {
+/// The LISTEN connection's [`Link`]: what it listens to and where notifications go.
+pub(super) struct ListenLink {
     pub(super) pg_config: tokio_postgres::Config,
     /// TLS connector (its `sslmode` in `pg_config` says whether it is used).
     pub(super) tls: MakeRustlsConnect,
@@ -80,91 +67,62 @@ pub(super) struct Listener {
     pub(super) prefix: String,
     pub(super) pattern_channel: String,
     pub(super) claim_table: String,
-    pub(super) probe_interval: Duration,
-    pub(super) backoff: Backoff,
     pub(super) router: Arc<Router>,
-    pub(super) commands: mpsc::UnboundedReceiver<Command>,
-    pub(super) shutdown: watch::Receiver<bool>,
     /// channel → the topics of this bus that map to it (several only with the original formula).
     pub(super) routes: HashMap<String, HashSet<String>>,
     pub(super) patterns: usize,
 }
 
-impl Listener {
-    fn stopping(&self) -> bool {
-        *self.shutdown.borrow()
+impl Link for ListenLink {
+    type Conn = Established;
+    type Message = Notification;
+    type Error = tokio_postgres::Error;
+
+    const NAME: &'static str = "postgres event bus: LISTEN";
+
+    async fn connect(&mut self) -> Result<Established, tokio_postgres::Error> {
+        open(&self.pg_config, &self.tls).await
     }
 
-    /// Runs until shutdown, starting with an already opened connection.
-    pub(super) async fn run(mut self, first: Established) {
-        let mut connection = Some(first);
-        let mut reconnecting = false;
-        while !self.stopping() {
-            let established = match connection.take() {
-                Some(c) => c,
-                None => match open(&self.pg_config, &self.tls).await {
-                    Ok(c) => c,
-                    Err(error) => {
-                        let delay = self.backoff.next_delay();
-                        tracing::warn!(%error, ?delay, "postgres event bus: LISTEN reconnect failed");
-                        self.sleep_offline(delay).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(error) = self.listen_all(&established.client).await {
-                let delay = self.backoff.next_delay();
-                tracing::warn!(%error, ?delay, "postgres event bus: re-LISTEN failed");
-                close(established).await;
-                self.sleep_offline(delay).await;
-                continue;
-            }
-            self.backoff.reset();
-            if reconnecting {
-                tracing::warn!(
-                    channels = self.routes.len(),
-                    "postgres event bus: re-established dropped LISTEN connection"
-                );
-                self.router.resync_all(ResyncReason::Reconnected);
-            }
-            let mut established = established;
-            let outcome = self.serve(&mut established).await;
-            close(established).await;
-            match outcome {
-                Outcome::Shutdown => break,
-                Outcome::Lost => {
-                    reconnecting = true;
-                    let delay = self.backoff.next_delay();
-                    tracing::warn!(
-                        ?delay,
-                        "postgres event bus: LISTEN connection lost; reconnecting"
-                    );
-                    self.sleep_offline(delay).await;
-                }
-            }
-        }
+    /// LISTENs on every recorded channel (and the pattern channel if a pattern is subscribed).
+    async fn restore(&mut self, conn: &mut Established) -> Result<(), tokio_postgres::Error> {
+        self.listen_all(&conn.client).await
     }
 
-    /// Waits `delay`, applying commands meanwhile (there is no connection to LISTEN on: the
-    /// channels are recorded and LISTENed after the reconnect).
-    async fn sleep_offline(&mut self, delay: Duration) {
-        let deadline = tokio::time::sleep(delay);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                changed = self.shutdown.changed() => if changed.is_err() || *self.shutdown.borrow() { return },
-                command = self.commands.recv() => match command {
-                    Some(command) => {
-                        // Without a client nothing can fail.
-                        let _ = self.apply(None, command).await;
-                    }
-                    None => return,
-                },
-            }
-        }
+    async fn recv(&mut self, conn: &mut Established) -> Option<Notification> {
+        conn.notifications.recv().await
     }
 
+    async fn handle(
+        &mut self,
+        conn: &mut Established,
+        notification: Notification,
+    ) -> Result<(), tokio_postgres::Error> {
+        self.route(&conn.client, notification).await
+    }
+
+    async fn apply(
+        &mut self,
+        conn: Option<&mut Established>,
+        interest: Interest,
+    ) -> Result<(), tokio_postgres::Error> {
+        self.apply_interest(conn.map(|c| &c.client), interest).await
+    }
+
+    async fn probe(&mut self, conn: &mut Established) -> bool {
+        conn.client.simple_query("SELECT 1").await.is_ok()
+    }
+
+    async fn close(&mut self, conn: Established) {
+        close(conn).await;
+    }
+
+    fn interest_count(&self) -> usize {
+        self.routes.len() + usize::from(self.patterns > 0)
+    }
+}
+
+impl ListenLink {
     async fn listen_all(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         let mut sql = String::new();
         for channel in self.routes.keys() {
@@ -180,54 +138,13 @@ impl Listener {
         }
     }
 
-    async fn serve(&mut self, est: &mut Established) -> Outcome {
-        let mut probe = tokio::time::interval(self.probe_interval);
-        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        probe.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                changed = self.shutdown.changed() => {
-                    if changed.is_err() || *self.shutdown.borrow() {
-                        return Outcome::Shutdown;
-                    }
-                }
-                notification = est.notifications.recv() => match notification {
-                    Some(n) => {
-                        if self.handle(&est.client, n).await.is_err() {
-                            return Outcome::Lost;
-                        }
-                    }
-                    None => return Outcome::Lost,
-                },
-                command = self.commands.recv() => match command {
-                    Some(command) => {
-                        if self.apply(Some(&est.client), command).await.is_err() {
-                            return Outcome::Lost;
-                        }
-                    }
-                    None => return Outcome::Shutdown,
-                },
-                _ = probe.tick() => {
-                    let alive = tokio::time::timeout(self.probe_interval.max(Duration::from_secs(1)), est.client.simple_query("SELECT 1")).await;
-                    if !matches!(alive, Ok(Ok(_))) {
-                        return Outcome::Lost;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn apply(
+    async fn apply_interest(
         &mut self,
         client: Option<&Client>,
-        command: Command,
+        interest: Interest,
     ) -> Result<(), tokio_postgres::Error> {
-        match command {
-            Command::Sync(ack) => {
-                let _ = ack.send(());
-            }
-            Command::Interest(Interest::TopicAdded(topic)) => {
+        match interest {
+            Interest::TopicAdded(topic) => {
                 // The bus validated the topic's channel before subscribing.
                 let Ok(channel) = topic_channel(self.naming, &self.prefix, &topic) else {
                     return Ok(());
@@ -241,7 +158,7 @@ impl Listener {
                         .await?;
                 }
             }
-            Command::Interest(Interest::TopicRemoved(topic)) => {
+            Interest::TopicRemoved(topic) => {
                 let Ok(channel) = topic_channel(self.naming, &self.prefix, &topic) else {
                     return Ok(());
                 };
@@ -257,7 +174,7 @@ impl Listener {
                     }
                 }
             }
-            Command::Interest(Interest::PatternAdded(_)) => {
+            Interest::PatternAdded(_) => {
                 self.patterns += 1;
                 if self.patterns == 1
                     && let Some(client) = client
@@ -267,7 +184,7 @@ impl Listener {
                         .await?;
                 }
             }
-            Command::Interest(Interest::PatternRemoved(_)) => {
+            Interest::PatternRemoved(_) => {
                 self.patterns = self.patterns.saturating_sub(1);
                 if self.patterns == 0
                     && let Some(client) = client
@@ -282,7 +199,7 @@ impl Listener {
     }
 
     /// Routes one notification. `Err` only when the connection failed while fetching a claim.
-    async fn handle(&self, client: &Client, n: Notification) -> Result<(), tokio_postgres::Error> {
+    async fn route(&self, client: &Client, n: Notification) -> Result<(), tokio_postgres::Error> {
         if n.channel() == self.pattern_channel {
             if self.patterns == 0 {
                 return Ok(());

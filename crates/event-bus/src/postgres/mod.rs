@@ -30,14 +30,14 @@ pub use channel::{
 };
 pub use config::{OversizePolicy, PostgresEventBusConfig};
 
-use self::listener::{Command, Listener};
-use self::publisher::{PublisherSettings, PublisherSlot};
+use self::listener::ListenLink;
+use self::publisher::{Live, PublishLink, PublisherSettings, PublisherSlot};
 use crate::EventBus;
-use crate::backoff::Backoff;
 use crate::error::{BoxError, EventBusError};
 use crate::event::{Event, new_uuid_v4};
 use crate::router::Router;
 use crate::subscription::Subscription;
+use crate::supervisor::{Command, Probe, Settings, supervise};
 use crate::topic::validate_topic;
 
 /// Postgres rejects NOTIFY payloads of 8000 bytes or more.
@@ -96,7 +96,7 @@ impl PostgresEventBus {
             describe(&base)
         };
         let client_config = if tls {
-            crate::tls::client_config(config.ca_file.as_deref())?
+            crate::tls::client_config(config.connection.tls.ca_file.as_deref())?
         } else {
             crate::tls::unused_config()?
         };
@@ -132,7 +132,7 @@ impl PostgresEventBus {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let hook_tx = commands.clone();
         let router = Router::new(
-            config.capacity,
+            config.connection.capacity,
             Some(Box::new(move |interest| {
                 let _ = hook_tx.send(Command::Interest(interest));
             })),
@@ -140,32 +140,44 @@ impl PostgresEventBus {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let slot = Arc::new(PublisherSlot::default());
         let (first_conn, first_driver) = first_publisher;
-        slot.set(Some(Arc::new(first_conn)));
-        let backoff = Backoff::new(config.reconnect_base, config.reconnect_max);
-        let listener = Listener {
+        let first_publisher = Live {
+            conn: Arc::new(first_conn),
+            driver: Some(first_driver),
+        };
+        slot.set(Some(Arc::clone(&first_publisher.conn)));
+        let listen = ListenLink {
             pg_config: listen_config,
             tls: connector,
             naming: config.channel_naming,
             prefix: prefix.clone(),
             pattern_channel: pattern_channel(&prefix),
             claim_table: config.claim_table.clone(),
-            probe_interval: config.probe_interval,
-            backoff: backoff.clone(),
             router: Arc::clone(&router),
-            commands: command_rx,
-            shutdown: shutdown_rx.clone(),
             routes: HashMap::new(),
             patterns: 0,
         };
+        let listen_settings = Settings {
+            backoff: config.connection.backoff(),
+            probe: Some(Probe::listener(config.connection.probe_interval)),
+            resync: Some(Arc::clone(&router)),
+            commands: Some(command_rx),
+            shutdown: shutdown_rx.clone(),
+        };
+        let publish = PublishLink {
+            slot: Arc::clone(&slot),
+            settings,
+        };
+        // No probe: the publishing connection's driver task ends when the connection does.
+        let publish_settings = Settings {
+            backoff: config.connection.backoff(),
+            probe: None,
+            resync: None,
+            commands: None,
+            shutdown: shutdown_rx,
+        };
         let tasks = vec![
-            tokio::spawn(listener.run(first_listener)),
-            tokio::spawn(publisher::supervise(
-                Arc::clone(&slot),
-                settings,
-                first_driver,
-                backoff,
-                shutdown_rx,
-            )),
+            tokio::spawn(supervise(listen, first_listener, listen_settings)),
+            tokio::spawn(supervise(publish, first_publisher, publish_settings)),
         ];
         Ok(PostgresEventBus {
             router,

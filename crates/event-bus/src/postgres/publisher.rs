@@ -1,10 +1,11 @@
 //! The publishing connection: prepared `pg_notify` statements on one pipelined client, swapped
-//! out when the connection dies and re-established by a supervisor task with back-off.
+//! out when the connection dies and re-established with back-off by the reconnect supervisor
+//! (`crate::supervisor`), through [`PublishLink`].
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
@@ -12,7 +13,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::batch::{self, Pending};
 use super::config::OversizePolicy;
-use crate::backoff::Backoff;
+use crate::supervisor::Link;
 
 /// One live publishing connection.
 pub(super) struct PubConn {
@@ -133,54 +134,62 @@ async fn prepare(
     })
 }
 
-/// Keeps `slot` filled (the caller fills it first; `driver` drives that connection): waits for
-/// the connection to die, empties the slot (so publishes fail fast with `Disconnected`),
-/// reconnects with back-off, until shutdown.
-pub(super) async fn supervise(
-    slot: Arc<PublisherSlot>,
-    settings: PublisherSettings,
-    mut driver: JoinHandle<()>,
-    mut backoff: Backoff,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = &mut driver => {}
-            _ = wait_shutdown(&mut shutdown) => {
-                slot.set(None);
-                driver.abort();
-                let _ = driver.await;
-                return;
-            }
-        }
-        slot.set(None);
-        tracing::warn!("postgres event bus: publish connection lost; reconnecting");
-        loop {
-            let delay = backoff.next_delay();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = wait_shutdown(&mut shutdown) => return,
-            }
-            match open(&settings).await {
-                Ok((conn, new_driver)) => {
-                    slot.set(Some(Arc::new(conn)));
-                    driver = new_driver;
-                    backoff.reset();
-                    tracing::warn!("postgres event bus: re-established publish connection");
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, ?delay, "postgres event bus: publish reconnect failed")
-                }
-            }
-        }
-    }
+/// A live publishing connection as the supervisor holds it: the connection (also in the slot
+/// while it is up) and the task driving it, which ends when the connection does (`None` once
+/// that end was seen: a finished `JoinHandle` must not be awaited again).
+pub(super) struct Live {
+    pub(super) conn: Arc<PubConn>,
+    pub(super) driver: Option<JoinHandle<()>>,
 }
 
-async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            return;
+/// The publishing connection's [`Link`]: keeps `slot` filled while a connection is up and
+/// empties it when the connection dies (publishes then fail fast with `Disconnected`). No probe
+/// and no messages: the connection's driver task ending is the end of its message stream.
+pub(super) struct PublishLink {
+    pub(super) slot: Arc<PublisherSlot>,
+    pub(super) settings: PublisherSettings,
+}
+
+impl Link for PublishLink {
+    type Conn = Live;
+    type Message = std::convert::Infallible;
+    type Error = tokio_postgres::Error;
+
+    const NAME: &'static str = "postgres event bus: publish";
+
+    async fn connect(&mut self) -> Result<Live, tokio_postgres::Error> {
+        let (conn, driver) = open(&self.settings).await?;
+        Ok(Live {
+            conn: Arc::new(conn),
+            driver: Some(driver),
+        })
+    }
+
+    fn up(&mut self, live: &Live) {
+        self.slot.set(Some(Arc::clone(&live.conn)));
+    }
+
+    async fn recv(&mut self, live: &mut Live) -> Option<std::convert::Infallible> {
+        if let Some(driver) = &mut live.driver {
+            let _ = driver.await;
+            live.driver = None;
+        }
+        None
+    }
+
+    async fn handle(
+        &mut self,
+        _: &mut Live,
+        message: std::convert::Infallible,
+    ) -> Result<(), tokio_postgres::Error> {
+        match message {}
+    }
+
+    async fn close(&mut self, live: Live) {
+        self.slot.set(None);
+        if let Some(driver) = live.driver {
+            driver.abort();
+            let _ = driver.await;
         }
     }
 }

@@ -1,7 +1,9 @@
-//! The dedicated pub/sub connection: one task that owns it, applies (P)SUBSCRIBE changes in
-//! order, routes `message` to exact subscribers and `pmessage` to the subscribers of that one
-//! pattern (never both to one subscription: no duplicates, reference-spec §9.3 #25), probes
-//! liveness and reconnects with back-off, then signals `Reconnected`.
+//! The dedicated pub/sub connection, as a [`Link`] of the reconnect supervisor
+//! (`crate::supervisor`), which owns it in one task, applies (P)SUBSCRIBE changes in order,
+//! probes liveness (PING) and reconnects with back-off, re-subscribing everything, then signals
+//! `Reconnected`. This module routes `message` to exact subscribers and `pmessage` to the
+//! subscribers of that one pattern (never both to one subscription: no duplicates,
+//! reference-spec §9.3 #25).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -9,20 +11,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::{PubSub, PubSubSink, PubSubStream};
-use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Endpoint;
-use crate::backoff::Backoff;
 use crate::event::Event;
 use crate::router::{Interest, Router};
-use crate::subscription::ResyncReason;
-
-/// What the bus asks of the listener task.
-#[derive(Debug)]
-pub(super) enum Command {
-    Interest(Interest),
-    Sync(oneshot::Sender<()>),
-}
+use crate::supervisor::Link;
 
 /// A live pub/sub connection and the client address the server sees for it.
 pub(super) struct Established {
@@ -53,33 +46,67 @@ pub(super) async fn open(
     Ok(Established { sink, stream })
 }
 
-enum Outcome {
-    Shutdown,
-    Lost,
-}
-
-/// The listener task's state.
-pub(super) struct Listener {
+/// The pub/sub connection's [`Link`]: what it subscribes to and where messages go.
+pub(super) struct PubSubLink {
     pub(super) endpoint: Endpoint,
     pub(super) connect_timeout: Duration,
     pub(super) local_addr: Arc<Mutex<Option<String>>>,
     pub(super) prefix: String,
-    pub(super) probe_interval: Duration,
-    pub(super) backoff: Backoff,
     pub(super) router: Arc<Router>,
-    pub(super) commands: mpsc::UnboundedReceiver<Command>,
-    pub(super) shutdown: watch::Receiver<bool>,
     /// Exact topics subscribed.
     pub(super) topics: HashSet<String>,
     /// Redis glob → the bus patterns that translate to it.
     pub(super) patterns: HashMap<String, HashSet<String>>,
 }
 
-impl Listener {
-    fn stopping(&self) -> bool {
-        *self.shutdown.borrow()
+impl Link for PubSubLink {
+    type Conn = Established;
+    type Message = redis::Msg;
+    type Error = redis::RedisError;
+
+    const NAME: &'static str = "redis event bus: pub/sub";
+
+    async fn connect(&mut self) -> redis::RedisResult<Established> {
+        open(&self.endpoint, self.connect_timeout, &self.local_addr).await
     }
 
+    /// SUBSCRIBEs every recorded topic's channel and PSUBSCRIBEs every recorded pattern.
+    async fn restore(&mut self, conn: &mut Established) -> redis::RedisResult<()> {
+        self.subscribe_all(&mut conn.sink).await
+    }
+
+    async fn recv(&mut self, conn: &mut Established) -> Option<redis::Msg> {
+        conn.stream.next().await
+    }
+
+    async fn handle(&mut self, _: &mut Established, message: redis::Msg) -> redis::RedisResult<()> {
+        self.route(&message);
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        conn: Option<&mut Established>,
+        interest: Interest,
+    ) -> redis::RedisResult<()> {
+        self.apply_interest(conn.map(|c| &mut c.sink), interest)
+            .await
+    }
+
+    async fn probe(&mut self, conn: &mut Established) -> bool {
+        conn.sink.ping::<redis::Value>().await.is_ok()
+    }
+
+    async fn close(&mut self, conn: Established) {
+        drop(conn);
+    }
+
+    fn interest_count(&self) -> usize {
+        self.topics.len() + self.patterns.len()
+    }
+}
+
+impl PubSubLink {
     fn channel(&self, topic: &str) -> String {
         format!("{}:{topic}", self.prefix)
     }
@@ -90,73 +117,6 @@ impl Listener {
             super::escape_redis_glob(&self.prefix),
             glob.to_redis_glob()
         )
-    }
-
-    /// Runs until shutdown, starting with an already opened connection.
-    pub(super) async fn run(mut self, first: Established) {
-        let mut connection = Some(first);
-        let mut reconnecting = false;
-        while !self.stopping() {
-            let mut est = match connection.take() {
-                Some(c) => c,
-                None => match open(&self.endpoint, self.connect_timeout, &self.local_addr).await {
-                    Ok(c) => c,
-                    Err(error) => {
-                        let delay = self.backoff.next_delay();
-                        tracing::warn!(%error, ?delay, "redis event bus: pub/sub reconnect failed");
-                        self.sleep_offline(delay).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(error) = self.subscribe_all(&mut est.sink).await {
-                let delay = self.backoff.next_delay();
-                tracing::warn!(%error, ?delay, "redis event bus: re-subscribe failed");
-                drop(est);
-                self.sleep_offline(delay).await;
-                continue;
-            }
-            self.backoff.reset();
-            if reconnecting {
-                tracing::warn!(
-                    channels = self.topics.len(),
-                    patterns = self.patterns.len(),
-                    "redis event bus: re-established dropped pub/sub connection"
-                );
-                self.router.resync_all(ResyncReason::Reconnected);
-            }
-            let outcome = self.serve(&mut est).await;
-            drop(est);
-            match outcome {
-                Outcome::Shutdown => break,
-                Outcome::Lost => {
-                    reconnecting = true;
-                    let delay = self.backoff.next_delay();
-                    tracing::warn!(
-                        ?delay,
-                        "redis event bus: pub/sub connection lost; reconnecting"
-                    );
-                    self.sleep_offline(delay).await;
-                }
-            }
-        }
-    }
-
-    async fn sleep_offline(&mut self, delay: Duration) {
-        let deadline = tokio::time::sleep(delay);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                changed = self.shutdown.changed() => if changed.is_err() || *self.shutdown.borrow() { return },
-                command = self.commands.recv() => match command {
-                    Some(command) => {
-                        let _ = self.apply(None, command).await;
-                    }
-                    None => return,
-                },
-            }
-        }
     }
 
     async fn subscribe_all(&self, sink: &mut PubSubSink) -> redis::RedisResult<()> {
@@ -171,50 +131,13 @@ impl Listener {
         Ok(())
     }
 
-    async fn serve(&mut self, est: &mut Established) -> Outcome {
-        let mut probe = tokio::time::interval(self.probe_interval);
-        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        probe.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                changed = self.shutdown.changed() => {
-                    if changed.is_err() || *self.shutdown.borrow() {
-                        return Outcome::Shutdown;
-                    }
-                }
-                message = est.stream.next() => match message {
-                    Some(message) => self.handle(&message),
-                    None => return Outcome::Lost,
-                },
-                command = self.commands.recv() => match command {
-                    Some(command) => {
-                        if self.apply(Some(&mut est.sink), command).await.is_err() {
-                            return Outcome::Lost;
-                        }
-                    }
-                    None => return Outcome::Shutdown,
-                },
-                _ = probe.tick() => {
-                    let alive = tokio::time::timeout(self.probe_interval.max(Duration::from_secs(1)), est.sink.ping::<redis::Value>()).await;
-                    if !matches!(alive, Ok(Ok(_))) {
-                        return Outcome::Lost;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn apply(
+    async fn apply_interest(
         &mut self,
         sink: Option<&mut PubSubSink>,
-        command: Command,
+        interest: Interest,
     ) -> redis::RedisResult<()> {
-        match command {
-            Command::Sync(ack) => {
-                let _ = ack.send(());
-            }
-            Command::Interest(Interest::TopicAdded(topic)) => {
+        match interest {
+            Interest::TopicAdded(topic) => {
                 let channel = self.channel(&topic);
                 if self.topics.insert(topic)
                     && let Some(sink) = sink
@@ -222,7 +145,7 @@ impl Listener {
                     sink.subscribe(channel).await?;
                 }
             }
-            Command::Interest(Interest::TopicRemoved(topic)) => {
+            Interest::TopicRemoved(topic) => {
                 let channel = self.channel(&topic);
                 if self.topics.remove(&topic)
                     && let Some(sink) = sink
@@ -230,7 +153,7 @@ impl Listener {
                     sink.unsubscribe(channel).await?;
                 }
             }
-            Command::Interest(Interest::PatternAdded(glob)) => {
+            Interest::PatternAdded(glob) => {
                 let redis_pattern = self.redis_pattern(&glob);
                 let originals = self.patterns.entry(redis_pattern.clone()).or_default();
                 let first = originals.is_empty();
@@ -239,7 +162,7 @@ impl Listener {
                     sink.psubscribe(redis_pattern).await?;
                 }
             }
-            Command::Interest(Interest::PatternRemoved(glob)) => {
+            Interest::PatternRemoved(glob) => {
                 let redis_pattern = self.redis_pattern(&glob);
                 if let Some(originals) = self.patterns.get_mut(&redis_pattern) {
                     originals.remove(glob.as_str());
@@ -255,7 +178,7 @@ impl Listener {
         Ok(())
     }
 
-    fn handle(&self, message: &redis::Msg) {
+    fn route(&self, message: &redis::Msg) {
         let Some(topic) = message
             .get_channel_name()
             .strip_prefix(&self.prefix)

@@ -9,7 +9,6 @@
 
 mod listener;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -22,14 +21,14 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use self::listener::{Command, Listener};
+use self::listener::PubSubLink;
 use crate::EventBus;
-use crate::backoff::Backoff;
-use crate::config::{millis_key, reject_unknown, string_key, usize_key};
+use crate::config::{ConnectionOptions, known_keys, reject_unknown, string_key};
 use crate::error::EventBusError;
 use crate::event::Event;
 use crate::router::Router;
-use crate::subscription::{DEFAULT_CAPACITY, Subscription};
+use crate::subscription::Subscription;
+use crate::supervisor::{Command, Link, Probe, Settings, supervise};
 use crate::topic::validate_topic;
 
 /// Options of the Redis bus.
@@ -39,21 +38,10 @@ pub struct RedisEventBusConfig {
     pub url: String,
     /// Channel prefix, joined with `:` (default `events`; not sanitised, as in the original).
     pub channel_prefix: String,
-    /// Per-subscription queue capacity.
-    pub capacity: usize,
-    /// First reconnect delay (default 250 ms).
-    pub reconnect_base: Duration,
-    /// Longest reconnect delay (default 30 s).
-    pub reconnect_max: Duration,
-    /// Liveness probe (PING) cadence of both connections (default 2 s).
-    pub probe_interval: Duration,
-    /// Connect and response timeout (default 10 s).
-    pub connect_timeout: Duration,
-    /// Use TLS (default false; a `rediss://` URL turns it on too). The server's certificate and
-    /// host name (DNS name or IP address) are always verified.
-    pub ssl: bool,
-    /// PEM file of the CA certificates to trust for TLS instead of the platform's trust store.
-    pub ca_file: Option<PathBuf>,
+    /// The options every server bus shares: queue capacity, reconnect back-off, probe (PING)
+    /// cadence of both connections, connect and response timeout, and TLS (`ssl` is also on
+    /// for a `rediss://` URL).
+    pub connection: ConnectionOptions,
 }
 
 impl std::fmt::Debug for RedisEventBusConfig {
@@ -61,9 +49,7 @@ impl std::fmt::Debug for RedisEventBusConfig {
         f.debug_struct("RedisEventBusConfig")
             .field("url", &redact(&self.url))
             .field("channel_prefix", &self.channel_prefix)
-            .field("capacity", &self.capacity)
-            .field("ssl", &self.ssl)
-            .field("ca_file", &self.ca_file)
+            .field("connection", &self.connection)
             .finish_non_exhaustive()
     }
 }
@@ -83,62 +69,27 @@ impl RedisEventBusConfig {
         RedisEventBusConfig {
             url: url.into(),
             channel_prefix: "events".into(),
-            capacity: DEFAULT_CAPACITY,
-            reconnect_base: Duration::from_millis(250),
-            reconnect_max: Duration::from_secs(30),
-            probe_interval: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(10),
-            ssl: false,
-            ca_file: None,
+            connection: ConnectionOptions::default(),
         }
     }
 
     /// Reads `url` (`redis://` or, for TLS, `rediss://`; or `host`/`port`/`username`/
-    /// `password`/`db`/`ssl` parts, defaults `localhost`/`6379`), `channel_prefix`, `capacity`, `reconnect_base_ms`,
-    /// `reconnect_max_ms`, `probe_interval_ms`, `connect_timeout_ms`, and for TLS `ssl`
-    /// (`true`/`false`) and `ca_file` (a PEM file of CA certificates).
+    /// `password`/`db`/`ssl` parts, defaults `localhost`/`6379`), `channel_prefix`, and the keys
+    /// of the shared [`ConnectionOptions`]: `capacity`, `reconnect_base_ms`, `reconnect_max_ms`,
+    /// `probe_interval_ms`, `connect_timeout_ms`, and for TLS `ssl` (`true`/`false`) and
+    /// `ca_file` (a PEM file of CA certificates).
     pub fn from_json(map: &Map<String, Value>) -> Result<Self, EventBusError> {
         let map = &crate::config::normalize("redis", map);
         reject_unknown(
             map,
-            &[
-                "url",
-                "host",
-                "port",
-                "password",
-                "channel_prefix",
-                "capacity",
-                "reconnect_base_ms",
-                "reconnect_max_ms",
-                "probe_interval_ms",
-                "connect_timeout_ms",
-                "ssl",
-                "ca_file",
-            ],
+            &known_keys(&["url", "host", "port", "password", "channel_prefix"]),
         )?;
         let url = string_key(map, "url")?.unwrap_or_else(|| "redis://localhost:6379".into());
         let mut config = RedisEventBusConfig::new(url);
         if let Some(prefix) = string_key(map, "channel_prefix")? {
             config.channel_prefix = prefix;
         }
-        if let Some(capacity) = usize_key(map, "capacity")? {
-            config.capacity = capacity;
-        }
-        if let Some(d) = millis_key(map, "reconnect_base_ms")? {
-            config.reconnect_base = d;
-        }
-        if let Some(d) = millis_key(map, "reconnect_max_ms")? {
-            config.reconnect_max = d;
-        }
-        if let Some(d) = millis_key(map, "probe_interval_ms")? {
-            config.probe_interval = d;
-        }
-        if let Some(d) = millis_key(map, "connect_timeout_ms")? {
-            config.connect_timeout = d;
-        }
-        let (ssl, ca_file) = crate::tls::options_from_json(map)?;
-        config.ssl = ssl.unwrap_or(false);
-        config.ca_file = ca_file;
+        config.connection = ConnectionOptions::from_json(map)?;
         Ok(config)
     }
 }
@@ -186,8 +137,8 @@ impl PublisherSlot {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-    fn set(&self, conn: Option<PubConn>) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = conn.map(Arc::new);
+    fn set(&self, conn: Option<Arc<PubConn>>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = conn;
     }
 }
 
@@ -239,7 +190,7 @@ impl Endpoint {
     fn new(config: &RedisEventBusConfig, target: &str) -> Result<Self, EventBusError> {
         let (url, tls) = match config.url.strip_prefix("rediss://") {
             Some(rest) => (format!("redis://{rest}"), true),
-            None => (config.url.clone(), config.ssl),
+            None => (config.url.clone(), config.connection.tls.ssl),
         };
         let client =
             redis::Client::open(url.as_str()).map_err(|e| EventBusError::InvalidConfig {
@@ -260,7 +211,7 @@ impl Endpoint {
                         reason: format!("{target}: {host:?} is not a valid TLS server name: {e}"),
                     }
                 })?;
-            let config = crate::tls::client_config(config.ca_file.as_deref())?;
+            let config = crate::tls::client_config(config.connection.tls.ca_file.as_deref())?;
             Some((tokio_rustls::TlsConnector::from(config), name))
         } else {
             None
@@ -310,61 +261,59 @@ impl Endpoint {
     }
 }
 
-/// Keeps the publishing slot filled: PINGs it, empties it when it breaks (publishes then fail
-/// fast with `Disconnected`) and reconnects with back-off.
-async fn supervise_publisher(
+/// The publishing connection's [`Link`]: keeps the slot filled while a connection is up and
+/// empties it when the connection breaks (publishes then fail fast with `Disconnected`). A
+/// publish that fails on a dead connection empties the slot and signals `broken`, which ends the
+/// link's message stream; the supervisor also PINGs the connection.
+struct PublishLink {
     slot: Arc<PublisherSlot>,
     endpoint: Endpoint,
     timeout: Duration,
-    probe_interval: Duration,
-    mut backoff: Backoff,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        // Healthy: probe until broken or shutdown.
-        loop {
-            tokio::select! {
-                _ = wait_shutdown(&mut shutdown) => return,
-                _ = slot.broken.notified() => break,
-                _ = tokio::time::sleep(probe_interval) => {
-                    let Some(current) = slot.get() else { break };
-                    let mut conn = current.conn.clone();
-                    let ping: Result<Result<String, _>, _> =
-                        tokio::time::timeout(timeout, redis::cmd("PING").query_async(&mut conn)).await;
-                    if !matches!(ping, Ok(Ok(_))) {
-                        break;
-                    }
-                }
-            }
-        }
-        slot.set(None);
-        tracing::warn!("redis event bus: publish connection lost; reconnecting");
-        loop {
-            let delay = backoff.next_delay();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = wait_shutdown(&mut shutdown) => return,
-            }
-            match open_publisher(&endpoint, timeout).await {
-                Ok(conn) => {
-                    slot.set(Some(conn));
-                    backoff.reset();
-                    tracing::warn!("redis event bus: re-established publish connection");
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, ?delay, "redis event bus: publish reconnect failed")
-                }
-            }
-        }
-    }
 }
 
-async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            return;
+impl Link for PublishLink {
+    type Conn = Arc<PubConn>;
+    type Message = std::convert::Infallible;
+    type Error = redis::RedisError;
+
+    const NAME: &'static str = "redis event bus: publish";
+
+    async fn connect(&mut self) -> redis::RedisResult<Arc<PubConn>> {
+        open_publisher(&self.endpoint, self.timeout)
+            .await
+            .map(Arc::new)
+    }
+
+    fn up(&mut self, conn: &Arc<PubConn>) {
+        self.slot.set(Some(Arc::clone(conn)));
+    }
+
+    async fn recv(&mut self, _: &mut Arc<PubConn>) -> Option<std::convert::Infallible> {
+        self.slot.broken.notified().await;
+        None
+    }
+
+    async fn handle(
+        &mut self,
+        _: &mut Arc<PubConn>,
+        message: std::convert::Infallible,
+    ) -> redis::RedisResult<()> {
+        match message {}
+    }
+
+    /// PINGs the connection; an emptied slot (a publish found it dead) counts as a failure.
+    async fn probe(&mut self, conn: &mut Arc<PubConn>) -> bool {
+        if self.slot.get().is_none() {
+            return false;
         }
+        let mut conn = conn.conn.clone();
+        let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        ping.is_ok()
+    }
+
+    async fn close(&mut self, conn: Arc<PubConn>) {
+        self.slot.set(None);
+        drop(conn);
     }
 }
 
@@ -402,49 +351,62 @@ impl RedisEventBus {
             source: Box::new(source),
         };
         let endpoint = Endpoint::new(&config, &target)?;
-        let first_publisher = open_publisher(&endpoint, config.connect_timeout)
+        let first_publisher = open_publisher(&endpoint, config.connection.connect_timeout)
             .await
             .map_err(connect_error)?;
         let pubsub_addr = Arc::new(Mutex::new(None));
-        let first_listener = listener::open(&endpoint, config.connect_timeout, &pubsub_addr)
-            .await
-            .map_err(connect_error)?;
+        let first_listener =
+            listener::open(&endpoint, config.connection.connect_timeout, &pubsub_addr)
+                .await
+                .map_err(connect_error)?;
 
         let (commands, command_rx) = mpsc::unbounded_channel();
         let hook_tx = commands.clone();
         let router = Router::new(
-            config.capacity,
+            config.connection.capacity,
             Some(Box::new(move |interest| {
                 let _ = hook_tx.send(Command::Interest(interest));
             })),
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let slot = Arc::new(PublisherSlot::default());
-        slot.set(Some(first_publisher));
-        let backoff = Backoff::new(config.reconnect_base, config.reconnect_max);
-        let listener = Listener {
+        let first_publisher = Arc::new(first_publisher);
+        slot.set(Some(Arc::clone(&first_publisher)));
+        let pubsub = PubSubLink {
             endpoint: endpoint.clone(),
-            connect_timeout: config.connect_timeout,
+            connect_timeout: config.connection.connect_timeout,
             local_addr: Arc::clone(&pubsub_addr),
             prefix: config.channel_prefix.clone(),
-            probe_interval: config.probe_interval,
-            backoff: backoff.clone(),
             router: Arc::clone(&router),
-            commands: command_rx,
-            shutdown: shutdown_rx.clone(),
             topics: Default::default(),
             patterns: Default::default(),
         };
+        let pubsub_settings = Settings {
+            backoff: config.connection.backoff(),
+            probe: Some(Probe::listener(config.connection.probe_interval)),
+            resync: Some(Arc::clone(&router)),
+            commands: Some(command_rx),
+            shutdown: shutdown_rx.clone(),
+        };
+        let publish = PublishLink {
+            slot: Arc::clone(&slot),
+            endpoint,
+            timeout: config.connection.connect_timeout,
+        };
+        // The publishing connection is PINGed with its response timeout, as its commands are.
+        let publish_settings = Settings {
+            backoff: config.connection.backoff(),
+            probe: Some(Probe {
+                every: config.connection.probe_interval,
+                timeout: config.connection.connect_timeout,
+            }),
+            resync: None,
+            commands: None,
+            shutdown: shutdown_rx,
+        };
         let tasks = vec![
-            tokio::spawn(listener.run(first_listener)),
-            tokio::spawn(supervise_publisher(
-                Arc::clone(&slot),
-                endpoint,
-                config.connect_timeout,
-                config.probe_interval,
-                backoff,
-                shutdown_rx,
-            )),
+            tokio::spawn(supervise(pubsub, first_listener, pubsub_settings)),
+            tokio::spawn(supervise(publish, first_publisher, publish_settings)),
         ];
         Ok(RedisEventBus {
             router,
