@@ -204,11 +204,15 @@ mod tests {
         let problems = super::check(&dir).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
-            problems.iter().any(|p| p.contains("`unused-dep` is used by no member")),
+            problems
+                .iter()
+                .any(|p| p.contains("`unused-dep` is used by no member")),
             "{problems:?}"
         );
         assert!(
-            problems.iter().any(|p| p.contains("`serde` is never named")),
+            problems
+                .iter()
+                .any(|p| p.contains("`serde` is never named")),
             "{problems:?}"
         );
     }

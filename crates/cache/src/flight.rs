@@ -280,5 +280,4 @@ impl<T: Send + Sync + 'static> Inner<T> {
             }
         }
     }
-
 }

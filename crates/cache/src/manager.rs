@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 use crate::clock::{self, Instant};
 use crate::error::CacheError;
 use crate::factory::{DynFactory, Erased, InstanceFactory};
+use crate::flight::{Lookup, wait};
 use crate::options::CacheOptions;
 use crate::stats::{CacheStats, Counters};
-use crate::flight::{Lookup, wait};
 use crate::store::{Flight, Ready, Slot, Store, lock};
 
 /// What [`CachingRegistryManager::apply_notice`] did with a change notice.
@@ -459,7 +459,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
         Some(Arc::clone(&ready.instance))
     }
 
-    pub(crate) fn report_failed_rebuild(&self, key: &str, revision: u64, serving: u64, error: &CacheError) {
+    pub(crate) fn report_failed_rebuild(
+        &self,
+        key: &str,
+        revision: u64,
+        serving: u64,
+        error: &CacheError,
+    ) {
         tracing::error!(
             bot_id = key,
             revision,

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use async_trait::async_trait;
-use dynreg_event_bus::EventBus;
 use dynreg_cache::CachingRegistryManager;
+use dynreg_event_bus::EventBus;
 use dynreg_registry_core::{
-    ChangeFeed, ChangeKind, ChangeListener, ChangeNotice, Deactivation, ListQuery,
-    RegisterOptions, Registered, Registration, RegistryBackend, Result, Status, WriteEffect,
+    ChangeFeed, ChangeKind, ChangeListener, ChangeNotice, Deactivation, ListQuery, RegisterOptions,
+    Registered, Registration, RegistryBackend, Result, Status, WriteEffect,
 };
 use serde_json::{Map, Value};
 
@@ -115,7 +115,10 @@ impl<B: RegistryBackend + ?Sized> EventedRegistry<B> {
             l.on_change(&notice);
         }
         if let Some(bus) = &self.bus {
-            match bus.publish(&self.topic, &notice_to_event(&notice, &self.topic)).await {
+            match bus
+                .publish(&self.topic, &notice_to_event(&notice, &self.topic))
+                .await
+            {
                 Ok(()) => {
                     self.published.fetch_add(1, Ordering::Relaxed);
                 }
@@ -210,7 +213,7 @@ impl<B: RegistryBackend + ?Sized> RegistryBackend for EventedRegistry<B> {
         Ok(done)
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
         self.inner.list(query).await
     }
 

@@ -218,7 +218,10 @@ impl RegistryPoller {
                     .map_err(|e| HotReloadError::registry("list", e))?;
                 inner.relists.fetch_add(1, Ordering::Relaxed);
                 PollBatch {
-                    changes: all.into_iter().map(Change::Upsert).collect(),
+                    changes: all
+                        .into_iter()
+                        .map(|r| Change::Upsert(Arc::unwrap_or_clone(r)))
+                        .collect(),
                     relisted: true,
                     from,
                     revision: current_revision,

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use dynreg_cache::testkit::{Bot, TestFactory};
 use dynreg_cache::{CacheOptions, CachingRegistryManager, ConfigCachingManager};
-use dynreg_hot_reload::{EventedRegistry, HotReloadManager, REGISTRY_TOPIC, ReloadMode, notice_from_event};
 use dynreg_event_bus::{Delivery, EventBus, InMemoryEventBus, Subscription};
+use dynreg_hot_reload::{
+    EventedRegistry, HotReloadManager, REGISTRY_TOPIC, ReloadMode, notice_from_event,
+};
 use dynreg_registry_core::{
     ChangeKind, ChangeNotice, InMemoryBackend, RegistryBackend, RegistryBackendExt,
 };
@@ -133,13 +135,10 @@ async fn config_cache_carries_revision_and_hash_and_extracts_a_section() {
         .register("a", json!({"bot": {"model": "m"}, "other": 1}))
         .await
         .unwrap();
-    let cfg = ConfigCachingManager::new(
-        backend.clone(),
-        Some("bot".into()),
-        CacheOptions::default(),
-    )
-    .await
-    .unwrap();
+    let cfg =
+        ConfigCachingManager::new(backend.clone(), Some("bot".into()), CacheOptions::default())
+            .await
+            .unwrap();
     assert_eq!(cfg.get_raw_config("a").await.unwrap().unwrap()["other"], 1);
     assert!(
         !cfg.is_cached("a"),

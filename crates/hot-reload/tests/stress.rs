@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use dynreg_cache::testkit::{Bot, TestFactory};
 use dynreg_cache::CachingRegistryManager;
-use dynreg_hot_reload::{EventedRegistry, HotReloadManager, ReloadMode};
+use dynreg_cache::testkit::{Bot, TestFactory};
 use dynreg_event_bus::{EventBus, InMemoryEventBus};
+use dynreg_hot_reload::{EventedRegistry, HotReloadManager, ReloadMode};
 use dynreg_registry_core::{InMemoryBackend, RegistryBackend, RegistryBackendExt};
 use rand::Rng;
 use serde_json::json;

@@ -7,6 +7,7 @@
 //! revisions are handed out and committed in the same order. Statements run on the calling
 //! task: each takes microseconds, far less than a thread hand-off would cost.
 
+use dynreg_registry_core::config_hash;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -375,6 +376,7 @@ impl RegistryBackend for SqliteBackend {
         options: RegisterOptions,
     ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
+        let hash = config_hash(&config);
         self.with_conn(|conn| {
             let tx = self.write_tx(conn, Some(bot_id))?;
             let current = self.select(&tx, bot_id)?;
@@ -382,7 +384,8 @@ impl RegistryBackend for SqliteBackend {
                 .condition
                 .check(bot_id, current.as_ref().map(|c| c.revision))?;
             // The revision is taken only once the write is known not to be a no-op.
-            let Some(mut reg) = plan_register(bot_id, config, &options, current.as_ref(), 0) else {
+            let Some(mut reg) = plan_register(bot_id, config, hash, &options, current.as_ref(), 0)
+            else {
                 return Ok(Registered::unchanged(
                     current.expect("no-op plans only exist for present ids"),
                 ));
@@ -450,45 +453,13 @@ impl RegistryBackend for SqliteBackend {
         })
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
-        query.validate()?;
-        // Without a metadata filter or sort, the database pages by bot_id itself.
-        let pushdown = query.is_plain();
-        self.with_conn(|conn| {
-            let t = &self.table;
-            let mut sql = format!("SELECT {COLUMNS} FROM \"{t}\"");
-            if query.status.is_some() {
-                // `+status`: scan the table in primary-key (bot_id) order and filter, instead of
-                // walking the status index and looking every row up again.
-                sql.push_str(" WHERE +status = ?1");
-            }
-            if pushdown {
-                sql.push_str(" ORDER BY bot_id LIMIT ?2 OFFSET ?3");
-            }
-            let mut stmt = conn.prepare_cached(&sql).map_err(db_err("list", None))?;
-            let status = query.status.as_ref().map(|s| s.as_str().to_owned());
-            let limit = query.limit.map_or(-1, |l| l as i64);
-            let offset = query.offset.unwrap_or(0) as i64;
-            let location = self.location();
-            let map = |r: &rusqlite::Row<'_>| self.row(r);
-            let rows: Vec<StoredRow> = match (status, pushdown) {
-                (Some(s), true) => stmt.query_map(params![s, limit, offset], map),
-                (Some(s), false) => stmt.query_map(params![s], map),
-                (None, true) => stmt.query_map(params![rusqlite::types::Null, limit, offset], map),
-                (None, false) => stmt.query_map([], map),
-            }
-            .and_then(|rows| rows.collect())
-            .map_err(db_err("list", None))?;
-            let regs = rows
-                .into_iter()
-                .map(|r| r.into_registration(KIND, &location, &self.parsed))
-                .collect::<Result<Vec<_>>>()?;
-            if pushdown {
-                Ok(regs)
-            } else {
-                query.apply(regs)
-            }
-        })
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
+        Ok(self
+            .list_rows(query)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     async fn count_where(
@@ -575,6 +546,50 @@ impl RegistryBackend for SqliteBackend {
             }
             commit(tx, None)?;
             Ok(ids.len() as u64)
+        })
+    }
+}
+
+impl SqliteBackend {
+    /// The rows of a listing, as [`RegistryBackend::list`] returns them (before sharing).
+    async fn list_rows(&self, query: &ListQuery) -> Result<Vec<Registration>> {
+        query.validate()?;
+        // Without a metadata filter or sort, the database pages by bot_id itself.
+        let pushdown = query.is_plain();
+        self.with_conn(|conn| {
+            let t = &self.table;
+            let mut sql = format!("SELECT {COLUMNS} FROM \"{t}\"");
+            if query.status.is_some() {
+                // `+status`: scan the table in primary-key (bot_id) order and filter, instead of
+                // walking the status index and looking every row up again.
+                sql.push_str(" WHERE +status = ?1");
+            }
+            if pushdown {
+                sql.push_str(" ORDER BY bot_id LIMIT ?2 OFFSET ?3");
+            }
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_err("list", None))?;
+            let status = query.status.as_ref().map(|s| s.as_str().to_owned());
+            let limit = query.limit.map_or(-1, |l| l as i64);
+            let offset = query.offset.unwrap_or(0) as i64;
+            let location = self.location();
+            let map = |r: &rusqlite::Row<'_>| self.row(r);
+            let rows: Vec<StoredRow> = match (status, pushdown) {
+                (Some(s), true) => stmt.query_map(params![s, limit, offset], map),
+                (Some(s), false) => stmt.query_map(params![s], map),
+                (None, true) => stmt.query_map(params![rusqlite::types::Null, limit, offset], map),
+                (None, false) => stmt.query_map([], map),
+            }
+            .and_then(|rows| rows.collect())
+            .map_err(db_err("list", None))?;
+            let regs = rows
+                .into_iter()
+                .map(|r| r.into_registration(KIND, &location, &self.parsed))
+                .collect::<Result<Vec<_>>>()?;
+            if pushdown {
+                Ok(regs)
+            } else {
+                query.apply(regs)
+            }
         })
     }
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::{RegistryError, Result};
-use crate::hash::config_hash;
 use crate::id::validate_bot_id;
 use crate::model::Registration;
 use crate::write::RegisterOptions;
@@ -56,14 +55,17 @@ fn json_type_name(v: &Value) -> &'static str {
 /// Returns `None` when the write changes nothing (identical config, status and metadata), in
 /// which case the backend returns the current registration unchanged. Shared by every backend so
 /// that all of them decide "identical" and fill timestamps the same way.
+///
+/// `hash` is [`crate::config_hash`]`(&config)`, computed by the caller before it takes any lock (it is
+/// the costly part of a register).
 pub fn plan_register(
     bot_id: &str,
     config: Arc<Value>,
+    hash: String,
     options: &RegisterOptions,
     current: Option<&Registration>,
     revision: u64,
 ) -> Option<Registration> {
-    let hash = config_hash(&config);
     if current.is_some_and(|cur| {
         cur.config_hash == hash && cur.status == options.status && cur.metadata == options.metadata
     }) {

@@ -110,7 +110,7 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
     async fn unregister(&self, bot_id: &str) -> Result<bool>;
 
     /// Lists registrations (see [`ListQuery`] for the semantics).
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>>;
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>>;
 
     /// Counts registrations of `status` (every status when `None`) matching `filter_metadata`.
     async fn count_where(
@@ -199,17 +199,17 @@ pub trait RegistryBackendExt: RegistryBackend {
     }
 
     /// Every registration, every status, ordered by `bot_id`.
-    async fn list_all(&self) -> Result<Vec<Registration>> {
+    async fn list_all(&self) -> Result<Vec<Arc<Registration>>> {
         self.list(&ListQuery::all()).await
     }
 
     /// Active registrations, ordered by `bot_id`.
-    async fn list_active(&self) -> Result<Vec<Registration>> {
+    async fn list_active(&self) -> Result<Vec<Arc<Registration>>> {
         self.list(&ListQuery::with_status(Status::Active)).await
     }
 
     /// Inactive registrations, ordered by `bot_id`.
-    async fn list_inactive(&self) -> Result<Vec<Registration>> {
+    async fn list_inactive(&self) -> Result<Vec<Arc<Registration>>> {
         self.list(&ListQuery::with_status(Status::Inactive)).await
     }
 
@@ -218,8 +218,8 @@ pub trait RegistryBackendExt: RegistryBackend {
         Ok(self
             .list_active()
             .await?
-            .into_iter()
-            .map(|r| r.bot_id)
+            .iter()
+            .map(|r| r.bot_id.clone())
             .collect())
     }
 

@@ -1,4 +1,9 @@
 //! `InMemoryBackend`: a process-local registry for tests and development.
+//!
+//! Invariants: every registration is stored once, as an `Arc` shared by the id index (point
+//! reads) and the ordered index (listings in id order without a sort); a listing hands out
+//! those `Arc`s (a new one only for a registration touched since it was stored); the config
+//! hash of a write is computed before the write lock is taken.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::backend::{plan_register, validate_write};
 use crate::changes::{Change, ChangeFeed};
 use crate::error::Result;
+use crate::hash::config_hash;
 use crate::model::{Registration, Status};
 use crate::query::{ListQuery, matches_metadata};
 use crate::time::{now, now_micros};
@@ -40,6 +46,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     rows: HashMap<String, Entry>,
+    /// The same registrations in id order, for listings.
+    order: BTreeMap<String, Arc<Shared>>,
     /// Revision → id of the latest change of each id (live row or tombstone): at most one
     /// entry per id, so `changes_since` is a range scan over exactly the changes.
     log: BTreeMap<u64, LogEntry>,
@@ -49,21 +57,52 @@ struct State {
     horizon: u64,
 }
 
-/// One stored registration. The hot read path (`get_config`) needs only `active`, `config`
-/// and the touch time, which sit in the hash table's bucket next to the key; the rest of the
-/// registration is boxed so that buckets stay small (fewer cache lines per lookup).
+/// One stored registration. The hot read path (`get_config`) needs only `active` and
+/// `config`, which sit in the hash table's bucket next to the key; the registration and its
+/// touch time are shared with the ordered index.
 struct Entry {
     active: bool,
     config: Arc<Value>,
-    last_accessed_micros: AtomicI64,
-    reg: Box<Registration>,
+    shared: Arc<Shared>,
 }
 
-impl Entry {
+/// A stored registration and its latest touch (which may be newer than the registration's
+/// own `last_accessed_at`).
+struct Shared {
+    reg: Arc<Registration>,
+    last_accessed_micros: AtomicI64,
+}
+
+impl Shared {
+    fn new(reg: Registration) -> Self {
+        Shared {
+            last_accessed_micros: AtomicI64::new(reg.last_accessed_at.timestamp_micros()),
+            reg: Arc::new(reg),
+        }
+    }
+
+    /// The registration as it is now: the stored `Arc` unless it was touched since.
+    fn current(&self) -> Arc<Registration> {
+        let touched = self.last_accessed_micros.load(Ordering::Relaxed);
+        if touched == self.reg.last_accessed_at.timestamp_micros() {
+            Arc::clone(&self.reg)
+        } else {
+            let mut reg = Registration::clone(&self.reg);
+            reg.last_accessed_at = micros_to_time(touched);
+            Arc::new(reg)
+        }
+    }
+
     fn snapshot(&self) -> Registration {
         let mut reg = Registration::clone(&self.reg);
         reg.last_accessed_at = micros_to_time(self.last_accessed_micros.load(Ordering::Relaxed));
         reg
+    }
+}
+
+impl Entry {
+    fn snapshot(&self) -> Registration {
+        self.shared.snapshot()
     }
 }
 
@@ -109,9 +148,11 @@ impl InMemoryBackend {
 
     /// Stores a touch at `t` (µs) unless the stored one is recent enough.
     fn touch(&self, e: &Entry, t: i64) {
-        let stored = e.last_accessed_micros.load(Ordering::Relaxed);
+        let stored = e.shared.last_accessed_micros.load(Ordering::Relaxed);
         if t.saturating_sub(stored) >= self.inner.touch_resolution_micros.max(1) {
-            e.last_accessed_micros.fetch_max(t, Ordering::Relaxed);
+            e.shared
+                .last_accessed_micros
+                .fetch_max(t, Ordering::Relaxed);
         }
     }
 
@@ -138,30 +179,29 @@ impl State {
 
     fn store(&mut self, reg: Registration) {
         if let Some(old) = self.rows.get(&reg.bot_id) {
-            self.log.remove(&old.reg.revision);
+            self.log.remove(&old.shared.reg.revision);
         }
         if let Some(rev) = self.tombstones.remove(&reg.bot_id) {
             self.log.remove(&rev);
         }
         self.log
             .insert(reg.revision, LogEntry::Live(reg.bot_id.clone()));
-        let micros = reg.last_accessed_at.timestamp_micros();
-        self.rows.insert(
-            reg.bot_id.clone(),
-            Entry {
-                active: reg.is_active(),
-                config: reg.config.clone(),
-                last_accessed_micros: AtomicI64::new(micros),
-                reg: Box::new(reg),
-            },
-        );
+        let id = reg.bot_id.clone();
+        let entry = Entry {
+            active: reg.is_active(),
+            config: reg.config.clone(),
+            shared: Arc::new(Shared::new(reg)),
+        };
+        self.order.insert(id.clone(), Arc::clone(&entry.shared));
+        self.rows.insert(id, entry);
     }
 
     fn delete(&mut self, bot_id: &str, retention: usize) -> bool {
         let Some(old) = self.rows.remove(bot_id) else {
             return false;
         };
-        self.log.remove(&old.reg.revision);
+        self.order.remove(bot_id);
+        self.log.remove(&old.shared.reg.revision);
         let rev = self.next_revision();
         self.log.insert(rev, LogEntry::Deleted(bot_id.to_owned()));
         self.tombstones.insert(bot_id.to_owned(), rev);
@@ -213,13 +253,14 @@ impl RegistryBackend for InMemoryBackend {
         options: RegisterOptions,
     ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
+        let hash = config_hash(&config);
         let mut s = self.write();
         let current = s.rows.get(bot_id).map(Entry::snapshot);
         options
             .condition
             .check(bot_id, current.as_ref().map(|c| c.revision))?;
         let next = s.revision + 1;
-        match plan_register(bot_id, config, &options, current.as_ref(), next) {
+        match plan_register(bot_id, config, hash, &options, current.as_ref(), next) {
             None => Ok(Registered::unchanged(
                 current.expect("no-op plans only exist for present ids"),
             )),
@@ -235,7 +276,7 @@ impl RegistryBackend for InMemoryBackend {
         validate_bot_id(bot_id)?;
         let s = self.read();
         Ok(s.rows.get(bot_id).map(|e| {
-            let mut reg = Registration::clone(&e.reg);
+            let mut reg = Registration::clone(&e.shared.reg);
             let t = now();
             self.touch(e, t.timestamp_micros());
             reg.last_accessed_at = t;
@@ -272,7 +313,7 @@ impl RegistryBackend for InMemoryBackend {
         let Some(entry) = s.rows.get(bot_id) else {
             return Ok(Deactivation::ABSENT);
         };
-        if entry.reg.status == Status::Inactive {
+        if entry.shared.reg.status == Status::Inactive {
             return Ok(Deactivation::UNCHANGED);
         }
         let mut reg = entry.snapshot();
@@ -290,16 +331,22 @@ impl RegistryBackend for InMemoryBackend {
         Ok(self.write().delete(bot_id, retention))
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
         query.validate()?;
-        let rows: Vec<Registration> = {
-            let s = self.read();
-            s.rows
-                .values()
-                .filter(|e| query.matches(&e.reg))
-                .map(Entry::snapshot)
-                .collect()
-        };
+        let s = self.read();
+        let matching = s.order.values().filter(|e| query.matches(&e.reg));
+        if query.sort.is_empty() {
+            // Already in id order: paginate while collecting, no sort and no copy.
+            let skip = query.offset.unwrap_or(0);
+            let take = query.limit.unwrap_or(usize::MAX);
+            return Ok(matching
+                .skip(skip)
+                .take(take)
+                .map(|e| e.current())
+                .collect());
+        }
+        let rows: Vec<Arc<Registration>> = matching.map(|e| e.current()).collect();
+        drop(s);
         query.sort_and_paginate(rows)
     }
 
@@ -311,8 +358,8 @@ impl RegistryBackend for InMemoryBackend {
         let s = self.read();
         Ok(s.rows
             .values()
-            .filter(|e| status.is_none_or(|st| &e.reg.status == st))
-            .filter(|e| matches_metadata(&e.reg, filter_metadata))
+            .filter(|e| status.is_none_or(|st| &e.shared.reg.status == st))
+            .filter(|e| matches_metadata(&e.shared.reg, filter_metadata))
             .count() as u64)
     }
 

@@ -1,6 +1,7 @@
 //! List queries: status, metadata filter, sort, limit and offset, with one in-process evaluator
 //! that backends without server-side evaluation share.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
@@ -213,20 +214,21 @@ impl ListQuery {
 
     /// Filters, sorts and paginates `regs` in process: the reference semantics every backend
     /// must give.
-    pub fn apply(&self, mut regs: Vec<Registration>) -> Result<Vec<Registration>> {
+    pub fn apply<R: Borrow<Registration>>(&self, mut regs: Vec<R>) -> Result<Vec<R>> {
         self.validate()?;
-        regs.retain(|r| self.matches(r));
+        regs.retain(|r| self.matches(r.borrow()));
         self.sort_and_paginate(regs)
     }
 
     /// Sorts (stable; by `bot_id` when no sort is given) and paginates already filtered rows.
-    pub fn sort_and_paginate(&self, mut regs: Vec<Registration>) -> Result<Vec<Registration>> {
+    pub fn sort_and_paginate<R: Borrow<Registration>>(&self, mut regs: Vec<R>) -> Result<Vec<R>> {
         let keys: Vec<(SortKey<'_>, SortOrder)> = self
             .sort
             .iter()
             .map(|s| s.key().map(|k| (k, s.order)))
             .collect::<Result<_>>()?;
         regs.sort_by(|a, b| {
+            let (a, b) = (a.borrow(), b.borrow());
             for (key, order) in &keys {
                 let ord = compare_field(key, a, b, *order);
                 if ord != Ordering::Equal {

@@ -63,7 +63,7 @@ pub use portability::{
     PortabilityError, PortabilityIssue, has_resource_references, is_portable, portability_issues,
     validate_portability,
 };
-pub use section::{ComponentPaths, ComponentSection};
 pub use resolve::MAX_NODES;
+pub use section::{ComponentPaths, ComponentSection};
 pub use substitute::{MAX_DEPTH, UnresolvedVar};
 pub use vars::{ProcessEnv, VarMap, VarSource};

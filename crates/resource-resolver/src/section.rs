@@ -71,7 +71,9 @@ impl std::fmt::Debug for ComponentSection {
             .field("kind", &self.kind)
             .field(
                 "options",
-                &self.secrets.scrub_value(&Value::Object(self.options.clone())),
+                &self
+                    .secrets
+                    .scrub_value(&Value::Object(self.options.clone())),
             )
             .field("at", &self.at)
             .finish()

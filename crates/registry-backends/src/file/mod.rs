@@ -16,6 +16,7 @@ mod fsio;
 mod log;
 
 use crate::doc_name;
+use dynreg_registry_core::config_hash;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -418,6 +419,7 @@ impl RegistryBackend for FileBackend {
         options: RegisterOptions,
     ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
+        let hash = config_hash(&config);
         let bot_id = bot_id.to_owned();
         self.blocking("register", move |inner| {
             let mut txn = inner.begin()?;
@@ -426,7 +428,7 @@ impl RegistryBackend for FileBackend {
                 .condition
                 .check(&bot_id, current.as_ref().map(|c| c.revision))?;
             let next = txn.next_revision();
-            match plan_register(&bot_id, config, &options, current.as_ref(), next) {
+            match plan_register(&bot_id, config, hash, &options, current.as_ref(), next) {
                 None => Ok(Registered::unchanged(
                     current.expect("no-op plans only exist for present ids"),
                 )),
@@ -524,11 +526,13 @@ impl RegistryBackend for FileBackend {
         .await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
-        query.validate()?;
-        let query = query.clone();
-        self.blocking("list", move |inner| query.apply(inner.read_all()?))
-            .await
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
+        Ok(self
+            .list_rows(query)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     async fn count_where(
@@ -610,5 +614,15 @@ impl RegistryBackend for FileBackend {
             Ok(ids.len() as u64)
         })
         .await
+    }
+}
+
+impl FileBackend {
+    /// The rows of a listing, as [`RegistryBackend::list`] returns them (before sharing).
+    async fn list_rows(&self, query: &ListQuery) -> Result<Vec<Registration>> {
+        query.validate()?;
+        let query = query.clone();
+        self.blocking("list", move |inner| query.apply(inner.read_all()?))
+            .await
     }
 }

@@ -501,36 +501,13 @@ impl RegistryBackend for PostgresBackend {
             .map_err(db_err("unregister", Some(bot_id)))
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
-        query.validate()?;
-        let pushdown = query.is_plain();
-        let (limit, offset) = if pushdown {
-            (
-                query.limit.map(|l| l as i64),
-                query.offset.unwrap_or(0) as i64,
-            )
-        } else {
-            (None, 0)
-        };
-        let rows = match &query.status {
-            Some(s) => sqlx::query(q(&self.sql.list_status))
-                .bind(limit)
-                .bind(offset)
-                .bind(s.as_str()),
-            None => sqlx::query(q(&self.sql.list)).bind(limit).bind(offset),
-        };
-        // Each row is decoded as it arrives and its buffer dropped: no second copy of the
-        // whole result set.
-        let mut stream = rows.fetch(&self.pool);
-        let mut regs = Vec::new();
-        while let Some(row) = stream.try_next().await.map_err(db_err("list", None))? {
-            regs.push(self.registration(&row, "list")?);
-        }
-        if pushdown {
-            Ok(regs)
-        } else {
-            query.apply(regs)
-        }
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
+        Ok(self
+            .list_rows(query)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     async fn count_where(
@@ -628,5 +605,40 @@ impl RegistryBackend for PostgresBackend {
             .await
             .map_err(db_err("clear", None))?;
         Ok(n as u64)
+    }
+}
+
+impl PostgresBackend {
+    /// The rows of a listing, as [`RegistryBackend::list`] returns them (before sharing).
+    async fn list_rows(&self, query: &ListQuery) -> Result<Vec<Registration>> {
+        query.validate()?;
+        let pushdown = query.is_plain();
+        let (limit, offset) = if pushdown {
+            (
+                query.limit.map(|l| l as i64),
+                query.offset.unwrap_or(0) as i64,
+            )
+        } else {
+            (None, 0)
+        };
+        let rows = match &query.status {
+            Some(s) => sqlx::query(q(&self.sql.list_status))
+                .bind(limit)
+                .bind(offset)
+                .bind(s.as_str()),
+            None => sqlx::query(q(&self.sql.list)).bind(limit).bind(offset),
+        };
+        // Each row is decoded as it arrives and its buffer dropped: no second copy of the
+        // whole result set.
+        let mut stream = rows.fetch(&self.pool);
+        let mut regs = Vec::new();
+        while let Some(row) = stream.try_next().await.map_err(db_err("list", None))? {
+            regs.push(self.registration(&row, "list")?);
+        }
+        if pushdown {
+            Ok(regs)
+        } else {
+            query.apply(regs)
+        }
     }
 }

@@ -29,6 +29,7 @@
 mod format;
 mod keys;
 
+use dynreg_registry_core::config_hash;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -622,6 +623,7 @@ impl RegistryBackend for S3Backend {
         options: RegisterOptions,
     ) -> Result<Registered> {
         validate_write(bot_id, &config, &options)?;
+        let hash = config_hash(&config);
         let inner = self.inner()?;
         if options.condition != WriteCondition::Any {
             // A committed state that fails the condition is a valid moment to fail at: check
@@ -643,6 +645,7 @@ impl RegistryBackend for S3Backend {
             let Some(reg) = plan_register(
                 bot_id,
                 config.clone(),
+                hash.clone(),
                 &options,
                 current.as_ref(),
                 latest + 1,
@@ -738,10 +741,13 @@ impl RegistryBackend for S3Backend {
         inner.remove(&mut known, bot_id).await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Registration>> {
-        query.validate()?;
-        let inner = self.inner()?;
-        query.apply(inner.read_all("list").await?)
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
+        Ok(self
+            .list_rows(query)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     async fn count_where(
@@ -838,5 +844,14 @@ impl RegistryBackend for S3Backend {
             }
         }
         Ok(removed)
+    }
+}
+
+impl S3Backend {
+    /// The rows of a listing, as [`RegistryBackend::list`] returns them (before sharing).
+    async fn list_rows(&self, query: &ListQuery) -> Result<Vec<Registration>> {
+        query.validate()?;
+        let inner = self.inner()?;
+        query.apply(inner.read_all("list").await?)
     }
 }

@@ -14,7 +14,7 @@ fn meta(v: Value) -> Map<String, Value> {
     v.as_object().expect("object").clone()
 }
 
-fn ids(regs: &[crate::Registration]) -> Vec<&str> {
+fn ids(regs: &[std::sync::Arc<crate::Registration>]) -> Vec<&str> {
     regs.iter().map(|r| r.bot_id.as_str()).collect()
 }
 
