@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -66,10 +66,14 @@ struct Entry {
     shared: Arc<Shared>,
 }
 
-/// A stored registration and its latest touch (which may be newer than the registration's
-/// own `last_accessed_at`).
+/// A stored registration and its latest touch (which may be newer than the shared copy's
+/// `last_accessed_at`: touching reads only store the time).
 struct Shared {
-    reg: Arc<Registration>,
+    /// The registration as last handed out by a listing (refreshed when touched since).
+    reg: Mutex<Arc<Registration>>,
+    /// Immutable fields for filters and the log, without the lock.
+    status: Status,
+    revision: u64,
     last_accessed_micros: AtomicI64,
 }
 
@@ -77,26 +81,31 @@ impl Shared {
     fn new(reg: Registration) -> Self {
         Shared {
             last_accessed_micros: AtomicI64::new(reg.last_accessed_at.timestamp_micros()),
-            reg: Arc::new(reg),
+            status: reg.status.clone(),
+            revision: reg.revision,
+            reg: Mutex::new(Arc::new(reg)),
         }
     }
 
-    /// The registration as it is now: the stored `Arc` unless it was touched since.
+    fn lock(&self) -> MutexGuard<'_, Arc<Registration>> {
+        self.reg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The registration as it is now: the shared `Arc`, replaced once by a copy with the
+    /// newer touch time when it was touched since it was last handed out.
     fn current(&self) -> Arc<Registration> {
         let touched = self.last_accessed_micros.load(Ordering::Relaxed);
-        if touched == self.reg.last_accessed_at.timestamp_micros() {
-            Arc::clone(&self.reg)
-        } else {
-            let mut reg = Registration::clone(&self.reg);
-            reg.last_accessed_at = micros_to_time(touched);
-            Arc::new(reg)
+        let mut reg = self.lock();
+        if touched != reg.last_accessed_at.timestamp_micros() {
+            let mut fresh = Registration::clone(&reg);
+            fresh.last_accessed_at = micros_to_time(touched);
+            *reg = Arc::new(fresh);
         }
+        Arc::clone(&reg)
     }
 
     fn snapshot(&self) -> Registration {
-        let mut reg = Registration::clone(&self.reg);
-        reg.last_accessed_at = micros_to_time(self.last_accessed_micros.load(Ordering::Relaxed));
-        reg
+        Registration::clone(&self.current())
     }
 }
 
@@ -179,7 +188,7 @@ impl State {
 
     fn store(&mut self, reg: Registration) {
         if let Some(old) = self.rows.get(&reg.bot_id) {
-            self.log.remove(&old.shared.reg.revision);
+            self.log.remove(&old.shared.revision);
         }
         if let Some(rev) = self.tombstones.remove(&reg.bot_id) {
             self.log.remove(&rev);
@@ -201,7 +210,7 @@ impl State {
             return false;
         };
         self.order.remove(bot_id);
-        self.log.remove(&old.shared.reg.revision);
+        self.log.remove(&old.shared.revision);
         let rev = self.next_revision();
         self.log.insert(rev, LogEntry::Deleted(bot_id.to_owned()));
         self.tombstones.insert(bot_id.to_owned(), rev);
@@ -276,7 +285,7 @@ impl RegistryBackend for InMemoryBackend {
         validate_bot_id(bot_id)?;
         let s = self.read();
         Ok(s.rows.get(bot_id).map(|e| {
-            let mut reg = Registration::clone(&e.shared.reg);
+            let mut reg = Registration::clone(&e.shared.lock());
             let t = now();
             self.touch(e, t.timestamp_micros());
             reg.last_accessed_at = t;
@@ -313,7 +322,7 @@ impl RegistryBackend for InMemoryBackend {
         let Some(entry) = s.rows.get(bot_id) else {
             return Ok(Deactivation::ABSENT);
         };
-        if entry.shared.reg.status == Status::Inactive {
+        if entry.shared.status == Status::Inactive {
             return Ok(Deactivation::UNCHANGED);
         }
         let mut reg = entry.snapshot();
@@ -334,7 +343,10 @@ impl RegistryBackend for InMemoryBackend {
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
         query.validate()?;
         let s = self.read();
-        let matching = s.order.values().filter(|e| query.matches(&e.reg));
+        let matching = s.order.values().filter(|e| {
+            query.status.as_ref().is_none_or(|st| &e.status == st)
+                && (query.filter_metadata.is_none() || query.matches(&e.lock()))
+        });
         if query.sort.is_empty() {
             // Already in id order: paginate while collecting, no sort and no copy.
             let skip = query.offset.unwrap_or(0);
@@ -358,8 +370,10 @@ impl RegistryBackend for InMemoryBackend {
         let s = self.read();
         Ok(s.rows
             .values()
-            .filter(|e| status.is_none_or(|st| &e.shared.reg.status == st))
-            .filter(|e| matches_metadata(&e.shared.reg, filter_metadata))
+            .filter(|e| status.is_none_or(|st| &e.shared.status == st))
+            .filter(|e| {
+                filter_metadata.is_none() || matches_metadata(&e.shared.lock(), filter_metadata)
+            })
             .count() as u64)
     }
 
