@@ -27,6 +27,23 @@
 //! `dynreg-registry-core`; its wire form lives here ([`wire`]). The facade's `Platform` wires a
 //! registry, a cache and a hot-reload manager from one environment with the topic set once.
 //!
+//! ```
+//! use std::sync::Arc;
+//! use dynreg_event_bus::{Delivery, EventBus, InMemoryEventBus};
+//! use dynreg_hot_reload::{EventedRegistry, REGISTRY_TOPIC, notice_from_event};
+//! use dynreg_registry_core::{ChangeKind, InMemoryBackend, RegistryBackendExt};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus: Arc<dyn EventBus> = Arc::new(InMemoryEventBus::new());
+//! let mut sub = bus.subscribe(REGISTRY_TOPIC).await?;
+//! let registry = EventedRegistry::new(Arc::new(InMemoryBackend::new()), Some(bus.clone()));
+//! let reg = registry.register("b1", serde_json::json!({})).await?;
+//! // One committed write, one event, in the wire form every replica reads.
+//! let Some(Delivery::Event { event, .. }) = sub.next().await else { unreachable!() };
+//! let notice = notice_from_event(&event).unwrap();
+//! assert_eq!((notice.kind, notice.revision), (ChangeKind::Created, Some(reg.revision)));
+//! # Ok(()) }
+//! ```
+//!
 //! No cargo features: it works with any registry backend and any event bus.
 
 mod error;

@@ -5,6 +5,17 @@
 //! [`KnowledgeBaseInfo`], [`IngestionStatus`], [`ChangeSet`]), the factory
 //! [`create_knowledge_backend`], and three backends that share one set of rules.
 //!
+//! ```
+//! use dynreg_knowledge_store::{KnowledgeBackendExt, PutOptions, create_knowledge_backend};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> dynreg_knowledge_store::Result<()> {
+//! let kb = create_knowledge_backend("memory", &serde_json::json!({})).await?;
+//! kb.create_kb("support", Default::default()).await?;
+//! let file = kb.put_file("support", "faq.md", "# FAQ\n".into(), PutOptions::default()).await?;
+//! assert_eq!(file.checksum, "8c0d9c28839f95c1eacc82197bcbc2ac"); // MD5, as the original
+//! assert_eq!(&kb.get_file("support", "faq.md").await?.unwrap()[..], b"# FAQ\n");
+//! # Ok(()) }
+//! ```
+//!
 //! ## Rules every backend shares
 //! - **Identifiers.** Domain ids are one segment not starting with `_`; resource paths are
 //!   canonical relative paths (no `..`, `.`, empty segments, absolute paths, backslashes, NUL or

@@ -4,6 +4,19 @@
 //! [`create_registry_backend`] factory that picks one from configuration, as the original's
 //! `create_registry_backend(type, config)` does.
 //!
+//! ```
+//! use dynreg_registry_core::RegistryBackendExt;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> dynreg_registry_core::Result<()> {
+//! // Any kind compiled in; the factory returns the backend initialized.
+//! let registry = dynreg_registry_backends::create_registry_backend("memory", &serde_json::json!({})).await?;
+//! registry.register("b1", serde_json::json!({"llm": {"model": "m"}})).await?;
+//! assert!(registry.exists("b1").await?);
+//! // An unknown option is an error that names the nearest valid one.
+//! let err = dynreg_registry_backends::create_registry_backend("memory", &serde_json::json!({"tabel": "x"})).await;
+//! assert!(err.is_err());
+//! # Ok(()) }
+//! ```
+//!
 //! ## Features (each backend behind its own)
 //! | feature | kind | backend |
 //! |---|---|---|

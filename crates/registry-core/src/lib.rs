@@ -9,6 +9,21 @@
 //! Persistent backends (SQLite, PostgreSQL, file, S3) live in `dynreg-registry-backends`,
 //! each behind its own feature; the facade crate `dynreg` re-exports both as `dynreg::registry`.
 //!
+//! ```
+//! use dynreg_registry_core::{ChangeFeed, InMemoryBackend, RegistryBackend, RegistryBackendExt};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> dynreg_registry_core::Result<()> {
+//! let registry = InMemoryBackend::new();
+//! let first = registry.register("support-bot", serde_json::json!({"model": "m1"})).await?;
+//! registry.register("support-bot", serde_json::json!({"model": "m2"})).await?;
+//! // Every committed write took the next revision; the change feed reports the latest state.
+//! let ChangeFeed::Changes { changes, .. } = registry.changes_since(first.revision).await? else {
+//!     unreachable!("a recent cursor is never expired")
+//! };
+//! assert_eq!(changes.len(), 1);
+//! assert_eq!(registry.list_ids().await?, ["support-bot"]);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Semantics every backend shares
 //! - **Revisions.** Every committed write (register that changes something, deactivate of an
 //!   active registration, unregister, clear) takes the next registry-wide revision; no two
