@@ -30,7 +30,7 @@ impl std::fmt::Debug for Components {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Components")
             .field("registry", &self.registry.as_ref().map(|r| r.kind()))
-            .field("event_bus", &self.event_bus.as_ref().map(|b| b.backend()))
+            .field("event_bus", &self.event_bus.as_ref().map(|b| b.kind()))
             .field("knowledge", &self.knowledge.is_some())
             .finish()
     }

@@ -108,7 +108,7 @@ impl<T: Send + Sync + 'static> std::fmt::Debug for Platform<T> {
         f.debug_struct("Platform")
             .field("environment", &self.environment.as_ref().map(|e| e.name()))
             .field("registry", &self.registry.kind())
-            .field("events", &self.events.as_ref().map(|b| b.backend()))
+            .field("events", &self.events.as_ref().map(|b| b.kind()))
             .field("knowledge", &self.knowledge.is_some())
             .field("mode", &self.hot_reload.mode())
             .finish_non_exhaustive()

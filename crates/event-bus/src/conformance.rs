@@ -1,6 +1,19 @@
 //! The conformance suite every bus runs (feature `conformance`): one contract, proven on the
 //! memory, Postgres and Redis buses. Each check is a plain async function that panics on a
-//! violation; [`run_all`] runs them in order. A backend's test file implements [`Harness`].
+//! violation; [`run_all`] runs them in order.
+//!
+//! The shape is the same in the three suites of dynreg (registry, event bus, knowledge store):
+//! a backend's test file implements [`Harness`], which opens the backend under test
+//! ([`Harness::bus`], [`Harness::peer`]) and declares what it supports
+//! ([`Harness::capabilities`], a [`Capabilities`] of flags with a `Default`), and expands
+//! [`event_bus_conformance_tests!`](crate::event_bus_conformance_tests) with an
+//! `Option<impl Harness>`, which generates one `#[tokio::test]` per check of this module. A
+//! check that needs a capability names it in the macro's case list (`case: [capability]`); on a
+//! harness that does not declare it the test prints `skipped: <case> (<capability> not
+//! supported by this backend)` and passes. A `None` harness (a server that is not configured)
+//! skips every check after [`server_url`] printed why. The reconnect checks need
+//! `kill_connections` (a bus with server connections the harness can kill:
+//! [`Harness::kill_listener`], [`Harness::kill_publisher`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +29,19 @@ use crate::subscription::{Delivery, ResyncReason, Subscription};
 /// How long a check waits for an expected delivery.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// The error a harness's connection killer returns (`dynreg_registry_core::BoxError` spelled
+/// out: this crate exports no `BoxError` of its own).
+pub type KillError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a bus supports, as the checks that depend on it need to know (OpenDAL's behaviour
+/// tests select cases the same way). The default declares nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The bus holds server connections the harness can kill from the server side
+    /// ([`Harness::kill_listener`], [`Harness::kill_publisher`]); the reconnect checks need it.
+    pub kill_connections: bool,
+}
+
 /// What the suite needs from a backend.
 #[async_trait]
 pub trait Harness: Send + Sync {
@@ -24,19 +50,34 @@ pub trait Harness: Send + Sync {
     /// A second bus on the same server, as another process would open it (the memory harness
     /// returns the same bus: it has no server).
     async fn peer(&self, bus: &Arc<dyn EventBus>) -> Arc<dyn EventBus>;
-    /// Kills `bus`'s listening server connection from the server side; `None` when the backend
-    /// has no connection to kill. (The error type is `dynreg_registry_core::BoxError` spelled
-    /// out: this crate exports no `BoxError` of its own.)
-    async fn kill_listener(
-        &self,
-        bus: &Arc<dyn EventBus>,
-    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>;
-    /// Kills `bus`'s publishing server connection from the server side; `None` when the backend
-    /// has no connection to kill.
-    async fn kill_publisher(
-        &self,
-        bus: &Arc<dyn EventBus>,
-    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+    /// What the bus supports.
+    fn capabilities(&self) -> Capabilities;
+    /// Kills `bus`'s listening server connection from the server side. Required of harnesses
+    /// that declare [`Capabilities::kill_connections`]; the default is an error saying the
+    /// capability is not declared.
+    async fn kill_listener(&self, bus: &Arc<dyn EventBus>) -> Result<(), KillError> {
+        let _ = bus;
+        Err(not_declared("kill_listener"))
+    }
+    /// Kills `bus`'s publishing server connection from the server side. Required of
+    /// harnesses that declare [`Capabilities::kill_connections`]; the default is an error
+    /// saying the capability is not declared.
+    async fn kill_publisher(&self, bus: &Arc<dyn EventBus>) -> Result<(), KillError> {
+        let _ = bus;
+        Err(not_declared("kill_publisher"))
+    }
+}
+
+fn not_declared(method: &str) -> KillError {
+    format!("{method}: this harness does not declare the kill_connections capability").into()
+}
+
+/// Prints the skip line of a check whose capability the harness does not declare (called by
+/// [`event_bus_conformance_tests!`](crate::event_bus_conformance_tests)).
+#[doc(hidden)]
+#[allow(clippy::print_stdout)] // the skip line is meant for the test output
+pub fn unsupported(case: &str, capability: &str) {
+    println!("skipped: {case} ({capability} not supported by this backend)");
 }
 
 /// The server URL in the environment variable `var`, or `None` after printing the skip line
@@ -603,7 +644,9 @@ async fn publish_until_ok(bus: &Arc<dyn EventBus>, topic: &str, event: &Event) -
 
 /// Killing the listening connection from the server side yields a `Reconnected` resync on
 /// every subscription, and later events flow again.
-pub async fn listener_reconnects(h: &dyn Harness) -> bool {
+///
+/// Needs [`Capabilities::kill_connections`].
+pub async fn listener_reconnects(h: &dyn Harness) {
     let bus = h.bus(64).await;
     let prefix = unique_prefix("relisten");
     let topic = format!("{prefix}:t");
@@ -616,13 +659,9 @@ pub async fn listener_reconnects(h: &dyn Harness) -> bool {
     publish(&bus, &topic, &before).await;
     assert_eq!(next_event(&mut sub, "before kill").await.1, before);
     assert_eq!(next_event(&mut pattern, "before kill").await.1, before);
-    match h.kill_listener(&bus).await {
-        None => {
-            bus.close().await.expect("close");
-            return false;
-        }
-        Some(result) => result.expect("kill the listening connection"),
-    }
+    h.kill_listener(&bus)
+        .await
+        .expect("kill the listening connection");
     for (name, s) in [("exact", &mut sub), ("pattern", &mut pattern)] {
         match next_delivery(s, name).await {
             Delivery::Resync {
@@ -647,24 +686,21 @@ pub async fn listener_reconnects(h: &dyn Harness) -> bool {
     publish(&bus, &format!("{prefix}:late"), &late_event).await;
     assert_eq!(next_event(&mut late, "late subscriber").await.1, late_event);
     bus.close().await.expect("close");
-    true
 }
 
 /// Killing the publishing connection: publishes fail with an error (never silently) until the
 /// connection is re-established by itself, then succeed and are delivered.
-pub async fn publisher_reconnects(h: &dyn Harness) -> bool {
+///
+/// Needs [`Capabilities::kill_connections`].
+pub async fn publisher_reconnects(h: &dyn Harness) {
     let bus = h.bus(64).await;
     let topic = format!("{}:t", unique_prefix("republish"));
     let mut sub = bus.subscribe(&topic).await.expect("subscribe");
     publish(&bus, &topic, &numbered(0)).await;
     assert_eq!(seq_of(&next_event(&mut sub, "before kill").await.1), 0);
-    match h.kill_publisher(&bus).await {
-        None => {
-            bus.close().await.expect("close");
-            return false;
-        }
-        Some(result) => result.expect("kill the publishing connection"),
-    }
+    h.kill_publisher(&bus)
+        .await
+        .expect("kill the publishing connection");
     let event = numbered(1);
     publish_until_ok(&bus, &topic, &event).await;
     // Every accepted publish is delivered (a resync is allowed only if the listener noticed too).
@@ -678,10 +714,9 @@ pub async fn publisher_reconnects(h: &dyn Harness) -> bool {
         }
     }
     bus.close().await.expect("close");
-    true
 }
 
-/// Runs every check; prints which reconnect checks the backend could not run.
+/// Runs every check the harness's capabilities allow; prints a skip line for each other.
 pub async fn run_all(name: &str, h: &dyn Harness) {
     publish_subscribe_roundtrip(h).await;
     multiple_subscribers_same_topic(h).await;
@@ -698,49 +733,48 @@ pub async fn run_all(name: &str, h: &dyn Harness) {
     idle_bus_stays_connected(h).await;
     same_event_twice_is_delivered_twice(h).await;
     close_ends_background_tasks(h).await;
-    if !listener_reconnects(h).await {
-        eprintln!("skipped: {name} listener reconnect check (no server connection)");
-    }
-    if !publisher_reconnects(h).await {
-        eprintln!("skipped: {name} publisher reconnect check (no server connection)");
+    if h.capabilities().kill_connections {
+        listener_reconnects(h).await;
+        publisher_reconnects(h).await;
+    } else {
+        for case in ["listener_reconnects", "publisher_reconnects"] {
+            unsupported(&format!("{name} {case}"), "kill_connections");
+        }
     }
 }
 
-/// Declares one `#[tokio::test]` per conformance check for a harness expression, e.g.
-/// `dynreg_event_bus::conformance_tests!(MemoryHarness);` — the harness expression is evaluated
-/// per test; put a skip check inside the harness constructor returning `Option`.
+/// Generates one `#[tokio::test]` per conformance check, e.g.
+/// `dynreg_event_bus::event_bus_conformance_tests!(harness());`.
+///
+/// `$harness` is an expression of type `Option<impl Harness>`, evaluated once per test; `None`
+/// skips every check (the harness constructor prints why, see [`server_url`]). The `@cases`
+/// form takes an explicit case list in which a case may name the capabilities it needs,
+/// `case: [capability, …]`; the test then prints a skip line and passes when the harness's
+/// [`Capabilities`] lack one.
 #[macro_export]
-macro_rules! conformance_tests {
+macro_rules! event_bus_conformance_tests {
     ($harness:expr) => {
-        $crate::conformance_tests!(@each $harness;
+        $crate::event_bus_conformance_tests!(@cases $harness;
             publish_subscribe_roundtrip, multiple_subscribers_same_topic, pattern_subscription,
             no_duplicate_deliveries, per_topic_order, unsubscribe_stops_delivery, no_subscribers,
             two_buses_same_server, large_payload, slow_subscriber, invalid_topics_rejected,
-            close_ends_everything, idle_bus_stays_connected, same_event_twice_is_delivered_twice, close_ends_background_tasks);
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn listener_reconnects() {
-            if let Some(h) = $harness {
-                if !$crate::conformance::listener_reconnects(&h).await {
-                    eprintln!("skipped: listener reconnect (this bus has no server connection)");
-                }
-            }
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn publisher_reconnects() {
-            if let Some(h) = $harness {
-                if !$crate::conformance::publisher_reconnects(&h).await {
-                    eprintln!("skipped: publisher reconnect (this bus has no server connection)");
-                }
-            }
-        }
+            close_ends_everything, idle_bus_stays_connected, same_event_twice_is_delivered_twice,
+            close_ends_background_tasks,
+            listener_reconnects: [kill_connections], publisher_reconnects: [kill_connections]);
     };
-    (@each $harness:expr; $($check:ident),* $(,)?) => {
+    (@cases $harness:expr; $($case:ident $(: [$($capability:ident),* $(,)?])?),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                if let Some(h) = $harness {
-                    $crate::conformance::$check(&h).await;
-                }
+            async fn $case() {
+                let Some(h) = $harness else { return };
+                let _capabilities = $crate::conformance::Harness::capabilities(&h);
+                $($(
+                    if !_capabilities.$capability {
+                        $crate::conformance::unsupported(stringify!($case), stringify!($capability));
+                        return;
+                    }
+                )*)?
+                $crate::conformance::$case(&h).await;
             }
         )*
     };

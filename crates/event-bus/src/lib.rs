@@ -163,7 +163,7 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     }
 
     /// The backend's name: `memory`, `postgres` or `redis`.
-    fn backend(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         "custom"
     }
 }

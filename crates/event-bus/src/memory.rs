@@ -81,7 +81,7 @@ impl EventBus for InMemoryEventBus {
         self.router.count()
     }
 
-    fn backend(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         "memory"
     }
 }

@@ -139,9 +139,9 @@ async fn test_create_memory_and_default_bus() {
     let bus = create_event_bus(&json!({"backend": "memory", "capacity": 8}))
         .await
         .unwrap();
-    assert_eq!(bus.backend(), "memory");
+    assert_eq!(bus.kind(), "memory");
     let default = create_event_bus(&json!({})).await.unwrap();
-    assert_eq!(default.backend(), "memory");
+    assert_eq!(default.kind(), "memory");
 }
 
 #[tokio::test]

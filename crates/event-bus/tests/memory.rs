@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dynreg_event_bus::conformance::Harness;
+use dynreg_event_bus::conformance::{Capabilities, Harness};
 use dynreg_event_bus::{EventBus, InMemoryEventBus};
 
 struct MemoryHarness;
@@ -16,17 +16,9 @@ impl Harness for MemoryHarness {
     async fn peer(&self, bus: &Arc<dyn EventBus>) -> Arc<dyn EventBus> {
         Arc::clone(bus)
     }
-    async fn kill_listener(
-        &self,
-        _: &Arc<dyn EventBus>,
-    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
-        None
-    }
-    async fn kill_publisher(
-        &self,
-        _: &Arc<dyn EventBus>,
-    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
-        None
+    /// No server connections to kill: the reconnect checks are skipped.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
 }
 
@@ -34,7 +26,7 @@ fn harness() -> Option<MemoryHarness> {
     Some(MemoryHarness)
 }
 
-dynreg_event_bus::conformance_tests!(harness());
+dynreg_event_bus::event_bus_conformance_tests!(harness());
 
 /// The route cache never serves a stale route: a topic published (and cached) with no
 /// subscriber reaches a later exact or pattern subscriber, and stops reaching one that left.

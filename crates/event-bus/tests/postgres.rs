@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dynreg_event_bus::conformance::{Harness, next_event, numbered, server_url, unique_prefix};
+use dynreg_event_bus::conformance::{
+    Capabilities, Harness, KillError, next_event, numbered, server_url, unique_prefix,
+};
 use dynreg_event_bus::postgres::{
     ChannelNaming, OversizePolicy, PostgresEventBus, PostgresEventBusConfig,
 };
@@ -73,19 +75,18 @@ impl Harness for PgHarness {
     async fn peer(&self, _: &Arc<dyn EventBus>) -> Arc<dyn EventBus> {
         self.bus(64).await
     }
-    async fn kill_listener(
-        &self,
-        bus: &Arc<dyn EventBus>,
-    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
-        let bus = self.find(bus);
-        Some(self.terminate(bus.listen_application_name()).await)
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kill_connections: true,
+        }
     }
-    async fn kill_publisher(
-        &self,
-        bus: &Arc<dyn EventBus>,
-    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+    async fn kill_listener(&self, bus: &Arc<dyn EventBus>) -> Result<(), KillError> {
         let bus = self.find(bus);
-        Some(self.terminate(bus.publish_application_name()).await)
+        self.terminate(bus.listen_application_name()).await
+    }
+    async fn kill_publisher(&self, bus: &Arc<dyn EventBus>) -> Result<(), KillError> {
+        let bus = self.find(bus);
+        self.terminate(bus.publish_application_name()).await
     }
 }
 
@@ -96,7 +97,7 @@ fn harness() -> Option<PgHarness> {
     })
 }
 
-dynreg_event_bus::conformance_tests!(harness());
+dynreg_event_bus::event_bus_conformance_tests!(harness());
 
 #[tokio::test]
 async fn original_naming_interoperates_and_over_delivers_on_collision() {
@@ -169,7 +170,7 @@ async fn factory_builds_postgres_and_reports_bad_config() {
     )
     .await
     .unwrap();
-    assert_eq!(bus.backend(), "postgres");
+    assert_eq!(bus.kind(), "postgres");
     bus.close().await.unwrap();
     let err = create_event_bus(
         &serde_json::json!({"backend": "postgres", "url": url, "channel_naming": "fancy"}),

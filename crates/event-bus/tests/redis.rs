@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dynreg_event_bus::conformance::{Harness, next_event, numbered, server_url, unique_prefix};
+use dynreg_event_bus::conformance::{
+    Capabilities, Harness, KillError, next_event, numbered, server_url, unique_prefix,
+};
 use dynreg_event_bus::redis::{RedisEventBus, RedisEventBusConfig};
 use dynreg_event_bus::{EventBus, EventBusError, create_event_bus};
 
@@ -67,21 +69,26 @@ impl Harness for RedisHarness {
     async fn peer(&self, _: &Arc<dyn EventBus>) -> Arc<dyn EventBus> {
         self.bus(64).await
     }
-    async fn kill_listener(
-        &self,
-        bus: &Arc<dyn EventBus>,
-    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
-        let addr = self.find(bus).pubsub_client_addr()?;
-        let args = ["CLIENT", "KILL", "TYPE", "pubsub", "ADDR", &addr].map(String::from);
-        Some(self.command(&args).await.map(drop))
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kill_connections: true,
+        }
     }
-    async fn kill_publisher(
-        &self,
-        bus: &Arc<dyn EventBus>,
-    ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
-        let id = self.find(bus).publish_client_id()?;
+    async fn kill_listener(&self, bus: &Arc<dyn EventBus>) -> Result<(), KillError> {
+        let addr = self
+            .find(bus)
+            .pubsub_client_addr()
+            .ok_or("the bus has no pub/sub connection to kill")?;
+        let args = ["CLIENT", "KILL", "TYPE", "pubsub", "ADDR", &addr].map(String::from);
+        self.command(&args).await.map(drop)
+    }
+    async fn kill_publisher(&self, bus: &Arc<dyn EventBus>) -> Result<(), KillError> {
+        let id = self
+            .find(bus)
+            .publish_client_id()
+            .ok_or("the bus has no publishing connection to kill")?;
         let args = ["CLIENT".into(), "KILL".into(), "ID".into(), id.to_string()];
-        Some(self.command(&args).await.map(drop))
+        self.command(&args).await.map(drop)
     }
 }
 
@@ -92,7 +99,7 @@ fn harness() -> Option<RedisHarness> {
     })
 }
 
-dynreg_event_bus::conformance_tests!(harness());
+dynreg_event_bus::event_bus_conformance_tests!(harness());
 
 #[tokio::test]
 async fn wire_format_matches_the_original() {
@@ -132,7 +139,7 @@ async fn factory_builds_redis_and_reports_bad_config() {
     let bus = create_event_bus(&serde_json::json!({"backend": "redis", "url": url}))
         .await
         .unwrap();
-    assert_eq!(bus.backend(), "redis");
+    assert_eq!(bus.kind(), "redis");
     bus.close().await.unwrap();
     let err =
         create_event_bus(&serde_json::json!({"backend": "redis", "url": "redis://127.0.0.1:1"}))

@@ -44,7 +44,7 @@ impl<B: RegistryBackend + ?Sized> fmt::Debug for EventedRegistry<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventedRegistry")
             .field("inner", &self.inner)
-            .field("bus", &self.bus.as_ref().map(|b| b.backend()))
+            .field("bus", &self.bus.as_ref().map(|b| b.kind()))
             .field("topic", &self.topic)
             .finish_non_exhaustive()
     }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
+use async_trait::async_trait;
 use bytes::Bytes;
-use dynreg_knowledge_store::conformance::Store;
+use dynreg_knowledge_store::conformance::{Capabilities, Harness};
 use dynreg_knowledge_store::identity::{kb_identity, md5_hex};
 use dynreg_knowledge_store::{
     FileConfig, FileKnowledgeBackend, FsyncPolicy, IngestionStatus, KnowledgeBackend,
@@ -30,44 +31,51 @@ fn config(dir: &Path) -> FileConfig {
     c
 }
 
-async fn make() -> Option<Store> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let backend = FileKnowledgeBackend::open(config(dir.path()))
-        .await
-        .expect("open");
-    let sibling = FileKnowledgeBackend::open(config(dir.path()))
-        .await
-        .expect("open");
-    Some(Store {
-        backend: Arc::new(backend),
-        sibling: Arc::new(sibling),
-        guard: Box::new(dir),
-        glob: |p, t| dynreg_event_bus::Glob::new(p).unwrap().matches(t),
-    })
+/// Each store is a folder of one temp dir (kept as long as the harness); two opens of a name
+/// are two backends on one folder.
+struct FileHarness {
+    dir: tempfile::TempDir,
+    config: fn(&Path) -> FileConfig,
 }
 
-dynreg_knowledge_store::knowledge_conformance_tests!(make);
+impl FileHarness {
+    fn new(config: fn(&Path) -> FileConfig) -> Option<Self> {
+        Some(Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            config,
+        })
+    }
+}
+
+#[async_trait]
+impl Harness for FileHarness {
+    async fn open(&self, store: &str) -> Arc<dyn KnowledgeBackend> {
+        let config = (self.config)(&self.dir.path().join(store));
+        Arc::new(FileKnowledgeBackend::open(config).await.expect("open"))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            snapshot_objects: true,
+        }
+    }
+
+    fn glob_matches(&self, pattern: &str, topic: &str) -> bool {
+        dynreg_event_bus::Glob::new(pattern).unwrap().matches(topic)
+    }
+}
+
+dynreg_knowledge_store::knowledge_conformance_tests!(FileHarness::new(config));
 
 mod fsync_always {
     use super::*;
 
-    async fn make() -> Option<Store> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend = FileKnowledgeBackend::open(FileConfig::new(dir.path()))
-            .await
-            .expect("open");
-        let sibling = FileKnowledgeBackend::open(FileConfig::new(dir.path()))
-            .await
-            .expect("open");
-        Some(Store {
-            backend: Arc::new(backend),
-            sibling: Arc::new(sibling),
-            guard: Box::new(dir),
-            glob: |p, t| dynreg_event_bus::Glob::new(p).unwrap().matches(t),
-        })
+    /// The default policy: fsync every write.
+    fn config(dir: &Path) -> FileConfig {
+        FileConfig::new(dir)
     }
 
-    dynreg_knowledge_store::knowledge_conformance_tests!(@cases make;
+    dynreg_knowledge_store::knowledge_conformance_tests!(@cases FileHarness::new(config);
         concurrent_puts_lose_nothing, two_instances_lose_nothing, put_stream_round_trips,
         diff_disjoint_and_correct, conditional_status_writes);
 }

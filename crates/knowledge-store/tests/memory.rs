@@ -1,24 +1,39 @@
 //! The conformance suite against the in-memory backend, plus its backend-specific checks.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use dynreg_knowledge_store::conformance::Store;
+use async_trait::async_trait;
+use dynreg_knowledge_store::conformance::{Capabilities, Harness};
 use dynreg_knowledge_store::{
     KnowledgeBackend, KnowledgeBackendExt, MemoryKnowledgeBackend, Metadata, PutOptions,
 };
 
-async fn make() -> Option<Store> {
-    let backend = MemoryKnowledgeBackend::new();
-    let sibling = backend.clone();
-    Some(Store {
-        backend: Arc::new(backend),
-        sibling: Arc::new(sibling),
-        guard: Box::new(()),
-        glob: |p, t| dynreg_event_bus::Glob::new(p).unwrap().matches(t),
-    })
+/// Memory stores are named backends: opening a name twice gives two clones of one backend.
+#[derive(Default)]
+struct MemoryHarness {
+    stores: Mutex<HashMap<String, MemoryKnowledgeBackend>>,
 }
 
-dynreg_knowledge_store::knowledge_conformance_tests!(make);
+#[async_trait]
+impl Harness for MemoryHarness {
+    async fn open(&self, store: &str) -> Arc<dyn KnowledgeBackend> {
+        let mut stores = self.stores.lock().unwrap();
+        Arc::new(stores.entry(store.to_owned()).or_default().clone())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            snapshot_objects: true,
+        }
+    }
+
+    fn glob_matches(&self, pattern: &str, topic: &str) -> bool {
+        dynreg_event_bus::Glob::new(pattern).unwrap().matches(topic)
+    }
+}
+
+dynreg_knowledge_store::knowledge_conformance_tests!(Some(MemoryHarness::default()));
 
 #[tokio::test]
 async fn snapshots_are_bounded_by_retention() {

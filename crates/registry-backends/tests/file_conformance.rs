@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_backends::FileBackend;
-use dynreg_registry_core::conformance::{Harness, unique_store};
+use dynreg_registry_core::conformance::{Capabilities, Harness, unique_store};
 use dynreg_registry_core::{
     Change, ChangeFeed, RegistryBackend, RegistryBackendExt, RegistryError,
 };
@@ -41,8 +41,10 @@ impl Harness for FileHarness {
         Arc::new(open_dir(&root().join(store), json!({})).await)
     }
 
-    fn touch_resolution(&self) -> Duration {
-        Duration::from_millis(TOUCH_MS)
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            touch_resolution: Duration::from_millis(TOUCH_MS),
+        }
     }
 }
 

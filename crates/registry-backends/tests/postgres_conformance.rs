@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_backends::PostgresBackend;
-use dynreg_registry_core::conformance::{Harness, skipped};
+use dynreg_registry_core::conformance::{Capabilities, Harness, skipped};
 use dynreg_registry_core::{RegistryBackend, RegistryBackendExt};
 use serde_json::json;
 
@@ -28,8 +28,10 @@ impl Harness for PostgresHarness {
         Arc::new(b)
     }
 
-    fn touch_resolution(&self) -> Duration {
-        Duration::from_millis(50)
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            touch_resolution: Duration::from_millis(50),
+        }
     }
 }
 

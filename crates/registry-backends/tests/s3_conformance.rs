@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_backends::S3Backend;
-use dynreg_registry_core::conformance::{Harness, skipped, unique_store};
+use dynreg_registry_core::conformance::{Capabilities, Harness, skipped, unique_store};
 use dynreg_registry_core::{ChangeFeed, RegistryBackend, RegistryBackendExt, RegistryError};
 use serde_json::{Value, json};
 
@@ -61,8 +61,10 @@ impl Harness for S3Harness {
         )
     }
 
-    fn touch_resolution(&self) -> Duration {
-        Duration::from_millis(TOUCH_MS)
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            touch_resolution: Duration::from_millis(TOUCH_MS),
+        }
     }
 }
 

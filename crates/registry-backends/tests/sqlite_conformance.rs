@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_registry_backends::{SqliteBackend, create_registry_backend};
-use dynreg_registry_core::conformance::Harness;
+use dynreg_registry_core::conformance::{Capabilities, Harness};
 use dynreg_registry_core::{ChangeFeed, RegistryBackend, RegistryBackendExt, RegistryError};
 use serde_json::json;
 
@@ -25,8 +25,10 @@ impl Harness for SqliteHarness {
         Arc::new(b)
     }
 
-    fn touch_resolution(&self) -> Duration {
-        Duration::from_millis(50)
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            touch_resolution: Duration::from_millis(50),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dynreg_registry_core::conformance::Harness;
+use dynreg_registry_core::conformance::{Capabilities, Harness};
 use dynreg_registry_core::{ChangeFeed, InMemoryBackend, RegistryBackend, RegistryBackendExt};
 use serde_json::json;
 
@@ -29,8 +29,10 @@ impl Harness for MemoryHarness {
         Arc::new(b)
     }
 
-    fn touch_resolution(&self) -> Duration {
-        Duration::ZERO
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            touch_resolution: Duration::ZERO,
+        }
     }
 }
 

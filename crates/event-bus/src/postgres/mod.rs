@@ -362,7 +362,7 @@ impl EventBus for PostgresEventBus {
         self.router.count()
     }
 
-    fn backend(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         "postgres"
     }
 }

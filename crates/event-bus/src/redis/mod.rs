@@ -523,7 +523,7 @@ impl EventBus for RedisEventBus {
         self.router.count()
     }
 
-    fn backend(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         "redis"
     }
 }

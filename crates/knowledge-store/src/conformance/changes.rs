@@ -3,13 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use super::{Store, new_kb, put};
+use super::{Harness, fresh, new_kb, put};
 use crate::identity::kb_identity;
 use crate::{IngestionStatus, KnowledgeBackendExt, KnowledgeError, StatusUpdate};
 
 /// Checksums: empty KB is "", the identity is the original's formula over list_files.
-pub async fn checksum_is_the_original_identity(s: Store) {
-    let b = &*s.backend;
+pub async fn checksum_is_the_original_identity(h: &dyn Harness) {
+    let backend = fresh(h, "checksum_is_the_original_identity").await;
+    let b = &*backend;
     let d = new_kb(b, "cksum").await;
     assert_eq!(b.get_checksum(&d).await.unwrap(), "");
     put(b, &d, "b.md", "bee").await;
@@ -23,8 +24,9 @@ pub async fn checksum_is_the_original_identity(s: Store) {
 }
 
 /// rc1: an unchanged KB reports no changes; a changed one does.
-pub async fn unchanged_then_changed(s: Store) {
-    let b = &*s.backend;
+pub async fn unchanged_then_changed(h: &dyn Harness) {
+    let backend = fresh(h, "unchanged_then_changed").await;
+    let b = &*backend;
     let d = new_kb(b, "rc1").await;
     put(b, &d, "a.md", "a").await;
     let v = b.get_checksum(&d).await.unwrap();
@@ -40,8 +42,9 @@ pub async fn unchanged_then_changed(s: Store) {
 }
 
 /// The empty baseline "" diffs as "everything added", and an emptied KB returns to "".
-pub async fn empty_baseline_round_trips(s: Store) {
-    let b = &*s.backend;
+pub async fn empty_baseline_round_trips(h: &dyn Harness) {
+    let backend = fresh(h, "empty_baseline_round_trips").await;
+    let b = &*backend;
     let d = new_kb(b, "empty").await;
     let v0 = b.get_checksum(&d).await.unwrap();
     assert_eq!(v0, "");
@@ -61,8 +64,9 @@ pub async fn empty_baseline_round_trips(s: Store) {
 }
 
 /// A diff is minimal, disjoint and sorted: added, modified, deleted.
-pub async fn diff_disjoint_and_correct(s: Store) {
-    let b = &*s.backend;
+pub async fn diff_disjoint_and_correct(h: &dyn Harness) {
+    let backend = fresh(h, "diff_disjoint_and_correct").await;
+    let b = &*backend;
     let d = new_kb(b, "diff").await;
     for p in ["keep.md", "mod.md", "del2.md", "del1.md"] {
         put(b, &d, p, p).await;
@@ -97,8 +101,9 @@ pub async fn diff_disjoint_and_correct(s: Store) {
 
 /// An unretained version is InvalidVersion from list_changes_since and "changed" from
 /// has_changes_since; a malformed version is refused the same way.
-pub async fn unretained_version(s: Store) {
-    let b = &*s.backend;
+pub async fn unretained_version(h: &dyn Harness) {
+    let backend = fresh(h, "unretained_version").await;
+    let b = &*backend;
     let d = new_kb(b, "unret").await;
     put(b, &d, "a.md", "a").await;
     let never = "0123456789abcdef0123456789abcdef";
@@ -119,8 +124,9 @@ pub async fn unretained_version(s: Store) {
 }
 
 /// No spurious re-ingest: repeated checks of an unchanged KB are quiet, a real change shows.
-pub async fn no_spurious_reingest_then_detects(s: Store) {
-    let b = &*s.backend;
+pub async fn no_spurious_reingest_then_detects(h: &dyn Harness) {
+    let backend = fresh(h, "no_spurious_reingest_then_detects").await;
+    let b = &*backend;
     let d = new_kb(b, "spur").await;
     put(b, &d, "a.md", "a").await;
     put(b, &d, "b.md", "b").await;

@@ -3,15 +3,16 @@
 
 use bytes::Bytes;
 
-use super::{Store, new_kb, put};
+use super::{Harness, fresh, new_kb, pair, put};
 use crate::identity::md5_hex;
 use crate::{
     IngestionStatus, KnowledgeBackendExt, KnowledgeError, Metadata, PutOptions, StatusUpdate,
 };
 
 /// 200 concurrent put_file calls leave 200 index entries (the original kept 2 of 100).
-pub async fn concurrent_puts_lose_nothing(s: Store) {
-    let b = s.backend.clone();
+pub async fn concurrent_puts_lose_nothing(h: &dyn Harness) {
+    let backend = fresh(h, "concurrent_puts_lose_nothing").await;
+    let b = backend.clone();
     let d = new_kb(&*b, "conc").await;
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -41,8 +42,9 @@ pub async fn concurrent_puts_lose_nothing(s: Store) {
 }
 
 /// Among concurrent puts, one refused for a path conflict fails alone; the others land.
-pub async fn concurrent_conflict_fails_alone(s: Store) {
-    let b = s.backend.clone();
+pub async fn concurrent_conflict_fails_alone(h: &dyn Harness) {
+    let backend = fresh(h, "concurrent_conflict_fails_alone").await;
+    let b = backend.clone();
     let d = new_kb(&*b, "concconf").await;
     let mut tasks = Vec::new();
     for i in 0..40 {
@@ -75,8 +77,9 @@ pub async fn concurrent_conflict_fails_alone(s: Store) {
 }
 
 /// Two backend instances on the same storage, writing concurrently, lose nothing.
-pub async fn two_instances_lose_nothing(s: Store) {
-    let (a, b) = (s.backend.clone(), s.sibling.clone());
+pub async fn two_instances_lose_nothing(h: &dyn Harness) {
+    let (backend, sibling) = pair(h, "two_instances_lose_nothing").await;
+    let (a, b) = (backend.clone(), sibling.clone());
     let d = new_kb(&*a, "twoinst").await;
     let mut tasks = Vec::new();
     for i in 0..60 {
@@ -116,8 +119,9 @@ pub async fn two_instances_lose_nothing(s: Store) {
 }
 
 /// A second instance notices a delete and a re-create of the same domain by the first.
-pub async fn sibling_sees_delete_and_recreate(s: Store) {
-    let (a, b) = (s.backend.clone(), s.sibling.clone());
+pub async fn sibling_sees_delete_and_recreate(h: &dyn Harness) {
+    let (backend, sibling) = pair(h, "sibling_sees_delete_and_recreate").await;
+    let (a, b) = (backend.clone(), sibling.clone());
     let d = new_kb(&*a, "recreate").await;
     put(&*a, &d, "old.md", "old").await;
     assert_eq!(b.list_files(&d, None).await.unwrap().len(), 1);

@@ -4,13 +4,14 @@
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{Store, meta, new_kb, put, unique};
+use super::{Harness, fresh, meta, new_kb, put, unique};
 use crate::identity::md5_hex;
 use crate::{FileUpload, KnowledgeBackendExt, KnowledgeError, PutOptions};
 
 /// put_file then get_file returns the bytes; the entry has size, MD5, type and metadata.
-pub async fn put_and_get_file(s: Store) {
-    let b = &*s.backend;
+pub async fn put_and_get_file(h: &dyn Harness) {
+    let backend = fresh(h, "put_and_get_file").await;
+    let b = &*backend;
     let d = new_kb(b, "putget").await;
     let body = b"# Introduction\n\nWelcome to our knowledge base!";
     let f = b
@@ -63,8 +64,9 @@ pub async fn put_and_get_file(s: Store) {
 }
 
 /// put_file on a missing KB fails naming the domain, and writes nothing.
-pub async fn put_file_without_kb_fails(s: Store) {
-    let b = &*s.backend;
+pub async fn put_file_without_kb_fails(h: &dyn Harness) {
+    let backend = fresh(h, "put_file_without_kb_fails").await;
+    let b = &*backend;
     let d = unique("nokb");
     let err = b
         .put_file(&d, "a.md", Bytes::from_static(b"a"), PutOptions::default())
@@ -82,8 +84,9 @@ pub async fn put_file_without_kb_fails(s: Store) {
 }
 
 /// list_files: sorted by path, prefix is a plain startswith.
-pub async fn list_files_prefix_sorted(s: Store) {
-    let b = &*s.backend;
+pub async fn list_files_prefix_sorted(h: &dyn Harness) {
+    let backend = fresh(h, "list_files_prefix_sorted").await;
+    let b = &*backend;
     let d = new_kb(b, "listf").await;
     for p in [
         "z.md",
@@ -131,8 +134,9 @@ pub async fn list_files_prefix_sorted(s: Store) {
 }
 
 /// file_exists follows puts and deletes.
-pub async fn file_exists_follows_writes(s: Store) {
-    let b = &*s.backend;
+pub async fn file_exists_follows_writes(h: &dyn Harness) {
+    let backend = fresh(h, "file_exists_follows_writes").await;
+    let b = &*backend;
     let d = new_kb(b, "exists").await;
     assert!(!b.file_exists(&d, "a/b.md").await.unwrap());
     put(b, &d, "a/b.md", "x").await;
@@ -145,8 +149,9 @@ pub async fn file_exists_follows_writes(s: Store) {
 /// get_file returns exactly the stored bytes for empty, small and large files (the file
 /// backend reads small cached files inline and large ones on the blocking pool); a folder
 /// is not a file.
-pub async fn get_file_exact_bytes_any_size(s: Store) {
-    let b = &*s.backend;
+pub async fn get_file_exact_bytes_any_size(h: &dyn Harness) {
+    let backend = fresh(h, "get_file_exact_bytes_any_size").await;
+    let b = &*backend;
     let d = new_kb(b, "sizes").await;
     for (i, size) in [0usize, 1, 4096, 300 * 1024].into_iter().enumerate() {
         let body: Vec<u8> = (0..size).map(|k| (k * 31 + i) as u8).collect();
@@ -164,8 +169,9 @@ pub async fn get_file_exact_bytes_any_size(s: Store) {
 }
 
 /// delete_file updates file_count, size and version; a missing file gives false.
-pub async fn delete_file_updates_counts(s: Store) {
-    let b = &*s.backend;
+pub async fn delete_file_updates_counts(h: &dyn Harness) {
+    let backend = fresh(h, "delete_file_updates_counts").await;
+    let b = &*backend;
     let d = new_kb(b, "delf").await;
     put(b, &d, "a.md", "aaa").await;
     put(b, &d, "deep/nested/b.md", "bb").await;
@@ -186,8 +192,9 @@ pub async fn delete_file_updates_counts(s: Store) {
 }
 
 /// Replacing a file keeps the count, updates size and checksum, bumps the version.
-pub async fn overwrite_replaces_entry(s: Store) {
-    let b = &*s.backend;
+pub async fn overwrite_replaces_entry(h: &dyn Harness) {
+    let backend = fresh(h, "overwrite_replaces_entry").await;
+    let b = &*backend;
     let d = new_kb(b, "over").await;
     put(b, &d, "a.md", "one").await;
     put(b, &d, "a.md", "three").await;
@@ -203,8 +210,9 @@ pub async fn overwrite_replaces_entry(s: Store) {
 }
 
 /// put_files stores a batch in one go, in input order; the last of duplicate paths wins.
-pub async fn batch_upload(s: Store) {
-    let b = &*s.backend;
+pub async fn batch_upload(h: &dyn Harness) {
+    let backend = fresh(h, "batch_upload").await;
+    let b = &*backend;
     let d = new_kb(b, "batch").await;
     let mut uploads: Vec<FileUpload> = (0..50)
         .map(|i| FileUpload::new(format!("batch/{i:02}.txt"), format!("body {i}")))

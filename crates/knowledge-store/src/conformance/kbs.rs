@@ -3,12 +3,13 @@
 
 use serde_json::json;
 
-use super::{Store, kb_ids, meta, new_kb, put, unique};
+use super::{Harness, fresh, kb_ids, meta, new_kb, put, unique};
 use crate::{IngestionStatus, KnowledgeBackendExt, KnowledgeError, Metadata};
 
 /// create_kb: version "1", pending, counts 0, metadata kept.
-pub async fn create_kb_defaults(s: Store) {
-    let b = &*s.backend;
+pub async fn create_kb_defaults(h: &dyn Harness) {
+    let backend = fresh(h, "create_kb_defaults").await;
+    let b = &*backend;
     let d = unique("create");
     let info = b
         .create_kb(&d, meta(json!({"description": "My KB"})))
@@ -25,8 +26,9 @@ pub async fn create_kb_defaults(s: Store) {
 }
 
 /// A second create_kb of the same domain fails naming it.
-pub async fn create_kb_duplicate_fails(s: Store) {
-    let b = &*s.backend;
+pub async fn create_kb_duplicate_fails(h: &dyn Harness) {
+    let backend = fresh(h, "create_kb_duplicate_fails").await;
+    let b = &*backend;
     let d = new_kb(b, "dup").await;
     let err = b.create_kb(&d, Metadata::new()).await.unwrap_err();
     assert!(
@@ -37,8 +39,9 @@ pub async fn create_kb_duplicate_fails(s: Store) {
 }
 
 /// get_info of a missing KB is None; get_file and list_files of one are None / empty.
-pub async fn missing_kb_reads_are_empty(s: Store) {
-    let b = &*s.backend;
+pub async fn missing_kb_reads_are_empty(h: &dyn Harness) {
+    let backend = fresh(h, "missing_kb_reads_are_empty").await;
+    let b = &*backend;
     let d = unique("missing");
     assert!(b.get_info(&d).await.unwrap().is_none());
     assert!(b.get_file(&d, "a.md").await.unwrap().is_none());
@@ -55,8 +58,9 @@ pub async fn missing_kb_reads_are_empty(s: Store) {
 }
 
 /// list_kbs is sorted by domain id.
-pub async fn list_kbs_sorted(s: Store) {
-    let b = &*s.backend;
+pub async fn list_kbs_sorted(h: &dyn Harness) {
+    let backend = fresh(h, "list_kbs_sorted").await;
+    let b = &*backend;
     let base = unique("list");
     for name in ["c", "a", "b"] {
         b.create_kb(&format!("{base}-{name}"), Metadata::new())
@@ -83,8 +87,9 @@ pub async fn list_kbs_sorted(s: Store) {
 }
 
 /// delete_kb removes info, files and listing entry; a second delete returns false.
-pub async fn delete_kb_removes_everything(s: Store) {
-    let b = &*s.backend;
+pub async fn delete_kb_removes_everything(h: &dyn Harness) {
+    let backend = fresh(h, "delete_kb_removes_everything").await;
+    let b = &*backend;
     let d = new_kb(b, "delkb").await;
     put(b, &d, "a.md", "a").await;
     put(b, &d, "docs/b.md", "b").await;

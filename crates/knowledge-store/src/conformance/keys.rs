@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Store, new_kb, put};
+use super::{Harness, fresh, new_kb, put};
 use crate::{
     IngestionStatus, KnowledgeBackendExt, KnowledgeError, KnowledgeKeyKind, Metadata, StatusUpdate,
     TenantContext,
@@ -47,8 +47,9 @@ const CLASSIFY_CASES: &[(&str, KnowledgeKeyKind)] = &[
 
 /// `classify_key` is positional under the backend's root; `""` and `"/"` are unknown, and so
 /// is a key outside the root.
-pub async fn classify_key_cases(s: Store) {
-    let b = &*s.backend;
+pub async fn classify_key_cases(h: &dyn Harness) {
+    let backend = fresh(h, "classify_key_cases").await;
+    let b = &*backend;
     let root = b.key_layout().root().to_owned();
     for (rel, expected) in CLASSIFY_CASES {
         let key = format!("{root}{rel}");
@@ -72,8 +73,9 @@ pub async fn classify_key_cases(s: Store) {
 
 /// Every key a backend reports writing is classified as what it is and matched by the
 /// pattern of its kind — and the content pattern matches no state key (the feedback loop).
-pub async fn key_patterns_match_written_keys(s: Store) {
-    let b = &*s.backend;
+pub async fn key_patterns_match_written_keys(h: &dyn Harness) {
+    let backend = fresh(h, "key_patterns_match_written_keys").await;
+    let b = &*backend;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     b.state_events()
@@ -96,7 +98,7 @@ pub async fn key_patterns_match_written_keys(s: Store) {
     // Whether the watch pattern of `kind` in `dom` and `ctx` matches `key`, by the harness's
     // glob matcher (the event bus's).
     let pattern_matches = |kind, dom: Option<&str>, ctx: &TenantContext, key: &str| {
-        (s.glob)(&b.key_pattern(kind, dom, ctx).unwrap(), key)
+        h.glob_matches(&b.key_pattern(kind, dom, ctx).unwrap(), key)
     };
     for w in &writes {
         let ctx = if w.tenant_id.is_some() {
@@ -140,8 +142,9 @@ pub async fn key_patterns_match_written_keys(s: Store) {
 }
 
 /// `Unknown` has no pattern; the wildcard is `None`, never `""`; hostile domains are refused.
-pub async fn key_pattern_refusals(s: Store) {
-    let b = &*s.backend;
+pub async fn key_pattern_refusals(h: &dyn Harness) {
+    let backend = fresh(h, "key_pattern_refusals").await;
+    let b = &*backend;
     let single = TenantContext::SingleTenant;
     for domain in [None, Some("acme")] {
         let err = b.key_pattern(Unknown, domain, &single).unwrap_err();

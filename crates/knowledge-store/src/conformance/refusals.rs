@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{Store, new_kb, put, unique};
+use super::{Harness, fresh, new_kb, put, unique};
 use crate::paths::{HOSTILE_DOMAIN_IDS, HOSTILE_PATHS};
 use crate::{
     FileUpload, IngestionStatus, KnowledgeBackendExt, KnowledgeError, Metadata, PutOptions,
@@ -11,8 +11,9 @@ use crate::{
 };
 
 /// Every hostile path is refused, as a refusal, by every entry point.
-pub async fn hostile_paths_refused(s: Store) {
-    let b = &*s.backend;
+pub async fn hostile_paths_refused(h: &dyn Harness) {
+    let backend = fresh(h, "hostile_paths_refused").await;
+    let b = &*backend;
     let d = new_kb(b, "hostile").await;
     for p in HOSTILE_PATHS {
         let refused = |r: Result<(), KnowledgeError>, op: &str| match r {
@@ -60,8 +61,9 @@ pub async fn hostile_paths_refused(s: Store) {
 }
 
 /// Every hostile domain id is refused by every entry point.
-pub async fn hostile_domain_ids_refused(s: Store) {
-    let b = &*s.backend;
+pub async fn hostile_domain_ids_refused(h: &dyn Harness) {
+    let backend = fresh(h, "hostile_domain_ids_refused").await;
+    let b = &*backend;
     for d in HOSTILE_DOMAIN_IDS {
         let refused = |r: Result<(), KnowledgeError>, op: &str| match r {
             Err(e @ KnowledgeError::InvalidDomainId { .. }) => {
@@ -108,8 +110,9 @@ pub async fn hostile_domain_ids_refused(s: Store) {
 }
 
 /// A name cannot be both a file and a folder.
-pub async fn file_folder_conflict_refused(s: Store) {
-    let b = &*s.backend;
+pub async fn file_folder_conflict_refused(h: &dyn Harness) {
+    let backend = fresh(h, "file_folder_conflict_refused").await;
+    let b = &*backend;
     let d = new_kb(b, "conflict").await;
     put(b, &d, "docs/a.md", "a").await;
     let err = b
@@ -132,8 +135,9 @@ pub async fn file_folder_conflict_refused(s: Store) {
 }
 
 /// Errors name what they are about.
-pub async fn errors_name_domain_and_path(s: Store) {
-    let b = &*s.backend;
+pub async fn errors_name_domain_and_path(h: &dyn Harness) {
+    let backend = fresh(h, "errors_name_domain_and_path").await;
+    let b = &*backend;
     let d = new_kb(b, "errs").await;
     let err = b.get_file(&d, "../secret").await.unwrap_err();
     let msg = err.to_string();

@@ -2,12 +2,13 @@
 //! and conditional (compare-and-swap) status writes, and the state-write events
 //! (reference-spec §4.8). Tenant state has its own modules.
 
-use super::{Store, expect_conflict, new_kb, put, recorder, unique, writes_of};
+use super::{Harness, expect_conflict, fresh, new_kb, pair, put, recorder, unique, writes_of};
 use crate::{IngestionStatus, KnowledgeBackendExt, KnowledgeError, KnowledgeKeyKind, StatusUpdate};
 
 /// set_ingestion_status always writes error and generation (clearing stale ones).
-pub async fn set_ingestion_status_writes_error_and_generation(s: Store) {
-    let b = &*s.backend;
+pub async fn set_ingestion_status_writes_error_and_generation(h: &dyn Harness) {
+    let backend = fresh(h, "set_ingestion_status_writes_error_and_generation").await;
+    let b = &*backend;
     let d = new_kb(b, "status").await;
     let info = b
         .set_ingestion_status(
@@ -41,8 +42,9 @@ pub async fn set_ingestion_status_writes_error_and_generation(s: Store) {
 /// Conditional status writes: a token after create, last-writer-wins without one, a stale
 /// token conflicts (naming domain and versions) and writes nothing; the token changes on
 /// every write (status and content).
-pub async fn conditional_status_writes(s: Store) {
-    let b = &*s.backend;
+pub async fn conditional_status_writes(h: &dyn Harness) {
+    let backend = fresh(h, "conditional_status_writes").await;
+    let b = &*backend;
     let d = new_kb(b, "cas").await;
     let t0 = b
         .get_state_version(&d)
@@ -108,8 +110,9 @@ pub async fn conditional_status_writes(s: Store) {
 }
 
 /// Of many concurrent conditional writers holding the same token, exactly one wins.
-pub async fn conditional_writes_race_one_winner(s: Store) {
-    let b = s.backend.clone();
+pub async fn conditional_writes_race_one_winner(h: &dyn Harness) {
+    let backend = fresh(h, "conditional_writes_race_one_winner").await;
+    let b = backend.clone();
     let d = new_kb(&*b, "casrace").await;
     let token = b.get_state_version(&d).await.unwrap().unwrap();
     let mut tasks = Vec::new();
@@ -139,8 +142,9 @@ pub async fn conditional_writes_race_one_winner(s: Store) {
 /// A state version handed out by one instance is good on another that has read the
 /// knowledge base before the write that version follows (its cached view is behind), and a
 /// stale one is refused there.
-pub async fn conditional_writes_across_instances(s: Store) {
-    let (a, b) = (s.backend.clone(), s.sibling.clone());
+pub async fn conditional_writes_across_instances(h: &dyn Harness) {
+    let (backend, sibling) = pair(h, "conditional_writes_across_instances").await;
+    let (a, b) = (backend.clone(), sibling.clone());
     let d = new_kb(&*a, "casinst").await;
     put(&*a, &d, "a.md", "a").await;
     let stale = b.get_state_version(&d).await.unwrap().unwrap();
@@ -168,9 +172,10 @@ pub async fn conditional_writes_across_instances(s: Store) {
 }
 
 /// Index, status and snapshot writes are reported to state-write observers.
-pub async fn state_write_events(s: Store) {
-    let b = &*s.backend;
-    let seen = recorder(&s);
+pub async fn state_write_events(h: &dyn Harness) {
+    let backend = fresh(h, "state_write_events").await;
+    let b = &*backend;
+    let seen = recorder(&*backend);
     let d = new_kb(b, "events").await;
     put(b, &d, "a.md", "a").await;
     b.set_ingestion_status(&d, StatusUpdate::new(IngestionStatus::Ready))

@@ -4,12 +4,13 @@
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{Store, new_kb, unique};
+use super::{Harness, fresh, new_kb, unique};
 use crate::{ByteStream, KnowledgeBackendExt, PutOptions, collect};
 
 /// stream_file: 1000 bytes at chunk 100 is exactly 10 chunks; a missing file is None.
-pub async fn stream_file_chunks(s: Store) {
-    let b = &*s.backend;
+pub async fn stream_file_chunks(h: &dyn Harness) {
+    let backend = fresh(h, "stream_file_chunks").await;
+    let b = &*backend;
     let d = new_kb(b, "stream").await;
     let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
     b.put_file(
@@ -41,8 +42,9 @@ pub async fn stream_file_chunks(s: Store) {
 }
 
 /// put_stream stores a multi-chunk upload; stream_file reads it back identically.
-pub async fn put_stream_round_trips(s: Store) {
-    let b = &*s.backend;
+pub async fn put_stream_round_trips(h: &dyn Harness) {
+    let backend = fresh(h, "put_stream_round_trips").await;
+    let b = &*backend;
     let d = new_kb(b, "pstream").await;
     let chunk: Vec<u8> = (0..65_536u32).map(|i| (i % 253) as u8).collect();
     let n = 100; // 6.25 MiB, more than one S3 multipart part
@@ -78,8 +80,9 @@ pub async fn put_stream_round_trips(s: Store) {
 }
 
 /// .gz files are stored exactly as uploaded, typed application/gzip.
-pub async fn gz_stored_as_uploaded(s: Store) {
-    let b = &*s.backend;
+pub async fn gz_stored_as_uploaded(h: &dyn Harness) {
+    let backend = fresh(h, "gz_stored_as_uploaded").await;
+    let b = &*backend;
     let d = new_kb(b, "gz").await;
     // A real gzip member header followed by arbitrary bytes: must not be decompressed.
     let raw: Vec<u8> = [

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{Store, meta, new_kb, put, recorder, writes_of};
+use super::{Harness, fresh, meta, new_kb, pair, put, recorder, writes_of};
 use crate::{
     IngestionStatus, KnowledgeBackendExt, KnowledgeError, KnowledgeKeyKind, StatusUpdate,
     TenantContext,
@@ -19,8 +19,9 @@ fn beta() -> TenantContext {
 }
 
 /// `ctx = None` (the unscoped methods) and `SingleTenant` observe and write the same state.
-pub async fn tenant_none_equals_single_tenant(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_none_equals_single_tenant(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_none_equals_single_tenant").await;
+    let b = &*backend;
     let single = TenantContext::SingleTenant;
     let d = new_kb(b, "single").await;
     put(b, &d, "a.md", "a").await;
@@ -56,8 +57,9 @@ pub async fn tenant_none_equals_single_tenant(s: Store) {
 
 /// Two tenants of one knowledge base keep independent status; the shared state is untouched;
 /// `SharedCorpus` of a tenant shares `Bound`'s state prefix, a `Prefixed` context does not.
-pub async fn tenant_status_isolated(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_status_isolated(h: &dyn Harness) {
+    let (backend, sibling) = pair(h, "tenant_status_isolated").await;
+    let b = &*backend;
     let d = new_kb(b, "iso").await;
     b.set_ingestion_status_in(&alpha(), &d, StatusUpdate::new(IngestionStatus::Ready))
         .await
@@ -99,13 +101,14 @@ pub async fn tenant_status_isolated(s: Store) {
         IngestionStatus::Pending
     );
     // The sibling instance reads the same tenant state.
-    let from_sibling = s.sibling.get_info_in(&beta(), &d).await.unwrap().unwrap();
+    let from_sibling = sibling.get_info_in(&beta(), &d).await.unwrap().unwrap();
     assert_eq!(from_sibling.generation.as_deref(), Some("beta-gen"));
 }
 
 /// Knowledge-base existence stays keyed by the domain: tenant state never creates one.
-pub async fn tenant_state_requires_existing_kb(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_state_requires_existing_kb(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_state_requires_existing_kb").await;
+    let b = &*backend;
     let d = super::unique("nokb");
     let err = b
         .set_ingestion_status_in(&alpha(), &d, StatusUpdate::new(IngestionStatus::Ready))
@@ -131,8 +134,9 @@ pub async fn tenant_state_requires_existing_kb(s: Store) {
 }
 
 /// Content is shared: every tenant has the same identity and reads the same bytes.
-pub async fn tenant_content_is_shared(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_content_is_shared(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_content_is_shared").await;
+    let b = &*backend;
     let d = new_kb(b, "shared").await;
     put(b, &d, "a.md", "hello").await;
     b.set_ingestion_status_in(&alpha(), &d, StatusUpdate::new(IngestionStatus::Ready))
@@ -151,8 +155,9 @@ pub async fn tenant_content_is_shared(s: Store) {
 /// A tenant that never wrote sees the default state (not the shared status or generation),
 /// over the real content summary (§9.4 #39: files, size, version and metadata are the knowledge
 /// base's, also after the tenant writes and after more content arrives).
-pub async fn tenant_view_default_and_real_counts(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_view_default_and_real_counts(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_view_default_and_real_counts").await;
+    let b = &*backend;
     let d = super::unique("view");
     b.create_kb(&d, meta(json!({"description": "shared docs"})))
         .await
@@ -201,8 +206,9 @@ pub async fn tenant_view_default_and_real_counts(s: Store) {
 
 /// A tenant that never retained a version still gets a minimal diff against the shared
 /// lineage (reference-spec §4.4 step 3).
-pub async fn tenant_diff_falls_back_to_shared_lineage(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_diff_falls_back_to_shared_lineage(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_diff_falls_back_to_shared_lineage").await;
+    let b = &*backend;
     let d = new_kb(b, "fallback").await;
     put(b, &d, "a.md", "hello").await;
     let v1 = b.get_checksum(&d).await.unwrap();
@@ -221,8 +227,9 @@ pub async fn tenant_diff_falls_back_to_shared_lineage(s: Store) {
 
 /// A version a tenant retained is in its own lineage: another tenant (and the shared lineage)
 /// cannot resolve it, and no other lineage's churn evicts it.
-pub async fn tenant_snapshot_lineage_isolated(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_snapshot_lineage_isolated(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_snapshot_lineage_isolated").await;
+    let b = &*backend;
     let d = new_kb(b, "lineage").await;
     put(b, &d, "a.md", "hello").await;
     let v = b.get_checksum_in(&alpha(), &d).await.unwrap();
@@ -243,9 +250,10 @@ pub async fn tenant_snapshot_lineage_isolated(s: Store) {
 /// `{root}_scoped/tenants/{t}/_state/{domain}/…`, a prefixed one at `{root}_scoped/{prefix}/…`
 /// (with the separator restored), content never moves; events name the tenant; and the
 /// tenant-scoped watch pattern matches the key that was actually written.
-pub async fn tenant_state_keys_byte_identity(s: Store) {
-    let b = &*s.backend;
-    let seen = recorder(&s);
+pub async fn tenant_state_keys_byte_identity(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_state_keys_byte_identity").await;
+    let b = &*backend;
+    let seen = recorder(&*backend);
     let root = b.key_layout().root().to_owned();
     let d = new_kb(b, "keys").await;
     put(b, &d, "intro.md", "x").await;
@@ -307,9 +315,9 @@ pub async fn tenant_state_keys_byte_identity(s: Store) {
     ] {
         for domain in [Some(d.as_str()), None] {
             let pattern = b.key_pattern(kind, domain, &acme).unwrap();
-            assert!((s.glob)(&pattern, &key), "{pattern} vs {key}");
+            assert!(h.glob_matches(&pattern, &key), "{pattern} vs {key}");
             let other = b.key_pattern(kind, domain, &beta()).unwrap();
-            assert!(!(s.glob)(&other, &key), "{other} vs {key}");
+            assert!(!h.glob_matches(&other, &key), "{other} vs {key}");
         }
         assert_eq!(b.classify_key(&key), kind);
         let parsed = b.key_layout().parse_key(&key).unwrap();

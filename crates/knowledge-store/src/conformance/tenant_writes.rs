@@ -3,7 +3,7 @@
 //! `delete_kb` removing tenant state (§9.4 #37), `test_state_namespace_disjointness.py`, and
 //! refused tenant contexts.
 
-use super::{Store, expect_conflict, kb_ids, new_kb, put};
+use super::{Harness, expect_conflict, fresh, kb_ids, new_kb, pair, put};
 use crate::{
     IngestionStatus, KnowledgeBackendExt, KnowledgeError, Metadata, StatusUpdate, TenantContext,
 };
@@ -19,8 +19,9 @@ fn status(s: IngestionStatus) -> StatusUpdate {
 /// Tenant conditional writes: a token before the first write (so it can be conditional), a
 /// new token per tenant write and only then (not on shared status or content writes), stale
 /// tokens conflict with context and write nothing, the scopes never conflict with each other.
-pub async fn tenant_conditional_writes(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_conditional_writes(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_conditional_writes").await;
+    let b = &*backend;
     let d = new_kb(b, "tcas").await;
     let t0 = b
         .get_state_version_in(&acme(), &d)
@@ -139,8 +140,9 @@ pub async fn tenant_conditional_writes(s: Store) {
 }
 
 /// Of many concurrent conditional writers of one tenant holding the same token, one wins.
-pub async fn tenant_conditional_writes_race_one_winner(s: Store) {
-    let b = s.backend.clone();
+pub async fn tenant_conditional_writes_race_one_winner(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_conditional_writes_race_one_winner").await;
+    let b = backend.clone();
     let d = new_kb(&*b, "trace").await;
     let token = b.get_state_version_in(&acme(), &d).await.unwrap().unwrap();
     let mut tasks = Vec::new();
@@ -172,8 +174,9 @@ pub async fn tenant_conditional_writes_race_one_winner(s: Store) {
 
 /// `delete_kb` removes every tenant's state, so a re-created knowledge base starts clean
 /// (§9.4 #37): no stale status, generation, token or retained tenant version.
-pub async fn delete_kb_removes_tenant_state(s: Store) {
-    let b = &*s.backend;
+pub async fn delete_kb_removes_tenant_state(h: &dyn Harness) {
+    let (backend, sibling) = pair(h, "delete_kb_removes_tenant_state").await;
+    let b = &*backend;
     let d = new_kb(b, "deltenant").await;
     let prefixed = TenantContext::prefixed("beta", "clients/{tenant_id}/");
     put(b, &d, "a.md", "old").await;
@@ -197,7 +200,7 @@ pub async fn delete_kb_removes_tenant_state(s: Store) {
         .unwrap()
         .unwrap();
     for ctx in [acme(), prefixed.clone()] {
-        let view = s.sibling.get_info_in(&ctx, &d).await.unwrap().unwrap();
+        let view = sibling.get_info_in(&ctx, &d).await.unwrap().unwrap();
         assert_eq!(view.ingestion_status, IngestionStatus::Pending, "{ctx:?}");
         assert_eq!(view.generation, None, "{ctx:?}");
         assert_eq!(
@@ -221,8 +224,9 @@ pub async fn delete_kb_removes_tenant_state(s: Store) {
 /// like the tenant subtree's first segment (`tenants`), or like a tenant, or another
 /// knowledge base, leaves tenant state alone; tenant state does not block creating such a
 /// knowledge base; listings survive tenant writes.
-pub async fn tenant_namespace_disjoint(s: Store) {
-    let b = &*s.backend;
+pub async fn tenant_namespace_disjoint(h: &dyn Harness) {
+    let backend = fresh(h, "tenant_namespace_disjoint").await;
+    let b = &*backend;
     b.create_kb("proj", Metadata::new()).await.unwrap();
     b.create_kb("tenants", Metadata::new()).await.unwrap();
     b.set_ingestion_status_in(&acme(), "proj", status(IngestionStatus::Ready))
@@ -275,8 +279,9 @@ pub async fn tenant_namespace_disjoint(s: Store) {
 
 /// A malformed tenant context is refused by every scoped operation, before anything is
 /// written.
-pub async fn invalid_tenant_contexts_refused(s: Store) {
-    let b = &*s.backend;
+pub async fn invalid_tenant_contexts_refused(h: &dyn Harness) {
+    let backend = fresh(h, "invalid_tenant_contexts_refused").await;
+    let b = &*backend;
     let d = new_kb(b, "badctx").await;
     let before = b.get_state_version(&d).await.unwrap();
     for ctx in [

@@ -69,7 +69,8 @@ pub async fn get_existing_and_missing(h: &dyn Harness) {
 pub async fn get_touches_and_peek_does_not(h: &dyn Harness) {
     let b = fresh(h, "touch").await;
     let reg = b.register("bot", cfg(1)).await.unwrap();
-    tokio::time::sleep(h.touch_resolution() + std::time::Duration::from_millis(20)).await;
+    tokio::time::sleep(h.capabilities().touch_resolution + std::time::Duration::from_millis(20))
+        .await;
     b.peek("bot").await.unwrap();
     b.peek_config("bot").await.unwrap();
     assert_eq!(

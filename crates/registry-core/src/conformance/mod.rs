@@ -1,10 +1,18 @@
-//! The registry conformance suite: one contract, run by every backend.
+//! The registry conformance suite: one contract, run by every backend. The cases port the
+//! upstream tests of reference-spec §6.1–6.2 and add revisions, change feeds, conditional
+//! writes, hostile ids and concurrency across tasks and across instances.
 //!
-//! A backend's test file implements [`Harness`] (how to open an instance on a named storage)
-//! and expands [`registry_conformance_tests!`](crate::registry_conformance_tests), which
-//! generates one `#[tokio::test]` per case of this module. The cases port the upstream tests of
-//! reference-spec §6.1–6.2 and add revisions, change feeds, conditional writes, hostile ids and
-//! concurrency across tasks and across instances.
+//! The shape is the same in the three suites of dynreg (registry, event bus, knowledge store):
+//! a backend's test file implements [`Harness`], which opens the backend under test
+//! ([`Harness::open`]) and declares what it supports ([`Harness::capabilities`], a
+//! [`Capabilities`] of flags and parameters with a `Default`), and expands
+//! [`registry_conformance_tests!`](crate::registry_conformance_tests) with an
+//! `Option<impl Harness>`, which generates one `#[tokio::test]` per case of this module. A case
+//! that needs a capability names it in the macro's case list (`case: [capability]`); on a
+//! harness that does not declare it the test prints `skipped: <case> (<capability> not
+//! supported by this backend)` and passes. A `None` harness (a server that is not configured)
+//! skips every case after [`skipped`] printed why. The registry's only capability is a
+//! parameter, the touch resolution, so every case runs on every backend.
 
 mod basic;
 mod concurrency;
@@ -24,6 +32,24 @@ pub use concurrency::*;
 pub use listing::*;
 pub use revisions::*;
 
+/// What a backend supports, as the cases that depend on it need to know (OpenDAL's behaviour
+/// tests select cases the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The backend's touch resolution: `get` advances `last_accessed_at` only when the stored
+    /// value is at least this old.
+    pub touch_resolution: Duration,
+}
+
+impl Default for Capabilities {
+    /// A touch resolution of one second (the backends' default).
+    fn default() -> Self {
+        Self {
+            touch_resolution: Duration::from_secs(1),
+        }
+    }
+}
+
 /// How the suite opens backends.
 #[async_trait]
 pub trait Harness: Send + Sync {
@@ -32,11 +58,8 @@ pub trait Harness: Send + Sync {
     /// connections and handles) on the same storage; a new name gives a new, empty storage.
     async fn open(&self, store: &str) -> Arc<dyn RegistryBackend>;
 
-    /// The backend's touch resolution: `get` advances `last_accessed_at` only when the stored
-    /// value is at least this old.
-    fn touch_resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
+    /// What the backend supports.
+    fn capabilities(&self) -> Capabilities;
 }
 
 /// A storage name unique to this process run: `<case>_<pid>_<n>`.
@@ -63,10 +86,21 @@ pub fn skipped<T>(backend: &str, var: &str) -> Option<T> {
     None
 }
 
+/// Prints the skip line of a case whose capability the harness does not declare (called by
+/// [`registry_conformance_tests!`](crate::registry_conformance_tests)).
+#[doc(hidden)]
+#[allow(clippy::print_stdout)] // the skip line is meant for the test output
+pub fn unsupported(case: &str, capability: &str) {
+    println!("skipped: {case} ({capability} not supported by this backend)");
+}
+
 /// Generates one `#[tokio::test]` per conformance case.
 ///
-/// `$harness` is an expression of type `Option<impl Harness>`; `None` skips every case (the
-/// harness constructor prints why).
+/// `$harness` is an expression of type `Option<impl Harness>`, evaluated once per test; `None`
+/// skips every case (the harness constructor prints why, see [`skipped`]). The `@cases` form
+/// takes an explicit case list in which a case may name the capabilities it needs,
+/// `case: [capability, …]`; the test then prints a skip line and passes when the harness's
+/// [`Capabilities`] lack one (every capability named must be a `bool` field).
 #[macro_export]
 macro_rules! registry_conformance_tests {
     ($harness:expr) => {
@@ -85,11 +119,18 @@ macro_rules! registry_conformance_tests {
             touch_never_reverts_a_register, two_instances_share_storage_and_revisions,
             unusual_text_round_trips_and_re_registers_as_a_no_op, writes_report_what_they_did);
     };
-    (@cases $harness:expr; $($case:ident),* $(,)?) => {
+    (@cases $harness:expr; $($case:ident $(: [$($capability:ident),* $(,)?])?),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let Some(h) = $harness else { return };
+                let _capabilities = $crate::conformance::Harness::capabilities(&h);
+                $($(
+                    if !_capabilities.$capability {
+                        $crate::conformance::unsupported(stringify!($case), stringify!($capability));
+                        return;
+                    }
+                )*)?
                 $crate::conformance::$case(&h).await;
             }
         )*
