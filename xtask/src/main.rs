@@ -24,7 +24,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("dynreg-event-bus", &["postgres", "redis"]),
     ("dynreg-knowledge-store", &["file", "s3"]),
     ("dynreg-cache", &["testkit"]),
-    ("dynreg-hot-reload", &[]),
+    ("dynreg-hot-reload", &["s3"]),
     ("dynreg-resource-resolver", &[]),
     ("dynreg", &["sqlite", "postgres", "redis", "file", "s3"]),
 ];

@@ -174,7 +174,8 @@ pub(crate) fn known_keys<'a>(specific: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
-/// Rejects keys a backend does not understand (typos should not be silently ignored).
+/// Rejects keys a backend does not understand (typos should not be silently ignored): the
+/// error names the key and the nearest known option.
 pub(crate) fn reject_unknown(
     map: &Map<String, Value>,
     known: &[&str],
@@ -183,7 +184,7 @@ pub(crate) fn reject_unknown(
         if key != "backend" && !known.contains(&key.as_str()) {
             return Err(bad(
                 key,
-                format!("unknown option; known options: {}", known.join(", ")),
+                dynreg_resource_resolver::keys::unknown_key(key, known),
             ));
         }
     }
@@ -361,5 +362,18 @@ mod connection_tests {
         );
         let err = ConnectionOptions::from_json(&map(json!({"capacity": 0}))).unwrap_err();
         assert!(matches!(err, EventBusError::InvalidConfig { ref key, .. } if key == "capacity"));
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use serde_json::json;
+
+    #[test]
+    fn an_unknown_option_names_the_nearest_valid_one() {
+        let map = json!({"backend": "memory", "capacty": 5});
+        let err = super::reject_unknown(map.as_object().unwrap(), &["capacity"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("did you mean \"capacity\""), "{msg}");
     }
 }

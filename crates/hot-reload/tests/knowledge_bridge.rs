@@ -2,9 +2,9 @@
 //! `test_subscribe_to_changes.py` (reference-spec §6.9) for [`subscribe_to_changes`], and
 //! state writes published on the §4.8 topics by [`also_publish_to`]. They ran in the
 //! knowledge-store conformance suite until that crate stopped depending on the event bus; they
-//! run here on the memory backend, the file backend (a temp dir), the S3 backend on
-//! `object_store`'s in-memory store, and a local S3-compatible server when
-//! `DYNREG_TEST_S3_ENDPOINT` is set (skipped otherwise).
+//! run here on the memory backend, the file backend (a temp dir), and with this crate's `s3`
+//! feature the S3 backend on `object_store`'s in-memory store and a local S3-compatible server
+//! when `DYNREG_TEST_S3_ENDPOINT` is set (skipped otherwise).
 
 #![allow(clippy::print_stdout)] // the skip notices the test policy asks for
 
@@ -275,6 +275,7 @@ mod file {
     bridge_tests!(make);
 }
 
+#[cfg(feature = "s3")]
 mod s3_in_memory_store {
     use super::*;
     use dynreg_knowledge_store::S3KnowledgeBackend;
@@ -291,6 +292,7 @@ mod s3_in_memory_store {
     bridge_tests!(make);
 }
 
+#[cfg(feature = "s3")]
 mod s3_server {
     use super::*;
     use dynreg_knowledge_store::{S3Config, S3KnowledgeBackend};

@@ -29,6 +29,7 @@ pub async fn create_knowledge_backend(
 ) -> Result<Arc<dyn KnowledgeBackend>> {
     match kind.trim().to_ascii_lowercase().as_str() {
         "memory" | "inmemory" | "in_memory" => {
+            check_keys("memory", config, &["snapshot_retention"])?;
             let retention = crate::snapshots::DEFAULT_SNAPSHOT_RETENTION;
             let retention = config
                 .get("snapshot_retention")
@@ -62,5 +63,63 @@ pub async fn create_knowledge_backend(
             kind: kind.to_owned(),
             available: available_backends().join(", "),
         }),
+    }
+}
+
+/// Refuses an option `kind` does not take, naming the nearest one it does (`backend`, the
+/// kind itself, is always accepted).
+pub(crate) fn check_keys(
+    kind: &'static str,
+    config: &serde_json::Value,
+    valid: &[&str],
+) -> Result<()> {
+    let Some(map) = config.as_object() else {
+        return Ok(());
+    };
+    for key in map.keys() {
+        if key != "backend" && !valid.contains(&key.as_str()) {
+            return Err(KnowledgeError::Config {
+                kind,
+                field: "options",
+                reason: dynreg_resource_resolver::keys::unknown_key(key, valid),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_option_names_the_nearest_valid_one() {
+        let Err(err) =
+            create_knowledge_backend("memory", &serde_json::json!({"snapshot_retension": 5})).await
+        else {
+            panic!("a typo is refused")
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"snapshot_retension\"")
+                && msg.contains("did you mean \"snapshot_retention\""),
+            "{msg}"
+        );
+        #[cfg(feature = "file")]
+        {
+            let Err(err) = crate::file::FileConfig::from_json(&serde_json::json!({"pth": "/x"}))
+            else {
+                panic!("a typo is refused")
+            };
+            assert!(err.to_string().contains("did you mean \"path\""), "{err}");
+        }
+        #[cfg(feature = "s3")]
+        {
+            let config = serde_json::json!({"bucket": "b", "regoin": "x"});
+            let Err(err) = crate::s3::S3Config::from_json(&config) else {
+                panic!("a typo is refused")
+            };
+            assert!(err.to_string().contains("did you mean \"region\""), "{err}");
+        }
     }
 }

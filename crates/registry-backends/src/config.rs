@@ -531,31 +531,7 @@ fn described(keys: &[&str], aliases: &[(&'static str, &'static str)]) -> String 
         .join(", ")
 }
 
-/// The valid key nearest to `key` by edit distance (case-insensitive; the first of equally
-/// near ones), or `None` when there is no valid key.
-pub(crate) fn nearest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
-    let key = key.to_ascii_lowercase();
-    valid
-        .iter()
-        .copied()
-        .min_by_key(|v| edit_distance(&key, &v.to_ascii_lowercase()))
-}
-
-/// Levenshtein distance, counted in chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = substitution.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
+use dynreg_resource_resolver::keys::nearest_key as nearest;
 
 /// Every key `T` accepts (its fields and their aliases), as its derived `Deserialize` declares
 /// them: the list is taken from the struct itself so it can never drift from it.
@@ -758,27 +734,6 @@ mod tests {
         let (key, reason) = err_of::<MemoryConfig>(json!({"path": "/x"}));
         assert_eq!(key, "path");
         assert!(reason.contains("takes no options"), "{reason}");
-    }
-
-    #[test]
-    fn nearest_by_edit_distance() {
-        let valid = [
-            "path",
-            "table",
-            "touch_resolution_ms",
-            "tombstone_retention",
-        ];
-        assert_eq!(nearest("tabel", &valid), Some("table"));
-        assert_eq!(nearest("TABLE", &valid), Some("table"));
-        assert_eq!(nearest("pth", &valid), Some("path"));
-        assert_eq!(
-            nearest("tombstone_retension", &valid),
-            Some("tombstone_retention")
-        );
-        assert_eq!(nearest("x", &[]), None);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("日本", "日本語"), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! revisions are handed out and committed in the same order. Statements run on the calling
 //! task: each takes microseconds, far less than a thread hand-off would cost.
 
+use dynreg_registry_core::backend::shared;
 use dynreg_registry_core::config_hash;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -454,12 +455,7 @@ impl RegistryBackend for SqliteBackend {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
-        Ok(self
-            .list_rows(query)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect())
+        self.list_rows(query).await.map(shared)
     }
 
     async fn count_where(

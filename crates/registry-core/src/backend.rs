@@ -84,3 +84,8 @@ pub fn plan_register(
         config_hash: hash,
     })
 }
+
+/// Rows read from storage as the shared registrations [`crate::RegistryBackend::list`] returns.
+pub fn shared(rows: Vec<Registration>) -> Vec<Arc<Registration>> {
+    rows.into_iter().map(Arc::new).collect()
+}

@@ -20,7 +20,11 @@
 //! * [`validate_portability`] and friends: machine-local values (home directories, loopback
 //!   addresses) in any config.
 //!
-//! This crate is pure configuration: it depends on no other dynreg crate and builds nothing.
+//! * [`keys`]: the options vocabulary every backend family shares (an unknown option names the
+//!   nearest valid one).
+//!
+//! This crate is pure configuration: it depends on no other dynreg crate and builds nothing;
+//! the backend crates depend on it for their option vocabulary.
 //! The facade (`dynreg::Platform`, `dynreg::build`) turns sections into live backends.
 //! * Errors ([`ResolveError`]) carry file, line and YAML path; values substituted from the
 //!   environment never appear in error messages or `Debug` output.
@@ -40,6 +44,7 @@
 mod domain;
 mod environment;
 mod error;
+pub mod keys;
 mod lines;
 mod path;
 mod placeholder;

@@ -79,6 +79,11 @@ impl FileConfig {
 
     /// Reads `{"path", "fsync": "always"|"never", "snapshot_retention", "compact_min_records"}`.
     pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        crate::factory::check_keys(
+            "file",
+            v,
+            &["path", "fsync", "snapshot_retention", "compact_min_records"],
+        )?;
         let mut cfg = Self::new(
             v.get("path")
                 .and_then(serde_json::Value::as_str)

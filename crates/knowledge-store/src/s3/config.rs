@@ -92,6 +92,22 @@ impl S3Config {
     /// "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "snapshot_retention",
     /// "change_detection_mode"}`.
     pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        crate::factory::check_keys(
+            "s3",
+            v,
+            &[
+                "bucket",
+                "prefix",
+                "region",
+                "region_name",
+                "endpoint_url",
+                "aws_access_key_id",
+                "aws_secret_access_key",
+                "aws_session_token",
+                "snapshot_retention",
+                "change_detection_mode",
+            ],
+        )?;
         let s = |k: &str| {
             v.get(k)
                 .and_then(serde_json::Value::as_str)

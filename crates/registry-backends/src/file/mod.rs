@@ -16,6 +16,7 @@ mod fsio;
 mod log;
 
 use crate::doc_name;
+use dynreg_registry_core::backend::shared;
 use dynreg_registry_core::config_hash;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -527,12 +528,7 @@ impl RegistryBackend for FileBackend {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
-        Ok(self
-            .list_rows(query)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect())
+        self.list_rows(query).await.map(shared)
     }
 
     async fn count_where(

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dynreg_registry_core::backend::shared;
 use dynreg_registry_core::backend::{now, validate_write};
 use dynreg_registry_core::{
     ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
@@ -502,12 +503,7 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
-        Ok(self
-            .list_rows(query)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect())
+        self.list_rows(query).await.map(shared)
     }
 
     async fn count_where(

@@ -30,6 +30,7 @@ mod format;
 mod keys;
 mod log;
 
+use dynreg_registry_core::backend::shared;
 use dynreg_registry_core::config_hash;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -499,12 +500,7 @@ impl RegistryBackend for S3Backend {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
-        Ok(self
-            .list_rows(query)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect())
+        self.list_rows(query).await.map(shared)
     }
 
     async fn count_where(
