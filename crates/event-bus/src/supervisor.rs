@@ -154,6 +154,25 @@ pub(crate) struct Settings {
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
+impl Settings {
+    /// A listener's settings: probed every `probe_interval`, a resync to every subscription of
+    /// `router` after a reconnect, and the subscription changes of `commands`.
+    pub(crate) fn listener(
+        connection: &crate::config::ConnectionOptions,
+        router: &Arc<Router>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Settings {
+            backoff: connection.backoff(),
+            probe: Some(Probe::listener(connection.probe_interval)),
+            resync: Some(Arc::clone(router)),
+            commands: Some(commands),
+            shutdown,
+        }
+    }
+}
+
 enum Outcome {
     Shutdown,
     Lost,

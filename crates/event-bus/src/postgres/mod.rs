@@ -37,7 +37,7 @@ use crate::error::{BoxError, EventBusError};
 use crate::event::{Event, new_uuid_v4};
 use crate::router::Router;
 use crate::subscription::Subscription;
-use crate::supervisor::{Command, Probe, Settings, supervise};
+use crate::supervisor::{Command, Settings, supervise};
 use crate::topic::validate_topic;
 
 /// Postgres rejects NOTIFY payloads of 8000 bytes or more.
@@ -156,13 +156,8 @@ impl PostgresEventBus {
             routes: HashMap::new(),
             patterns: 0,
         };
-        let listen_settings = Settings {
-            backoff: config.connection.backoff(),
-            probe: Some(Probe::listener(config.connection.probe_interval)),
-            resync: Some(Arc::clone(&router)),
-            commands: Some(command_rx),
-            shutdown: shutdown_rx.clone(),
-        };
+        let listen_settings =
+            Settings::listener(&config.connection, &router, command_rx, shutdown_rx.clone());
         let publish = PublishLink {
             slot: Arc::clone(&slot),
             settings,

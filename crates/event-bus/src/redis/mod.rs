@@ -381,13 +381,8 @@ impl RedisEventBus {
             topics: Default::default(),
             patterns: Default::default(),
         };
-        let pubsub_settings = Settings {
-            backoff: config.connection.backoff(),
-            probe: Some(Probe::listener(config.connection.probe_interval)),
-            resync: Some(Arc::clone(&router)),
-            commands: Some(command_rx),
-            shutdown: shutdown_rx.clone(),
-        };
+        let pubsub_settings =
+            Settings::listener(&config.connection, &router, command_rx, shutdown_rx.clone());
         let publish = PublishLink {
             slot: Arc::clone(&slot),
             endpoint,
