@@ -40,7 +40,7 @@
 //! # }
 //! ```
 //!
-//! ## Guarantees (fixing reference-spec §9.1 #1–#9)
+//! ## Guarantees (each fixes a way the original's cache loses or serves stale instances)
 //! * **Single-flight per id.** Concurrent lookups of a cold id share one build; builds of
 //!   different ids run in parallel; hits take only a shard's read lock and never wait behind a
 //!   build. A failed build is not cached and every waiter gets the error.

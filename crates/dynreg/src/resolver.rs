@@ -1,6 +1,6 @@
 //! `EnvironmentResolver`: an environment as a [`ConfigResolver`] for the config cache, so a
 //! `ConfigCachingManager` hands out bot configs whose `$resource` references are resolved
-//! (the original's `ConfigCachingManager(backend, environment=...)`, reference-spec §2.8).
+//! (the original's `ConfigCachingManager(backend, environment=...)`).
 
 use std::sync::Arc;
 

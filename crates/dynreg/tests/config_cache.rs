@@ -1,5 +1,5 @@
 //! `ConfigCachingManager` with an `EnvironmentResolver`: cached bot configs have their
-//! `$resource` references resolved against the environment (reference-spec §2.8), the stored
+//! `$resource` references resolved against the environment (as the original's config cache does), the stored
 //! config stays raw, a config that does not resolve is an error naming the bot and the
 //! reference, and after a change to a bad config the last good one keeps serving.
 

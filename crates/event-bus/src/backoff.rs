@@ -1,5 +1,5 @@
-//! Capped exponential back-off whose jitter survives the cap (reference-spec §9.3 #27: the
-//! original applied the cap after the jitter, so every replica retried at exactly 30 s).
+//! Capped exponential back-off whose jitter survives the cap (the original applied the
+//! cap after the jitter, so every replica retried at exactly 30 s).
 
 use std::time::Duration;
 

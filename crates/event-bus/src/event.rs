@@ -1,4 +1,4 @@
-//! `Event` and `EventType`: the original's event model and its JSON wire format (reference-spec §1.1–1.2).
+//! `Event` and `EventType`: the original's event model and its JSON wire format.
 
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ impl std::fmt::Display for EventType {
 /// One event, field for field the original's `Event` dataclass.
 ///
 /// `topic` is the event's own topic; the *bus* topic passed to `publish` is independent and is
-/// what routing uses (reference-spec §1.2).
+/// what routing uses (as in the original).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// What happened (JSON key `"type"`).

@@ -1,4 +1,4 @@
-//! `create_event_bus(config)`: picks and builds a bus from a JSON configuration (reference-spec §1.8).
+//! `create_event_bus(config)`: picks and builds a bus from a JSON configuration.
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use crate::subscription::{DEFAULT_CAPACITY, Subscription};
 
 /// An in-process bus. `publish` only queues the event for each matching subscription (it never
 /// waits for a consumer), so a slow consumer cannot block the publisher — unlike the original,
-/// which ran handlers inline (reference-spec §9.3 #28). Clones share the same bus.
+/// which ran handlers inline. Clones share the same bus.
 ///
 /// The publish path: one lookup in a per-topic route cache (validated topic and the matching
 /// exact and pattern subscriptions; cleared by every subscribe, unsubscribe and close), then per

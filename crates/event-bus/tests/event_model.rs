@@ -1,4 +1,4 @@
-//! The original's model and factory tests (reference-spec §6.8), ported: Event/EventType wire
+//! The original's model and factory tests, ported: Event/EventType wire
 //! JSON, timestamps, defaults, and `create_event_bus` errors.
 
 use dynreg_event_bus::{
@@ -51,7 +51,7 @@ fn test_event_defaults() {
 
 #[test]
 fn test_event_to_dict_matches_python_bytes() {
-    // Python 3: json.dumps() of the dict the original's to_dict() builds (reference-spec §1.2),
+    // Python 3: json.dumps() of the dict the original's to_dict() builds,
     // with datetime(2024, 1, 15, 10, 30, 0, 123456, tzinfo=timezone.utc).isoformat().
     let mut payload = Map::new();
     payload.insert("registration_id".into(), json!("bot-é"));

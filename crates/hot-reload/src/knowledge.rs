@@ -1,13 +1,13 @@
 //! The bridge between knowledge storage (`dynreg-knowledge-store`) and the event bus
 //! (`dynreg-event-bus`); the storage crate itself knows no bus.
 //!
-//! * [`also_publish_to`] publishes every later state write of a backend (reference-spec §4.8)
+//! * [`also_publish_to`] publishes every later state write of a backend
 //!   on a bus: an `Event` of type `custom` on the topic [`StateWrite::topic`]
 //!   (`ingest:metadata:write` / `ingest:snapshot:write`) with [`StateWrite::payload`]. It is a
 //!   `StateWriteObserver`, so the publish is awaited inside the write, before the backend's
 //!   local callbacks run; a failed publish is logged and never fails the write.
-//! * [`subscribe_to_changes`] watches one kind of key of a backend through a bus
-//!   (reference-spec §4.3), and [`ChangesSubscription`] is the guard that ends the watch (the
+//! * [`subscribe_to_changes`] watches one kind of key of a backend through a bus,
+//!   and [`ChangesSubscription`] is the guard that ends the watch (the
 //!   Rust form of the original's `changes_subscription` context manager).
 //!
 //! Whoever observes the storage — a filesystem watcher, an S3 event notification bridge, an

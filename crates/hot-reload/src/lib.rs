@@ -10,7 +10,7 @@
 //!   [`notice_to_event`]).
 //! * [`RegistryPoller`] polls the registry's change feed (`changes_since(cursor)`): O(changes)
 //!   per poll, a full relist only when the cursor expired, no change lost between polls, error
-//!   back-off, and a zero/negative interval rejected (reference-spec §9.1 #10).
+//!   back-off, and a zero/negative interval rejected.
 //! * [`HotReloadManager`] in [`ReloadMode::Polling`], [`ReloadMode::EventDriven`] or
 //!   [`ReloadMode::Hybrid`], with the replica's one bus subscription to registry changes. It
 //!   reacts to the events [`EventedRegistry`] publishes (one per committed write, on every

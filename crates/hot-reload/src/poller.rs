@@ -1,5 +1,5 @@
 //! `RegistryPoller`: polls the registry's change feed from a cursor — O(changes) per poll, a full
-//! relist only when the cursor expired, and no change lost between polls (reference-spec §9.1 #10).
+//! relist only when the cursor expired, and no change lost between polls.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};

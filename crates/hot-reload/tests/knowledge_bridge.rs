@@ -1,6 +1,6 @@
 //! The knowledge-store ↔ event-bus bridge against every knowledge backend: the cases of
-//! `test_subscribe_to_changes.py` (reference-spec §6.9) for [`subscribe_to_changes`], and
-//! state writes published on the §4.8 topics by [`also_publish_to`]. They ran in the
+//! `test_subscribe_to_changes.py` for [`subscribe_to_changes`], and
+//! state writes published on the `ingest:*:write` topics by [`also_publish_to`]. They ran in the
 //! knowledge-store conformance suite until that crate stopped depending on the event bus; they
 //! run here on the memory backend, the file backend (a temp dir), and with this crate's `s3`
 //! feature the S3 backend on `object_store`'s in-memory store and a local S3-compatible server
@@ -177,7 +177,7 @@ async fn subscribe_to_changes_cases(backend: Arc<dyn KnowledgeBackend>) {
     assert_eq!(bus.subscription_count(), 0);
 }
 
-/// With an event bus given, index and snapshot writes are published on the §4.8 topics.
+/// With an event bus given, index and snapshot writes are published on the `ingest:*:write` topics.
 async fn state_write_events_reach_the_bus(backend: Arc<dyn KnowledgeBackend>) {
     let b = &*backend;
     let bus = Arc::new(InMemoryEventBus::new());

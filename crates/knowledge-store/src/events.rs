@@ -1,4 +1,4 @@
-//! State-write observability (reference-spec §4.8): every metadata (index or status) write and
+//! State-write observability: every metadata (index or status) write and
 //! every snapshot write is reported as a [`StateWrite`]: first to every async
 //! [`StateWriteObserver`] added with [`StateEvents::add_observer`], awaited in registration
 //! order (the event-bus bridge `dynreg_hot_reload::also_publish_to` is one: it publishes an

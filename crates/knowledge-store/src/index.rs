@@ -178,7 +178,7 @@ impl FileIndex {
         self.marks.truncate(keep);
     }
 
-    /// The identity (reference-spec §4.4), cached until the next mutation.
+    /// The identity, cached until the next mutation.
     ///
     /// The formula hashes `"path:checksum"` strings in byte order; that is path order except
     /// where one path is a prefix of another (`a` / `a.md`). While path order holds, hashing

@@ -1,4 +1,4 @@
-//! The key layout every backend shares (reference-spec §4.2, §4.5–4.7): the key of every
+//! The key layout every backend shares: the key of every
 //! object a backend writes, the watch patterns over them ([`KeyLayout::key_pattern`]) and the
 //! classification of a key someone observed ([`KeyLayout::classify_key`]).
 //!
@@ -17,7 +17,7 @@
 //! `""` (memory). `{state}` is `""` for the single tenant and `_scoped/…/` for a tenant
 //! ([`TenantContext::state_prefix`]).
 //!
-//! **Classification is positional** (fixing reference-spec §9.4 #35): the key is read relative
+//! **Classification is positional** (fixing the original's bug): the key is read relative
 //! to `{root}`, its first segment is the domain (or `_scoped`), and only the segment *after the
 //! domain* decides — not "any segment equals `content`". So a knowledge base named `content`
 //! has its `_metadata.json` classified as metadata, and an S3 prefix or base folder that
@@ -151,7 +151,7 @@ impl KeyLayout {
         format!("{}/{version}.json", self.snapshots_dir(domain_id, state))
     }
 
-    /// The watch pattern of one kind of key (reference-spec §4.5–4.7): for `domain_id`, or
+    /// The watch pattern of one kind of key: for `domain_id`, or
     /// every domain (`*`) when `None`; tenant-scoped by `ctx` except for content, which is
     /// never tenant-scoped.
     ///

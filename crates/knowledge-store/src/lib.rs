@@ -21,7 +21,7 @@
 //!   canonical relative paths (no `..`, `.`, empty segments, absolute paths, backslashes, NUL or
 //!   drive letters); a name cannot be both a file and a folder. See [`paths`].
 //! - **Change detection** is the original's: MD5 per file and the knowledge-base identity of
-//!   reference-spec §4.4 ([`identity`]), so versions compare with ones the Python original stored.
+//!   the original ([`identity`]), so versions compare with ones the Python original stored.
 //!   Snapshots are recorded when an identity is handed out (`get_checksum`,
 //!   `list_changes_since`) and retained up to a bound (default 64 per knowledge base and
 //!   tenant lineage). The
@@ -39,7 +39,7 @@
 //!   conflict without a logical change in between: re-read and retry.) A tenant's token
 //!   versions that tenant's status document alone — it changes on each of its status writes and
 //!   on nothing else — and exists before the tenant's first write, so that write can be
-//!   conditional too; the same rule on every backend (reference-spec §9.4 #36).
+//!   conditional too; the same rule on every backend.
 //! - **Tenant-scoped state.** Every state operation is an `*_in` method taking a
 //!   [`TenantContext`] (`SingleTenant`, `Bound`, `SharedCorpus`, `Prefixed`) first; the
 //!   unsuffixed forms of [`KnowledgeBackendExt`] are the single-tenant context, byte-identical
@@ -48,17 +48,17 @@
 //!   `{root}_scoped/{prefix}/{domain}/`, as in the original (file:
 //!   `{base}/_scoped/tenants/{t}/_state/{domain}/_metadata.json` and `_snapshots/`; S3 the
 //!   same keys under its prefix); content is shared. A tenant's view ([`KnowledgeBackend::get_info_in`]) reports the
-//!   real file count, size, version and metadata, not the original's zeros (§9.4 #39); a
+//!   real file count, size, version and metadata, not the original's zeros; a
 //!   tenant that never wrote sees the default status. A tenant retains the versions it is
-//!   handed in its own snapshot lineage and diffs fall back to the shared lineage (§4.4).
+//!   handed in its own snapshot lineage and diffs fall back to the shared lineage.
 //!   `delete_kb` removes every tenant's state on every backend, so a re-created knowledge
-//!   base inherits no stale status (§9.4 #37).
+//!   base inherits no stale status.
 //! - **Key layout.** [`KnowledgeBackendExt::key_pattern`] gives the watch glob of content,
 //!   metadata or snapshot keys (the original's exact strings for file and S3; real globs over
 //!   its own keys for memory, where the original's `""` could never match), and
 //!   [`KnowledgeBackendExt::classify_key`] reads a key by its position under the backend's root,
 //!   so a knowledge base named `content` or a prefix with a `content` segment is classified
-//!   correctly (§9.4 #35; see [`KeyLayout`]). Watching keys through an event bus lives in
+//!   correctly (see [`KeyLayout`]). Watching keys through an event bus lives in
 //!   `dynreg-hot-reload`, which bridges this crate and `dynreg-event-bus`:
 //!   `dynreg_hot_reload::subscribe_to_changes` watches one kind of key through a bus on which
 //!   some observer publishes keys as topics, and returns a `ChangesSubscription` guard that
@@ -67,7 +67,7 @@
 //!   at most one chunk (S3: one 8 MiB part) in memory; the memory backend necessarily keeps the
 //!   whole file. Files (`.gz` included) are stored exactly as uploaded.
 //! - **Observability.** Index, status and snapshot writes are reported to
-//!   [`StateEvents`] observers (reference-spec §4.8): async [`StateWriteObserver`]s, awaited
+//!   [`StateEvents`] observers: async [`StateWriteObserver`]s, awaited
 //!   first, then callbacks. Publishing them to an event bus is the observer
 //!   `dynreg_hot_reload::also_publish_to` adds: on `ingest:metadata:write` and
 //!   `ingest:snapshot:write` with payload `{domain_id, key, kind, byte_size}` (plus
@@ -84,7 +84,7 @@
 //!   instance revalidated by conditional GET, and two change-detection modes ([`ChangeDetectionMode`]): `snapshot` objects, or
 //!   `s3_versioning`, which writes none and resolves a version through an index of the
 //!   metadata object's own S3 `VersionId`s kept in the index document (two GETs per diff
-//!   instead of the original's walk over the whole version history, §9.4 #32); a version it
+//!   instead of the original's walk over the whole version history); a version it
 //!   cannot resolve (bucket versioning off, or older than the index) counts as changed.
 //!   Every write records an intent first, so one that died between content and index is
 //!   repaired by [`S3KnowledgeBackend::recover`] (which `connect` runs): the index is brought
@@ -281,7 +281,7 @@ pub trait KnowledgeBackend: std::fmt::Debug + Send + Sync {
         domain_id: &str,
     ) -> Result<Option<String>>;
 
-    /// The knowledge-base identity (reference-spec §4.4; `""` when empty), the same for every
+    /// The knowledge-base identity (the original; `""` when empty), the same for every
     /// tenant (content is shared), retained as a snapshot in `ctx`'s lineage so
     /// [`KnowledgeBackend::list_changes_since_in`] can later diff against it and another
     /// tenant's churn cannot evict it.
@@ -289,7 +289,7 @@ pub trait KnowledgeBackend: std::fmt::Debug + Send + Sync {
 
     /// What was added, modified and deleted since `version` (an identity from
     /// [`KnowledgeBackend::get_checksum_in`]), each list sorted; `version` is resolved in
-    /// `ctx`'s lineage first, then in the shared (single-tenant) one (reference-spec §4.4
+    /// `ctx`'s lineage first, then in the shared (single-tenant) one (the original
     /// step 3), and the current identity is retained in `ctx`'s lineage. `InvalidVersion` if
     /// that version is not retained.
     async fn list_changes_since_in(
@@ -388,7 +388,7 @@ pub trait KnowledgeBackendExt: KnowledgeBackend {
             .await
     }
 
-    /// The knowledge-base identity (reference-spec §4.4); `""` when empty. The identity is
+    /// The knowledge-base identity; `""` when empty. The identity is
     /// retained as a snapshot in the shared lineage so `list_changes_since` can later diff
     /// against it ([`KnowledgeBackend::get_checksum_in`]).
     async fn get_checksum(&self, domain_id: &str) -> Result<String> {

@@ -543,7 +543,7 @@ impl KnowledgeBackend for MemoryKnowledgeBackend {
             let old: Arc<Vec<Arc<KnowledgeFile>>> = if version.is_empty() {
                 Arc::default()
             } else {
-                // The tenant's lineage first, then the shared one (reference-spec §4.4).
+                // The tenant's lineage first, then the shared one.
                 let own = g.lineage(&state, retention).get(version);
                 own.or_else(|| g.snapshots.get(version)).ok_or_else(|| {
                     KnowledgeError::InvalidVersion {

@@ -1,4 +1,4 @@
-//! The names of the key layout (reference-spec §4.2): the folder and file names every backend
+//! The names of the key layout: the folder and file names every backend
 //! writes under. The key layout (`keys`) and the tenant contexts (`tenant`) both import them
 //! from here, so neither module depends on the other for them.
 

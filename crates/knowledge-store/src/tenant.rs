@@ -1,4 +1,4 @@
-//! Tenant scope of state operations (reference-spec §4.2): which status document and which
+//! Tenant scope of state operations: which status document and which
 //! snapshot lineage an `*_in` call of [`crate::KnowledgeBackend`] reads and writes.
 //!
 //! Content is never tenant-scoped: every tenant of a knowledge base reads the same files. Only

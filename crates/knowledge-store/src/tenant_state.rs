@@ -4,7 +4,7 @@
 //! its view — file count, total size, the version counter, the knowledge base's metadata — is
 //! the knowledge base's real, shared content summary. (The original reported a tenant view
 //! with `file_count = 0`, `total_size_bytes = 0`, `version = "1"` and empty metadata,
-//! reference-spec §9.4 #39; a tenant reading its view wants the content it ingests.) A tenant
+//! the original; a tenant reading its view wants the content it ingests.) A tenant
 //! that never wrote sees the default state: pending, no error, no generation, no vector store
 //! path. `last_updated` is the later of the content's last change and the tenant's last write.
 //!

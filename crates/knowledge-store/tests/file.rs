@@ -464,7 +464,7 @@ async fn group_commit_with_fsync_always_keeps_every_put() -> Result<()> {
     Ok(())
 }
 
-/// The exact glob strings of the file backend (reference-spec §4.6), tenant variants
+/// The exact glob strings of the file backend, tenant variants
 /// included, rooted at the absolute base folder.
 #[tokio::test]
 async fn key_patterns_are_the_originals_globs() -> Result<()> {
@@ -690,7 +690,7 @@ async fn feedback_loop_reproduction_file() -> Result<()> {
 }
 
 /// A knowledge base named `content`, on a base folder that itself has a `content` segment:
-/// its index is metadata, its files are content (§9.4 #35).
+/// its index is metadata, its files are content.
 #[tokio::test]
 async fn a_kb_named_content_is_classified_by_position() -> Result<()> {
     use dynreg_knowledge_store::KnowledgeKeyKind as K;

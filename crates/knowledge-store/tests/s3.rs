@@ -190,7 +190,7 @@ async fn all_keys(store: &dyn ObjectStore) -> Vec<String> {
     keys
 }
 
-/// The exact S3 / EventBridge wildcard strings (reference-spec §4.7), tenant variants included.
+/// The exact S3 / EventBridge wildcard strings, tenant variants included.
 #[test]
 fn key_patterns_are_the_originals_wildcards() {
     let (_, b) = in_memory("kb/");
@@ -229,7 +229,7 @@ fn key_patterns_are_the_originals_wildcards() {
     );
 }
 
-/// A prefix with a `content` segment no longer makes every key content (§9.4 #35).
+/// A prefix with a `content` segment no longer makes every key content.
 #[test]
 fn a_prefix_with_a_content_segment_classifies_by_position() {
     let (_, b) = in_memory("data/content/kb");

@@ -1,4 +1,4 @@
-//! `Registration` and `Status`: the stored record of one bot and its wire shape (reference-spec §2.1).
+//! `Registration` and `Status`: the stored record of one bot and its wire shape.
 
 use std::fmt;
 use std::sync::Arc;

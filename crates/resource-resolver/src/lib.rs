@@ -2,7 +2,7 @@
 //!
 //! Environment-aware configuration for dynreg, the Rust counterpart of the original's
 //! `EnvironmentConfig` / `resolve_resource_references` / `substitute_env_vars`
-//! (reference-spec §3), without its gaps (§9.2):
+//! without its gaps:
 //!
 //! * [`Environment`]: `configs/environments/<name>.yaml` (`name`, `description`,
 //!   `resources.<type>.<name>`, `settings`), chosen by path, by name, or by the

@@ -6,7 +6,7 @@
 //! `$VAR` without braces) is kept literally, and substituted values are never rescanned, so
 //! substitution always terminates and a value containing `${X}` stays as it is.
 //!
-//! **Empty variables** (the original's gap, reference-spec §9.2 #20): a variable that is set
+//! **Empty variables** (the original's gap): a variable that is set
 //! to the empty string counts as **unset** in every form, like bash's `${VAR:-default}` and
 //! `${VAR:?}`. `${VAR:default}` and `${VAR:-default}` give the default; `${VAR}` and
 //! `${VAR:?msg}` are a missing-variable error. Write `${VAR:}` to accept an empty value.

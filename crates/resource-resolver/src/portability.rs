@@ -1,8 +1,7 @@
 //! Portability check: does a config hold machine-local values (home directories, loopback
 //! addresses) that would break it in another environment?
 //!
-//! Unlike the original, which regex-scanned the Python repr of the whole config (reference-spec
-//! §2.11, §9.1 #18), this walks every string leaf and every object key and judges each on its
+//! Unlike the original, which regex-scanned the Python repr of the whole config, this walks every string leaf and every object key and judges each on its
 //! own: an `${VAR...}` placeholder exempts only what follows it in the same string, URL paths
 //! such as `https://api/Users/123` are not home directories, any `127.x.y.z`, bare `localhost`,
 //! `::1` and `~/` are caught, each finding is reported once with its path, and a `$resource`

@@ -1,4 +1,4 @@
-//! `$resource` references resolved against an [`Environment`] (reference-spec §3.3).
+//! `$resource` references resolved against an [`Environment`].
 //!
 //! A mapping with a `$resource` key is a reference block. Its marker keys are the closed set
 //! `$resource`, `type` (default `"default"`), `$requires` (a list of capability names) and
@@ -6,7 +6,7 @@
 //! inline default. A found resource is resolved recursively (it may reference other
 //! resources; loops are reported), then inline defaults fill only the keys it lacks: the
 //! environment wins. `$requires` fails when a capability is absent, including when the
-//! resource declares no `capabilities` at all (the original let that pass, §9.2 #19).
+//! resource declares no `capabilities` at all (the original let that pass).
 
 use serde_json::{Map, Value};
 

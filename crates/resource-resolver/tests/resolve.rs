@@ -1,4 +1,4 @@
-//! `$resource` resolution rules (reference-spec §3.3, minus the §9.2 gaps), through the
+//! `$resource` resolution rules (the original), through the
 //! public API.
 
 use dynreg_resource_resolver::{

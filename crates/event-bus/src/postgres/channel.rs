@@ -1,5 +1,5 @@
-//! Topic → Postgres channel naming: the collision-free default and the original's formula
-//! (reference-spec §1.6, §9.3 #23), plus identifier quoting.
+//! Topic → Postgres channel naming: the collision-free default and the original's formula,
+//! plus identifier quoting.
 
 use sha2::{Digest, Sha256};
 

@@ -5,7 +5,7 @@
 //! original's event JSON to the topic's channel (exact subscribers everywhere, including Python
 //! processes when [`ChannelNaming::Original`] is chosen) and `topic\n<json>` to one pattern
 //! channel per prefix (dynreg pattern subscribers; the original's pattern subscriptions were
-//! broken, reference-spec §9.3 #24). An exact subscription reads only topic channels and a
+//! broken). An exact subscription reads only topic channels and a
 //! pattern subscription only the pattern channel, so no event is delivered twice to one
 //! subscription. Events too big for NOTIFY (8000 bytes) go through a claim-check table.
 

@@ -3,7 +3,7 @@
 //! probes liveness (PING) and reconnects with back-off, re-subscribing everything, then signals
 //! `Reconnected`. This module routes `message` to exact subscribers and `pmessage` to the
 //! subscribers of that one pattern (never both to one subscription: no duplicates,
-//! reference-spec §9.3 #25).
+//! the original).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! Conformance cases of versions and change detection: the knowledge-base identity of
-//! reference-spec §4.4 and the diffs against retained versions.
+//! the original and the diffs against retained versions.
 
 use std::collections::BTreeSet;
 

@@ -1,5 +1,5 @@
 //! Conformance cases of files: put, get, list, delete and replace files, one at a time and
-//! in batches (reference-spec §6.9).
+//! in batches.
 
 use bytes::Bytes;
 use serde_json::json;

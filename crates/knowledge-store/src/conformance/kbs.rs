@@ -1,5 +1,4 @@
-//! Conformance cases of knowledge bases: create, read, list and delete a knowledge base
-//! (reference-spec §6.9).
+//! Conformance cases of knowledge bases: create, read, list and delete a knowledge base.
 
 use serde_json::json;
 

@@ -1,5 +1,5 @@
-//! Conformance cases of the key layout: `test_key_layout.py` (reference-spec §6.9), with
-//! classification relative to each backend's root (§9.4 #35). The cases of
+//! Conformance cases of the key layout: `test_key_layout.py`, with
+//! classification relative to each backend's root. The cases of
 //! `test_subscribe_to_changes.py` need an event bus and live with the bus bridge in
 //! `dynreg-hot-reload` (its `knowledge_bridge` tests run them against every backend).
 
@@ -14,9 +14,9 @@ use crate::{
 use KnowledgeKeyKind::{Content, Metadata as Meta, Snapshot, Unknown};
 
 /// The original's `CLASSIFY_CASES` and segment-precedence edges, relative to the backend's
-/// root. Where the original's "any `content` segment wins" rule and the positional fix of
-/// §9.4 #35 disagree, the fix wins: `foo/_snapshots/content/x.json` is not content (and not
-/// a snapshot: snapshots are flat), it is unknown.
+/// root. Where the original's "any `content` segment wins" rule and the positional
+/// classification disagree, the fix wins: `foo/_snapshots/content/x.json` is not content (and
+/// not a snapshot: snapshots are flat), it is unknown.
 const CLASSIFY_CASES: &[(&str, KnowledgeKeyKind)] = &[
     ("foo/content/bar.md", Content),
     ("foo/content/sub/deep.md", Content),

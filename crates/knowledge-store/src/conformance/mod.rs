@@ -1,6 +1,6 @@
 //! The conformance suite: one async function per behaviour, run by every backend's tests
 //! through [`knowledge_conformance_tests!`](crate::knowledge_conformance_tests). Ported from
-//! the upstream cases of reference-spec §6.9 plus the guarantees dynreg adds (no lost writes,
+//! the upstream cases of the original plus the guarantees dynreg adds (no lost writes,
 //! identical path rules, streaming, batch uploads, state-write events).
 //!
 //! The shape is the same in the three suites of dynreg (registry, event bus, knowledge store):

@@ -1,6 +1,5 @@
 //! Conformance cases of the single-tenant ingestion state: status writes, the state version
-//! and conditional (compare-and-swap) status writes, and the state-write events
-//! (reference-spec §4.8). Tenant state has its own modules.
+//! and conditional (compare-and-swap) status writes, and the state-write events. Tenant state has its own modules.
 
 use super::{Harness, expect_conflict, fresh, new_kb, pair, put, recorder, unique, writes_of};
 use crate::{IngestionStatus, KnowledgeBackendExt, KnowledgeError, KnowledgeKeyKind, StatusUpdate};

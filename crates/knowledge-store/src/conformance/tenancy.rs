@@ -1,6 +1,6 @@
 //! Conformance cases of tenant-scoped state: `test_tenant_context_adoption.py` and
-//! `test_tenant_context_byte_identity.py` (reference-spec §6.9), plus the tenant view of
-//! §9.4 #39.
+//! `test_tenant_context_byte_identity.py`, plus the tenant view of the knowledge base (the
+//! real content summary, where the original reported zeros).
 
 use serde_json::json;
 
@@ -153,7 +153,7 @@ pub async fn tenant_content_is_shared(h: &dyn Harness) {
 }
 
 /// A tenant that never wrote sees the default state (not the shared status or generation),
-/// over the real content summary (§9.4 #39: files, size, version and metadata are the knowledge
+/// over the real content summary (files, size, version and metadata are the knowledge
 /// base's, also after the tenant writes and after more content arrives).
 pub async fn tenant_view_default_and_real_counts(h: &dyn Harness) {
     let backend = fresh(h, "tenant_view_default_and_real_counts").await;
@@ -205,7 +205,7 @@ pub async fn tenant_view_default_and_real_counts(h: &dyn Harness) {
 }
 
 /// A tenant that never retained a version still gets a minimal diff against the shared
-/// lineage (reference-spec §4.4 step 3).
+/// lineage (the original step 3).
 pub async fn tenant_diff_falls_back_to_shared_lineage(h: &dyn Harness) {
     let backend = fresh(h, "tenant_diff_falls_back_to_shared_lineage").await;
     let b = &*backend;

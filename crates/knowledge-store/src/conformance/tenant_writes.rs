@@ -1,6 +1,6 @@
 //! Conformance cases of tenant state writes: the tenant parts of
-//! `test_conditional_state_writes.py` with one token rule on every backend (§9.4 #36),
-//! `delete_kb` removing tenant state (§9.4 #37), `test_state_namespace_disjointness.py`, and
+//! `test_conditional_state_writes.py` with one token rule on every backend,
+//! `delete_kb` removing tenant state, `test_state_namespace_disjointness.py`, and
 //! refused tenant contexts.
 
 use super::{Harness, expect_conflict, fresh, kb_ids, new_kb, pair, put};
@@ -172,8 +172,8 @@ pub async fn tenant_conditional_writes_race_one_winner(h: &dyn Harness) {
     assert_eq!(view.generation, wins[0]);
 }
 
-/// `delete_kb` removes every tenant's state, so a re-created knowledge base starts clean
-/// (§9.4 #37): no stale status, generation, token or retained tenant version.
+/// `delete_kb` removes every tenant's state, so a re-created knowledge base starts clean:
+/// no stale status, generation, token or retained tenant version.
 pub async fn delete_kb_removes_tenant_state(h: &dyn Harness) {
     let (backend, sibling) = pair(h, "delete_kb_removes_tenant_state").await;
     let b = &*backend;

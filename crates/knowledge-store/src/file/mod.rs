@@ -377,7 +377,7 @@ impl KnowledgeBackend for FileKnowledgeBackend {
             }
             // Tenant state first, while the knowledge base still exists and nobody can write
             // tenant state of it (tenant writes hold its shared lock): a re-created knowledge
-            // base must not inherit a stale status (reference-spec §9.4 #37).
+            // base must not inherit a stale status.
             tenant::remove_all(&base, &layout.domain_id)?;
             // Make the whole folder disappear at once, then remove it at leisure.
             let grave = base.join(format!(
@@ -739,7 +739,7 @@ impl KnowledgeBackend for FileKnowledgeBackend {
             let old = if v.is_empty() {
                 Some(identity::Snapshot::new())
             } else {
-                // The tenant's lineage first, then the shared one (reference-spec §4.4).
+                // The tenant's lineage first, then the shared one.
                 let own = match &paths {
                     Some(p) => p.load_snapshot(&v)?,
                     None => None,

@@ -9,7 +9,7 @@
 //! Every operation runs while the caller holds the knowledge base's own lock (shared), so a
 //! `delete_kb` (exclusive) never interleaves with one. A status write also takes the sidecar
 //! `flock` exclusively — for conditional and unconditional writes alike, so no write can land
-//! between a compare-and-swap's check and its rename (reference-spec §9.4 #36) — and writes
+//! between a compare-and-swap's check and its rename — and writes
 //! atomically. The state token is the SHA-256 hex of the document's bytes, as in the
 //! original; a tenant without a document has the token of empty bytes.
 

@@ -411,8 +411,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(self.err(domain_id, &key, e)),
         }
-        // Every tenant's state goes too, so a re-created knowledge base starts clean
-        // (reference-spec §9.4 #37).
+        // Every tenant's state goes too, so a re-created knowledge base starts clean.
         self.remove_tenant_state(domain_id).await?;
         let dir = format!("{}{domain_id}", self.prefix);
         let locations = self

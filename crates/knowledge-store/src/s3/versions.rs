@@ -2,8 +2,7 @@
 //! history, and no snapshot objects are written.
 //!
 //! The original resolved a version by listing every object version of the metadata key and
-//! GETting them one by one until one matched (O(history) requests per diff, reference-spec
-//! §9.4 #32). Here every index write records, inside the new document, the identity and S3
+//! GETting them one by one until one matched (O(history) requests per diff). Here every index write records, inside the new document, the identity and S3
 //! `VersionId` of the document it replaces (`dynreg_versions`, at most `retention` entries,
 //! most recent last). Resolving a version is then a lookup in the document just loaded plus
 //! one `GET ?versionId=` — two requests, whatever the history.

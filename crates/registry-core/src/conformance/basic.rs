@@ -1,4 +1,4 @@
-//! Conformance cases for single-registration operations (reference-spec §6.2).
+//! Conformance cases for single-registration operations.
 
 use std::sync::Arc;
 

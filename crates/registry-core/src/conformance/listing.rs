@@ -1,4 +1,4 @@
-//! Conformance cases for listing, counting, filtering, sorting and pagination (§6.2).
+//! Conformance cases for listing, counting, filtering, sorting and pagination.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! The registry conformance suite: one contract, run by every backend. The cases port the
-//! upstream tests of reference-spec §6.1–6.2 and add revisions, change feeds, conditional
+//! upstream tests of the original and add revisions, change feeds, conditional
 //! writes, hostile ids and concurrency across tasks and across instances.
 //!
 //! The shape is the same in the three suites of dynreg (registry, event bus, knowledge store):
