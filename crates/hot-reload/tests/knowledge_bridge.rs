@@ -298,19 +298,7 @@ mod s3_server {
     use dynreg_knowledge_store::{S3Config, S3KnowledgeBackend};
 
     fn server_config() -> Option<S3Config> {
-        let Ok(endpoint) = std::env::var("DYNREG_TEST_S3_ENDPOINT") else {
-            println!("skipped: s3 tests (DYNREG_TEST_S3_ENDPOINT unset)");
-            return None;
-        };
-        let bucket =
-            std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| "dynreg-test".into());
-        let mut cfg = S3Config::new(bucket);
-        cfg.endpoint_url = Some(endpoint);
-        cfg.region = Some("us-east-1".into());
-        cfg.aws_access_key_id = Some("test".into());
-        cfg.aws_secret_access_key = Some("test".into());
-        cfg.prefix = format!("t-{:016x}/knowledge", rand::random::<u64>());
-        Some(cfg)
+        dynreg_knowledge_store::conformance::s3_server_config()
     }
 
     async fn make() -> Option<Backend> {

@@ -79,18 +79,7 @@ mod in_memory_store {
 }
 
 fn server_config() -> Option<S3Config> {
-    let Ok(endpoint) = std::env::var("DYNREG_TEST_S3_ENDPOINT") else {
-        println!("skipped: s3 tests (DYNREG_TEST_S3_ENDPOINT unset)");
-        return None;
-    };
-    let bucket = std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| "dynreg-test".into());
-    let mut cfg = S3Config::new(bucket);
-    cfg.endpoint_url = Some(endpoint);
-    cfg.region = Some("us-east-1".into());
-    cfg.aws_access_key_id = Some("test".into());
-    cfg.aws_secret_access_key = Some("test".into());
-    cfg.prefix = format!("t-{:016x}/knowledge", rand::random::<u64>());
-    Some(cfg)
+    dynreg_knowledge_store::conformance::s3_server_config()
 }
 
 /// Each store is a prefix of the server's bucket, made from `cfg` with a random prefix of its

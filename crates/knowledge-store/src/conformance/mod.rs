@@ -98,6 +98,27 @@ pub trait Harness: Send + Sync {
     fn glob_matches(&self, pattern: &str, topic: &str) -> bool;
 }
 
+/// The S3 test server of `DYNREG_TEST_S3_ENDPOINT` (bucket `DYNREG_TEST_S3_BUCKET`, default
+/// `dynreg-test`; static test keys) under a random prefix of its own, or `None` after printing
+/// the skip line when the variable is unset. Every S3 suite (this crate's and the bus bridge's)
+/// connects through it.
+#[cfg(feature = "s3")]
+#[allow(clippy::print_stdout)] // the skip line is meant for the test output
+pub fn s3_server_config() -> Option<crate::S3Config> {
+    let Ok(endpoint) = std::env::var("DYNREG_TEST_S3_ENDPOINT") else {
+        println!("skipped: s3 tests (DYNREG_TEST_S3_ENDPOINT unset)");
+        return None;
+    };
+    let bucket = std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| "dynreg-test".into());
+    let mut cfg = crate::S3Config::new(bucket);
+    cfg.endpoint_url = Some(endpoint);
+    cfg.region = Some("us-east-1".into());
+    cfg.aws_access_key_id = Some("test".into());
+    cfg.aws_secret_access_key = Some("test".into());
+    cfg.prefix = format!("t-{:016x}/knowledge", rand::random::<u64>());
+    Some(cfg)
+}
+
 /// A storage name unique to this process run: `<case>_<pid>_<n>_<nanos>`.
 pub fn unique_store(case: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
