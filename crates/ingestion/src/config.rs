@@ -377,15 +377,12 @@ impl KnowledgeBaseConfig {
         Ok(FilePattern { glob: Glob::new(&pattern), enabled, chunking, effective, metadata })
     }
 
-    /// The globs that enumerate files: the enabled patterns, or [`DEFAULT_PATTERNS`].
+    /// The globs that enumerate files: the enabled patterns, or `**` (every file: the
+    /// supported types of [`DEFAULT_PATTERNS`] are chunked, the others skipped and counted).
     pub fn enumeration_globs(&self) -> Vec<Glob> {
         let enabled: Vec<Glob> =
             self.patterns.iter().filter(|p| p.enabled).map(|p| p.glob.clone()).collect();
-        if enabled.is_empty() {
-            DEFAULT_PATTERNS.iter().map(|p| Glob::new(p)).collect()
-        } else {
-            enabled
-        }
+        if enabled.is_empty() { vec![Glob::new("**")] } else { enabled }
     }
 
     /// The first enabled pattern whose rule matches `path`.

@@ -85,10 +85,10 @@ impl<R: Read> Read for LineLimited<R> {
                 self.run = 0;
             } else {
                 self.run += 1;
+                if self.run > self.max {
+                    return Err(limit(format!("a line is longer than max_line_bytes ({} bytes)", self.max)));
+                }
             }
-        }
-        if self.run > self.max {
-            return Err(limit(format!("a line is longer than max_line_bytes ({} bytes)", self.max)));
         }
         Ok(n)
     }
