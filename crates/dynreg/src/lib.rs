@@ -9,6 +9,7 @@
 //! | [`registry`] | `dynreg-registry-core` + `dynreg-registry-backends` | `Registration`, `RegistryBackend`, revisions and change feeds, `create_registry_backend` |
 //! | [`events`] | `dynreg-event-bus` | `Event`, `EventBus`, `create_event_bus` |
 //! | [`knowledge`] | `dynreg-knowledge-store` | `KnowledgeBackend`, `create_knowledge_backend` |
+//! | [`ingestion`] | `dynreg-ingestion` | the document pipeline: `Pipeline`, `Chunk`, `KnowledgeBaseConfig`, `Limits` |
 //! | [`cache`] | `dynreg-cache` | `CachingRegistryManager`, `ConfigCachingManager` (no bus) |
 //! | [`hot_reload`] | `dynreg-hot-reload` | the sync layer: `EventedRegistry`, `HotReloadManager`, `ReloadMode`, the wire form of change events |
 //! | [`config`] | `dynreg-resource-resolver` | `Environment`, `DomainConfig`, `${VAR}` and `$resource` resolution, portability |
@@ -80,6 +81,11 @@ pub mod knowledge {
         ChangesSubscription, KnowledgeWatchError, also_publish_to, subscribe_to_changes,
     };
     pub use dynreg_knowledge_store::*;
+}
+
+/// The document pipeline: knowledge-base files to chunks with provenance.
+pub mod ingestion {
+    pub use dynreg_ingestion::*;
 }
 
 /// Caching of live bot instances and resolved configs.

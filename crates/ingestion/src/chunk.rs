@@ -123,9 +123,13 @@ impl SourceFile {
     /// The id of its chunk `index`.
     pub fn chunk_id(&self, index: u64) -> String {
         let mut id = String::with_capacity(self.domain_id.len() + self.path.len() + 24);
-        for part in [self.tenant_id.as_deref(), Some(self.domain_id.as_str()), self.generation.as_deref()]
-            .into_iter()
-            .flatten()
+        for part in [
+            self.tenant_id.as_deref(),
+            Some(self.domain_id.as_str()),
+            self.generation.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             id.push_str(part);
             id.push(ID_SEPARATOR);
@@ -196,7 +200,12 @@ impl Chunk {
         m.insert("heading_path".into(), Value::String(self.heading_path()));
         m.insert(
             "headings".into(),
-            Value::Array(self.headings.iter().map(|h| Value::String(h.text.clone())).collect()),
+            Value::Array(
+                self.headings
+                    .iter()
+                    .map(|h| Value::String(h.text.clone()))
+                    .collect(),
+            ),
         );
         m.insert(
             "heading_levels".into(),
@@ -213,7 +222,10 @@ impl Chunk {
         m.insert("source".into(), Value::String(f.source.clone()));
         m.insert("source_path".into(), Value::String(f.path.clone()));
         m.insert("chunk_index".into(), Value::from(self.index));
-        m.insert("document_type".into(), Value::String(f.document_type().as_str().into()));
+        m.insert(
+            "document_type".into(),
+            Value::String(f.document_type().as_str().into()),
+        );
         m.insert("domain_id".into(), Value::String(f.domain_id.clone()));
         match &f.tenant_id {
             Some(t) => m.insert("tenant_id".into(), Value::String(t.clone())),
@@ -270,8 +282,10 @@ mod tests {
 
     #[test]
     fn ids_use_the_full_path_so_same_stem_files_never_collide() {
-        let ids: Vec<String> =
-            ["a/intro.md", "b/intro.md", "intro.json"].iter().map(|p| file(p).chunk_id(0)).collect();
+        let ids: Vec<String> = ["a/intro.md", "b/intro.md", "intro.json"]
+            .iter()
+            .map(|p| file(p).chunk_id(0))
+            .collect();
         assert_eq!(ids[0], "d1\x1fa/intro.md\x1f0");
         assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
         let mut t = file("x.md");
@@ -282,9 +296,19 @@ mod tests {
 
     #[test]
     fn embedding_text_stops_after_the_first_multi_word_heading() {
-        let h = |level, text: &str| Heading { level, text: text.into() };
-        let hs = vec![h(1, "User Guide"), h(2, "Installation Steps"), h(3, "Linux")];
-        assert_eq!(embedding_text(&hs, "apt install"), "Installation Steps: Linux: apt install");
+        let h = |level, text: &str| Heading {
+            level,
+            text: text.into(),
+        };
+        let hs = vec![
+            h(1, "User Guide"),
+            h(2, "Installation Steps"),
+            h(3, "Linux"),
+        ];
+        assert_eq!(
+            embedding_text(&hs, "apt install"),
+            "Installation Steps: Linux: apt install"
+        );
         assert_eq!(embedding_text(&[], "x"), "x");
     }
 

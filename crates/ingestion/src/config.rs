@@ -162,7 +162,9 @@ impl ChunkingConfig {
                 }
                 "chunker" => {
                     if !matches!(value.as_str(), Some("markdown_tree" | "markdown")) {
-                        return Err(format!("{key}: only \"markdown_tree\" is supported, got {value}"));
+                        return Err(format!(
+                            "{key}: only \"markdown_tree\" is supported, got {value}"
+                        ));
                     }
                 }
                 "text_fields" => c.text_fields = Some(strings(key, value)?),
@@ -198,7 +200,8 @@ pub struct Limits {
     pub max_document_bytes: u64,
     /// The longest line of a JSONL file or record of a CSV file (default 16 MiB).
     pub max_line_bytes: u64,
-    /// The most chunks one file may give (default 1,000,000).
+    /// The most chunks one file may give (default 100,000,000: a 1 GiB JSONL file of short
+    /// records gives about 5 million).
     pub max_chunks_per_file: u64,
 }
 
@@ -210,7 +213,7 @@ impl Default for Limits {
             max_compression_ratio: 1000,
             max_document_bytes: 64 << 20,
             max_line_bytes: 16 << 20,
-            max_chunks_per_file: 1_000_000,
+            max_chunks_per_file: 100_000_000,
         }
     }
 }
@@ -296,7 +299,9 @@ impl KnowledgeBaseConfig {
             }
         }
         if let Some(v) = map.get("default_quality_filter").filter(|v| !v.is_null()) {
-            return Err(format!("default_quality_filter ({v}) is not supported by dynreg's chunker"));
+            return Err(format!(
+                "default_quality_filter ({v}) is not supported by dynreg's chunker"
+            ));
         }
         if let Some(name) = map.get("name") {
             cfg.name = string("name", name)?;
@@ -307,8 +312,8 @@ impl KnowledgeBaseConfig {
             };
             cfg.default_chunking.extend(m.clone());
         }
-        cfg.chunking =
-            ChunkingConfig::from_map(&cfg.default_chunking).map_err(|e| format!("default_chunking: {e}"))?;
+        cfg.chunking = ChunkingConfig::from_map(&cfg.default_chunking)
+            .map_err(|e| format!("default_chunking: {e}"))?;
         if let Some(v) = map.get("default_metadata").filter(|v| !v.is_null()) {
             let Value::Object(m) = v else {
                 return Err(format!("default_metadata: expected a mapping, got {v}"));
@@ -316,14 +321,19 @@ impl KnowledgeBaseConfig {
             cfg.default_metadata = m.clone();
         }
         if let Some(v) = map.get("exclude_patterns").filter(|v| !v.is_null()) {
-            cfg.exclude_patterns = strings("exclude_patterns", v)?.iter().map(|p| Glob::new(p)).collect();
+            cfg.exclude_patterns = strings("exclude_patterns", v)?
+                .iter()
+                .map(|p| Glob::new(p))
+                .collect();
         }
         if let Some(v) = map.get("patterns").filter(|v| !v.is_null()) {
             let Value::Array(items) = v else {
                 return Err(format!("patterns: expected a list, got {v}"));
             };
             for (i, item) in items.iter().enumerate() {
-                let p = cfg.read_pattern(item).map_err(|e| format!("patterns[{i}]: {e}"))?;
+                let p = cfg
+                    .read_pattern(item)
+                    .map_err(|e| format!("patterns[{i}]: {e}"))?;
                 cfg.patterns.push(p);
             }
         }
@@ -347,10 +357,14 @@ impl KnowledgeBaseConfig {
         }
         let pattern = string("pattern", map.get("pattern").ok_or("pattern is missing")?)?;
         if map.get("text_template").is_some_and(|v| !v.is_null()) {
-            return Err("text_template (a Jinja2 template) is not supported; use text_fields".into());
+            return Err(
+                "text_template (a Jinja2 template) is not supported; use text_fields".into(),
+            );
         }
         if map.get("metadata_fields").is_some_and(|v| !v.is_null()) {
-            return Err("metadata_fields is not supported (every JSON field is kept as metadata)".into());
+            return Err(
+                "metadata_fields is not supported (every JSON field is kept as metadata)".into(),
+            );
         }
         let enabled = match map.get("enabled") {
             None | Some(Value::Null) => true,
@@ -374,20 +388,36 @@ impl KnowledgeBaseConfig {
             Some(Value::Object(m)) => m.clone(),
             Some(v) => return Err(format!("metadata: expected a mapping, got {v}")),
         };
-        Ok(FilePattern { glob: Glob::new(&pattern), enabled, chunking, effective, metadata })
+        Ok(FilePattern {
+            glob: Glob::new(&pattern),
+            enabled,
+            chunking,
+            effective,
+            metadata,
+        })
     }
 
     /// The globs that enumerate files: the enabled patterns, or `**` (every file: the
     /// supported types of [`DEFAULT_PATTERNS`] are chunked, the others skipped and counted).
     pub fn enumeration_globs(&self) -> Vec<Glob> {
-        let enabled: Vec<Glob> =
-            self.patterns.iter().filter(|p| p.enabled).map(|p| p.glob.clone()).collect();
-        if enabled.is_empty() { vec![Glob::new("**")] } else { enabled }
+        let enabled: Vec<Glob> = self
+            .patterns
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| p.glob.clone())
+            .collect();
+        if enabled.is_empty() {
+            vec![Glob::new("**")]
+        } else {
+            enabled
+        }
     }
 
     /// The first enabled pattern whose rule matches `path`.
     pub fn pattern_for(&self, path: &str) -> Option<&FilePattern> {
-        self.patterns.iter().find(|p| p.enabled && p.glob.matches_rule(path))
+        self.patterns
+            .iter()
+            .find(|p| p.enabled && p.glob.matches_rule(path))
     }
 
     /// True if an exclude pattern matches `path`.
@@ -397,7 +427,8 @@ impl KnowledgeBaseConfig {
 
     /// The chunking of `path`: its pattern's effective chunking, or `default_chunking`.
     pub fn chunking_for(&self, path: &str) -> &ChunkingConfig {
-        self.pattern_for(path).map_or(&self.chunking, |p| &p.effective)
+        self.pattern_for(path)
+            .map_or(&self.chunking, |p| &p.effective)
     }
 
     /// The metadata of `path`'s chunks: `default_metadata` plus its pattern's `metadata`.
@@ -435,11 +466,14 @@ fn count(key: &str, v: &Value) -> Result<usize, String> {
 }
 
 fn boolean(key: &str, v: &Value) -> Result<bool, String> {
-    v.as_bool().ok_or_else(|| format!("{key}: expected true or false, got {v}"))
+    v.as_bool()
+        .ok_or_else(|| format!("{key}: expected true or false, got {v}"))
 }
 
 fn string(key: &str, v: &Value) -> Result<String, String> {
-    v.as_str().map(str::to_owned).ok_or_else(|| format!("{key}: expected a string, got {v}"))
+    v.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{key}: expected a string, got {v}"))
 }
 
 fn strings(key: &str, v: &Value) -> Result<Vec<String>, String> {
@@ -474,7 +508,10 @@ mod tests {
     #[test]
     fn unknown_and_unsupported_keys_are_refused_by_name() {
         let e = KnowledgeBaseConfig::from_value("d", &json!({"paterns": []})).unwrap_err();
-        assert!(e.contains("\"paterns\"") && e.contains("\"patterns\""), "{e}");
+        assert!(
+            e.contains("\"paterns\"") && e.contains("\"patterns\""),
+            "{e}"
+        );
         let e = KnowledgeBaseConfig::from_value(
             "d",
             &json!({"default_chunking": {"max_chunk_sise": 3}}),
@@ -486,7 +523,14 @@ mod tests {
             &json!({"patterns": [{"pattern": "*.json", "text_template": "{{ x }}"}]}),
         )
         .unwrap_err();
-        assert!(e.contains("patterns[0]") && e.contains("text_template"), "{e}");
-        assert!(KnowledgeBaseConfig::from_value("d", &json!([1])).unwrap_err().contains("dict"));
+        assert!(
+            e.contains("patterns[0]") && e.contains("text_template"),
+            "{e}"
+        );
+        assert!(
+            KnowledgeBaseConfig::from_value("d", &json!([1]))
+                .unwrap_err()
+                .contains("dict")
+        );
     }
 }

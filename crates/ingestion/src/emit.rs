@@ -42,7 +42,13 @@ impl<'a> Emitter<'a> {
         limits: &'a Limits,
         sink: &'a mut dyn Sink,
     ) -> Self {
-        Emitter { file, cfg, limits, sink, next_index: 0 }
+        Emitter {
+            file,
+            cfg,
+            limits,
+            sink,
+            next_index: 0,
+        }
     }
 
     pub fn chunks_emitted(&self) -> u64 {
@@ -50,7 +56,11 @@ impl<'a> Emitter<'a> {
     }
 
     /// A record-level error: the record is lost, the file goes on, the error is reported.
-    pub fn record_error(&mut self, line: u64, message: impl std::fmt::Display) -> Result<(), Refusal> {
+    pub fn record_error(
+        &mut self,
+        line: u64,
+        message: impl std::fmt::Display,
+    ) -> Result<(), Refusal> {
         let error = FileError {
             file: self.file.source.clone(),
             error: format!("{} line {line}: {message}", self.file.path),
@@ -68,13 +78,17 @@ impl<'a> Emitter<'a> {
         body: &str,
         range: Range<u64>,
         line: Option<u64>,
-        fields: &Map<String, Value>,
+        fields: Map<String, Value>,
     ) -> Result<(), Refusal> {
         let body = body.trim();
         if body.is_empty() || is_separator_only(body) {
             return Ok(());
         }
-        let body = if body.contains('\r') { body.replace("\r\n", "\n") } else { body.to_owned() };
+        let body = if body.contains('\r') {
+            body.replace("\r\n", "\n")
+        } else {
+            body.to_owned()
+        };
         if self.next_index >= self.limits.max_chunks_per_file {
             return Err(Refusal::msg(format!(
                 "more than max_chunks_per_file ({}) chunks",
@@ -83,7 +97,11 @@ impl<'a> Emitter<'a> {
         }
         let (text, embedding) = match self.cfg.heading_inclusion {
             HeadingInclusion::InMetadata => {
-                let e = if self.cfg.generate_embeddings { embedding_text(headings, &body) } else { body.clone() };
+                let e = if self.cfg.generate_embeddings {
+                    embedding_text(headings, &body)
+                } else {
+                    body.clone()
+                };
                 (body, e)
             }
             HeadingInclusion::None => (body.clone(), body),
@@ -101,7 +119,9 @@ impl<'a> Emitter<'a> {
                     t.push('\n');
                 }
                 t.push_str(&body);
-                let e = if self.cfg.heading_inclusion == HeadingInclusion::Both && self.cfg.generate_embeddings {
+                let e = if self.cfg.heading_inclusion == HeadingInclusion::Both
+                    && self.cfg.generate_embeddings
+                {
                     embedding_text(headings, &body)
                 } else {
                     t.clone()
@@ -120,7 +140,7 @@ impl<'a> Emitter<'a> {
             headings: headings.clone(),
             byte_range: range,
             line_number: line,
-            fields: fields.clone(),
+            fields,
         };
         self.sink.chunk(chunk)
     }
@@ -135,18 +155,30 @@ impl<'a> Emitter<'a> {
         base: Option<u64>,
         whole: Range<u64>,
         line: Option<u64>,
-        fields: &Map<String, Value>,
+        fields: Map<String, Value>,
         boundaries: &[&str],
     ) -> Result<(), Refusal> {
-        let pieces = split_text(text, self.cfg.max_chunk_size, self.cfg.chunk_overlap, boundaries);
+        let pieces = split_text(
+            text,
+            self.cfg.max_chunk_size,
+            self.cfg.chunk_overlap,
+            boundaries,
+        );
         let mut lines = LineCounter::new(text, line);
-        for piece in pieces {
+        let last = pieces.len().saturating_sub(1);
+        let mut fields = Some(fields);
+        for (i, piece) in pieces.into_iter().enumerate() {
             let range = match base {
                 Some(b) => b + piece.start as u64..b + piece.end as u64,
                 None => whole.clone(),
             };
             let line = lines.line_at(piece.start);
-            self.emit(headings, &text[piece], range, line, fields)?;
+            let f = if i == last {
+                fields.take().unwrap_or_default()
+            } else {
+                fields.clone().unwrap_or_default()
+            };
+            self.emit(headings, &text[piece], range, line, f)?;
         }
         Ok(())
     }
@@ -155,7 +187,8 @@ impl<'a> Emitter<'a> {
 /// A chunk of nothing but thematic-break or separator characters carries no content (the
 /// original embeds lone `---` chunks from its CSV and YAML transforms).
 fn is_separator_only(text: &str) -> bool {
-    text.chars().all(|c| matches!(c, '-' | '*' | '_' | '=' | ' ' | '\n' | '\r' | '\t'))
+    text.chars()
+        .all(|c| matches!(c, '-' | '*' | '_' | '=' | ' ' | '\n' | '\r' | '\t'))
 }
 
 /// Lines of positions inside one text, counted incrementally.
@@ -168,7 +201,12 @@ pub(crate) struct LineCounter<'t> {
 
 impl<'t> LineCounter<'t> {
     pub fn new(text: &'t str, first: Option<u64>) -> Self {
-        LineCounter { text, first, pos: 0, line: 0 }
+        LineCounter {
+            text,
+            first,
+            pos: 0,
+            line: 0,
+        }
     }
 
     pub fn line_at(&mut self, at: usize) -> Option<u64> {
@@ -177,7 +215,10 @@ impl<'t> LineCounter<'t> {
             self.pos = 0;
             self.line = 0;
         }
-        self.line += self.text.as_bytes()[self.pos..at].iter().filter(|b| **b == b'\n').count() as u64;
+        self.line += self.text.as_bytes()[self.pos..at]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64;
         self.pos = at;
         Some(first + self.line)
     }

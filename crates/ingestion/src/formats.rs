@@ -33,7 +33,10 @@ pub(crate) fn title_of(path: &str) -> String {
         .map(|w| {
             let mut c = w.chars();
             match c.next() {
-                Some(f) => f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect::<String>(),
+                Some(f) => f
+                    .to_uppercase()
+                    .chain(c.flat_map(char::to_lowercase))
+                    .collect::<String>(),
                 None => String::new(),
             }
         })
@@ -49,8 +52,8 @@ pub(crate) fn chunk_yaml(src: &str, total: u64, em: &mut Emitter<'_>) -> Result<
     let title = title_of(&em.file.path);
     let mut md = format!("# {}\n\n", escape_line(&title));
     for doc in serde_norway::Deserializer::from_str(src) {
-        let value: serde_norway::Value =
-            serde::Deserialize::deserialize(doc).map_err(|e| Refusal::msg(format!("invalid YAML: {e}")))?;
+        let value: serde_norway::Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| Refusal::msg(format!("invalid YAML: {e}")))?;
         let value = yaml_to_json(value, 0)?;
         render_top(&value, &mut md);
     }
@@ -67,9 +70,12 @@ fn yaml_to_json(v: serde_norway::Value, depth: usize) -> Result<Value, Refusal> 
         Y::Bool(b) => Value::Bool(b),
         Y::Number(n) => serde_json::to_value(&n).unwrap_or(Value::Null),
         Y::String(s) => Value::String(s),
-        Y::Sequence(items) => {
-            Value::Array(items.into_iter().map(|i| yaml_to_json(i, depth + 1)).collect::<Result<_, _>>()?)
-        }
+        Y::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| yaml_to_json(i, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
         Y::Mapping(m) => {
             let mut out = Map::new();
             for (k, v) in m {
@@ -123,7 +129,9 @@ fn is_scalar(v: &Value) -> bool {
 }
 
 fn section_name(map: &Map<String, Value>) -> Option<String> {
-    ["name", "title", "label"].iter().find_map(|k| map.get(*k).filter(|v| is_scalar(v)).map(scalar))
+    ["name", "title", "label"]
+        .iter()
+        .find_map(|k| map.get(*k).filter(|v| is_scalar(v)).map(scalar))
 }
 
 fn render_top(v: &Value, md: &mut String) {
@@ -190,7 +198,11 @@ fn render_map(map: &Map<String, Value>, level: usize, md: &mut String) {
         if is_scalar(v) {
             let s = scalar(v);
             if !s.is_empty() {
-                scalars.push_str(&format!("**{}**: {}\n", field_name(k), escape_line(&s).replace('\n', "\n  ")));
+                scalars.push_str(&format!(
+                    "**{}**: {}\n",
+                    field_name(k),
+                    escape_line(&s).replace('\n', "\n  ")
+                ));
             }
         }
     }
@@ -224,8 +236,14 @@ fn render_map(map: &Map<String, Value>, level: usize, md: &mut String) {
 /// non-empty columns as `**Header**: value` lines. Ragged rows are read (extra columns are
 /// named `Column N`); quoted newlines are part of their field. Rows are read one at a time.
 pub(crate) fn chunk_csv(reader: impl Read, em: &mut Emitter<'_>) -> Result<(), Refusal> {
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(false).from_reader(reader);
-    let title = Heading { level: 1, text: title_of(&em.file.path) };
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(reader);
+    let title = Heading {
+        level: 1,
+        text: title_of(&em.file.path),
+    };
     let mut record = csv::ByteRecord::new();
     let mut headers: Vec<String> = Vec::new();
     let mut first = true;
@@ -259,7 +277,11 @@ pub(crate) fn chunk_csv(reader: impl Read, em: &mut Emitter<'_>) -> Result<(), R
                 .enumerate()
                 .map(|(i, h)| {
                     let h = h.trim_start_matches('\u{feff}').trim();
-                    if h.is_empty() { format!("Column {}", i + 1) } else { h.to_owned() }
+                    if h.is_empty() {
+                        format!("Column {}", i + 1)
+                    } else {
+                        h.to_owned()
+                    }
                 })
                 .collect();
             continue;
@@ -267,7 +289,12 @@ pub(crate) fn chunk_csv(reader: impl Read, em: &mut Emitter<'_>) -> Result<(), R
         if fields.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        let name = |i: usize| headers.get(i).cloned().unwrap_or_else(|| format!("Column {}", i + 1));
+        let name = |i: usize| {
+            headers
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("Column {}", i + 1))
+        };
         let first_value = fields[0].trim();
         let mut body = String::new();
         for (i, v) in fields.iter().enumerate().skip(1) {
@@ -279,12 +306,26 @@ pub(crate) fn chunk_csv(reader: impl Read, em: &mut Emitter<'_>) -> Result<(), R
         let headings: Arc<[Heading]> = if first_value.is_empty() {
             Arc::from(vec![title.clone()])
         } else {
-            Arc::from(vec![title.clone(), Heading { level: 2, text: first_value.replace('\n', " ") }])
+            Arc::from(vec![
+                title.clone(),
+                Heading {
+                    level: 2,
+                    text: first_value.replace('\n', " "),
+                },
+            ])
         };
         if body.is_empty() {
             body = format!("**{}**: {}", name(0), first_value);
         }
-        em.emit_split(&headings, &body, None, start..end, Some(line), &Map::new(), PROSE_BOUNDARIES)?;
+        em.emit_split(
+            &headings,
+            &body,
+            None,
+            start..end,
+            Some(line),
+            Map::new(),
+            PROSE_BOUNDARIES,
+        )?;
     }
     Ok(())
 }
@@ -293,33 +334,74 @@ pub(crate) fn chunk_csv(reader: impl Read, em: &mut Emitter<'_>) -> Result<(), R
 // JSON
 
 const TEXT_KEYS: &[&str] = &[
-    "title", "name", "description", "content", "text", "summary", "body", "message", "comment",
-    "note", "notes", "abstract", "overview", "details", "explanation", "definition", "label",
+    "title",
+    "name",
+    "description",
+    "content",
+    "text",
+    "summary",
+    "body",
+    "message",
+    "comment",
+    "note",
+    "notes",
+    "abstract",
+    "overview",
+    "details",
+    "explanation",
+    "definition",
+    "label",
 ];
 const BARE_KEYS: &[&str] = &["content", "text", "body"];
 const TECHNICAL_KEYS: &[&str] = &[
-    "id", "uuid", "guid", "_id", "created_at", "updated_at", "created", "updated", "timestamp",
-    "modified", "hash", "checksum", "signature", "token", "key", "secret",
+    "id",
+    "uuid",
+    "guid",
+    "_id",
+    "created_at",
+    "updated_at",
+    "created",
+    "updated",
+    "timestamp",
+    "modified",
+    "hash",
+    "checksum",
+    "signature",
+    "token",
+    "key",
+    "secret",
 ];
 /// The most flattened metadata fields one chunk carries (the text keeps every field).
 const MAX_FIELDS: usize = 256;
+
+fn is_one_of(key: &str, set: &[&str]) -> bool {
+    set.iter().any(|k| k.eq_ignore_ascii_case(key))
+}
 
 fn looks_technical(s: &str) -> bool {
     let b = s.as_bytes();
     // UUID
     if b.len() == 36
         && [8, 13, 18, 23].iter().all(|i| b[*i] == b'-')
-        && b.iter().enumerate().all(|(i, c)| [8, 13, 18, 23].contains(&i) || c.is_ascii_hexdigit())
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| [8, 13, 18, 23].contains(&i) || c.is_ascii_hexdigit())
     {
         return true;
     }
     // ISO timestamp
-    if b.len() >= 19 && b[4] == b'-' && b[7] == b'-' && (b[10] == b'T' || b[10] == b' ') && b[13] == b':' {
+    if b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b' ')
+        && b[13] == b':'
+    {
         return b[..4].iter().all(u8::is_ascii_digit);
     }
     // long base64 without spaces
     b.len() >= 40
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
         && b.iter().any(u8::is_ascii_digit)
 }
 
@@ -328,7 +410,7 @@ pub(crate) fn json_text(obj: &Map<String, Value>, cfg: &ChunkingConfig) -> Strin
     let mut parts: Vec<String> = Vec::new();
     let field = |k: &str, v: &Value| -> String {
         let s = compact_json(v);
-        if cfg.include_field_names && !BARE_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
+        if cfg.include_field_names && !is_one_of(k, BARE_KEYS) {
             format!("{k}: {s}")
         } else {
             s
@@ -342,26 +424,34 @@ pub(crate) fn json_text(obj: &Map<String, Value>, cfg: &ChunkingConfig) -> Strin
         }
         return parts.join("\n");
     }
-    let title_key = ["title", "name", "label"].into_iter().find(|k| obj.get(*k).is_some_and(Value::is_string));
+    let title_key = ["title", "name", "label"]
+        .into_iter()
+        .find(|k| obj.get(*k).is_some_and(Value::is_string));
     if let Some(k) = title_key {
         parts.push(scalar(&obj[k]));
     }
     let technical = |k: &str, v: &Value| {
         cfg.skip_technical_fields
-            && (TECHNICAL_KEYS.contains(&k.to_ascii_lowercase().as_str())
+            && (is_one_of(k, TECHNICAL_KEYS)
                 || k.starts_with('_')
                 || v.as_str().is_some_and(looks_technical))
     };
     for (k, v) in obj {
-        let lk = k.to_ascii_lowercase();
-        if Some(k.as_str()) == title_key || !TEXT_KEYS.contains(&lk.as_str()) || v.is_null() || technical(k, v) {
+        if Some(k.as_str()) == title_key
+            || !is_one_of(k, TEXT_KEYS)
+            || v.is_null()
+            || technical(k, v)
+        {
             continue;
         }
         parts.push(field(k, v));
     }
     for (k, v) in obj {
-        let lk = k.to_ascii_lowercase();
-        if Some(k.as_str()) == title_key || TEXT_KEYS.contains(&lk.as_str()) || v.is_null() || technical(k, v) {
+        if Some(k.as_str()) == title_key
+            || is_one_of(k, TEXT_KEYS)
+            || v.is_null()
+            || technical(k, v)
+        {
             continue;
         }
         parts.push(field(k, v));
@@ -387,12 +477,22 @@ pub(crate) fn flatten(obj: &Map<String, Value>, sep: &str) -> Map<String, Value>
     out
 }
 
-fn flatten_into(obj: &Map<String, Value>, prefix: &str, sep: &str, out: &mut Map<String, Value>, depth: usize) {
+fn flatten_into(
+    obj: &Map<String, Value>,
+    prefix: &str,
+    sep: &str,
+    out: &mut Map<String, Value>,
+    depth: usize,
+) {
     for (k, v) in obj {
         if out.len() >= MAX_FIELDS {
             return;
         }
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}{sep}{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}{sep}{k}")
+        };
         match v {
             Value::Object(inner) if depth < 16 => flatten_into(inner, &key, sep, out, depth + 1),
             Value::Array(items) if items.first().is_some_and(Value::is_object) => {
@@ -428,11 +528,19 @@ fn emit_json_value(
             let text = json_text(obj, em.cfg);
             let fields = flatten(obj, &em.cfg.nested_separator);
             let base = None;
-            em.emit_split(&none, &text, base, range, line, &fields, PROSE_BOUNDARIES)
+            em.emit_split(&none, &text, base, range, line, fields, PROSE_BOUNDARIES)
         }
         other => {
             let text = compact_json(other);
-            em.emit_split(&none, &text, None, range, line, &Map::new(), PROSE_BOUNDARIES)
+            em.emit_split(
+                &none,
+                &text,
+                None,
+                range,
+                line,
+                Map::new(),
+                PROSE_BOUNDARIES,
+            )
         }
     }
 }
@@ -447,14 +555,19 @@ pub(crate) fn chunk_json(src: &str, base: u64, em: &mut Emitter<'_>) -> Result<(
         for raw in items {
             let s = raw.get();
             let offset = s.as_ptr() as usize - src.as_ptr() as usize;
-            let line = 1 + src.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() as u64;
-            let v: Value = serde_json::from_str(s).map_err(|e| Refusal::msg(format!("invalid JSON: {e}")))?;
+            let line = 1 + src.as_bytes()[..offset]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            let v: Value =
+                serde_json::from_str(s).map_err(|e| Refusal::msg(format!("invalid JSON: {e}")))?;
             let range = base + offset as u64..base + (offset + s.len()) as u64;
             emit_json_value(&v, range, Some(line), em)?;
         }
         Ok(())
     } else {
-        let v: Value = serde_json::from_str(src).map_err(|e| Refusal::msg(format!("invalid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(src).map_err(|e| Refusal::msg(format!("invalid JSON: {e}")))?;
         emit_json_value(&v, base..base + src.len() as u64, Some(1), em)
     }
 }

@@ -30,7 +30,10 @@ enum Token {
     Folders,
     /// `**` not followed by `/`.
     Anything,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 impl Glob {

@@ -49,7 +49,12 @@ pub(crate) fn chunk_markdown(
     let mut headings: Arc<[Heading]> = Arc::from(Vec::new());
     let mut section: Vec<Block> = Vec::new();
     let mut lines = LineCounter::new(src, if whole.is_some() { None } else { Some(1) });
-    let mut ctx = Ctx { src, base, whole, lines: &mut lines };
+    let mut ctx = Ctx {
+        src,
+        base,
+        whole,
+        lines: &mut lines,
+    };
 
     let mut depth = 0usize;
     let mut heading: Option<(u8, String)> = None;
@@ -59,27 +64,31 @@ pub(crate) fn chunk_markdown(
                 if depth == 0 {
                     match &tag {
                         Tag::Heading { level, .. } => heading = Some((*level as u8, String::new())),
-                        Tag::CodeBlock(_) | Tag::Table(_) | Tag::List(_) => {
-                            section.push(Block { range: range.clone(), kind: Kind::Atomic })
-                        }
+                        Tag::CodeBlock(_) | Tag::Table(_) | Tag::List(_) => section.push(Block {
+                            range: range.clone(),
+                            kind: Kind::Atomic,
+                        }),
                         Tag::MetadataBlock(_) => {}
-                        _ => section.push(Block { range: range.clone(), kind: Kind::Prose }),
+                        _ => section.push(Block {
+                            range: range.clone(),
+                            kind: Kind::Prose,
+                        }),
                     }
                 }
                 depth += 1;
             }
             Event::End(end) => {
                 depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    if let (TagEnd::Heading(_), Some((level, text))) = (end, heading.take()) {
-                        ctx.flush_section(&headings, &mut section, em)?;
-                        while stack.last().is_some_and(|h| h.level >= level) {
-                            stack.pop();
-                        }
-                        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-                        stack.push(Heading { level, text });
-                        headings = Arc::from(stack.clone());
+                if depth == 0
+                    && let (TagEnd::Heading(_), Some((level, text))) = (end, heading.take())
+                {
+                    ctx.flush_section(&headings, &mut section, em)?;
+                    while stack.last().is_some_and(|h| h.level >= level) {
+                        stack.pop();
                     }
+                    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                    stack.push(Heading { level, text });
+                    headings = Arc::from(stack.clone());
                 }
             }
             Event::Text(t) | Event::Code(t) | Event::InlineMath(t) | Event::DisplayMath(t) => {
@@ -93,7 +102,10 @@ pub(crate) fn chunk_markdown(
                 }
             }
             Event::Html(_) | Event::InlineHtml(_) if depth == 0 => {
-                section.push(Block { range, kind: Kind::Prose });
+                section.push(Block {
+                    range,
+                    kind: Kind::Prose,
+                });
             }
             // A thematic break separates; it is not content.
             Event::Rule => {}
@@ -127,7 +139,6 @@ impl Ctx<'_, '_> {
     ) -> Result<(), Refusal> {
         let max = em.cfg.max_chunk_size;
         let combine = em.cfg.combine_under_heading;
-        let no_fields = Map::new();
         let mut buf = String::new();
         let mut buf_chars = 0usize;
         let mut buf_range: Option<Range<usize>> = None;
@@ -137,27 +148,49 @@ impl Ctx<'_, '_> {
             if text.is_empty() {
                 continue;
             }
-            let chars = if char_len_at_most(text, max) { text.chars().count() } else { max + 1 };
+            let chars = if char_len_at_most(text, max) {
+                text.chars().count()
+            } else {
+                max + 1
+            };
             if chars > max {
                 self.flush_buf(headings, &mut buf, &mut buf_chars, &mut buf_range, em)?;
-                let boundaries = if block.kind == Kind::Atomic { LINE_BOUNDARIES } else { PROSE_BOUNDARIES };
-                let start = block.range.start + (self.src[block.range.clone()].len() - self.src[block.range.clone()].trim_start().len());
+                let boundaries = if block.kind == Kind::Atomic {
+                    LINE_BOUNDARIES
+                } else {
+                    PROSE_BOUNDARIES
+                };
+                let start = block.range.start
+                    + (self.src[block.range.clone()].len()
+                        - self.src[block.range.clone()].trim_start().len());
                 let line = self.lines.line_at(start);
                 match &self.whole {
-                    Some(w) => em.emit_split(headings, text, None, w.clone(), line, &no_fields, boundaries)?,
+                    Some(w) => em.emit_split(
+                        headings,
+                        text,
+                        None,
+                        w.clone(),
+                        line,
+                        Map::new(),
+                        boundaries,
+                    )?,
                     None => em.emit_split(
                         headings,
                         text,
                         Some(self.base + start as u64),
                         0..0,
                         line,
-                        &no_fields,
+                        Map::new(),
                         boundaries,
                     )?,
                 }
                 continue;
             }
-            let joined = if buf.is_empty() { chars } else { buf_chars + 2 + chars };
+            let joined = if buf.is_empty() {
+                chars
+            } else {
+                buf_chars + 2 + chars
+            };
             if !buf.is_empty() && (!combine || joined > max) {
                 self.flush_buf(headings, &mut buf, &mut buf_chars, &mut buf_range, em)?;
             }
@@ -188,7 +221,7 @@ impl Ctx<'_, '_> {
         if let Some(r) = buf_range.take() {
             let line = self.lines.line_at(r.start);
             let range = self.range(&r);
-            em.emit(headings, buf, range, line, &Map::new())?;
+            em.emit(headings, buf, range, line, Map::new())?;
         }
         buf.clear();
         *buf_chars = 0;
@@ -199,5 +232,13 @@ impl Ctx<'_, '_> {
 /// Chunks plain text: one section without headings, split at prose boundaries.
 pub(crate) fn chunk_text(src: &str, base: u64, em: &mut Emitter<'_>) -> Result<(), Refusal> {
     let none: Arc<[Heading]> = Arc::from(Vec::new());
-    em.emit_split(&none, src, Some(base), 0..0, Some(1), &Map::new(), PROSE_BOUNDARIES)
+    em.emit_split(
+        &none,
+        src,
+        Some(base),
+        0..0,
+        Some(1),
+        Map::new(),
+        PROSE_BOUNDARIES,
+    )
 }

@@ -27,7 +27,9 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use dynreg_knowledge_store::{KnowledgeBackend, KnowledgeFile};
 
 use crate::chunk::{Chunk, Format, SourceFile};
-use crate::config::{CONFIG_FILES, ChunkingConfig, KnowledgeBaseConfig, Limits, parse_config_bytes};
+use crate::config::{
+    CONFIG_FILES, ChunkingConfig, KnowledgeBaseConfig, Limits, parse_config_bytes,
+};
 use crate::emit::{Emitter, Sink};
 use crate::error::{FileError, IngestionError, Refusal};
 use crate::formats::{chunk_csv, chunk_json, chunk_jsonl, chunk_yaml};
@@ -149,7 +151,10 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// A pipeline with default options.
     pub fn new(backend: Arc<dyn KnowledgeBackend>) -> Self {
-        Pipeline { backend, options: PipelineOptions::default() }
+        Pipeline {
+            backend,
+            options: PipelineOptions::default(),
+        }
     }
 
     /// A pipeline with `options`.
@@ -202,25 +207,36 @@ impl Pipeline {
             if !seen.insert(f.path.clone()) || !globs.iter().any(|g| g.matches(&f.path)) {
                 continue;
             }
-            if let Some(only) = &self.options.only_paths {
-                if !only.contains(&f.path) {
-                    continue;
-                }
+            if let Some(only) = &self.options.only_paths
+                && !only.contains(&f.path)
+            {
+                continue;
             }
             let name = f.path.rsplit('/').next().unwrap_or(&f.path);
-            let reason = if CONFIG_FILES.iter().any(|c| c.ends_with(name) && name.starts_with("knowledge_base.")) {
+            let reason = if CONFIG_FILES
+                .iter()
+                .any(|c| c.ends_with(name) && name.starts_with("knowledge_base."))
+            {
                 Some(SkipReason::ConfigFile)
             } else if config.is_excluded(&f.path) {
                 Some(SkipReason::Excluded)
             } else if Format::of(&f.path).is_none() {
                 Some(SkipReason::Unsupported)
-            } else if self.options.file_filter.as_ref().is_some_and(|filter| !filter(&f)) {
+            } else if self
+                .options
+                .file_filter
+                .as_ref()
+                .is_some_and(|filter| !filter(&f))
+            {
                 Some(SkipReason::Filtered)
             } else {
                 None
             };
             if let Some(reason) = reason {
-                skipped.push(SkippedFile { path: f.path.clone(), reason });
+                skipped.push(SkippedFile {
+                    path: f.path.clone(),
+                    reason,
+                });
                 continue;
             }
             let (format, gzip) = Format::of(&f.path).expect("checked above");
@@ -239,7 +255,12 @@ impl Pipeline {
                 metadata,
             }));
         }
-        Ok(Plan { domain_id: domain_id.to_owned(), config, files, skipped })
+        Ok(Plan {
+            domain_id: domain_id.to_owned(),
+            config,
+            files,
+            skipped,
+        })
     }
 
     /// Chunks the knowledge base as a stream of events. Config and listing errors come here;
@@ -251,7 +272,11 @@ impl Pipeline {
         let options = self.options.clone();
         let worker_plan = plan.clone();
         let task = tokio::spawn(async move { produce(backend, options, worker_plan, tx).await });
-        Ok(ChunkStream { rx, plan, _task: AbortOnDrop(task) })
+        Ok(ChunkStream {
+            rx,
+            plan,
+            _task: AbortOnDrop(task),
+        })
     }
 
     /// Chunks the whole knowledge base into memory, with the run's report; the chunks of a file
@@ -316,7 +341,9 @@ pub struct ChunkStream {
 
 impl std::fmt::Debug for ChunkStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkStream").field("plan", &self.plan).finish_non_exhaustive()
+        f.debug_struct("ChunkStream")
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
     }
 }
 
@@ -390,7 +417,10 @@ impl ChunkingReport {
             PipelineEvent::Done { file, chunks } => {
                 self.total_files += 1;
                 self.total_chunks += chunks;
-                *self.files_by_type.entry(file.document_type().as_str().to_owned()).or_default() += 1;
+                *self
+                    .files_by_type
+                    .entry(file.document_type().as_str().to_owned())
+                    .or_default() += 1;
                 self.documents.push(DocumentReport {
                     source: file.source.clone(),
                     document_type: file.document_type().as_str().to_owned(),
@@ -434,19 +464,27 @@ impl BatchSink {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.size.min(1024)));
-        self.tx.blocking_send(PipelineEvent::Chunks(batch)).map_err(|_| Refusal::Stopped)
+        self.tx
+            .blocking_send(PipelineEvent::Chunks(batch))
+            .map_err(|_| Refusal::Stopped)
     }
 }
 
 impl Sink for BatchSink {
     fn chunk(&mut self, chunk: Chunk) -> Result<(), Refusal> {
         self.batch.push(chunk);
-        if self.batch.len() >= self.size { self.flush() } else { Ok(()) }
+        if self.batch.len() >= self.size {
+            self.flush()
+        } else {
+            Ok(())
+        }
     }
 
     fn record_error(&mut self, error: FileError) -> Result<(), Refusal> {
         self.flush()?;
-        self.tx.blocking_send(PipelineEvent::Error(error)).map_err(|_| Refusal::Stopped)
+        self.tx
+            .blocking_send(PipelineEvent::Error(error))
+            .map_err(|_| Refusal::Stopped)
     }
 }
 
@@ -470,7 +508,13 @@ async fn produce(
     for file in plan.files {
         let limits = options.limits.clone();
         if file.size_bytes > limits.max_file_bytes {
-            let e = fatal(&file, format!("larger than max_file_bytes ({} bytes)", limits.max_file_bytes));
+            let e = fatal(
+                &file,
+                format!(
+                    "larger than max_file_bytes ({} bytes)",
+                    limits.max_file_bytes
+                ),
+            );
             if tx.send(e).await.is_err() {
                 return;
             }
@@ -489,10 +533,17 @@ async fn produce(
         let tx_file = tx.clone();
         let job_file = file.clone();
         let job = tokio::task::spawn_blocking(move || {
-            let mut sink = BatchSink { batch: Vec::new(), size: batch_size, tx: tx_file };
+            let mut sink = BatchSink {
+                batch: Vec::new(),
+                size: batch_size,
+                tx: tx_file,
+            };
             let outcome = chunk_file(job_file.clone(), stored, &cfg, &limits, &mut sink);
             let last = match outcome {
-                Ok(n) => sink.flush().map(|()| PipelineEvent::Done { file: job_file.clone(), chunks: n }),
+                Ok(n) => sink.flush().map(|()| PipelineEvent::Done {
+                    file: job_file.clone(),
+                    chunks: n,
+                }),
                 Err(Refusal::Stopped) => Err(Refusal::Stopped),
                 Err(e) => Ok(fatal(&job_file, e)),
             };
@@ -516,7 +567,10 @@ async fn produce(
 
 /// The stored bytes of a file: fetched whole when small, else a blocking reader over the
 /// backend's stream.
-async fn open_stored(backend: &dyn KnowledgeBackend, file: &SourceFile) -> Result<Box<dyn Read + Send>, String> {
+async fn open_stored(
+    backend: &dyn KnowledgeBackend,
+    file: &SourceFile,
+) -> Result<Box<dyn Read + Send>, String> {
     if !file.gzip && file.size_bytes <= WHOLE_READ_MAX {
         return match backend.get_file(&file.domain_id, &file.path).await {
             Ok(Some(bytes)) => Ok(Box::new(Cursor::new(bytes))),
@@ -524,7 +578,10 @@ async fn open_stored(backend: &dyn KnowledgeBackend, file: &SourceFile) -> Resul
             Err(e) => Err(format!("read failed: {e}")),
         };
     }
-    match backend.stream_file(&file.domain_id, &file.path, STREAM_CHUNK).await {
+    match backend
+        .stream_file(&file.domain_id, &file.path, STREAM_CHUNK)
+        .await
+    {
         Ok(Some(stream)) => {
             let stream = stream.map_err(std::io::Error::other);
             Ok(Box::new(SyncIoBridge::new(StreamReader::new(stream))))

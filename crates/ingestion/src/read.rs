@@ -86,7 +86,10 @@ impl<R: Read> Read for LineLimited<R> {
             } else {
                 self.run += 1;
                 if self.run > self.max {
-                    return Err(limit(format!("a line is longer than max_line_bytes ({} bytes)", self.max)));
+                    return Err(limit(format!(
+                        "a line is longer than max_line_bytes ({} bytes)",
+                        self.max
+                    )));
                 }
             }
         }
@@ -95,12 +98,19 @@ impl<R: Read> Read for LineLimited<R> {
 }
 
 /// The decompressed content of a stored file.
-pub(crate) fn open(stored: Box<dyn Read + Send>, gzip: bool, limits: &Limits) -> Box<dyn Read + Send> {
+pub(crate) fn open(
+    stored: Box<dyn Read + Send>,
+    gzip: bool,
+    limits: &Limits,
+) -> Box<dyn Read + Send> {
     if !gzip {
         return stored;
     }
     let compressed = Arc::new(AtomicU64::new(0));
-    let counting = Counting { inner: stored, count: compressed.clone() };
+    let counting = Counting {
+        inner: stored,
+        count: compressed.clone(),
+    };
     Box::new(Inflated {
         inner: MultiGzDecoder::new(io::BufReader::with_capacity(64 * 1024, counting)),
         compressed,
@@ -113,7 +123,9 @@ pub(crate) fn open(stored: Box<dyn Read + Send>, gzip: bool, limits: &Limits) ->
 /// Reads a whole document of at most `max_document_bytes`.
 pub(crate) fn read_document(reader: &mut dyn Read, limits: &Limits) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    reader.take(limits.max_document_bytes + 1).read_to_end(&mut out)?;
+    reader
+        .take(limits.max_document_bytes + 1)
+        .read_to_end(&mut out)?;
     if out.len() as u64 > limits.max_document_bytes {
         return Err(limit(format!(
             "larger than max_document_bytes ({} bytes) after decompression; use JSONL or CSV for large data",
@@ -131,6 +143,9 @@ pub(crate) fn utf8(bytes: &[u8]) -> Result<(&str, u64), String> {
     };
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok((s, base)),
-        Err(e) => Err(format!("not valid UTF-8 (invalid byte at offset {})", e.valid_up_to() as u64 + base)),
+        Err(e) => Err(format!(
+            "not valid UTF-8 (invalid byte at offset {})",
+            e.valid_up_to() as u64 + base
+        )),
     }
 }

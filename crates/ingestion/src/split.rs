@@ -21,7 +21,12 @@ pub const PROSE_BOUNDARIES: &[&str] = &[
 pub const LINE_BOUNDARIES: &[&str] = &["\n\n", "\n", " "];
 
 /// Splits `text` into trimmed, non-empty byte ranges of at most `max` characters each.
-pub fn split_text(text: &str, max: usize, overlap: usize, boundaries: &[&str]) -> Vec<Range<usize>> {
+pub fn split_text(
+    text: &str,
+    max: usize,
+    overlap: usize,
+    boundaries: &[&str],
+) -> Vec<Range<usize>> {
     let max = max.max(1);
     let overlap = overlap.min(max / 2);
     let mut out = Vec::new();
@@ -36,11 +41,11 @@ pub fn split_text(text: &str, max: usize, overlap: usize, boundaries: &[&str]) -
         if end < n {
             let window = &text[start..end];
             for b in boundaries {
-                if let Some(p) = window.rfind(b) {
-                    if p > 0 {
-                        end = start + p + b.len();
-                        break;
-                    }
+                if let Some(p) = window.rfind(b)
+                    && p > 0
+                {
+                    end = start + p + b.len();
+                    break;
                 }
             }
         }
@@ -53,7 +58,11 @@ pub fn split_text(text: &str, max: usize, overlap: usize, boundaries: &[&str]) -
             let back = retreat_chars(text, end, overlap).max(start + 1);
             // Start the overlap at a word boundary inside it, if there is one.
             let back = (back..end)
-                .find(|&i| text.is_char_boundary(i) && i > 0 && text.as_bytes()[i - 1].is_ascii_whitespace())
+                .find(|&i| {
+                    text.is_char_boundary(i)
+                        && i > 0
+                        && text.as_bytes()[i - 1].is_ascii_whitespace()
+                })
                 .unwrap_or(end);
             next = back;
         }
@@ -122,11 +131,18 @@ mod tests {
         let text = "First sentence here. Second sentence here.\n\nNew paragraph.";
         assert_eq!(
             pieces(text, 45, 0),
-            vec!["First sentence here. Second sentence here.", "New paragraph."]
+            vec![
+                "First sentence here. Second sentence here.",
+                "New paragraph."
+            ]
         );
         assert_eq!(
             pieces(text, 30, 0),
-            vec!["First sentence here.", "Second sentence here.", "New paragraph."]
+            vec![
+                "First sentence here.",
+                "Second sentence here.",
+                "New paragraph."
+            ]
         );
     }
 
@@ -134,7 +150,10 @@ mod tests {
     fn no_boundary_means_a_hard_cut_and_nothing_is_lost() {
         let text = "x".repeat(1234);
         let p = pieces(&text, 500, 0);
-        assert_eq!(p.iter().map(|s| s.len()).collect::<Vec<_>>(), vec![500, 500, 234]);
+        assert_eq!(
+            p.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            vec![500, 500, 234]
+        );
     }
 
     #[test]

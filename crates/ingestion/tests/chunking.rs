@@ -3,7 +3,9 @@
 
 use serde_json::{Map, json};
 
-use dynreg_ingestion::{Chunk, ChunkingConfig, Format, HeadingInclusion, Limits, SourceFile, chunk_bytes};
+use dynreg_ingestion::{
+    Chunk, ChunkingConfig, Format, HeadingInclusion, Limits, SourceFile, chunk_bytes,
+};
 
 fn file(path: &str) -> SourceFile {
     let (format, gzip) = Format::of(path).unwrap();
@@ -34,7 +36,10 @@ const DOC: &str = "# Manual\n\nOverview paragraph.\n\n## Setup Guide\n\n- step o
 #[test]
 fn blocks_under_one_heading_are_packed_and_headings_split_chunks() {
     let chunks = chunk("m.md", DOC, &ChunkingConfig::default());
-    let got: Vec<(String, &str)> = chunks.iter().map(|c| (c.heading_path(), c.text.as_str())).collect();
+    let got: Vec<(String, &str)> = chunks
+        .iter()
+        .map(|c| (c.heading_path(), c.text.as_str()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -48,7 +53,10 @@ fn blocks_under_one_heading_are_packed_and_headings_split_chunks() {
         ]
     );
     assert_eq!(chunks[2].embedding_text, "Setup Guide: Linux: Use apt.");
-    assert_eq!(chunks.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(
+        chunks.iter().map(|c| c.index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
     assert_eq!(chunks[2].line_number, Some(20));
 }
 
@@ -69,11 +77,18 @@ fn atomic_blocks_stay_whole_when_they_fit_and_split_by_lines_when_not() {
     for c in &chunks[1..] {
         assert!(c.text.chars().count() <= 120);
         for line in c.text.lines() {
-            assert!(line.starts_with("let ") || line.starts_with("```"), "{line:?} was cut");
+            assert!(
+                line.starts_with("let ") || line.starts_with("```"),
+                "{line:?} was cut"
+            );
         }
     }
     let list = "- item one\n- item two\n";
-    let chunks = chunk("l.md", &format!("# L\n\n{list}"), &ChunkingConfig::default());
+    let chunks = chunk(
+        "l.md",
+        &format!("# L\n\n{list}"),
+        &ChunkingConfig::default(),
+    );
     assert_eq!(chunks[0].text, list.trim());
 }
 
@@ -82,32 +97,67 @@ fn heading_inclusion_modes() {
     let md = "# Top Title\n\n## Sub\n\nbody\n";
     let c = |mode: &str| chunk("h.md", md, &cfg(json!({"heading_inclusion": mode})))[0].clone();
     let m = c("in_metadata");
-    assert_eq!((m.text.as_str(), m.embedding_text.as_str()), ("body", "Top Title: Sub: body"));
+    assert_eq!(
+        (m.text.as_str(), m.embedding_text.as_str()),
+        ("body", "Top Title: Sub: body")
+    );
     let t = c("in_text");
     assert_eq!(t.text, "# Top Title\n## Sub\n\nbody");
     assert_eq!(t.embedding_text, t.text);
     let b = c("both");
-    assert_eq!((b.text.as_str(), b.embedding_text.as_str()), ("# Top Title\n## Sub\n\nbody", "Top Title: Sub: body"));
+    assert_eq!(
+        (b.text.as_str(), b.embedding_text.as_str()),
+        ("# Top Title\n## Sub\n\nbody", "Top Title: Sub: body")
+    );
     let n = c("none");
-    assert_eq!((n.text.as_str(), n.embedding_text.as_str()), ("body", "body"));
-    assert_eq!(cfg(json!({"heading_inclusion": "both"})).heading_inclusion, HeadingInclusion::Both);
+    assert_eq!(
+        (n.text.as_str(), n.embedding_text.as_str()),
+        ("body", "body")
+    );
+    assert_eq!(
+        cfg(json!({"heading_inclusion": "both"})).heading_inclusion,
+        HeadingInclusion::Both
+    );
 }
 
 #[test]
 fn overlap_repeats_words_across_split_prose() {
-    let prose = (0..200).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
-    let chunks = chunk("o.txt", &prose, &cfg(json!({"max_chunk_size": 100, "chunk_overlap": 20})));
+    let prose = (0..200)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let chunks = chunk(
+        "o.txt",
+        &prose,
+        &cfg(json!({"max_chunk_size": 100, "chunk_overlap": 20})),
+    );
     assert!(chunks.len() > 3);
     for w in chunks.windows(2) {
         let last = w[0].text.split(' ').next_back().unwrap();
-        assert!(w[1].text.split(' ').take(6).any(|x| x == last), "{:?} / {:?}", w[0].text, w[1].text);
+        assert!(
+            w[1].text.split(' ').take(6).any(|x| x == last),
+            "{:?} / {:?}",
+            w[0].text,
+            w[1].text
+        );
     }
-    assert!(ChunkingConfig::from_map(json!({"max_chunk_size": 10, "chunk_overlap": 10}).as_object().unwrap()).is_err());
+    assert!(
+        ChunkingConfig::from_map(
+            json!({"max_chunk_size": 10, "chunk_overlap": 10})
+                .as_object()
+                .unwrap()
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn text_files_have_no_markdown_structure() {
-    let chunks = chunk("t.txt", "# not a heading\n\njust text\n", &ChunkingConfig::default());
+    let chunks = chunk(
+        "t.txt",
+        "# not a heading\n\njust text\n",
+        &ChunkingConfig::default(),
+    );
     assert_eq!(chunks.len(), 1);
     assert_eq!(chunks[0].text, "# not a heading\n\njust text");
     assert!(chunks[0].headings.is_empty());
@@ -117,8 +167,15 @@ fn text_files_have_no_markdown_structure() {
 fn json_text_rule_and_text_fields() {
     let obj = r#"{"name": "Widget", "id": "123", "created_at": "2024-01-01T00:00:00Z", "description": "A small part", "color": "red", "_internal": 1, "meta": {"a": {"b": 2}}}"#;
     let chunks = chunk("w.json", obj, &ChunkingConfig::default());
-    assert_eq!(chunks[0].text, "Widget\ndescription: A small part\ncolor: red\nmeta: {\"a\":{\"b\":2}}");
+    assert_eq!(
+        chunks[0].text,
+        "Widget\ndescription: A small part\ncolor: red\nmeta: {\"a\":{\"b\":2}}"
+    );
     assert_eq!(chunks[0].metadata()["meta.a.b"], json!(2));
-    let chunks = chunk("w.json", obj, &cfg(json!({"text_fields": ["color", "name"]})));
+    let chunks = chunk(
+        "w.json",
+        obj,
+        &cfg(json!({"text_fields": ["color", "name"]})),
+    );
     assert_eq!(chunks[0].text, "color: red\nname: Widget");
 }
