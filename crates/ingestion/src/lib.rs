@@ -47,18 +47,24 @@
 pub mod chunk;
 pub mod config;
 mod emit;
+pub mod embed;
 pub mod error;
 mod formats;
 pub mod glob;
 mod markdown;
 pub mod pipeline;
+pub mod rag;
 mod read;
 pub mod split;
+pub mod vector;
 
 pub use chunk::{Chunk, DocumentType, Format, Heading, ID_SEPARATOR, SourceFile};
 pub use config::{ChunkingConfig, HeadingInclusion, KnowledgeBaseConfig, Limits};
+pub use embed::{EchoEmbedder, EmbedError, Embedder, HashEmbedder, create_embedder};
 pub use error::{FileError, IngestionError};
 pub use pipeline::{
     ChunkStream, ChunkingReport, DocumentReport, Pipeline, PipelineEvent, PipelineOptions, Plan,
     SkipReason, SkippedFile, chunk_bytes,
 };
+pub use rag::{IngestStats, QueryHit, QueryOptions, RagError, RagKnowledgeBase};
+pub use vector::{Filter, MemoryVectorStore, SearchHit, VectorError, VectorRecord, VectorStore};

@@ -1,0 +1,233 @@
+//! Embedders: text to vectors, in batches.
+//!
+//! - [`EchoEmbedder`] is bit for bit the original's test provider (SHA-256 of the text, then
+//!   SHA-256 of the digest, ..., each byte `b` as `b / 127.5 - 1`), so configs written for the
+//!   original work; its vectors carry no meaning, so search over them is random.
+//! - [`HashEmbedder`] is deterministic, offline and **lexical**: feature hashing of normalised
+//!   words, word pairs and character trigrams, log-scaled term counts, L2-normalised. Texts
+//!   that share words are near each other, so search with it finds the document that shares
+//!   the query's words. It is the default for development and tests.
+//!
+//! Invariants: every vector an embedder returns has exactly [`Embedder::dimensions`] entries;
+//! the output is in input order, one vector per text; the same text gives the same vector in
+//! every process and version (the hash is FNV-1a, fixed here, not a seeded hasher).
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+/// An embedder failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbedError {
+    /// The embedder's config is invalid.
+    #[error("embedding config: {0}")]
+    Config(String),
+}
+
+/// Text to vectors.
+#[async_trait]
+pub trait Embedder: std::fmt::Debug + Send + Sync {
+    /// The provider name (`"echo"`, `"hash"`).
+    fn provider(&self) -> &'static str;
+
+    /// The width of every vector.
+    fn dimensions(&self) -> usize;
+
+    /// One vector per text, in order.
+    async fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// The original's `echo` test provider (default width 768, as there).
+#[derive(Debug, Clone)]
+pub struct EchoEmbedder {
+    dimensions: usize,
+}
+
+impl EchoEmbedder {
+    /// The original's default width.
+    pub const DEFAULT_DIMENSIONS: usize = 768;
+
+    /// An echo embedder of `dimensions`.
+    pub fn new(dimensions: usize) -> Self {
+        EchoEmbedder { dimensions }
+    }
+
+    /// The vector of one text.
+    pub fn vector(&self, text: &str) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.dimensions);
+        let mut digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        while out.len() < self.dimensions {
+            for b in digest {
+                if out.len() >= self.dimensions {
+                    break;
+                }
+                out.push((f64::from(b) / 127.5 - 1.0) as f32);
+            }
+            digest = Sha256::digest(digest).into();
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Embedder for EchoEmbedder {
+    fn provider(&self) -> &'static str {
+        "echo"
+    }
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+    async fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(texts.iter().map(|t| self.vector(t)).collect())
+    }
+}
+
+/// The lexical hashing embedder (default width 384).
+#[derive(Debug, Clone)]
+pub struct HashEmbedder {
+    dimensions: usize,
+}
+
+/// Words too common to tell documents apart.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "does", "for", "from", "has",
+    "have", "how", "i", "if", "in", "into", "is", "it", "its", "of", "on", "or", "our", "so", "than",
+    "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "we", "were",
+    "what", "when", "where", "which", "who", "why", "will", "with", "you", "your",
+];
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Lower-cased alphanumeric words without stop words, a plural `s` removed.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .map(|w| {
+            if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
+                w[..w.len() - 1].to_owned()
+            } else {
+                w
+            }
+        })
+        .collect()
+}
+
+impl HashEmbedder {
+    /// The default width.
+    pub const DEFAULT_DIMENSIONS: usize = 384;
+
+    /// A hashing embedder of `dimensions` (at least 1).
+    pub fn new(dimensions: usize) -> Self {
+        HashEmbedder { dimensions: dimensions.max(1) }
+    }
+
+    fn add(&self, v: &mut [f32], kind: &[u8], feature: &[u8], weight: f32) {
+        let h = fnv1a(&[kind, feature]);
+        let i = (h % self.dimensions as u64) as usize;
+        let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
+        v[i] += sign * weight;
+    }
+
+    /// The vector of one text.
+    pub fn vector(&self, text: &str) -> Vec<f32> {
+        let mut v = vec![0f32; self.dimensions];
+        let ws = words(text);
+        let mut counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for w in &ws {
+            *counts.entry(w.as_str()).or_default() += 1;
+        }
+        for (w, n) in &counts {
+            let tf = 1.0 + (*n as f32).ln();
+            self.add(&mut v, b"w", w.as_bytes(), tf);
+            let padded: Vec<char> = format!("^{w}$").chars().collect();
+            if padded.len() > 4 {
+                for tri in padded.windows(3) {
+                    let s: String = tri.iter().collect();
+                    self.add(&mut v, b"c", s.as_bytes(), 0.25 * tf);
+                }
+            }
+        }
+        for pair in ws.windows(2) {
+            self.add(&mut v, b"b", format!("{} {}", pair[0], pair[1]).as_bytes(), 0.5);
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+}
+
+#[async_trait]
+impl Embedder for HashEmbedder {
+    fn provider(&self) -> &'static str {
+        "hash"
+    }
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+    async fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(texts.iter().map(|t| self.vector(t)).collect())
+    }
+}
+
+/// The providers [`create_embedder`] builds.
+pub const PROVIDERS: &[&str] = &["echo", "hash"];
+
+/// An embedder by provider name and width (`None`: the provider's default).
+pub fn create_embedder(
+    provider: &str,
+    dimensions: Option<usize>,
+) -> Result<std::sync::Arc<dyn Embedder>, EmbedError> {
+    match provider {
+        "echo" => Ok(std::sync::Arc::new(EchoEmbedder::new(
+            dimensions.unwrap_or(EchoEmbedder::DEFAULT_DIMENSIONS),
+        ))),
+        "hash" => Ok(std::sync::Arc::new(HashEmbedder::new(
+            dimensions.unwrap_or(HashEmbedder::DEFAULT_DIMENSIONS),
+        ))),
+        other => Err(EmbedError::Config(format!(
+            "embedding_provider: {}",
+            dynreg_resource_resolver::keys::unknown_key(other, PROVIDERS)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cos(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn hash_vectors_are_unit_length_and_lexical() {
+        let e = HashEmbedder::new(384);
+        let q = e.vector("How long do refunds take?");
+        let right = e.vector("Refunds take five business days to reach your card.");
+        let wrong = e.vector("The office is closed on public holidays in spring.");
+        assert!((cos(&q, &q) - 1.0).abs() < 1e-5);
+        assert!(cos(&q, &right) > cos(&q, &wrong) + 0.2, "{} vs {}", cos(&q, &right), cos(&q, &wrong));
+        assert_eq!(e.vector(""), vec![0.0; 384]);
+    }
+
+    #[test]
+    fn unknown_provider_names_the_valid_ones() {
+        let e = create_embedder("eho", None).unwrap_err().to_string();
+        assert!(e.contains("\"echo\""), "{e}");
+    }
+}

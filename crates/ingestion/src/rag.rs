@@ -1,0 +1,488 @@
+//! The RAG knowledge base: an embedder and a vector store, fed by the pipeline, queried by text.
+//!
+//! Invariants:
+//! - The embedder's width and the store's width agree, or construction fails naming both (the
+//!   original silently stores 768-wide echo vectors under a 384 config).
+//! - Chunks are embedded in batches (one call per pipeline batch, not one per chunk) and each
+//!   batch is one upsert.
+//! - A file that fails (to read, chunk, embed or store) leaves none of the chunks this run wrote
+//!   for it; a file that shrank loses its chunks past its new end.
+//! - Reads hide rows marked `_stale: true` (the previous generation during a swap) unless asked
+//!   for; a bound domain or tenant is added to every read filter that does not name it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use dynreg_knowledge_store::KnowledgeBackend;
+use dynreg_resource_resolver::keys::unknown_key;
+
+use crate::config::{ChunkingConfig, KnowledgeBaseConfig};
+use crate::embed::{EchoEmbedder, EmbedError, Embedder, HashEmbedder, create_embedder};
+use crate::error::{FileError, IngestionError};
+use crate::pipeline::{ChunkingReport, Pipeline, PipelineEvent, PipelineOptions};
+use crate::vector::{Filter, MemoryVectorStore, MemoryVectorStoreConfig, Metric, VectorError, VectorRecord, VectorStore};
+
+/// Rows are over-fetched by this factor so hidden stale rows do not starve a query.
+const STALE_OVERFETCH: usize = 4;
+
+/// A RAG knowledge base failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RagError {
+    /// The config is invalid: the key and what is wrong.
+    #[error("RAG knowledge base config: {0}")]
+    Config(String),
+    /// The embedder failed.
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    /// The vector store failed.
+    #[error(transparent)]
+    Vector(#[from] VectorError),
+    /// The pipeline could not start (config file, listing).
+    #[error(transparent)]
+    Ingestion(#[from] IngestionError),
+}
+
+/// One query result, the original's `{"text", "source", "heading_path", "similarity", "metadata"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryHit {
+    /// The chunk text.
+    pub text: String,
+    /// Its display source.
+    pub source: String,
+    /// `"A > B"`.
+    pub heading_path: String,
+    /// Similarity to the query (cosine by default).
+    pub similarity: f32,
+    /// Its full metadata and provenance.
+    pub metadata: Arc<Map<String, Value>>,
+}
+
+/// What a query asks for beyond the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryOptions {
+    /// Results wanted (default 5).
+    pub k: usize,
+    /// A metadata filter (the vector store's semantics).
+    pub filter: Filter,
+    /// Results below this similarity are dropped (default 0: none).
+    pub min_similarity: f32,
+    /// Also return rows of a retired generation (default false).
+    pub include_stale: bool,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions { k: 5, filter: Filter::all(), min_similarity: 0.0, include_stale: false }
+    }
+}
+
+/// The outcome of [`RagKnowledgeBase::ingest_from_backend`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IngestStats {
+    /// The pipeline's report; its `errors` also hold embedding and storing failures.
+    #[serde(flatten)]
+    pub report: ChunkingReport,
+    /// Chunks embedded and stored.
+    pub chunks_stored: u64,
+}
+
+/// Embedder + vector store + the pipeline.
+#[derive(Debug, Clone)]
+pub struct RagKnowledgeBase {
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn VectorStore>,
+    chunking: Option<ChunkingConfig>,
+    domain_id: Option<String>,
+    tenant_id: Option<String>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "vector_store",
+    "embedding",
+    "embedding_provider",
+    "embedding_model",
+    "dimensions",
+    "api_base",
+    "embedding_base_url",
+    "api_key",
+    "chunking",
+    "merger",
+    "formatter",
+    "documents_path",
+    "document_pattern",
+    "tenant_id",
+    "domain_id",
+];
+const STORE_KEYS: &[&str] = &["backend", "dimensions", "metric", "persist_path", "vector_store_path", "batch_size", "domain_id"];
+const EMBEDDING_KEYS: &[&str] = &["provider", "model", "dimensions", "api_base", "api_key"];
+
+fn obj<'a>(v: &'a Value, key: &str) -> Result<Option<&'a Map<String, Value>>, RagError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Object(m) => Ok(Some(m)),
+        other => Err(RagError::Config(format!("{key}: expected a mapping, got {other}"))),
+    }
+}
+
+fn dims(v: Option<&Value>, key: &str) -> Result<Option<usize>, RagError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Ok(Some(n as usize)),
+            _ => Err(RagError::Config(format!("{key}: expected a positive integer, got {v}"))),
+        },
+    }
+}
+
+fn string<'a>(v: Option<&'a Value>, key: &str) -> Result<Option<&'a str>, RagError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(RagError::Config(format!("{key}: expected a string, got {v}"))),
+    }
+}
+
+impl RagKnowledgeBase {
+    /// A knowledge base over `embedder` and `store`; their widths must agree.
+    pub fn new(embedder: Arc<dyn Embedder>, store: Arc<dyn VectorStore>) -> Result<Self, RagError> {
+        if embedder.dimensions() != store.dimensions() {
+            return Err(RagError::Config(format!(
+                "the {} embedder gives {}-dimensional vectors but the {} vector store holds {}",
+                embedder.provider(),
+                embedder.dimensions(),
+                store.kind(),
+                store.dimensions()
+            )));
+        }
+        Ok(RagKnowledgeBase { embedder, store, chunking: None, domain_id: None, tenant_id: None })
+    }
+
+    /// Binds reads to a domain (and its ingests' chunks carry it, as they always do).
+    pub fn with_domain(mut self, domain_id: impl Into<String>) -> Self {
+        self.domain_id = Some(domain_id.into());
+        self
+    }
+
+    /// Binds reads and ingests to a tenant.
+    pub fn with_tenant(mut self, tenant_id: impl Into<String>) -> Self {
+        self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// The chunking used for knowledge bases without their own config file.
+    pub fn with_chunking(mut self, chunking: ChunkingConfig) -> Self {
+        self.chunking = Some(chunking);
+        self
+    }
+
+    /// Builds one from the original's config keys, e.g.
+    /// `{"vector_store": {"backend": "memory", "dimensions": 384}, "embedding_provider": "hash"}`.
+    pub fn from_config(config: &Value) -> Result<Self, RagError> {
+        let Some(top) = obj(config, "config")? else {
+            return Err(RagError::Config("expected a mapping".into()));
+        };
+        for k in top.keys() {
+            if !TOP_KEYS.contains(&k.as_str()) {
+                return Err(RagError::Config(unknown_key(k, TOP_KEYS)));
+            }
+        }
+        for k in ["merger", "formatter", "documents_path"] {
+            if top.get(k).is_some_and(|v| !v.is_null()) {
+                return Err(RagError::Config(format!("{k} is not supported by dynreg's RAG knowledge base")));
+            }
+        }
+        let store_cfg = match top.get("vector_store") {
+            Some(v) => obj(v, "vector_store")?.cloned().unwrap_or_default(),
+            None => Map::new(),
+        };
+        for k in store_cfg.keys() {
+            if !STORE_KEYS.contains(&k.as_str()) {
+                return Err(RagError::Config(format!("vector_store: {}", unknown_key(k, STORE_KEYS))));
+            }
+        }
+        let embedding = match top.get("embedding") {
+            Some(v) => obj(v, "embedding")?.cloned().unwrap_or_default(),
+            None => Map::new(),
+        };
+        for k in embedding.keys() {
+            if !EMBEDDING_KEYS.contains(&k.as_str()) {
+                return Err(RagError::Config(format!("embedding: {}", unknown_key(k, EMBEDDING_KEYS))));
+            }
+        }
+        let provider = string(embedding.get("provider"), "embedding.provider")?
+            .or(string(top.get("embedding_provider"), "embedding_provider")?)
+            .unwrap_or("hash");
+        let api_base = string(top.get("api_base"), "api_base")?
+            .or(string(top.get("embedding_base_url"), "embedding_base_url")?)
+            .or(string(embedding.get("api_base"), "embedding.api_base")?);
+        if let Some(base) = api_base {
+            return Err(RagError::Config(format!(
+                "api_base {base:?}: the {provider} embedder runs in process and takes no endpoint"
+            )));
+        }
+        let embed_dims = dims(embedding.get("dimensions"), "embedding.dimensions")?
+            .or(dims(top.get("dimensions"), "dimensions")?);
+        let store_dims = dims(store_cfg.get("dimensions"), "vector_store.dimensions")?;
+        if let (Some(e), Some(s)) = (embed_dims, store_dims)
+            && e != s
+        {
+            return Err(RagError::Config(format!(
+                "dimensions: the embedding is {e}-dimensional but vector_store.dimensions is {s}"
+            )));
+        }
+        let default = match provider {
+            "echo" => EchoEmbedder::DEFAULT_DIMENSIONS,
+            _ => HashEmbedder::DEFAULT_DIMENSIONS,
+        };
+        let width = embed_dims.or(store_dims).unwrap_or(default);
+        let embedder = create_embedder(provider, Some(width))?;
+        let backend = string(store_cfg.get("backend"), "vector_store.backend")?.unwrap_or("memory");
+        if backend != "memory" {
+            return Err(RagError::Config(format!("vector_store.backend: {}", unknown_key(backend, &["memory"]))));
+        }
+        let metric = match string(store_cfg.get("metric"), "vector_store.metric")? {
+            None => Metric::Cosine,
+            Some(m) => Metric::parse(m).ok_or_else(|| {
+                RagError::Config(format!("vector_store.metric: {m:?} is not one of cosine, dot_product, euclidean"))
+            })?,
+        };
+        let persist_path = string(store_cfg.get("persist_path"), "vector_store.persist_path")?
+            .or(string(store_cfg.get("vector_store_path"), "vector_store.vector_store_path")?)
+            .map(PathBuf::from);
+        let store = MemoryVectorStore::open(MemoryVectorStoreConfig { dimensions: width, metric, persist_path })?;
+        let mut kb = RagKnowledgeBase::new(embedder, Arc::new(store))?;
+        if let Some(c) = top.get("chunking").filter(|v| !v.is_null()) {
+            let m = obj(c, "chunking")?.cloned().unwrap_or_default();
+            if !m.is_empty() {
+                kb.chunking = Some(ChunkingConfig::from_map(&m).map_err(|e| RagError::Config(format!("chunking: {e}")))?);
+            }
+        }
+        if let Some(d) = string(top.get("domain_id"), "domain_id")?
+            .or(string(store_cfg.get("domain_id"), "vector_store.domain_id")?)
+        {
+            kb.domain_id = Some(d.to_owned());
+        }
+        if let Some(t) = string(top.get("tenant_id"), "tenant_id")? {
+            kb.tenant_id = Some(t.to_owned());
+        }
+        Ok(kb)
+    }
+
+    /// The embedder.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// The vector store.
+    pub fn store(&self) -> &Arc<dyn VectorStore> {
+        &self.store
+    }
+
+    /// The bound domain, if any.
+    pub fn domain_id(&self) -> Option<&str> {
+        self.domain_id.as_deref()
+    }
+
+    /// The bound tenant, if any.
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.tenant_id.as_deref()
+    }
+
+    /// `filter` with the bound domain and tenant added where it does not name them.
+    fn read_filter(&self, filter: &Filter) -> Filter {
+        let mut f = filter.clone();
+        if let Some(d) = &self.domain_id {
+            f.0.entry("domain_id").or_insert_with(|| Value::String(d.clone()));
+        }
+        if let Some(t) = &self.tenant_id {
+            f.0.entry("tenant_id").or_insert_with(|| Value::String(t.clone()));
+        }
+        f
+    }
+
+    /// Chunks, embeds and stores a knowledge base from `backend`. Only the config file and the
+    /// listing fail the call; every file failure is an entry of `report.errors`.
+    pub async fn ingest_from_backend(
+        &self,
+        backend: Arc<dyn KnowledgeBackend>,
+        domain_id: &str,
+        mut options: PipelineOptions,
+    ) -> Result<IngestStats, RagError> {
+        if options.tenant_id.is_none() {
+            options.tenant_id = self.tenant_id.clone();
+        }
+        if options.config.is_none()
+            && let Some(chunking) = &self.chunking
+        {
+            let probe = Pipeline::with_options(backend.clone(), options.clone());
+            let cfg = probe.config(domain_id).await?;
+            if cfg.file.is_none() {
+                let mut cfg = KnowledgeBaseConfig::defaults(domain_id);
+                cfg.chunking = chunking.clone();
+                options.config = Some(cfg);
+            }
+        }
+        let pipeline = Pipeline::with_options(backend, options);
+        let mut stream = pipeline.stream(domain_id).await?;
+        let mut stats = IngestStats { report: ChunkingReport::new(stream.plan()), chunks_stored: 0 };
+        // Ids written for the file in progress, and files that failed while being stored.
+        let mut written: Vec<String> = Vec::new();
+        let mut failed: BTreeSet<String> = BTreeSet::new();
+        while let Some(event) = stream.next().await {
+            match event {
+                PipelineEvent::Chunks(batch) => {
+                    let Some(first) = batch.first() else { continue };
+                    let file = first.file.clone();
+                    if failed.contains(&file.path) {
+                        continue;
+                    }
+                    match self.store_batch(&batch).await {
+                        Ok(()) => written.extend(batch.iter().map(|c| c.id.clone())),
+                        Err(e) => {
+                            self.store.delete(&std::mem::take(&mut written)).await?;
+                            failed.insert(file.path.clone());
+                            let err = FileError {
+                                file: file.source.clone(),
+                                error: format!("{}: {e}", file.path),
+                                path: file.path.clone(),
+                                line: None,
+                                fatal: true,
+                            };
+                            stats.report.record(&PipelineEvent::Error(err));
+                        }
+                    }
+                }
+                PipelineEvent::Done { file, chunks } => {
+                    if failed.contains(&file.path) {
+                        continue;
+                    }
+                    stats.report.record(&PipelineEvent::Done { file: file.clone(), chunks });
+                    stats.chunks_stored += written.len() as u64;
+                    written.clear();
+                    self.trim_file(&file, chunks).await?;
+                }
+                PipelineEvent::Error(e) => {
+                    if e.fatal {
+                        self.store.delete(&std::mem::take(&mut written)).await?;
+                    }
+                    stats.report.record(&PipelineEvent::Error(e));
+                }
+            }
+        }
+        self.store.flush().await?;
+        Ok(stats)
+    }
+
+    async fn store_batch(&self, batch: &[crate::Chunk]) -> Result<(), RagError> {
+        let texts: Vec<&str> = batch.iter().map(|c| c.embedding_text.as_str()).collect();
+        let vectors = self.embedder.embed(&texts).await?;
+        if vectors.len() != batch.len() {
+            return Err(RagError::Config(format!(
+                "the {} embedder returned {} vectors for {} texts",
+                self.embedder.provider(),
+                vectors.len(),
+                batch.len()
+            )));
+        }
+        let records = batch
+            .iter()
+            .zip(vectors)
+            .map(|(c, vector)| VectorRecord { id: c.id.clone(), vector, metadata: c.metadata() })
+            .collect();
+        self.store.upsert(records).await?;
+        Ok(())
+    }
+
+    /// Deletes chunks of `file` past its new chunk count (left from a longer earlier version).
+    async fn trim_file(&self, file: &crate::SourceFile, chunks: u64) -> Result<(), RagError> {
+        let mut f = Filter::all()
+            .with("source_path", file.path.clone())
+            .with("domain_id", file.domain_id.clone());
+        if let Some(t) = &file.tenant_id {
+            f = f.with("tenant_id", t.clone());
+        }
+        if let Some(g) = &file.generation {
+            f = f.with("_generation", g.clone());
+        }
+        let total = self.store.count(&f).await?;
+        if total > chunks {
+            let ids: Vec<String> = (chunks..total).map(|i| file.chunk_id(i)).collect();
+            self.store.delete(&ids).await?;
+        }
+        Ok(())
+    }
+
+    /// The `k` chunks most similar to `text` (hiding stale rows), above `min_similarity`.
+    pub async fn query(
+        &self,
+        text: &str,
+        k: usize,
+        filter: Option<&Filter>,
+        min_similarity: f32,
+    ) -> Result<Vec<QueryHit>, RagError> {
+        let options = QueryOptions {
+            k,
+            filter: filter.cloned().unwrap_or_default(),
+            min_similarity,
+            include_stale: false,
+        };
+        self.query_with(text, &options).await
+    }
+
+    /// [`query`](Self::query) under the name some of the original's docs use.
+    pub async fn search(&self, text: &str, k: usize) -> Result<Vec<QueryHit>, RagError> {
+        self.query(text, k, None, 0.0).await
+    }
+
+    /// A query with every option.
+    pub async fn query_with(&self, text: &str, options: &QueryOptions) -> Result<Vec<QueryHit>, RagError> {
+        let vector = self.embedder.embed(&[text]).await?.pop().unwrap_or_default();
+        let filter = self.read_filter(&options.filter);
+        let fetch = if options.include_stale { options.k } else { options.k * STALE_OVERFETCH };
+        let hits = self.store.search(&vector, fetch, &filter).await?;
+        Ok(hits
+            .into_iter()
+            .filter(|h| options.include_stale || h.metadata.get("_stale") != Some(&Value::Bool(true)))
+            .take(options.k)
+            .filter(|h| h.score >= options.min_similarity)
+            .map(|h| {
+                let s = |k: &str| h.metadata.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                QueryHit {
+                    text: s("text"),
+                    source: s("source"),
+                    heading_path: s("heading_path"),
+                    similarity: h.score,
+                    metadata: h.metadata,
+                }
+            })
+            .collect())
+    }
+
+    /// Chunks matching `filter` (with the bound scope), stale rows excluded unless asked for.
+    pub async fn count(&self, filter: &Filter, include_stale: bool) -> Result<u64, RagError> {
+        let f = self.read_filter(filter);
+        let all = self.store.count(&f).await?;
+        if include_stale {
+            return Ok(all);
+        }
+        let stale = self.store.count(&f.clone().with("_stale", true)).await?;
+        Ok(all - stale)
+    }
+
+    /// Deletes the chunks of one source file (in the bound scope); the number deleted.
+    pub async fn delete_source(&self, path: &str) -> Result<u64, RagError> {
+        let f = self.read_filter(&Filter::all().with("source_path", path));
+        Ok(self.store.clear(&f).await?)
+    }
+
+    /// Persists the store (for stores that persist on demand).
+    pub async fn flush(&self) -> Result<(), RagError> {
+        Ok(self.store.flush().await?)
+    }
+}

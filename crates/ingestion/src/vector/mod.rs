@@ -1,0 +1,193 @@
+//! Vector stores: one small trait ([`VectorStore`]), the original's metadata filter semantics
+//! ([`Filter`]), and the in-process store ([`MemoryVectorStore`]).
+//!
+//! Filter semantics, the same in every store (and pushed into the engine where a store has
+//! one): scalar against scalar is equality (numbers compare by value, `1 == 1.0`); a list
+//! filter value means IN; a list metadata value means membership; list against list is a
+//! non-empty intersection; an empty list is unsatisfiable; a missing (or null) key fails; keys
+//! are ANDed; the empty filter matches everything.
+
+mod memory;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+pub use memory::{MemoryVectorStore, MemoryVectorStoreConfig, Metric};
+
+/// A vector store failed or refused a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VectorError {
+    /// A vector of the wrong width.
+    #[error("vector {id:?} has {got} dimensions; the store has {expected}")]
+    Dimensions {
+        /// The record (or `"<query>"`).
+        id: String,
+        /// The store's width.
+        expected: usize,
+        /// The vector's width.
+        got: usize,
+    },
+    /// The store's config is invalid.
+    #[error("vector_store config: {0}")]
+    Config(String),
+    /// Reading or writing the persisted store failed; the file is named.
+    #[error("vector store file {path}: {message}")]
+    Persist {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// One stored vector with its id and metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorRecord {
+    /// Unique in the store; upserting an existing id replaces it.
+    pub id: String,
+    /// Exactly the store's width.
+    pub vector: Vec<f32>,
+    /// Metadata, filtered on by [`Filter`].
+    pub metadata: Map<String, Value>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The record's id.
+    pub id: String,
+    /// Its similarity to the query (cosine by default; higher is nearer).
+    pub score: f32,
+    /// Its metadata.
+    pub metadata: Arc<Map<String, Value>>,
+}
+
+/// A metadata filter: keys ANDed, each with the semantics of the module docs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter(pub Map<String, Value>);
+
+impl Filter {
+    /// The filter that matches everything.
+    pub fn all() -> Self {
+        Filter(Map::new())
+    }
+
+    /// A filter from a JSON object; `None` for any other value.
+    pub fn from_value(v: &Value) -> Option<Self> {
+        v.as_object().map(|m| Filter(m.clone()))
+    }
+
+    /// This filter with `key == value` added (replacing a condition on `key`).
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.0.insert(key.into(), value.into());
+        self
+    }
+
+    /// True if it has no condition.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True if `metadata` satisfies every condition.
+    pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
+        self.0.iter().all(|(k, f)| match metadata.get(k) {
+            None | Some(Value::Null) => false,
+            Some(m) => value_matches(f, m),
+        })
+    }
+}
+
+fn scalar_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x == y,
+        },
+        _ => a == b,
+    }
+}
+
+fn value_matches(filter: &Value, meta: &Value) -> bool {
+    match (filter, meta) {
+        (Value::Array(fs), Value::Array(ms)) => fs.iter().any(|f| ms.iter().any(|m| scalar_eq(f, m))),
+        (Value::Array(fs), m) => fs.iter().any(|f| scalar_eq(f, m)),
+        (f, Value::Array(ms)) => ms.iter().any(|m| scalar_eq(f, m)),
+        (f, m) => scalar_eq(f, m),
+    }
+}
+
+/// A store of vectors with metadata.
+#[async_trait]
+pub trait VectorStore: std::fmt::Debug + Send + Sync {
+    /// The backend name (`"memory"`).
+    fn kind(&self) -> &'static str;
+
+    /// The width of every vector.
+    fn dimensions(&self) -> usize;
+
+    /// Inserts or replaces records by id. All are checked before any is written.
+    async fn upsert(&self, records: Vec<VectorRecord>) -> Result<(), VectorError>;
+
+    /// Deletes records by id; the number deleted.
+    async fn delete(&self, ids: &[String]) -> Result<u64, VectorError>;
+
+    /// Deletes every record matching `filter` ([`Filter::all`]: every record); the number deleted.
+    async fn clear(&self, filter: &Filter) -> Result<u64, VectorError>;
+
+    /// Merges `patch` into the metadata of every record matching `filter`; the number changed.
+    async fn update_metadata_where(
+        &self,
+        filter: &Filter,
+        patch: &Map<String, Value>,
+    ) -> Result<u64, VectorError>;
+
+    /// Records matching `filter`.
+    async fn count(&self, filter: &Filter) -> Result<u64, VectorError>;
+
+    /// The `k` records nearest `vector` among those matching `filter`, nearest first.
+    async fn search(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<SearchHit>, VectorError>;
+
+    /// Makes every write so far durable (a no-op for stores that are durable per write).
+    async fn flush(&self) -> Result<(), VectorError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn f(v: Value) -> Filter {
+        Filter::from_value(&v).unwrap()
+    }
+
+    #[test]
+    fn the_original_filter_semantics() {
+        let m = json!({"kind": "faq", "tags": ["a", "b"], "n": 1, "none": null});
+        let m = m.as_object().unwrap();
+        assert!(f(json!({})).matches(m));
+        assert!(f(json!({"kind": "faq"})).matches(m));
+        assert!(!f(json!({"kind": "doc"})).matches(m));
+        assert!(f(json!({"kind": ["doc", "faq"]})).matches(m));
+        assert!(f(json!({"tags": "a"})).matches(m));
+        assert!(f(json!({"tags": ["x", "b"]})).matches(m));
+        assert!(!f(json!({"tags": ["x", "y"]})).matches(m));
+        assert!(!f(json!({"kind": []})).matches(m));
+        assert!(!f(json!({"missing": "x"})).matches(m));
+        assert!(!f(json!({"none": "x"})).matches(m));
+        assert!(f(json!({"n": 1.0})).matches(m));
+        assert!(!f(json!({"kind": "faq", "n": 2})).matches(m));
+    }
+}
