@@ -90,10 +90,10 @@ pub struct HashEmbedder {
 
 /// Words too common to tell documents apart.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "does", "for", "from", "has",
-    "have", "how", "i", "if", "in", "into", "is", "it", "its", "of", "on", "or", "our", "so", "than",
-    "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "we", "were",
-    "what", "when", "where", "which", "who", "why", "will", "with", "you", "your",
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "does", "for", "from",
+    "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "of", "on", "or", "our",
+    "so", "than", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was",
+    "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "you", "your",
 ];
 
 fn fnv1a(parts: &[&[u8]]) -> u64 {
@@ -131,7 +131,9 @@ impl HashEmbedder {
 
     /// A hashing embedder of `dimensions` (at least 1).
     pub fn new(dimensions: usize) -> Self {
-        HashEmbedder { dimensions: dimensions.max(1) }
+        HashEmbedder {
+            dimensions: dimensions.max(1),
+        }
     }
 
     fn add(&self, v: &mut [f32], kind: &[u8], feature: &[u8], weight: f32) {
@@ -161,7 +163,12 @@ impl HashEmbedder {
             }
         }
         for pair in ws.windows(2) {
-            self.add(&mut v, b"b", format!("{} {}", pair[0], pair[1]).as_bytes(), 0.5);
+            self.add(
+                &mut v,
+                b"b",
+                format!("{} {}", pair[0], pair[1]).as_bytes(),
+                0.5,
+            );
         }
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm > 0.0 {
@@ -221,7 +228,12 @@ mod tests {
         let right = e.vector("Refunds take five business days to reach your card.");
         let wrong = e.vector("The office is closed on public holidays in spring.");
         assert!((cos(&q, &q) - 1.0).abs() < 1e-5);
-        assert!(cos(&q, &right) > cos(&q, &wrong) + 0.2, "{} vs {}", cos(&q, &right), cos(&q, &wrong));
+        assert!(
+            cos(&q, &right) > cos(&q, &wrong) + 0.2,
+            "{} vs {}",
+            cos(&q, &right),
+            cos(&q, &wrong)
+        );
         assert_eq!(e.vector(""), vec![0.0; 384]);
     }
 

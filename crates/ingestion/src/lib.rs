@@ -46,8 +46,8 @@
 
 pub mod chunk;
 pub mod config;
-mod emit;
 pub mod embed;
+mod emit;
 pub mod error;
 mod formats;
 pub mod glob;

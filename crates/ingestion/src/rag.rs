@@ -25,7 +25,10 @@ use crate::config::{ChunkingConfig, KnowledgeBaseConfig};
 use crate::embed::{EchoEmbedder, EmbedError, Embedder, HashEmbedder, create_embedder};
 use crate::error::{FileError, IngestionError};
 use crate::pipeline::{ChunkingReport, Pipeline, PipelineEvent, PipelineOptions};
-use crate::vector::{Filter, MemoryVectorStore, MemoryVectorStoreConfig, Metric, VectorError, VectorRecord, VectorStore};
+use crate::vector::{
+    Filter, MemoryVectorStore, MemoryVectorStoreConfig, Metric, VectorError, VectorRecord,
+    VectorStore,
+};
 
 /// Rows are over-fetched by this factor so hidden stale rows do not starve a query.
 const STALE_OVERFETCH: usize = 4;
@@ -78,7 +81,12 @@ pub struct QueryOptions {
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        QueryOptions { k: 5, filter: Filter::all(), min_similarity: 0.0, include_stale: false }
+        QueryOptions {
+            k: 5,
+            filter: Filter::all(),
+            min_similarity: 0.0,
+            include_stale: false,
+        }
     }
 }
 
@@ -119,14 +127,24 @@ const TOP_KEYS: &[&str] = &[
     "tenant_id",
     "domain_id",
 ];
-const STORE_KEYS: &[&str] = &["backend", "dimensions", "metric", "persist_path", "vector_store_path", "batch_size", "domain_id"];
+const STORE_KEYS: &[&str] = &[
+    "backend",
+    "dimensions",
+    "metric",
+    "persist_path",
+    "vector_store_path",
+    "batch_size",
+    "domain_id",
+];
 const EMBEDDING_KEYS: &[&str] = &["provider", "model", "dimensions", "api_base", "api_key"];
 
 fn obj<'a>(v: &'a Value, key: &str) -> Result<Option<&'a Map<String, Value>>, RagError> {
     match v {
         Value::Null => Ok(None),
         Value::Object(m) => Ok(Some(m)),
-        other => Err(RagError::Config(format!("{key}: expected a mapping, got {other}"))),
+        other => Err(RagError::Config(format!(
+            "{key}: expected a mapping, got {other}"
+        ))),
     }
 }
 
@@ -135,7 +153,9 @@ fn dims(v: Option<&Value>, key: &str) -> Result<Option<usize>, RagError> {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if n > 0 => Ok(Some(n as usize)),
-            _ => Err(RagError::Config(format!("{key}: expected a positive integer, got {v}"))),
+            _ => Err(RagError::Config(format!(
+                "{key}: expected a positive integer, got {v}"
+            ))),
         },
     }
 }
@@ -144,7 +164,9 @@ fn string<'a>(v: Option<&'a Value>, key: &str) -> Result<Option<&'a str>, RagErr
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(RagError::Config(format!("{key}: expected a string, got {v}"))),
+        Some(v) => Err(RagError::Config(format!(
+            "{key}: expected a string, got {v}"
+        ))),
     }
 }
 
@@ -160,7 +182,13 @@ impl RagKnowledgeBase {
                 store.dimensions()
             )));
         }
-        Ok(RagKnowledgeBase { embedder, store, chunking: None, domain_id: None, tenant_id: None })
+        Ok(RagKnowledgeBase {
+            embedder,
+            store,
+            chunking: None,
+            domain_id: None,
+            tenant_id: None,
+        })
     }
 
     /// Binds reads to a domain (and its ingests' chunks carry it, as they always do).
@@ -194,7 +222,9 @@ impl RagKnowledgeBase {
         }
         for k in ["merger", "formatter", "documents_path"] {
             if top.get(k).is_some_and(|v| !v.is_null()) {
-                return Err(RagError::Config(format!("{k} is not supported by dynreg's RAG knowledge base")));
+                return Err(RagError::Config(format!(
+                    "{k} is not supported by dynreg's RAG knowledge base"
+                )));
             }
         }
         let store_cfg = match top.get("vector_store") {
@@ -203,7 +233,10 @@ impl RagKnowledgeBase {
         };
         for k in store_cfg.keys() {
             if !STORE_KEYS.contains(&k.as_str()) {
-                return Err(RagError::Config(format!("vector_store: {}", unknown_key(k, STORE_KEYS))));
+                return Err(RagError::Config(format!(
+                    "vector_store: {}",
+                    unknown_key(k, STORE_KEYS)
+                )));
             }
         }
         let embedding = match top.get("embedding") {
@@ -212,7 +245,10 @@ impl RagKnowledgeBase {
         };
         for k in embedding.keys() {
             if !EMBEDDING_KEYS.contains(&k.as_str()) {
-                return Err(RagError::Config(format!("embedding: {}", unknown_key(k, EMBEDDING_KEYS))));
+                return Err(RagError::Config(format!(
+                    "embedding: {}",
+                    unknown_key(k, EMBEDDING_KEYS)
+                )));
             }
         }
         let provider = string(embedding.get("provider"), "embedding.provider")?
@@ -244,28 +280,44 @@ impl RagKnowledgeBase {
         let embedder = create_embedder(provider, Some(width))?;
         let backend = string(store_cfg.get("backend"), "vector_store.backend")?.unwrap_or("memory");
         if backend != "memory" {
-            return Err(RagError::Config(format!("vector_store.backend: {}", unknown_key(backend, &["memory"]))));
+            return Err(RagError::Config(format!(
+                "vector_store.backend: {}",
+                unknown_key(backend, &["memory"])
+            )));
         }
         let metric = match string(store_cfg.get("metric"), "vector_store.metric")? {
             None => Metric::Cosine,
             Some(m) => Metric::parse(m).ok_or_else(|| {
-                RagError::Config(format!("vector_store.metric: {m:?} is not one of cosine, dot_product, euclidean"))
+                RagError::Config(format!(
+                    "vector_store.metric: {m:?} is not one of cosine, dot_product, euclidean"
+                ))
             })?,
         };
         let persist_path = string(store_cfg.get("persist_path"), "vector_store.persist_path")?
-            .or(string(store_cfg.get("vector_store_path"), "vector_store.vector_store_path")?)
+            .or(string(
+                store_cfg.get("vector_store_path"),
+                "vector_store.vector_store_path",
+            )?)
             .map(PathBuf::from);
-        let store = MemoryVectorStore::open(MemoryVectorStoreConfig { dimensions: width, metric, persist_path })?;
+        let store = MemoryVectorStore::open(MemoryVectorStoreConfig {
+            dimensions: width,
+            metric,
+            persist_path,
+        })?;
         let mut kb = RagKnowledgeBase::new(embedder, Arc::new(store))?;
         if let Some(c) = top.get("chunking").filter(|v| !v.is_null()) {
             let m = obj(c, "chunking")?.cloned().unwrap_or_default();
             if !m.is_empty() {
-                kb.chunking = Some(ChunkingConfig::from_map(&m).map_err(|e| RagError::Config(format!("chunking: {e}")))?);
+                kb.chunking = Some(
+                    ChunkingConfig::from_map(&m)
+                        .map_err(|e| RagError::Config(format!("chunking: {e}")))?,
+                );
             }
         }
-        if let Some(d) = string(top.get("domain_id"), "domain_id")?
-            .or(string(store_cfg.get("domain_id"), "vector_store.domain_id")?)
-        {
+        if let Some(d) = string(top.get("domain_id"), "domain_id")?.or(string(
+            store_cfg.get("domain_id"),
+            "vector_store.domain_id",
+        )?) {
             kb.domain_id = Some(d.to_owned());
         }
         if let Some(t) = string(top.get("tenant_id"), "tenant_id")? {
@@ -298,10 +350,12 @@ impl RagKnowledgeBase {
     fn read_filter(&self, filter: &Filter) -> Filter {
         let mut f = filter.clone();
         if let Some(d) = &self.domain_id {
-            f.0.entry("domain_id").or_insert_with(|| Value::String(d.clone()));
+            f.0.entry("domain_id")
+                .or_insert_with(|| Value::String(d.clone()));
         }
         if let Some(t) = &self.tenant_id {
-            f.0.entry("tenant_id").or_insert_with(|| Value::String(t.clone()));
+            f.0.entry("tenant_id")
+                .or_insert_with(|| Value::String(t.clone()));
         }
         f
     }
@@ -330,7 +384,10 @@ impl RagKnowledgeBase {
         }
         let pipeline = Pipeline::with_options(backend, options);
         let mut stream = pipeline.stream(domain_id).await?;
-        let mut stats = IngestStats { report: ChunkingReport::new(stream.plan()), chunks_stored: 0 };
+        let mut stats = IngestStats {
+            report: ChunkingReport::new(stream.plan()),
+            chunks_stored: 0,
+        };
         // Ids written for the file in progress, and files that failed while being stored.
         let mut written: Vec<String> = Vec::new();
         let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -362,7 +419,10 @@ impl RagKnowledgeBase {
                     if failed.contains(&file.path) {
                         continue;
                     }
-                    stats.report.record(&PipelineEvent::Done { file: file.clone(), chunks });
+                    stats.report.record(&PipelineEvent::Done {
+                        file: file.clone(),
+                        chunks,
+                    });
                     stats.chunks_stored += written.len() as u64;
                     written.clear();
                     self.trim_file(&file, chunks).await?;
@@ -393,7 +453,11 @@ impl RagKnowledgeBase {
         let records = batch
             .iter()
             .zip(vectors)
-            .map(|(c, vector)| VectorRecord { id: c.id.clone(), vector, metadata: c.metadata() })
+            .map(|(c, vector)| VectorRecord {
+                id: c.id.clone(),
+                vector,
+                metadata: c.metadata(),
+            })
             .collect();
         self.store.upsert(records).await?;
         Ok(())
@@ -441,18 +505,39 @@ impl RagKnowledgeBase {
     }
 
     /// A query with every option.
-    pub async fn query_with(&self, text: &str, options: &QueryOptions) -> Result<Vec<QueryHit>, RagError> {
-        let vector = self.embedder.embed(&[text]).await?.pop().unwrap_or_default();
+    pub async fn query_with(
+        &self,
+        text: &str,
+        options: &QueryOptions,
+    ) -> Result<Vec<QueryHit>, RagError> {
+        let vector = self
+            .embedder
+            .embed(&[text])
+            .await?
+            .pop()
+            .unwrap_or_default();
         let filter = self.read_filter(&options.filter);
-        let fetch = if options.include_stale { options.k } else { options.k * STALE_OVERFETCH };
+        let fetch = if options.include_stale {
+            options.k
+        } else {
+            options.k * STALE_OVERFETCH
+        };
         let hits = self.store.search(&vector, fetch, &filter).await?;
         Ok(hits
             .into_iter()
-            .filter(|h| options.include_stale || h.metadata.get("_stale") != Some(&Value::Bool(true)))
+            .filter(|h| {
+                options.include_stale || h.metadata.get("_stale") != Some(&Value::Bool(true))
+            })
             .take(options.k)
             .filter(|h| h.score >= options.min_similarity)
             .map(|h| {
-                let s = |k: &str| h.metadata.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let s = |k: &str| {
+                    h.metadata
+                        .get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
                 QueryHit {
                     text: s("text"),
                     source: s("source"),

@@ -27,12 +27,19 @@ fn rec(i: usize, dims: usize) -> VectorRecord {
     VectorRecord {
         id: format!("r{i}"),
         vector: v,
-        metadata: json!({"i": i, "even": i % 2 == 0}).as_object().unwrap().clone(),
+        metadata: json!({"i": i, "even": i % 2 == 0})
+            .as_object()
+            .unwrap()
+            .clone(),
     }
 }
 
 fn config(path: &std::path::Path, dims: usize) -> MemoryVectorStoreConfig {
-    MemoryVectorStoreConfig { dimensions: dims, metric: Metric::Cosine, persist_path: Some(path.to_path_buf()) }
+    MemoryVectorStoreConfig {
+        dimensions: dims,
+        metric: Metric::Cosine,
+        persist_path: Some(path.to_path_buf()),
+    }
 }
 
 #[tokio::test]
@@ -40,7 +47,9 @@ async fn a_flushed_store_reloads_identically() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/store.bin");
     let a = MemoryVectorStore::open(config(&path, 16)).unwrap();
-    a.upsert((0..500).map(|i| rec(i, 16)).collect()).await.unwrap();
+    a.upsert((0..500).map(|i| rec(i, 16)).collect())
+        .await
+        .unwrap();
     a.delete(&["r3".into(), "r250".into()]).await.unwrap();
     a.flush().await.unwrap();
     let b = MemoryVectorStore::open(config(&path, 16)).unwrap();
@@ -51,9 +60,15 @@ async fn a_flushed_store_reloads_identically() {
         b.search(&q, 10, &Filter::all()).await.unwrap(),
     );
     assert_eq!(ha, hb);
-    assert_eq!(b.count(&Filter::all().with("even", true)).await.unwrap(), 249);
+    assert_eq!(
+        b.count(&Filter::all().with("even", true)).await.unwrap(),
+        249
+    );
     // No temporary file is left beside it.
-    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("store.bin")]);
 }
 
@@ -62,7 +77,9 @@ async fn torn_foreign_and_mismatched_files_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.bin");
     let a = MemoryVectorStore::open(config(&path, 8)).unwrap();
-    a.upsert((0..50).map(|i| rec(i, 8)).collect()).await.unwrap();
+    a.upsert((0..50).map(|i| rec(i, 8)).collect())
+        .await
+        .unwrap();
     a.flush().await.unwrap();
     let good = std::fs::read(&path).unwrap();
 

@@ -34,10 +34,22 @@ fn filter(v: Value) -> Filter {
 async fn seeded(h: &dyn Harness) -> Arc<dyn VectorStore> {
     let s = h.open().await;
     s.upsert(vec![
-        rec("a", [1.0, 0.0, 0.0, 0.0], json!({"kind": "faq", "tags": ["x", "y"], "n": 1})),
-        rec("b", [0.9, 0.1, 0.0, 0.0], json!({"kind": "doc", "tags": ["y"], "n": 2})),
+        rec(
+            "a",
+            [1.0, 0.0, 0.0, 0.0],
+            json!({"kind": "faq", "tags": ["x", "y"], "n": 1}),
+        ),
+        rec(
+            "b",
+            [0.9, 0.1, 0.0, 0.0],
+            json!({"kind": "doc", "tags": ["y"], "n": 2}),
+        ),
         rec("c", [0.0, 1.0, 0.0, 0.0], json!({"kind": "doc", "n": 3})),
-        rec("d", [0.0, 0.0, 1.0, 0.0], json!({"kind": "faq", "n": 4, "_stale": true})),
+        rec(
+            "d",
+            [0.0, 0.0, 1.0, 0.0],
+            json!({"kind": "faq", "n": 4, "_stale": true}),
+        ),
     ])
     .await
     .expect("upsert");
@@ -51,15 +63,35 @@ fn ids(hits: &[super::SearchHit]) -> Vec<&str> {
 /// Search returns the nearest first, at most k, with scores and metadata.
 pub async fn search_orders_by_similarity(h: &dyn Harness) {
     let s = seeded(h).await;
-    let hits = s.search(&[1.0, 0.0, 0.0, 0.0], 3, &Filter::all()).await.unwrap();
+    let hits = s
+        .search(&[1.0, 0.0, 0.0, 0.0], 3, &Filter::all())
+        .await
+        .unwrap();
     assert_eq!(ids(&hits), vec!["a", "b", "c"]);
     assert!((hits[0].score - 1.0).abs() < 1e-5, "{}", hits[0].score);
     assert!(hits[0].score >= hits[1].score && hits[1].score >= hits[2].score);
     assert_eq!(hits[0].metadata["kind"], json!("faq"));
-    assert_eq!(s.search(&[1.0, 0.0, 0.0, 0.0], 100, &Filter::all()).await.unwrap().len(), 4);
-    assert!(s.search(&[1.0, 0.0, 0.0, 0.0], 0, &Filter::all()).await.unwrap().is_empty());
+    assert_eq!(
+        s.search(&[1.0, 0.0, 0.0, 0.0], 100, &Filter::all())
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert!(
+        s.search(&[1.0, 0.0, 0.0, 0.0], 0, &Filter::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let empty = h.open().await;
-    assert!(empty.search(&[1.0, 0.0, 0.0, 0.0], 5, &Filter::all()).await.unwrap().is_empty());
+    assert!(
+        empty
+            .search(&[1.0, 0.0, 0.0, 0.0], 5, &Filter::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// The original's filter semantics, in search and count.
@@ -79,24 +111,48 @@ pub async fn filters_have_the_original_semantics(h: &dyn Harness) {
     assert_eq!(count(json!({"missing": 1})).await, 0);
     assert_eq!(count(json!({"kind": "doc", "n": 3})).await, 1);
     assert_eq!(count(json!({"n": 2.0})).await, 1);
-    let hits = s.search(&q, 5, &filter(json!({"kind": "doc"}))).await.unwrap();
+    let hits = s
+        .search(&q, 5, &filter(json!({"kind": "doc"})))
+        .await
+        .unwrap();
     assert_eq!(ids(&hits), vec!["b", "c"]);
 }
 
 /// Upserting an existing id replaces its vector and metadata; delete and clear remove.
 pub async fn upsert_replaces_and_deletes_remove(h: &dyn Harness) {
     let s = seeded(h).await;
-    s.upsert(vec![rec("a", [0.0, 0.0, 0.0, 1.0], json!({"kind": "moved"}))]).await.unwrap();
+    s.upsert(vec![rec(
+        "a",
+        [0.0, 0.0, 0.0, 1.0],
+        json!({"kind": "moved"}),
+    )])
+    .await
+    .unwrap();
     assert_eq!(s.count(&Filter::all()).await.unwrap(), 4);
-    let hits = s.search(&[0.0, 0.0, 0.0, 1.0], 1, &Filter::all()).await.unwrap();
-    assert_eq!((hits[0].id.as_str(), &hits[0].metadata["kind"]), ("a", &json!("moved")));
+    let hits = s
+        .search(&[0.0, 0.0, 0.0, 1.0], 1, &Filter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        (hits[0].id.as_str(), &hits[0].metadata["kind"]),
+        ("a", &json!("moved"))
+    );
     assert_eq!(s.delete(&["a".into(), "zz".into()]).await.unwrap(), 1);
     assert_eq!(s.count(&Filter::all()).await.unwrap(), 3);
     // The rows that moved into the hole are still found by id and vector.
-    let hits = s.search(&[0.0, 0.0, 1.0, 0.0], 1, &Filter::all()).await.unwrap();
+    let hits = s
+        .search(&[0.0, 0.0, 1.0, 0.0], 1, &Filter::all())
+        .await
+        .unwrap();
     assert_eq!(hits[0].id, "d");
     assert_eq!(s.clear(&filter(json!({"kind": "doc"}))).await.unwrap(), 2);
-    assert_eq!(ids(&s.search(&[1.0, 1.0, 1.0, 1.0], 9, &Filter::all()).await.unwrap()), vec!["d"]);
+    assert_eq!(
+        ids(&s
+            .search(&[1.0, 1.0, 1.0, 1.0], 9, &Filter::all())
+            .await
+            .unwrap()),
+        vec!["d"]
+    );
     assert_eq!(s.clear(&filter(json!({"kind": []}))).await.unwrap(), 0);
     assert_eq!(s.clear(&Filter::all()).await.unwrap(), 1);
     assert_eq!(s.count(&Filter::all()).await.unwrap(), 0);
@@ -107,19 +163,48 @@ pub async fn update_metadata_where_patches_matches(h: &dyn Harness) {
     let s = seeded(h).await;
     let mut patch = Map::new();
     patch.insert("_stale".into(), json!(true));
-    assert_eq!(s.update_metadata_where(&filter(json!({"kind": "doc"})), &patch).await.unwrap(), 2);
+    assert_eq!(
+        s.update_metadata_where(&filter(json!({"kind": "doc"})), &patch)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(s.count(&filter(json!({"_stale": true}))).await.unwrap(), 3);
-    assert_eq!(s.count(&filter(json!({"kind": "doc", "n": 2}))).await.unwrap(), 1);
-    assert_eq!(s.update_metadata_where(&filter(json!({"kind": []})), &patch).await.unwrap(), 0);
+    assert_eq!(
+        s.count(&filter(json!({"kind": "doc", "n": 2})))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.update_metadata_where(&filter(json!({"kind": []})), &patch)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// A vector of the wrong width is refused with the id, and nothing of the batch is written.
 pub async fn wrong_width_is_refused_whole(h: &dyn Harness) {
     let s = h.open().await;
-    let bad = VectorRecord { id: "bad".into(), vector: vec![1.0; 3], metadata: Map::new() };
+    let bad = VectorRecord {
+        id: "bad".into(),
+        vector: vec![1.0; 3],
+        metadata: Map::new(),
+    };
     let good = rec("good", [1.0, 0.0, 0.0, 0.0], json!({}));
     let e = s.upsert(vec![good, bad]).await.unwrap_err();
-    assert!(matches!(e, VectorError::Dimensions { expected: 4, got: 3, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            VectorError::Dimensions {
+                expected: 4,
+                got: 3,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("\"bad\""));
     assert_eq!(s.count(&Filter::all()).await.unwrap(), 0);
     assert!(s.search(&[1.0; 5], 1, &Filter::all()).await.is_err());

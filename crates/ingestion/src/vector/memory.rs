@@ -55,7 +55,9 @@ impl Metric {
     }
 
     fn from_code(c: u8) -> Option<Self> {
-        [Metric::Cosine, Metric::DotProduct, Metric::Euclidean].into_iter().find(|m| m.code() == c)
+        [Metric::Cosine, Metric::DotProduct, Metric::Euclidean]
+            .into_iter()
+            .find(|m| m.code() == c)
     }
 }
 
@@ -73,7 +75,11 @@ pub struct MemoryVectorStoreConfig {
 impl MemoryVectorStoreConfig {
     /// An in-memory cosine store of `dimensions`.
     pub fn new(dimensions: usize) -> Self {
-        MemoryVectorStoreConfig { dimensions, metric: Metric::Cosine, persist_path: None }
+        MemoryVectorStoreConfig {
+            dimensions,
+            metric: Metric::Cosine,
+            persist_path: None,
+        }
     }
 }
 
@@ -121,7 +127,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 fn normalised(v: &[f32]) -> Vec<f32> {
     let n = dot(v, v).sqrt();
-    if n > 0.0 { v.iter().map(|x| x / n).collect() } else { v.to_vec() }
+    if n > 0.0 {
+        v.iter().map(|x| x / n).collect()
+    } else {
+        v.to_vec()
+    }
 }
 
 /// A score and a row, ordered by score reversed (so a `BinaryHeap` keeps the worst on top).
@@ -145,7 +155,11 @@ impl MemoryVectorStore {
         if config.dimensions == 0 {
             return Err(VectorError::Config("dimensions must be positive".into()));
         }
-        let store = MemoryVectorStore { config, inner: RwLock::new(Inner::default()), saved: Default::default() };
+        let store = MemoryVectorStore {
+            config,
+            inner: RwLock::new(Inner::default()),
+            saved: Default::default(),
+        };
         if let Some(path) = &store.config.persist_path
             && path.exists()
         {
@@ -166,11 +180,15 @@ impl MemoryVectorStore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn check(&self, id: &str, v: &[f32]) -> Result<(), VectorError> {
@@ -204,7 +222,9 @@ impl MemoryVectorStore {
             inner.meta.swap_remove(row);
             inner.index.remove(&id);
             if row != last {
-                inner.rows.copy_within(last * dims..(last + 1) * dims, row * dims);
+                inner
+                    .rows
+                    .copy_within(last * dims..(last + 1) * dims, row * dims);
                 inner.index.insert(inner.ids[row].clone(), row);
             }
             inner.rows.truncate(last * dims);
@@ -222,7 +242,8 @@ impl MemoryVectorStore {
         };
         let inner = self.read();
         save(path, self.config.dimensions, self.config.metric, &inner)?;
-        self.saved.fetch_max(inner.version, std::sync::atomic::Ordering::AcqRel);
+        self.saved
+            .fetch_max(inner.version, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 
@@ -255,7 +276,11 @@ impl VectorStore for MemoryVectorStore {
         let cosine = self.config.metric == Metric::Cosine;
         let mut inner = self.write();
         for r in records {
-            let v = if cosine { normalised(&r.vector) } else { r.vector };
+            let v = if cosine {
+                normalised(&r.vector)
+            } else {
+                r.vector
+            };
             let meta = Arc::new(r.metadata);
             match inner.index.get(&r.id).copied() {
                 Some(row) => {
@@ -277,7 +302,10 @@ impl VectorStore for MemoryVectorStore {
 
     async fn delete(&self, ids: &[String]) -> Result<u64, VectorError> {
         let mut inner = self.write();
-        let rows: Vec<usize> = ids.iter().filter_map(|id| inner.index.get(id).copied()).collect();
+        let rows: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| inner.index.get(id).copied())
+            .collect();
         Ok(Self::remove_rows(&mut inner, rows, self.config.dimensions))
     }
 
@@ -286,10 +314,15 @@ impl VectorStore for MemoryVectorStore {
         if filter.is_empty() {
             let n = inner.ids.len() as u64;
             let version = inner.version + 1;
-            *inner = Inner { version, ..Inner::default() };
+            *inner = Inner {
+                version,
+                ..Inner::default()
+            };
             return Ok(n);
         }
-        let rows: Vec<usize> = (0..inner.ids.len()).filter(|r| filter.matches(&inner.meta[*r])).collect();
+        let rows: Vec<usize> = (0..inner.ids.len())
+            .filter(|r| filter.matches(&inner.meta[*r]))
+            .collect();
         Ok(Self::remove_rows(&mut inner, rows, self.config.dimensions))
     }
 
@@ -333,7 +366,11 @@ impl VectorStore for MemoryVectorStore {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let query = if self.config.metric == Metric::Cosine { normalised(vector) } else { vector.to_vec() };
+        let query = if self.config.metric == Metric::Cosine {
+            normalised(vector)
+        } else {
+            vector.to_vec()
+        };
         let dims = self.config.dimensions;
         let inner = self.read();
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
@@ -364,31 +401,46 @@ impl VectorStore for MemoryVectorStore {
 
     async fn flush(&self) -> Result<(), VectorError> {
         let saved = self.saved.load(std::sync::atomic::Ordering::Acquire);
-        if self.read().version != saved { self.save() } else { Ok(()) }
+        if self.read().version != saved {
+            self.save()
+        } else {
+            Ok(())
+        }
     }
 }
 
 fn persist_err(path: &Path, message: impl std::fmt::Display) -> VectorError {
-    VectorError::Persist { path: path.display().to_string(), message: message.to_string() }
+    VectorError::Persist {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
 }
 
 fn save(path: &Path, dims: usize, metric: Metric, inner: &Inner) -> Result<(), VectorError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| persist_err(path, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| persist_err(path, e))?;
     {
-        let mut w = CrcWriter { inner: std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()), crc: flate2::Crc::new() };
+        let mut w = CrcWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            crc: flate2::Crc::new(),
+        };
         let io = |e: std::io::Error| persist_err(path, e);
         w.write_all(MAGIC).map_err(io)?;
         w.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
         w.write_all(&(dims as u32).to_le_bytes()).map_err(io)?;
         w.write_all(&[metric.code()]).map_err(io)?;
-        w.write_all(&(inner.ids.len() as u64).to_le_bytes()).map_err(io)?;
+        w.write_all(&(inner.ids.len() as u64).to_le_bytes())
+            .map_err(io)?;
         for (row, id) in inner.ids.iter().enumerate() {
             let meta = serde_json::to_vec(&*inner.meta[row]).map_err(|e| persist_err(path, e))?;
             w.write_all(&(id.len() as u32).to_le_bytes()).map_err(io)?;
             w.write_all(id.as_bytes()).map_err(io)?;
-            w.write_all(&(meta.len() as u32).to_le_bytes()).map_err(io)?;
+            w.write_all(&(meta.len() as u32).to_le_bytes())
+                .map_err(io)?;
             w.write_all(&meta).map_err(io)?;
         }
         let mut buf = Vec::with_capacity(inner.rows.len().min(1 << 18) * 4);
@@ -439,10 +491,12 @@ impl<'a> Cursor<'a> {
         Some(s)
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 }
 
@@ -455,36 +509,61 @@ fn load(path: &Path, dims: usize, metric: Metric) -> Result<Inner, VectorError> 
     let mut crc = flate2::Crc::new();
     crc.update(body);
     if crc.sum().to_le_bytes() != trailer {
-        return Err(persist_err(path, "checksum mismatch: the file is torn or was modified"));
+        return Err(persist_err(
+            path,
+            "checksum mismatch: the file is torn or was modified",
+        ));
     }
     let torn = || persist_err(path, "truncated record: the file is torn");
-    let mut c = Cursor { buf: body, pos: MAGIC.len() };
+    let mut c = Cursor {
+        buf: body,
+        pos: MAGIC.len(),
+    };
     let version = c.u32().ok_or_else(torn)?;
     if version != FORMAT_VERSION {
-        return Err(persist_err(path, format!("format version {version}; this build reads {FORMAT_VERSION}")));
+        return Err(persist_err(
+            path,
+            format!("format version {version}; this build reads {FORMAT_VERSION}"),
+        ));
     }
     let file_dims = c.u32().ok_or_else(torn)? as usize;
     if file_dims != dims {
-        return Err(persist_err(path, format!("holds {file_dims}-dimensional vectors; the store is configured for {dims}")));
+        return Err(persist_err(
+            path,
+            format!("holds {file_dims}-dimensional vectors; the store is configured for {dims}"),
+        ));
     }
-    let file_metric = c.take(1).and_then(|b| Metric::from_code(b[0])).ok_or_else(torn)?;
+    let file_metric = c
+        .take(1)
+        .and_then(|b| Metric::from_code(b[0]))
+        .ok_or_else(torn)?;
     if file_metric != metric {
-        return Err(persist_err(path, format!("was written with metric {file_metric:?}; the store is configured for {metric:?}")));
+        return Err(persist_err(
+            path,
+            format!(
+                "was written with metric {file_metric:?}; the store is configured for {metric:?}"
+            ),
+        ));
     }
     let n = usize::try_from(c.u64().ok_or_else(torn)?).map_err(|_| torn())?;
     let mut inner = Inner::default();
     for row in 0..n {
         let len = c.u32().ok_or_else(torn)? as usize;
-        let id = std::str::from_utf8(c.take(len).ok_or_else(torn)?).map_err(|e| persist_err(path, e))?.to_owned();
+        let id = std::str::from_utf8(c.take(len).ok_or_else(torn)?)
+            .map_err(|e| persist_err(path, e))?
+            .to_owned();
         let len = c.u32().ok_or_else(torn)? as usize;
-        let meta: Map<String, Value> =
-            serde_json::from_slice(c.take(len).ok_or_else(torn)?).map_err(|e| persist_err(path, e))?;
+        let meta: Map<String, Value> = serde_json::from_slice(c.take(len).ok_or_else(torn)?)
+            .map_err(|e| persist_err(path, e))?;
         inner.index.insert(id.clone(), row);
         inner.ids.push(id);
         inner.meta.push(Arc::new(meta));
     }
     let floats = c.take(n * dims * 4).ok_or_else(torn)?;
-    inner.rows = floats.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+    inner.rows = floats
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
     if c.pos != body.len() {
         return Err(persist_err(path, "trailing bytes after the vectors"));
     }

@@ -115,7 +115,9 @@ fn scalar_eq(a: &Value, b: &Value) -> bool {
 
 fn value_matches(filter: &Value, meta: &Value) -> bool {
     match (filter, meta) {
-        (Value::Array(fs), Value::Array(ms)) => fs.iter().any(|f| ms.iter().any(|m| scalar_eq(f, m))),
+        (Value::Array(fs), Value::Array(ms)) => {
+            fs.iter().any(|f| ms.iter().any(|m| scalar_eq(f, m)))
+        }
         (Value::Array(fs), m) => fs.iter().any(|f| scalar_eq(f, m)),
         (f, Value::Array(ms)) => ms.iter().any(|m| scalar_eq(f, m)),
         (f, m) => scalar_eq(f, m),
