@@ -1,0 +1,3 @@
+//! Test support shared by the retrieval test and the RAG benchmark.
+
+pub mod corpus;
