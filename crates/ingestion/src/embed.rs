@@ -109,20 +109,26 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// Lower-cased alphanumeric words without stop words, a plural `s` removed.
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .map(|w| {
-            if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
-                w[..w.len() - 1].to_owned()
-            } else {
-                w
-            }
-        })
-        .collect()
+/// Visits the lower-cased alphanumeric words of `text` without stop words, a plural `s`
+/// removed, reusing one buffer.
+fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
+    let mut w = String::new();
+    for raw in text.split(|c: char| !c.is_alphanumeric()) {
+        if raw.is_empty() {
+            continue;
+        }
+        w.clear();
+        for c in raw.chars() {
+            w.extend(c.to_lowercase());
+        }
+        if STOPWORDS.contains(&w.as_str()) {
+            continue;
+        }
+        if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
+            w.pop();
+        }
+        f(&w);
+    }
 }
 
 impl HashEmbedder {
@@ -136,8 +142,7 @@ impl HashEmbedder {
         }
     }
 
-    fn add(&self, v: &mut [f32], kind: &[u8], feature: &[u8], weight: f32) {
-        let h = fnv1a(&[kind, feature]);
+    fn add(&self, v: &mut [f32], h: u64, weight: f32) {
         let i = (h % self.dimensions as u64) as usize;
         let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
         v[i] += sign * weight;
@@ -146,27 +151,45 @@ impl HashEmbedder {
     /// The vector of one text.
     pub fn vector(&self, text: &str) -> Vec<f32> {
         let mut v = vec![0f32; self.dimensions];
-        let ws = words(text);
-        let mut counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
-        for w in &ws {
-            *counts.entry(w.as_str()).or_default() += 1;
-        }
-        for (w, n) in &counts {
+        // Distinct words with their hashes and counts, and the text's words in order (as
+        // indices into them) for the pairs.
+        let mut order: Vec<usize> = Vec::new();
+        let mut counts: Vec<(u64, u32, String)> = Vec::new();
+        for_each_word(text, |w| {
+            let h = fnv1a(&[b"w", w.as_bytes()]);
+            match counts.iter().position(|(k, _, s)| *k == h && s == w) {
+                Some(i) => {
+                    counts[i].1 += 1;
+                    order.push(i);
+                }
+                None => {
+                    order.push(counts.len());
+                    counts.push((h, 1, w.to_owned()));
+                }
+            }
+        });
+        let mut tri = [0u8; 12];
+        for (h, n, w) in &counts {
             let tf = 1.0 + (*n as f32).ln();
-            self.add(&mut v, b"w", w.as_bytes(), tf);
-            let padded: Vec<char> = format!("^{w}$").chars().collect();
-            if padded.len() > 4 {
-                for tri in padded.windows(3) {
-                    let s: String = tri.iter().collect();
-                    self.add(&mut v, b"c", s.as_bytes(), 0.25 * tf);
+            self.add(&mut v, *h, tf);
+            let chars: Vec<char> = std::iter::once('^')
+                .chain(w.chars())
+                .chain(std::iter::once('$'))
+                .collect();
+            if chars.len() > 4 {
+                for t in chars.windows(3) {
+                    let mut len = 0;
+                    for c in t {
+                        len += c.encode_utf8(&mut tri[len..]).len();
+                    }
+                    self.add(&mut v, fnv1a(&[b"c", &tri[..len]]), 0.25 * tf);
                 }
             }
         }
-        for pair in ws.windows(2) {
+        for pair in order.windows(2) {
             self.add(
                 &mut v,
-                b"b",
-                format!("{} {}", pair[0], pair[1]).as_bytes(),
+                fnv1a(&[b"b", &pair[0].to_le_bytes(), &pair[1].to_le_bytes()]),
                 0.5,
             );
         }

@@ -464,22 +464,18 @@ impl RagKnowledgeBase {
     }
 
     /// Deletes chunks of `file` past its new chunk count (left from a longer earlier version).
+    /// Ids are dense per file (a failed file's chunks are all removed), so the tail is the ids
+    /// from `chunks` on: deleted in blocks until a block finds fewer than it asked for.
     async fn trim_file(&self, file: &crate::SourceFile, chunks: u64) -> Result<(), RagError> {
-        let mut f = Filter::all()
-            .with("source_path", file.path.clone())
-            .with("domain_id", file.domain_id.clone());
-        if let Some(t) = &file.tenant_id {
-            f = f.with("tenant_id", t.clone());
+        const BLOCK: u64 = 64;
+        let mut from = chunks;
+        loop {
+            let ids: Vec<String> = (from..from + BLOCK).map(|i| file.chunk_id(i)).collect();
+            if self.store.delete(&ids).await? < BLOCK {
+                return Ok(());
+            }
+            from += BLOCK;
         }
-        if let Some(g) = &file.generation {
-            f = f.with("_generation", g.clone());
-        }
-        let total = self.store.count(&f).await?;
-        if total > chunks {
-            let ids: Vec<String> = (chunks..total).map(|i| file.chunk_id(i)).collect();
-            self.store.delete(&ids).await?;
-        }
-        Ok(())
     }
 
     /// The `k` chunks most similar to `text` (hiding stale rows), above `min_similarity`.

@@ -18,7 +18,7 @@ use dynreg_knowledge_store::{FileUpload, KnowledgeBackend, MemoryKnowledgeBacken
 /// The committed baseline of the `hash` embedder at 384 dimensions; raise it when retrieval
 /// improves, never lower it to make a change pass.
 const HASH_RECALL_AT_5_BASELINE: f64 = 0.98;
-const HASH_MRR_BASELINE: f64 = 0.90;
+const HASH_MRR_BASELINE: f64 = 0.92;
 
 async fn measure(config: serde_json::Value) -> (f64, f64, usize) {
     let (docs, questions) = support::corpus::corpus();

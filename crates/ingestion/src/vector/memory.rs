@@ -1,10 +1,14 @@
-//! The in-process vector store: exact search over one contiguous `f32` array (no allocation per
+//! The in-process vector store: exact search over contiguous `f32` arrays (no allocation per
 //! row), metadata filters, and optional persistence to one file.
 //!
 //! Invariants:
-//! - Rows live in one `Vec<f32>` of `len × dimensions`; a delete moves the last row into the
-//!   hole, so the array stays dense. For the cosine metric rows are stored normalised and a
-//!   search is a dot product.
+//! - Vectors are stored **dimension-major**: one contiguous `Vec<f32>` per dimension, holding
+//!   that coordinate of every row. A search adds `q[d] × column d` into one score per row —
+//!   a streaming multiply-add the compiler vectorises — and skips the dimensions where the
+//!   query is zero, so a sparse query (the lexical `hash` embedder's) reads only its own
+//!   columns; a dense query reads everything once, as a row-major scan would. A delete moves
+//!   the last row into the hole in every column, so the arrays stay dense. For the cosine
+//!   metric rows are stored normalised and a search is a dot product.
 //! - The persisted file is written to a temporary file in the same folder, synced, then renamed
 //!   over the old one: a crash leaves the old file or the new one, never a torn one. It starts
 //!   with a magic and a format version and ends with a CRC-32 of everything before it, so a
@@ -86,7 +90,10 @@ impl MemoryVectorStoreConfig {
 #[derive(Default)]
 struct Inner {
     ids: Vec<String>,
-    rows: Vec<f32>,
+    /// `cols[d][row]`: coordinate `d` of every row.
+    cols: Vec<Vec<f32>>,
+    /// Squared norms of the rows (for the euclidean metric).
+    norms2: Vec<f32>,
     meta: Vec<Arc<Map<String, Value>>>,
     index: HashMap<String, usize>,
     /// Counts writes; `saved` is the count the file holds.
@@ -123,6 +130,49 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// Rows per search thread below which one thread scores everything.
+const ROWS_PER_THREAD: usize = 16 * 1024;
+
+/// Scores of rows `offset..offset + scores.len()`: `Σ_d q[d] × cols[d][row]`, skipping the
+/// dimensions where the query is zero. Large stores are split across the machine's cores
+/// (scoped threads over disjoint row ranges).
+fn score_rows(cols: &[Vec<f32>], query: &[f32], scores: &mut [f32], offset: usize) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dense = query.iter().filter(|q| **q != 0.0).count() * 4 > query.len();
+    if threads > 1 && dense && scores.len() >= 2 * ROWS_PER_THREAD {
+        let per = scores
+            .len()
+            .div_ceil(threads.min(scores.len() / ROWS_PER_THREAD));
+        std::thread::scope(|scope| {
+            for (i, part) in scores.chunks_mut(per).enumerate() {
+                scope.spawn(move || score_block(cols, query, part, offset + i * per));
+            }
+        });
+    } else {
+        score_block(cols, query, scores, offset);
+    }
+}
+
+/// One thread's rows, in blocks that keep their scores in the L1 cache.
+fn score_block(cols: &[Vec<f32>], query: &[f32], scores: &mut [f32], offset: usize) {
+    const BLOCK: usize = 2048;
+    for (b, part) in scores.chunks_mut(BLOCK).enumerate() {
+        let start = offset + b * BLOCK;
+        for (col, q) in cols.iter().zip(query) {
+            if *q != 0.0 {
+                axpy(part, *q, &col[start..start + part.len()]);
+            }
+        }
+    }
+}
+
+/// `acc += a × x`, element-wise.
+fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
+    for (s, v) in acc.iter_mut().zip(x) {
+        *s += a * v;
+    }
 }
 
 fn normalised(v: &[f32]) -> Vec<f32> {
@@ -202,17 +252,7 @@ impl MemoryVectorStore {
         Ok(())
     }
 
-    fn score(&self, query: &[f32], row: &[f32]) -> f32 {
-        match self.config.metric {
-            Metric::Cosine | Metric::DotProduct => dot(query, row),
-            Metric::Euclidean => {
-                let d: f32 = query.iter().zip(row).map(|(a, b)| (a - b) * (a - b)).sum();
-                1.0 / (1.0 + d.sqrt())
-            }
-        }
-    }
-
-    fn remove_rows(inner: &mut Inner, mut rows: Vec<usize>, dims: usize) -> u64 {
+    fn remove_rows(inner: &mut Inner, mut rows: Vec<usize>) -> u64 {
         rows.sort_unstable();
         rows.dedup();
         let n = rows.len() as u64;
@@ -220,14 +260,14 @@ impl MemoryVectorStore {
             let last = inner.ids.len() - 1;
             let id = inner.ids.swap_remove(row);
             inner.meta.swap_remove(row);
+            inner.norms2.swap_remove(row);
+            for col in &mut inner.cols {
+                col.swap_remove(row);
+            }
             inner.index.remove(&id);
             if row != last {
-                inner
-                    .rows
-                    .copy_within(last * dims..(last + 1) * dims, row * dims);
                 inner.index.insert(inner.ids[row].clone(), row);
             }
-            inner.rows.truncate(last * dims);
         }
         if n > 0 {
             inner.version += 1;
@@ -275,21 +315,31 @@ impl VectorStore for MemoryVectorStore {
         let dims = self.config.dimensions;
         let cosine = self.config.metric == Metric::Cosine;
         let mut inner = self.write();
+        if inner.cols.len() != dims {
+            inner.cols = vec![Vec::new(); dims];
+        }
         for r in records {
             let v = if cosine {
                 normalised(&r.vector)
             } else {
                 r.vector
             };
+            let norm2 = dot(&v, &v);
             let meta = Arc::new(r.metadata);
             match inner.index.get(&r.id).copied() {
                 Some(row) => {
-                    inner.rows[row * dims..(row + 1) * dims].copy_from_slice(&v);
+                    for (col, x) in inner.cols.iter_mut().zip(&v) {
+                        col[row] = *x;
+                    }
+                    inner.norms2[row] = norm2;
                     inner.meta[row] = meta;
                 }
                 None => {
                     let row = inner.ids.len();
-                    inner.rows.extend_from_slice(&v);
+                    for (col, x) in inner.cols.iter_mut().zip(&v) {
+                        col.push(*x);
+                    }
+                    inner.norms2.push(norm2);
                     inner.meta.push(meta);
                     inner.index.insert(r.id.clone(), row);
                     inner.ids.push(r.id);
@@ -306,7 +356,7 @@ impl VectorStore for MemoryVectorStore {
             .iter()
             .filter_map(|id| inner.index.get(id).copied())
             .collect();
-        Ok(Self::remove_rows(&mut inner, rows, self.config.dimensions))
+        Ok(Self::remove_rows(&mut inner, rows))
     }
 
     async fn clear(&self, filter: &Filter) -> Result<u64, VectorError> {
@@ -316,6 +366,7 @@ impl VectorStore for MemoryVectorStore {
             let version = inner.version + 1;
             *inner = Inner {
                 version,
+                cols: vec![Vec::new(); self.config.dimensions],
                 ..Inner::default()
             };
             return Ok(n);
@@ -323,7 +374,7 @@ impl VectorStore for MemoryVectorStore {
         let rows: Vec<usize> = (0..inner.ids.len())
             .filter(|r| filter.matches(&inner.meta[*r]))
             .collect();
-        Ok(Self::remove_rows(&mut inner, rows, self.config.dimensions))
+        Ok(Self::remove_rows(&mut inner, rows))
     }
 
     async fn update_metadata_where(
@@ -371,15 +422,22 @@ impl VectorStore for MemoryVectorStore {
         } else {
             vector.to_vec()
         };
-        let dims = self.config.dimensions;
         let inner = self.read();
+        let n = inner.ids.len();
+        let mut scores = vec![0f32; n];
+        score_rows(&inner.cols, &query, &mut scores, 0);
+        if self.config.metric == Metric::Euclidean {
+            let q2 = dot(&query, &query);
+            for (s, r2) in scores.iter_mut().zip(&inner.norms2) {
+                *s = 1.0 / (1.0 + (q2 + r2 - 2.0 * *s).max(0.0).sqrt());
+            }
+        }
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
         let all = filter.is_empty();
-        for (row, chunk) in inner.rows.chunks_exact(dims).enumerate() {
+        for (row, s) in scores.into_iter().enumerate() {
             if !all && !filter.matches(&inner.meta[row]) {
                 continue;
             }
-            let s = self.score(&query, chunk);
             if heap.len() < k {
                 heap.push(Ranked(s, row));
             } else if heap.peek().is_some_and(|w| s > w.0) {
@@ -443,13 +501,15 @@ fn save(path: &Path, dims: usize, metric: Metric, inner: &Inner) -> Result<(), V
                 .map_err(io)?;
             w.write_all(&meta).map_err(io)?;
         }
-        let mut buf = Vec::with_capacity(inner.rows.len().min(1 << 18) * 4);
-        for block in inner.rows.chunks(1 << 18) {
-            buf.clear();
-            for x in block {
-                buf.extend_from_slice(&x.to_le_bytes());
+        let mut buf = Vec::with_capacity(inner.ids.len().min(1 << 18) * 4);
+        for col in &inner.cols {
+            for block in col.chunks(1 << 18) {
+                buf.clear();
+                for x in block {
+                    buf.extend_from_slice(&x.to_le_bytes());
+                }
+                w.write_all(&buf).map_err(io)?;
             }
-            w.write_all(&buf).map_err(io)?;
         }
         let crc = w.crc.sum();
         w.inner.write_all(&crc.to_le_bytes()).map_err(io)?;
@@ -559,11 +619,22 @@ fn load(path: &Path, dims: usize, metric: Metric) -> Result<Inner, VectorError> 
         inner.ids.push(id);
         inner.meta.push(Arc::new(meta));
     }
-    let floats = c.take(n * dims * 4).ok_or_else(torn)?;
-    inner.rows = floats
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-        .collect();
+    for _ in 0..dims {
+        let floats = c
+            .take(n.checked_mul(4).ok_or_else(torn)?)
+            .ok_or_else(torn)?;
+        let col: Vec<f32> = floats
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect();
+        inner.cols.push(col);
+    }
+    inner.norms2 = vec![0.0; n];
+    for col in &inner.cols {
+        for (s, x) in inner.norms2.iter_mut().zip(col) {
+            *s += x * x;
+        }
+    }
     if c.pos != body.len() {
         return Err(persist_err(path, "trailing bytes after the vectors"));
     }

@@ -1,0 +1,308 @@
+//! RAG benchmarks (`cargo bench -p dynreg-ingestion --bench rag`), one JSON line per figure:
+//!
+//! 1. embed + store: the 1,000-file synthetic markdown corpus of the ingestion benchmark (at
+//!    `max_chunk_size` 200 it gives about 20k chunks, the size of the original's run) embedded
+//!    with the `hash` embedder and stored in the memory store, through `ingest_from_backend`;
+//!    chunks/s.
+//!    The same chunks collected first, then embedding and storing alone, and embedding alone.
+//! 2. `query` k=5 over those chunks (hash embedder, 384 dimensions): p50 / p99 of 200 queries.
+//! 3. exact search k=5 over 100,000 random 384-dimensional vectors in the memory store: p50 /
+//!    p99 of 200 searches.
+//! 4. save and load of that 100,000 × 384 store.
+
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+use dynreg_ingestion::vector::{MemoryVectorStoreConfig, Metric};
+use dynreg_ingestion::{
+    Embedder, Filter, HashEmbedder, KnowledgeBaseConfig, MemoryVectorStore, Pipeline,
+    PipelineOptions, RagKnowledgeBase, VectorRecord, VectorStore,
+};
+use dynreg_knowledge_store::{FileUpload, KnowledgeBackend, MemoryKnowledgeBackend, Metadata};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+const WORDS: &[&str] = &[
+    "registry",
+    "backend",
+    "cache",
+    "invalidation",
+    "event",
+    "bus",
+    "postgres",
+    "redis",
+    "notify",
+    "listen",
+    "poll",
+    "snapshot",
+    "knowledge",
+    "ingestion",
+    "chunk",
+    "vector",
+    "embedding",
+    "search",
+    "query",
+    "domain",
+    "tenant",
+    "config",
+    "reload",
+    "bot",
+    "manager",
+    "instance",
+    "latency",
+    "throughput",
+    "stream",
+    "file",
+    "checksum",
+    "version",
+    "metadata",
+    "status",
+    "error",
+    "retry",
+    "timeout",
+    "lock",
+    "concurrency",
+    "async",
+];
+
+fn doc(r: &mut Rng, i: usize) -> String {
+    let mut s = format!("# Document {i}\n\n");
+    let mut sec = 0;
+    while s.len() < 4000 {
+        sec += 1;
+        s.push_str(&format!("## Section {sec}\n\n"));
+        for _ in 0..3 {
+            let n = 8 + r.next() % 10;
+            let words: Vec<&str> = (0..n)
+                .map(|_| WORDS[(r.next() % WORDS.len() as u64) as usize])
+                .collect();
+            s.push_str(&words.join(" "));
+            s.push_str(". ");
+        }
+        s.push_str("\n\n");
+    }
+    s
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn emit(name: &str, value: f64, unit: &str, extra: serde_json::Value) {
+    let mut line = json!({"bench": "rag", "name": name, "value": (value * 1000.0).round() / 1000.0, "unit": unit});
+    if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
+        l.extend(e.clone());
+    }
+    println!("{line}");
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let mut r = Rng(0x1234_5678_9ABC_DEF1);
+    // 1. Embed + store.
+    let backend: Arc<dyn KnowledgeBackend> = Arc::new(MemoryKnowledgeBackend::new());
+    backend
+        .create_kb("docs", Metadata::new())
+        .await
+        .expect("create_kb");
+    let uploads: Vec<FileUpload> = (0..1000)
+        .map(|i| FileUpload::new(format!("guide/doc-{i:04}.md"), doc(&mut r, i).into_bytes()))
+        .collect();
+    backend.put_files("docs", uploads).await.expect("put_files");
+    let kb =
+        RagKnowledgeBase::from_config(&json!({"embedding_provider": "hash", "dimensions": 384}))
+            .expect("kb");
+    let cfg = KnowledgeBaseConfig::from_value(
+        "docs",
+        &json!({"default_chunking": {"max_chunk_size": 200}}),
+    )
+    .expect("cfg");
+    let options = PipelineOptions {
+        config: Some(cfg),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let stats = kb
+        .ingest_from_backend(backend, "docs", options)
+        .await
+        .expect("ingest");
+    let secs = t.elapsed().as_secs_f64();
+    emit(
+        "embed + store (hash, 384-d, memory store)",
+        stats.chunks_stored as f64 / secs,
+        "chunks/s",
+        json!({"chunks": stats.chunks_stored, "files": stats.report.total_files, "seconds": secs}),
+    );
+
+    // 1b. Embedding and storing alone, over chunks collected first (batches of 256).
+    let chunk_backend: Arc<dyn KnowledgeBackend> = Arc::new(MemoryKnowledgeBackend::new());
+    chunk_backend
+        .create_kb("docs", Metadata::new())
+        .await
+        .expect("create_kb");
+    let mut r2 = Rng(0x1234_5678_9ABC_DEF1);
+    let uploads: Vec<FileUpload> = (0..1000)
+        .map(|i| FileUpload::new(format!("guide/doc-{i:04}.md"), doc(&mut r2, i).into_bytes()))
+        .collect();
+    chunk_backend
+        .put_files("docs", uploads)
+        .await
+        .expect("put_files");
+    let cfg = KnowledgeBaseConfig::from_value(
+        "docs",
+        &json!({"default_chunking": {"max_chunk_size": 200}}),
+    )
+    .expect("cfg");
+    let pipeline = Pipeline::with_options(
+        chunk_backend,
+        PipelineOptions {
+            config: Some(cfg),
+            ..Default::default()
+        },
+    );
+    let (chunks, _) = pipeline.collect("docs", |_, _| {}).await.expect("chunks");
+    let embedder = HashEmbedder::new(384);
+    let store2 = MemoryVectorStore::new(384).expect("store");
+    let t = Instant::now();
+    for batch in chunks.chunks(256) {
+        let texts: Vec<&str> = batch.iter().map(|c| c.embedding_text.as_str()).collect();
+        let vectors = embedder.embed(&texts).await.expect("embed");
+        let records = batch
+            .iter()
+            .zip(vectors)
+            .map(|(c, vector)| VectorRecord {
+                id: c.id.clone(),
+                vector,
+                metadata: c.metadata(),
+            })
+            .collect();
+        store2.upsert(records).await.expect("upsert");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    emit(
+        "embed + store alone (hash, 384-d, memory store)",
+        chunks.len() as f64 / secs,
+        "chunks/s",
+        json!({"chunks": chunks.len(), "seconds": secs}),
+    );
+    let t = Instant::now();
+    for batch in chunks.chunks(256) {
+        let texts: Vec<&str> = batch.iter().map(|c| c.embedding_text.as_str()).collect();
+        std::hint::black_box(embedder.embed(&texts).await.expect("embed"));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    emit(
+        "embed alone (hash, 384-d)",
+        chunks.len() as f64 / secs,
+        "chunks/s",
+        json!({"chunks": chunks.len(), "seconds": secs}),
+    );
+
+    // 2. Query over them.
+    let mut lat = Vec::new();
+    for i in 0..200 {
+        let q = format!(
+            "{} {} {}",
+            WORDS[i % WORDS.len()],
+            WORDS[(i * 7) % WORDS.len()],
+            WORDS[(i * 13) % WORDS.len()]
+        );
+        let t = Instant::now();
+        let hits = kb.query(&q, 5, None, 0.0).await.expect("query");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(hits.len(), 5);
+    }
+    emit(
+        &format!(
+            "query k=5 over {} chunks (hash, memory store)",
+            stats.chunks_stored
+        ),
+        percentile(lat.clone(), 0.5),
+        "ms p50",
+        json!({"p99_ms": percentile(lat, 0.99), "queries": 200}),
+    );
+
+    // 3. Exact search over 100k × 384.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vectors.bin");
+    let config = MemoryVectorStoreConfig {
+        dimensions: 384,
+        metric: Metric::Cosine,
+        persist_path: Some(path.clone()),
+    };
+    let store = MemoryVectorStore::open(config.clone()).expect("store");
+    for block in 0..100 {
+        let records = (0..1000)
+            .map(|i| VectorRecord {
+                id: format!("v{}", block * 1000 + i),
+                vector: (0..384).map(|_| r.unit()).collect(),
+                metadata: json!({"n": block * 1000 + i, "domain_id": "d"})
+                    .as_object()
+                    .expect("object")
+                    .clone(),
+            })
+            .collect();
+        store.upsert(records).await.expect("upsert");
+    }
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let q: Vec<f32> = (0..384).map(|_| r.unit()).collect();
+        let t = Instant::now();
+        let hits = store.search(&q, 5, &Filter::all()).await.expect("search");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(hits.len(), 5);
+    }
+    emit(
+        "exact search k=5 over 100,000 × 384 (memory store)",
+        percentile(lat.clone(), 0.5),
+        "ms p50",
+        json!({"p99_ms": percentile(lat, 0.99)}),
+    );
+
+    // 4. Save and load.
+    let t = Instant::now();
+    store.save().expect("save");
+    let save = t.elapsed().as_secs_f64();
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let t = Instant::now();
+    let loaded = MemoryVectorStore::open(config).expect("load");
+    let load = t.elapsed().as_secs_f64();
+    assert_eq!(loaded.len(), 100_000);
+    emit(
+        "save 100,000 × 384 (memory store)",
+        save,
+        "s",
+        json!({"bytes": size}),
+    );
+    emit(
+        "load 100,000 × 384 (memory store)",
+        load,
+        "s",
+        json!({"bytes": size}),
+    );
+}
