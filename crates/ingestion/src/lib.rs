@@ -43,6 +43,13 @@
 //!
 //! [`Pipeline::stream`] gives the events ([`PipelineEvent`]) of a run as they happen;
 //! [`ChunkingReport`] summarises them like the original's stats dict.
+//!
+//! ## Embedding and search
+//! [`RagKnowledgeBase`] embeds the chunks of a run in batches ([`Embedder`]: the lexical
+//! [`HashEmbedder`], the original's [`EchoEmbedder`]), stores them in a [`VectorStore`]
+//! ([`MemoryVectorStore`], exact and persisted atomically) and answers
+//! [`query`](RagKnowledgeBase::query)s with text, source, heading path, similarity and full
+//! provenance, under the original's metadata [`Filter`] semantics.
 
 pub mod chunk;
 pub mod config;
