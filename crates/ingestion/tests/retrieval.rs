@@ -35,7 +35,7 @@ async fn measure(config: serde_json::Value) -> (f64, f64, usize) {
         )
         .await
         .unwrap();
-    let kb = RagKnowledgeBase::from_config(&config).unwrap();
+    let kb = RagKnowledgeBase::from_config(&config).await.unwrap();
     let stats = kb
         .ingest_from_backend(backend, "fixture", PipelineOptions::default())
         .await

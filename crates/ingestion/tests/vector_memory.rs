@@ -27,7 +27,7 @@ fn rec(i: usize, dims: usize) -> VectorRecord {
     VectorRecord {
         id: format!("r{i}"),
         vector: v,
-        metadata: json!({"i": i, "even": i % 2 == 0})
+        metadata: json!({"i": i, "even": i.is_multiple_of(2)})
             .as_object()
             .unwrap()
             .clone(),

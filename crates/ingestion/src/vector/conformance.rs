@@ -44,7 +44,7 @@ async fn seeded(h: &dyn Harness) -> Arc<dyn VectorStore> {
             [0.9, 0.1, 0.0, 0.0],
             json!({"kind": "doc", "tags": ["y"], "n": 2}),
         ),
-        rec("c", [0.0, 1.0, 0.0, 0.0], json!({"kind": "doc", "n": 3})),
+        rec("c", [0.1, 1.0, 0.0, 0.0], json!({"kind": "doc", "n": 3})),
         rec(
             "d",
             [0.0, 0.0, 1.0, 0.0],

@@ -1,5 +1,6 @@
 //! Vector stores: one small trait ([`VectorStore`]), the original's metadata filter semantics
-//! ([`Filter`]), and the in-process store ([`MemoryVectorStore`]).
+//! ([`Filter`]), the in-process store ([`MemoryVectorStore`]) and, with the `pgvector`
+//! feature, PostgreSQL with pgvector (`PgVectorStore`).
 //!
 //! Filter semantics, the same in every store (and pushed into the engine where a store has
 //! one): scalar against scalar is equality (numbers compare by value, `1 == 1.0`); a list
@@ -8,6 +9,8 @@
 //! are ANDed; the empty filter matches everything.
 
 mod memory;
+#[cfg(feature = "pgvector")]
+mod pgvector;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -18,6 +21,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 pub use memory::{MemoryVectorStore, MemoryVectorStoreConfig, Metric};
+#[cfg(feature = "pgvector")]
+pub use pgvector::{PgVectorConfig, PgVectorStore};
 
 /// A vector store failed or refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,10 @@ pub enum VectorError {
     /// The store's config is invalid.
     #[error("vector_store config: {0}")]
     Config(String),
+    /// The store's server failed (connection, statement); the server (password scrubbed) and
+    /// the table are named.
+    #[error("{0}")]
+    Backend(String),
     /// Reading or writing the persisted store failed; the file is named.
     #[error("vector store file {path}: {message}")]
     Persist {
