@@ -25,7 +25,10 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("dynreg-knowledge-store", &["file", "s3"]),
     ("dynreg-cache", &["testkit"]),
     ("dynreg-hot-reload", &["s3"]),
-    ("dynreg-ingestion", &["s3", "pgvector", "conformance"]),
+    (
+        "dynreg-ingestion",
+        &["s3", "pgvector", "http", "conformance"],
+    ),
     ("dynreg-resource-resolver", &[]),
     ("dynreg", &["sqlite", "postgres", "redis", "file", "s3"]),
 ];

@@ -269,11 +269,13 @@ impl RagKnowledgeBase {
         let api_base = string(top.get("api_base"), "api_base")?
             .or(string(top.get("embedding_base_url"), "embedding_base_url")?)
             .or(string(embedding.get("api_base"), "embedding.api_base")?);
-        if let Some(base) = api_base {
-            return Err(RagError::Config(format!(
-                "api_base {base:?}: the {provider} embedder runs in process and takes no endpoint"
-            )));
-        }
+        // The model and key name a service: the offline embedders accept and ignore them.
+        #[cfg_attr(not(feature = "http"), allow(unused_variables))]
+        let api_key = string(top.get("api_key"), "api_key")?
+            .or(string(embedding.get("api_key"), "embedding.api_key")?);
+        #[cfg_attr(not(feature = "http"), allow(unused_variables))]
+        let model = string(embedding.get("model"), "embedding.model")?
+            .or(string(top.get("embedding_model"), "embedding_model")?);
         let embed_dims = dims(embedding.get("dimensions"), "embedding.dimensions")?
             .or(dims(top.get("dimensions"), "dimensions")?);
         let store_dims = dims(store_cfg.get("dimensions"), "vector_store.dimensions")?;
@@ -284,12 +286,64 @@ impl RagKnowledgeBase {
                 "dimensions: the embedding is {e}-dimensional but vector_store.dimensions is {s}"
             )));
         }
-        let default = match provider {
-            "echo" => EchoEmbedder::DEFAULT_DIMENSIONS,
-            _ => HashEmbedder::DEFAULT_DIMENSIONS,
+        let embedder: Arc<dyn Embedder> = match provider {
+            "echo" | "hash" => {
+                if let Some(base) = api_base {
+                    return Err(RagError::Config(format!(
+                        "api_base {base:?}: the {provider} embedder runs in process and takes no endpoint"
+                    )));
+                }
+                let default = if provider == "echo" {
+                    EchoEmbedder::DEFAULT_DIMENSIONS
+                } else {
+                    HashEmbedder::DEFAULT_DIMENSIONS
+                };
+                create_embedder(provider, Some(embed_dims.or(store_dims).unwrap_or(default)))?
+            }
+            #[cfg(feature = "http")]
+            "openai" | "ollama" => {
+                use crate::embed::{HttpApi, HttpEmbedder, HttpEmbedderConfig};
+                let (api, default_base) = if provider == "openai" {
+                    (HttpApi::OpenAi, "https://api.openai.com/v1")
+                } else {
+                    (HttpApi::Ollama, "http://127.0.0.1:11434")
+                };
+                let model = model.ok_or_else(|| {
+                    RagError::Config(format!(
+                        "embedding_model: the {provider} embedder needs a model name"
+                    ))
+                })?;
+                let width = embed_dims.or(store_dims).ok_or_else(|| {
+                    RagError::Config(format!(
+                        "dimensions: the {provider} embedder needs the model's width"
+                    ))
+                })?;
+                let mut c =
+                    HttpEmbedderConfig::new(api, api_base.unwrap_or(default_base), model, width);
+                c.api_key = api_key.map(str::to_owned);
+                Arc::new(HttpEmbedder::new(c)?)
+            }
+            other => {
+                let providers: &[&str] = &[
+                    "echo",
+                    "hash",
+                    #[cfg(feature = "http")]
+                    "openai",
+                    #[cfg(feature = "http")]
+                    "ollama",
+                ];
+                let hint = if matches!(other, "openai" | "ollama") {
+                    " (built without the http feature)"
+                } else {
+                    ""
+                };
+                return Err(RagError::Config(format!(
+                    "embedding_provider: {}{hint}",
+                    unknown_key(other, providers)
+                )));
+            }
         };
-        let width = embed_dims.or(store_dims).unwrap_or(default);
-        let embedder = create_embedder(provider, Some(width))?;
+        let width = embedder.dimensions();
         let backend = string(store_cfg.get("backend"), "vector_store.backend")?.unwrap_or("memory");
         if !BACKENDS.contains(&backend) {
             let hint = if backend == "pgvector" {

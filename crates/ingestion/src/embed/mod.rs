@@ -8,9 +8,17 @@
 //!   that share words are near each other, so search with it finds the document that shares
 //!   the query's words. It is the default for development and tests.
 //!
+//! - With the `http` feature, `HttpEmbedder` calls an OpenAI-compatible or Ollama service.
+//!
 //! Invariants: every vector an embedder returns has exactly [`Embedder::dimensions`] entries;
 //! the output is in input order, one vector per text; the same text gives the same vector in
 //! every process and version (the hash is FNV-1a, fixed here, not a seeded hasher).
+
+#[cfg(feature = "http")]
+mod http;
+
+#[cfg(feature = "http")]
+pub use http::{HttpApi, HttpEmbedder, HttpEmbedderConfig};
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -19,9 +27,12 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EmbedError {
-    /// The embedder's config is invalid.
+    /// The embedder's config is invalid, or the model does not match it.
     #[error("embedding config: {0}")]
     Config(String),
+    /// The embedding service failed (after its retries); the URL and status are named.
+    #[error("embedding service: {0}")]
+    Service(String),
 }
 
 /// Text to vectors.
