@@ -9,6 +9,9 @@
 //! 3. exact search k=5 over 100,000 random 384-dimensional vectors in the memory store: p50 /
 //!    p99 of 200 searches.
 //! 4. save and load of that 100,000 × 384 store.
+//! 5. with the `pgvector` feature and `DYNREG_TEST_PGVECTOR_URL` set: the same 100,000 vectors
+//!    (`DYNREG_BENCH_PGVECTOR_N` to change) in a pgvector table, HNSW search k=10 p50 / p99
+//!    and its recall@10 against the exact search of the memory store.
 
 #![allow(clippy::print_stdout, missing_docs)]
 
@@ -305,5 +308,71 @@ async fn run() {
         load,
         "s",
         json!({"bytes": size}),
+    );
+    drop((loaded, store));
+    #[cfg(feature = "pgvector")]
+    pgvector(&mut r).await;
+}
+
+#[cfg(feature = "pgvector")]
+async fn pgvector(r: &mut Rng) {
+    use dynreg_ingestion::vector::{PgVectorConfig, PgVectorStore};
+    let Ok(url) = std::env::var("DYNREG_TEST_PGVECTOR_URL") else {
+        println!(
+            "{}",
+            json!({"bench": "rag", "skipped": "pgvector (DYNREG_TEST_PGVECTOR_URL unset)"})
+        );
+        return;
+    };
+    let n: usize = std::env::var("DYNREG_BENCH_PGVECTOR_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut c = PgVectorConfig::new(url, 384);
+    c.table = format!("bench_{:08x}", r.next() as u32);
+    let store = PgVectorStore::connect(c).await.expect("pgvector");
+    let mirror = MemoryVectorStore::new(384).expect("mirror");
+    let t = Instant::now();
+    let mut inserted = 0usize;
+    while inserted < n {
+        let m = (n - inserted).min(5000);
+        let records: Vec<VectorRecord> = (inserted..inserted + m)
+            .map(|i| VectorRecord {
+                id: format!("v{i}"),
+                vector: (0..384).map(|_| r.unit()).collect(),
+                metadata: json!({"n": i}).as_object().expect("object").clone(),
+            })
+            .collect();
+        mirror.upsert(records.clone()).await.expect("mirror");
+        store.upsert(records).await.expect("upsert");
+        inserted += m;
+    }
+    let insert = t.elapsed().as_secs_f64();
+    emit(
+        &format!("pgvector insert {n} × 384 (HNSW maintained)"),
+        n as f64 / insert,
+        "vectors/s",
+        json!({"seconds": insert}),
+    );
+    let (mut lat, mut found) = (Vec::new(), 0usize);
+    for _ in 0..200 {
+        let q: Vec<f32> = (0..384).map(|_| r.unit()).collect();
+        let want: Vec<String> = mirror
+            .search(&q, 10, &Filter::all())
+            .await
+            .expect("exact")
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        let t = Instant::now();
+        let got = store.search(&q, 10, &Filter::all()).await.expect("search");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        found += got.iter().filter(|h| want.contains(&h.id)).count();
+    }
+    emit(
+        &format!("pgvector HNSW search k=10 over {n} × 384"),
+        percentile(lat.clone(), 0.5),
+        "ms p50",
+        json!({"p99_ms": percentile(lat, 0.99), "recall_at_10_vs_exact": found as f64 / 2000.0, "ef_search": 100}),
     );
 }

@@ -7,8 +7,10 @@
 //!   batch is one upsert.
 //! - A file that fails (to read, chunk, embed or store) leaves none of the chunks this run wrote
 //!   for it; a file that shrank loses its chunks past its new end.
-//! - Reads hide rows marked `_stale: true` (the previous generation during a swap) unless asked
-//!   for; a bound domain or tenant is added to every read filter that does not name it.
+//! - Reads hide rows marked `_pending: true` (written by an ingest that has not committed) and
+//!   `_stale: true` (a retired generation, unless asked for), inside the store's search, so a
+//!   query returns `k` visible rows whatever is hidden; a bound domain or tenant is added to
+//!   every read filter that does not name it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -30,8 +32,10 @@ use crate::vector::{
     VectorStore,
 };
 
-/// Rows are over-fetched by this factor so hidden stale rows do not starve a query.
-const STALE_OVERFETCH: usize = 4;
+/// The metadata flag of rows of a retired generation (hidden from reads, deleted after a swap).
+pub const STALE: &str = "_stale";
+/// The metadata flag of rows written by an ingest that has not committed (hidden from reads).
+pub const PENDING: &str = "_pending";
 
 /// A RAG knowledge base failed.
 #[derive(Debug, thiserror::Error)]
@@ -469,12 +473,10 @@ impl RagKnowledgeBase {
     fn read_filter(&self, filter: &Filter) -> Filter {
         let mut f = filter.clone();
         if let Some(d) = &self.domain_id {
-            f.0.entry("domain_id")
-                .or_insert_with(|| Value::String(d.clone()));
+            f = f.with_default("domain_id", d.clone());
         }
         if let Some(t) = &self.tenant_id {
-            f.0.entry("tenant_id")
-                .or_insert_with(|| Value::String(t.clone()));
+            f = f.with_default("tenant_id", t.clone());
         }
         f
     }
@@ -631,19 +633,10 @@ impl RagKnowledgeBase {
             .await?
             .pop()
             .unwrap_or_default();
-        let filter = self.read_filter(&options.filter);
-        let fetch = if options.include_stale {
-            options.k
-        } else {
-            options.k * STALE_OVERFETCH
-        };
-        let hits = self.store.search(&vector, fetch, &filter).await?;
+        let filter = self.visible(self.read_filter(&options.filter), options.include_stale);
+        let hits = self.store.search(&vector, options.k, &filter).await?;
         Ok(hits
             .into_iter()
-            .filter(|h| {
-                options.include_stale || h.metadata.get("_stale") != Some(&Value::Bool(true))
-            })
-            .take(options.k)
             .filter(|h| h.score >= options.min_similarity)
             .map(|h| {
                 let s = |k: &str| {
@@ -666,13 +659,19 @@ impl RagKnowledgeBase {
 
     /// Chunks matching `filter` (with the bound scope), stale rows excluded unless asked for.
     pub async fn count(&self, filter: &Filter, include_stale: bool) -> Result<u64, RagError> {
-        let f = self.read_filter(filter);
-        let all = self.store.count(&f).await?;
+        let f = self.visible(self.read_filter(filter), include_stale);
+        Ok(self.store.count(&f).await?)
+    }
+
+    /// `filter` without rows not yet committed (`_pending`) and, unless `include_stale`,
+    /// without retired ones (`_stale`).
+    fn visible(&self, filter: Filter, include_stale: bool) -> Filter {
+        let f = filter.without(PENDING, true);
         if include_stale {
-            return Ok(all);
+            f
+        } else {
+            f.without(STALE, true)
         }
-        let stale = self.store.count(&f.clone().with("_stale", true)).await?;
-        Ok(all - stale)
     }
 
     /// Deletes the chunks of one source file (in the bound scope); the number deleted.

@@ -184,6 +184,98 @@ pub async fn update_metadata_where_patches_matches(h: &dyn Harness) {
     );
 }
 
+/// Exclusions leave matching rows out of search and count, with the same value semantics.
+pub async fn exclusions_leave_rows_out(h: &dyn Harness) {
+    let s = seeded(h).await;
+    let visible = Filter::all().without("_stale", true);
+    assert_eq!(s.count(&visible).await.unwrap(), 3);
+    let hits = s.search(&[0.0, 0.0, 1.0, 0.0], 4, &visible).await.unwrap();
+    assert_eq!(hits.len(), 3);
+    assert!(hits.iter().all(|h| h.id != "d"));
+    assert_eq!(
+        s.count(&filter(json!({"kind": "doc"})).without("tags", "y"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.count(&Filter::all().without("n", json!([1, 2])))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.count(&Filter::all().without("kind", json!([])))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        s.clear(&filter(json!({"kind": "faq"})).without("_stale", true))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.count(&Filter::all()).await.unwrap(), 3);
+}
+
+/// Several patches as one step; each update selects its rows before any is applied.
+pub async fn atomic_updates_select_before_they_apply(h: &dyn Harness) {
+    let s = seeded(h).await;
+    let mut stale = Map::new();
+    stale.insert("_stale".into(), json!(true));
+    let mut fresh = Map::new();
+    fresh.insert("_stale".into(), json!(false));
+    // Swap: retire the faq rows that are live, revive the one that was stale.
+    let counts = s
+        .update_metadata_atomically(&[
+            (
+                filter(json!({"kind": "faq"})).without("_stale", true),
+                stale,
+            ),
+            (filter(json!({"_stale": true})), fresh),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![1, 1]);
+    assert_eq!(s.count(&filter(json!({"_stale": true}))).await.unwrap(), 1);
+    assert_eq!(
+        s.count(&filter(json!({"_stale": true, "kind": "faq", "n": 1})))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.count(&filter(json!({"_stale": false, "n": 4})))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+/// Distinct key combinations with their counts (a missing key is null).
+pub async fn distinct_groups_records(h: &dyn Harness) {
+    let s = seeded(h).await;
+    let mut groups = s
+        .distinct(&Filter::all(), &["kind", "_stale"])
+        .await
+        .unwrap();
+    groups.sort_by_key(|(k, _)| serde_json::to_string(k).unwrap());
+    assert_eq!(
+        groups,
+        vec![
+            (vec![json!("doc"), Value::Null], 2),
+            (vec![json!("faq"), Value::Null], 1),
+            (vec![json!("faq"), json!(true)], 1),
+        ]
+    );
+    let none = s
+        .distinct(&filter(json!({"kind": []})), &["kind"])
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
 /// A vector of the wrong width is refused with the id, and nothing of the batch is written.
 pub async fn wrong_width_is_refused_whole(h: &dyn Harness) {
     let s = h.open().await;
@@ -218,7 +310,8 @@ macro_rules! vector_store_conformance_tests {
         $crate::vector_store_conformance_tests!(@cases $harness;
             search_orders_by_similarity, filters_have_the_original_semantics,
             upsert_replaces_and_deletes_remove, update_metadata_where_patches_matches,
-            wrong_width_is_refused_whole);
+            exclusions_leave_rows_out, atomic_updates_select_before_they_apply,
+            distinct_groups_records, wrong_width_is_refused_whole);
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
         $(

@@ -399,6 +399,61 @@ impl VectorStore for MemoryVectorStore {
         Ok(n)
     }
 
+    async fn update_metadata_atomically(
+        &self,
+        updates: &[(Filter, Map<String, Value>)],
+    ) -> Result<Vec<u64>, VectorError> {
+        let mut inner = self.write();
+        // Decide every update's rows first, so that one update does not select another's.
+        let selected: Vec<Vec<usize>> = updates
+            .iter()
+            .map(|(f, _)| {
+                (0..inner.ids.len())
+                    .filter(|r| f.matches(&inner.meta[*r]))
+                    .collect()
+            })
+            .collect();
+        let mut counts = Vec::with_capacity(updates.len());
+        for ((_, patch), rows) in updates.iter().zip(&selected) {
+            for row in rows {
+                let m = Arc::make_mut(&mut inner.meta[*row]);
+                for (k, v) in patch {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+            counts.push(rows.len() as u64);
+        }
+        if counts.iter().any(|n| *n > 0) {
+            inner.version += 1;
+        }
+        Ok(counts)
+    }
+
+    async fn distinct(
+        &self,
+        filter: &Filter,
+        keys: &[&str],
+    ) -> Result<Vec<(Vec<Value>, u64)>, VectorError> {
+        let inner = self.read();
+        let mut seen: Vec<(Vec<Value>, u64)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for meta in inner.meta.iter().filter(|m| filter.matches(m)) {
+            let tuple: Vec<Value> = keys
+                .iter()
+                .map(|k| meta.get(*k).cloned().unwrap_or(Value::Null))
+                .collect();
+            let key = Value::Array(tuple.clone()).to_string();
+            match index.get(&key) {
+                Some(i) => seen[*i].1 += 1,
+                None => {
+                    index.insert(key, seen.len());
+                    seen.push((tuple, 1));
+                }
+            }
+        }
+        Ok(seen)
+    }
+
     async fn count(&self, filter: &Filter) -> Result<u64, VectorError> {
         let inner = self.read();
         if filter.is_empty() {

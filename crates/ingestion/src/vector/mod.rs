@@ -77,38 +77,73 @@ pub struct SearchHit {
     pub metadata: Arc<Map<String, Value>>,
 }
 
-/// A metadata filter: keys ANDed, each with the semantics of the module docs.
+/// A metadata filter: conditions ANDed, each with the semantics of the module docs, and
+/// exclusions: a row matching any exclusion (by the same semantics) is left out. The
+/// original's filters are conditions only; dynreg's reads exclude retired (`_stale`) and
+/// not-yet-committed (`_pending`) rows with exclusions, inside the store.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filter(pub Map<String, Value>);
+pub struct Filter {
+    conditions: Map<String, Value>,
+    exclusions: Map<String, Value>,
+}
 
 impl Filter {
     /// The filter that matches everything.
     pub fn all() -> Self {
-        Filter(Map::new())
+        Filter::default()
     }
 
-    /// A filter from a JSON object; `None` for any other value.
+    /// A filter of conditions from a JSON object (the original's form); `None` for any other
+    /// value.
     pub fn from_value(v: &Value) -> Option<Self> {
-        v.as_object().map(|m| Filter(m.clone()))
+        v.as_object().map(|m| Filter {
+            conditions: m.clone(),
+            exclusions: Map::new(),
+        })
     }
 
-    /// This filter with `key == value` added (replacing a condition on `key`).
+    /// This filter with the condition `key` = `value` (replacing one on `key`).
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.0.insert(key.into(), value.into());
+        self.conditions.insert(key.into(), value.into());
         self
     }
 
-    /// True if it has no condition.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// This filter with the condition `key` = `value` unless it has one on `key` already.
+    pub fn with_default(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.conditions
+            .entry(key.into())
+            .or_insert_with(|| value.into());
+        self
     }
 
-    /// True if `metadata` satisfies every condition.
+    /// This filter excluding rows where `key` = `value` (replacing an exclusion on `key`).
+    pub fn without(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.exclusions.insert(key.into(), value.into());
+        self
+    }
+
+    /// The conditions.
+    pub fn conditions(&self) -> &Map<String, Value> {
+        &self.conditions
+    }
+
+    /// The exclusions.
+    pub fn exclusions(&self) -> &Map<String, Value> {
+        &self.exclusions
+    }
+
+    /// True if it has no condition and no exclusion.
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty() && self.exclusions.is_empty()
+    }
+
+    /// True if `metadata` satisfies every condition and no exclusion.
     pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
-        self.0.iter().all(|(k, f)| match metadata.get(k) {
+        let holds = |(k, f): (&String, &Value)| match metadata.get(k) {
             None | Some(Value::Null) => false,
             Some(m) => value_matches(f, m),
-        })
+        };
+        self.conditions.iter().all(holds) && !self.exclusions.iter().any(holds)
     }
 }
 
@@ -158,6 +193,22 @@ pub trait VectorStore: std::fmt::Debug + Send + Sync {
         patch: &Map<String, Value>,
     ) -> Result<u64, VectorError>;
 
+    /// Applies several metadata patches as one step: a concurrent search sees all of them or
+    /// none. The number of records each changed, in order. (The atomic swap of a generation:
+    /// retire the old rows, reveal the new ones.)
+    async fn update_metadata_atomically(
+        &self,
+        updates: &[(Filter, Map<String, Value>)],
+    ) -> Result<Vec<u64>, VectorError>;
+
+    /// The distinct combinations of `keys` among records matching `filter` (a missing key is
+    /// `null`), with how many records have each.
+    async fn distinct(
+        &self,
+        filter: &Filter,
+        keys: &[&str],
+    ) -> Result<Vec<(Vec<Value>, u64)>, VectorError>;
+
     /// Records matching `filter`.
     async fn count(&self, filter: &Filter) -> Result<u64, VectorError>;
 
@@ -200,5 +251,13 @@ mod tests {
         assert!(!f(json!({"none": "x"})).matches(m));
         assert!(f(json!({"n": 1.0})).matches(m));
         assert!(!f(json!({"kind": "faq", "n": 2})).matches(m));
+        assert!(!f(json!({})).without("tags", "a").matches(m));
+        assert!(
+            f(json!({}))
+                .without("tags", "z")
+                .without("missing", 1)
+                .matches(m)
+        );
+        assert!(!f(json!({"kind": "faq"})).without("n", [1, 2]).matches(m));
     }
 }

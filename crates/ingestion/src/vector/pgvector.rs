@@ -114,6 +114,28 @@ fn vector_text(v: &[f32]) -> String {
     s
 }
 
+/// The SQL of one condition (`key` = `value` by the filter semantics), its parameters appended.
+fn condition(key: &str, value: &Value, args: &mut Vec<String>) -> String {
+    let values: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    if values.is_empty() {
+        return "false".to_owned();
+    }
+    let mut alts = Vec::new();
+    for v in values {
+        let k = args.len() + 1;
+        args.push(key.to_owned());
+        args.push(v.to_string());
+        alts.push(format!(
+            "(metadata @> jsonb_build_object(${k}::text, ${v}::jsonb) OR metadata @> jsonb_build_object(${k}::text, jsonb_build_array(${v}::jsonb)))",
+            v = k + 1
+        ));
+    }
+    format!("({})", alts.join(" OR "))
+}
+
 /// A WHERE clause for `filter`; its parameters (all text) are appended to `args`, numbered
 /// after the ones already there.
 fn where_clause(filter: &Filter, args: &mut Vec<String>) -> String {
@@ -121,26 +143,11 @@ fn where_clause(filter: &Filter, args: &mut Vec<String>) -> String {
         return "true".into();
     }
     let mut parts = Vec::new();
-    for (key, value) in &filter.0 {
-        let values: Vec<&Value> = match value {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
-        if values.is_empty() {
-            parts.push("false".to_owned());
-            continue;
-        }
-        let mut alts = Vec::new();
-        for v in values {
-            let k = args.len() + 1;
-            args.push(key.clone());
-            args.push(v.to_string());
-            alts.push(format!(
-                "(metadata @> jsonb_build_object(${k}::text, ${v}::jsonb) OR metadata @> jsonb_build_object(${k}::text, jsonb_build_array(${v}::jsonb)))",
-                v = k + 1
-            ));
-        }
-        parts.push(format!("({})", alts.join(" OR ")));
+    for (key, value) in filter.conditions() {
+        parts.push(condition(key, value, args));
+    }
+    for (key, value) in filter.exclusions() {
+        parts.push(format!("NOT {}", condition(key, value, args)));
     }
     parts.join(" AND ")
 }
@@ -334,6 +341,76 @@ impl VectorStore for PgVectorStore {
             vec![Value::Object(patch.clone()).to_string()],
         )
         .await
+    }
+
+    async fn update_metadata_atomically(
+        &self,
+        updates: &[(Filter, Map<String, Value>)],
+    ) -> Result<Vec<u64>, VectorError> {
+        // One transaction; each row's new metadata is decided from the rows as they were
+        // before it (the updates run on a snapshot of the ids each selects first).
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let mut selected: Vec<Vec<String>> = Vec::with_capacity(updates.len());
+        for (filter, _) in updates {
+            let mut args = Vec::new();
+            let clause = where_clause(filter, &mut args);
+            let sql = format!("SELECT id FROM {} WHERE {clause} FOR UPDATE", self.table);
+            let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str()));
+            for a in &args {
+                q = q.bind(a);
+            }
+            selected.push(q.fetch_all(&mut *tx).await.map_err(|e| self.err(e))?);
+        }
+        let mut counts = Vec::with_capacity(updates.len());
+        for ((_, patch), ids) in updates.iter().zip(&selected) {
+            let sql = format!(
+                "UPDATE {} SET metadata = metadata || $1::jsonb WHERE id = ANY($2::text[])",
+                self.table
+            );
+            let done = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(Value::Object(patch.clone()).to_string())
+                .bind(ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            counts.push(done.rows_affected());
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(counts)
+    }
+
+    async fn distinct(
+        &self,
+        filter: &Filter,
+        keys: &[&str],
+    ) -> Result<Vec<(Vec<Value>, u64)>, VectorError> {
+        let mut args = Vec::new();
+        let clause = where_clause(filter, &mut args);
+        let first = args.len() + 1;
+        let cols: Vec<String> = (0..keys.len())
+            .map(|i| format!("metadata -> ${}::text", first + i))
+            .collect();
+        let sql = format!(
+            "SELECT jsonb_build_array({cols})::text AS k, count(*) AS n FROM {t} WHERE {clause} GROUP BY 1",
+            cols = cols.join(", "),
+            t = self.table
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
+        for a in &args {
+            q = q.bind(a);
+        }
+        for k in keys {
+            q = q.bind(*k);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|row| {
+                let k: String = row.try_get("k").map_err(|e| self.err(e))?;
+                let n: i64 = row.try_get("n").map_err(|e| self.err(e))?;
+                let tuple: Vec<Value> = serde_json::from_str(&k).map_err(|e| self.err(e))?;
+                Ok((tuple, n as u64))
+            })
+            .collect()
     }
 
     async fn count(&self, filter: &Filter) -> Result<u64, VectorError> {
