@@ -58,6 +58,7 @@ mod emit;
 pub mod error;
 mod formats;
 pub mod glob;
+pub mod manager;
 mod markdown;
 pub mod pipeline;
 pub mod rag;
@@ -69,6 +70,7 @@ pub use chunk::{Chunk, DocumentType, Format, Heading, ID_SEPARATOR, SourceFile};
 pub use config::{ChunkingConfig, HeadingInclusion, KnowledgeBaseConfig, Limits};
 pub use embed::{EchoEmbedder, EmbedError, Embedder, HashEmbedder, create_embedder};
 pub use error::{FileError, IngestionError};
+pub use manager::{IfChanged, IngestionResult, KnowledgeIngestionManager, ManagerError, SwapMode};
 pub use pipeline::{
     ChunkStream, ChunkingReport, DocumentReport, Pipeline, PipelineEvent, PipelineOptions, Plan,
     SkipReason, SkippedFile, chunk_bytes,

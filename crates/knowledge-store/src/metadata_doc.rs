@@ -100,6 +100,7 @@ struct FileIn {
 }
 
 /// Serialises `_metadata.json` like the original (`json.dump(indent=2)`).
+#[cfg(feature = "file")]
 pub(crate) fn metadata_json(info: &KnowledgeBaseInfo, index: &FileIndex) -> Vec<u8> {
     metadata_json_doc(info, index, &[], None)
 }
