@@ -60,6 +60,7 @@ mod formats;
 pub mod glob;
 pub mod manager;
 mod markdown;
+pub mod orchestrator;
 pub mod pipeline;
 pub mod rag;
 mod read;
@@ -71,6 +72,9 @@ pub use config::{ChunkingConfig, HeadingInclusion, KnowledgeBaseConfig, Limits};
 pub use embed::{EchoEmbedder, EmbedError, Embedder, HashEmbedder, create_embedder};
 pub use error::{FileError, IngestionError};
 pub use manager::{IfChanged, IngestionResult, KnowledgeIngestionManager, ManagerError, SwapMode};
+pub use orchestrator::{
+    InProcessLock, IngestLock, IngestOrchestrator, OrchestratorOptions, TriggerOutcome,
+};
 pub use pipeline::{
     ChunkStream, ChunkingReport, DocumentReport, Pipeline, PipelineEvent, PipelineOptions, Plan,
     SkipReason, SkippedFile, chunk_bytes,

@@ -244,8 +244,10 @@ pub enum IfChanged {
 
 /// Which files a run looks at.
 enum Scope {
-    /// Every file of the knowledge base.
+    /// Every file of the knowledge base; unchanged ones are kept.
     Full,
+    /// Every file of the knowledge base, all embedded again.
+    Everything,
     /// Only these paths (added or modified) and deletions.
     Changes {
         changed: BTreeSet<String>,
@@ -377,6 +379,16 @@ impl KnowledgeIngestionManager {
         mode: SwapMode,
     ) -> Result<IngestionResult, ManagerError> {
         self.run(domain, mode, Scope::Full, Map::new()).await
+    }
+
+    /// Ingests the whole knowledge base embedding **every** file again, unchanged ones too (a
+    /// new embedder or chunking); with `Tombstone` readers keep the old corpus until the swap.
+    pub async fn reingest_all(
+        &self,
+        domain: &str,
+        mode: SwapMode,
+    ) -> Result<IngestionResult, ManagerError> {
+        self.run(domain, mode, Scope::Everything, Map::new()).await
     }
 
     /// [`ingest`](Self::ingest) with metadata added to every chunk (identity keys win).
@@ -571,9 +583,9 @@ impl KnowledgeIngestionManager {
             .map(|f| (f.path.as_str(), f.checksum.as_str()))
             .collect();
 
-        let reembed_all = mode == SwapMode::ClearFirst;
+        let reembed_all = mode == SwapMode::ClearFirst || matches!(scope, Scope::Everything);
         let (to_embed, gone): (BTreeSet<String>, BTreeSet<String>) = match &scope {
-            Scope::Full => (
+            Scope::Full | Scope::Everything => (
                 present
                     .iter()
                     .filter(|(p, c)| {
