@@ -64,6 +64,7 @@ pub mod orchestrator;
 pub mod pipeline;
 pub mod rag;
 mod read;
+pub mod replica;
 pub mod split;
 pub mod vector;
 
@@ -80,4 +81,5 @@ pub use pipeline::{
     SkipReason, SkippedFile, chunk_bytes,
 };
 pub use rag::{IngestStats, QueryHit, QueryOptions, RagError, RagKnowledgeBase};
+pub use replica::{FollowError, IndexFollower};
 pub use vector::{Filter, MemoryVectorStore, SearchHit, VectorError, VectorRecord, VectorStore};

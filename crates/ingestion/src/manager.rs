@@ -263,6 +263,7 @@ pub struct KnowledgeIngestionManager {
     bus: Option<Arc<dyn EventBus>>,
     ctx: TenantContext,
     options: PipelineOptions,
+    publication: Option<(Arc<dyn KnowledgeBackend>, String)>,
 }
 
 impl KnowledgeIngestionManager {
@@ -274,6 +275,7 @@ impl KnowledgeIngestionManager {
             bus: None,
             ctx: TenantContext::SingleTenant,
             options: PipelineOptions::default(),
+            publication: None,
         }
     }
 
@@ -296,6 +298,62 @@ impl KnowledgeIngestionManager {
     pub fn with_pipeline_options(mut self, options: PipelineOptions) -> Self {
         self.options = options;
         self
+    }
+
+    /// After each successful ingest, saves the domain's index as a snapshot file in knowledge
+    /// base `index_kb` of `backend` (created if missing), records its location
+    /// (`{index_kb}/{path}`) as the domain's `vector_store_path` and in the end event, so that
+    /// replicas with their own in-process store load it ([`crate::replica::IndexFollower`]).
+    /// Stores that replicas share (pgvector) publish nothing.
+    pub fn with_index_publication(
+        mut self,
+        backend: Arc<dyn KnowledgeBackend>,
+        index_kb: impl Into<String>,
+    ) -> Self {
+        self.publication = Some((backend, index_kb.into()));
+        self
+    }
+
+    async fn publish_snapshot(&self, domain: &str) -> Result<Option<String>, ManagerError> {
+        let Some((backend, kb)) = &self.publication else {
+            return Ok(None);
+        };
+        let committed = self
+            .scope(domain)
+            .without(PENDING, true)
+            .without(STALE, true);
+        let Some(bytes) = self.destination.store().snapshot(&committed).await? else {
+            return Ok(None);
+        };
+        match backend.create_kb(kb, Map::new()).await {
+            Ok(_) | Err(KnowledgeError::KbAlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let tenant = self.ctx.tenant_id().unwrap_or("-");
+        let file = format!("{domain}/{tenant}/{:032x}.dvec", rand::random::<u128>());
+        backend
+            .put_file(
+                kb,
+                &file,
+                bytes.into(),
+                dynreg_knowledge_store::PutOptions::default(),
+            )
+            .await?;
+        // The previous snapshot is no longer referenced once the status names the new one.
+        let previous = self
+            .source
+            .get_info_in(&self.ctx, domain)
+            .await?
+            .and_then(|i| i.vector_store_path);
+        if let Some(old) = previous
+            .as_deref()
+            .and_then(|p| p.strip_prefix(&format!("{kb}/")))
+            && old != file
+            && old.starts_with(&format!("{domain}/{tenant}/"))
+        {
+            let _ = backend.delete_file(kb, old).await;
+        }
+        Ok(Some(format!("{kb}/{file}")))
     }
 
     /// The source.
@@ -500,11 +558,23 @@ impl KnowledgeIngestionManager {
         self.publish(INGEST_DOMAIN_START, EventType::Custom, start)
             .await;
 
-        let outcome = self
+        let mut outcome = self
             .run_inner(domain, mode, scope, extra_metadata, &mut result)
             .await;
+        // Publish the index for replicas that hold their own copy (memory stores).
+        let mut snapshot_path = None;
+        if outcome.is_ok() && result.success() {
+            match self.publish_snapshot(domain).await {
+                Ok(path) => snapshot_path = path,
+                Err(e) => outcome = Err(e),
+            }
+        }
         let status = match (&outcome, result.success()) {
-            (Ok(()), true) => StatusUpdate::new(IngestionStatus::Ready),
+            (Ok(()), true) => {
+                let mut s = StatusUpdate::new(IngestionStatus::Ready);
+                s.vector_store_path = snapshot_path.clone();
+                s
+            }
             (Ok(()), false) => StatusUpdate::new(IngestionStatus::Error)
                 .error(result.error_summary().unwrap_or_default()),
             (Err(e), _) => {
@@ -532,6 +602,9 @@ impl KnowledgeIngestionManager {
             "completed_at".into(),
             json!(result.completed_at.as_ref().map(python_isoformat)),
         );
+        if let Some(path) = &snapshot_path {
+            end.insert("vector_store_path".into(), json!(path));
+        }
         self.publish(INGEST_DOMAIN_END, EventType::Custom, end.clone())
             .await;
         if completed {

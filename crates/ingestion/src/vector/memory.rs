@@ -512,6 +512,65 @@ impl VectorStore for MemoryVectorStore {
             .collect())
     }
 
+    async fn snapshot(&self, filter: &Filter) -> Result<Option<Vec<u8>>, VectorError> {
+        let inner = self.read();
+        let rows: Vec<usize> = (0..inner.ids.len())
+            .filter(|r| filter.matches(&inner.meta[*r]))
+            .collect();
+        let mut out = Vec::new();
+        encode(
+            &mut out,
+            self.config.dimensions,
+            self.config.metric,
+            &inner,
+            &rows,
+        )
+        .map_err(|e| VectorError::Persist {
+            path: "<snapshot>".into(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(out))
+    }
+
+    async fn restore(&self, filter: &Filter, snapshot: &[u8]) -> Result<u64, VectorError> {
+        // Parse first (build), then replace under one write lock (swap).
+        let fresh = decode(
+            snapshot,
+            self.config.dimensions,
+            self.config.metric,
+            Path::new("<snapshot>"),
+        )?;
+        let mut inner = self.write();
+        let old: Vec<usize> = (0..inner.ids.len())
+            .filter(|r| filter.matches(&inner.meta[*r]))
+            .collect();
+        Self::remove_rows(&mut inner, old);
+        if inner.cols.len() != self.config.dimensions {
+            inner.cols = vec![Vec::new(); self.config.dimensions];
+        }
+        let n = fresh.ids.len();
+        for (row, id) in fresh.ids.into_iter().enumerate() {
+            if let Some(existing) = inner.index.get(&id).copied() {
+                for (col, src) in inner.cols.iter_mut().zip(&fresh.cols) {
+                    col[existing] = src[row];
+                }
+                inner.norms2[existing] = fresh.norms2[row];
+                inner.meta[existing] = fresh.meta[row].clone();
+                continue;
+            }
+            let at = inner.ids.len();
+            for (col, src) in inner.cols.iter_mut().zip(&fresh.cols) {
+                col.push(src[row]);
+            }
+            inner.norms2.push(fresh.norms2[row]);
+            inner.meta.push(fresh.meta[row].clone());
+            inner.index.insert(id.clone(), at);
+            inner.ids.push(id);
+        }
+        inner.version += 1;
+        Ok(n as u64)
+    }
+
     async fn flush(&self) -> Result<(), VectorError> {
         let saved = self.saved.load(std::sync::atomic::Ordering::Acquire);
         if self.read().version != saved {
@@ -537,38 +596,10 @@ fn save(path: &Path, dims: usize, metric: Metric, inner: &Inner) -> Result<(), V
     std::fs::create_dir_all(dir).map_err(|e| persist_err(path, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| persist_err(path, e))?;
     {
-        let mut w = CrcWriter {
-            inner: std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
-            crc: flate2::Crc::new(),
-        };
-        let io = |e: std::io::Error| persist_err(path, e);
-        w.write_all(MAGIC).map_err(io)?;
-        w.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
-        w.write_all(&(dims as u32).to_le_bytes()).map_err(io)?;
-        w.write_all(&[metric.code()]).map_err(io)?;
-        w.write_all(&(inner.ids.len() as u64).to_le_bytes())
-            .map_err(io)?;
-        for (row, id) in inner.ids.iter().enumerate() {
-            let meta = serde_json::to_vec(&*inner.meta[row]).map_err(|e| persist_err(path, e))?;
-            w.write_all(&(id.len() as u32).to_le_bytes()).map_err(io)?;
-            w.write_all(id.as_bytes()).map_err(io)?;
-            w.write_all(&(meta.len() as u32).to_le_bytes())
-                .map_err(io)?;
-            w.write_all(&meta).map_err(io)?;
-        }
-        let mut buf = Vec::with_capacity(inner.ids.len().min(1 << 18) * 4);
-        for col in &inner.cols {
-            for block in col.chunks(1 << 18) {
-                buf.clear();
-                for x in block {
-                    buf.extend_from_slice(&x.to_le_bytes());
-                }
-                w.write_all(&buf).map_err(io)?;
-            }
-        }
-        let crc = w.crc.sum();
-        w.inner.write_all(&crc.to_le_bytes()).map_err(io)?;
-        w.inner.flush().map_err(io)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        let rows: Vec<usize> = (0..inner.ids.len()).collect();
+        encode(&mut w, dims, metric, inner, &rows).map_err(|e| persist_err(path, e))?;
+        w.flush().map_err(|e| persist_err(path, e))?;
     }
     tmp.as_file().sync_all().map_err(|e| persist_err(path, e))?;
     tmp.persist(path).map_err(|e| persist_err(path, e.error))?;
@@ -576,6 +607,46 @@ fn save(path: &Path, dims: usize, metric: Metric, inner: &Inner) -> Result<(), V
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes `rows` of `inner` in the file format: magic, version, width, metric, count, then
+/// each row's id and metadata, then the vectors dimension by dimension, then a CRC-32.
+fn encode<W: Write>(
+    out: W,
+    dims: usize,
+    metric: Metric,
+    inner: &Inner,
+    rows: &[usize],
+) -> std::io::Result<()> {
+    let mut w = CrcWriter {
+        inner: out,
+        crc: flate2::Crc::new(),
+    };
+    w.write_all(MAGIC)?;
+    w.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    w.write_all(&(dims as u32).to_le_bytes())?;
+    w.write_all(&[metric.code()])?;
+    w.write_all(&(rows.len() as u64).to_le_bytes())?;
+    for row in rows {
+        let id = &inner.ids[*row];
+        let meta = serde_json::to_vec(&*inner.meta[*row]).map_err(std::io::Error::other)?;
+        w.write_all(&(id.len() as u32).to_le_bytes())?;
+        w.write_all(id.as_bytes())?;
+        w.write_all(&(meta.len() as u32).to_le_bytes())?;
+        w.write_all(&meta)?;
+    }
+    let mut buf = Vec::with_capacity(rows.len().min(1 << 18) * 4);
+    for col in &inner.cols {
+        for block in rows.chunks(1 << 18) {
+            buf.clear();
+            for row in block {
+                buf.extend_from_slice(&col[*row].to_le_bytes());
+            }
+            w.write_all(&buf)?;
+        }
+    }
+    let crc = w.crc.sum();
+    w.inner.write_all(&crc.to_le_bytes())
 }
 
 struct CrcWriter<W> {
@@ -617,6 +688,11 @@ impl<'a> Cursor<'a> {
 
 fn load(path: &Path, dims: usize, metric: Metric) -> Result<Inner, VectorError> {
     let bytes = std::fs::read(path).map_err(|e| persist_err(path, e))?;
+    decode(&bytes, dims, metric, path)
+}
+
+/// Reads the file format (`origin` names it in errors).
+fn decode(bytes: &[u8], dims: usize, metric: Metric, path: &Path) -> Result<Inner, VectorError> {
     if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(persist_err(path, "not a dynreg vector store file"));
     }
@@ -685,6 +761,9 @@ fn load(path: &Path, dims: usize, metric: Metric) -> Result<Inner, VectorError> 
         inner.cols.push(col);
     }
     inner.norms2 = vec![0.0; n];
+    if inner.cols.is_empty() {
+        inner.cols = vec![Vec::new(); dims];
+    }
     for col in &inner.cols {
         for (s, x) in inner.norms2.iter_mut().zip(col) {
             *s += x * x;

@@ -220,6 +220,25 @@ pub trait VectorStore: std::fmt::Debug + Send + Sync {
         filter: &Filter,
     ) -> Result<Vec<SearchHit>, VectorError>;
 
+    /// The records matching `filter` as one self-contained snapshot, for stores whose index
+    /// lives in the process (so that other replicas can load it); `None` for stores that
+    /// replicas share directly (pgvector).
+    async fn snapshot(&self, filter: &Filter) -> Result<Option<Vec<u8>>, VectorError> {
+        let _ = filter;
+        Ok(None)
+    }
+
+    /// Replaces the records matching `filter` with a snapshot's records in one step (a search
+    /// sees the old records or the new ones); a snapshot that does not parse changes nothing.
+    /// The number of records loaded.
+    async fn restore(&self, filter: &Filter, snapshot: &[u8]) -> Result<u64, VectorError> {
+        let _ = (filter, snapshot);
+        Err(VectorError::Config(format!(
+            "the {} store is shared by replicas and has no snapshots",
+            self.kind()
+        )))
+    }
+
     /// Makes every write so far durable (a no-op for stores that are durable per write).
     async fn flush(&self) -> Result<(), VectorError> {
         Ok(())
