@@ -1,0 +1,307 @@
+//! Ingestion-manager benchmarks (`cargo bench -p dynreg-ingestion --bench manager`), one JSON
+//! line per figure, on 1,000 synthetic markdown files of ~4 KiB in the file knowledge backend,
+//! the `hash` embedder (384-d) and the memory store:
+//!
+//! 1. a full ingest (tombstone): files/s and chunks/s;
+//! 2. `ingest_if_changed` when nothing changed;
+//! 3. `ingest_if_changed` after 1 of the 1,000 files changed (only that file is embedded);
+//!    (`DYNREG_BENCH_CHANGES` rounds, default 7; once without and once with snapshot publication).
+//! 4. a replica seeing the new index: from the start of the ingest that changed one file to
+//!    the moment a following replica's query returns the new text (snapshot written through the
+//!    knowledge backend, end event on the in-memory bus, snapshot loaded), p50 over rounds.
+
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+use dynreg_event_bus::InMemoryEventBus;
+use dynreg_ingestion::{
+    HashEmbedder, IfChanged, IndexFollower, KnowledgeIngestionManager, MemoryVectorStore,
+    RagKnowledgeBase, SwapMode,
+};
+use dynreg_knowledge_store::{
+    FileConfig, FileKnowledgeBackend, FileUpload, FsyncPolicy, KnowledgeBackend,
+    KnowledgeBackendExt, Metadata, PutOptions,
+};
+
+const WORDS: &[&str] = &[
+    "registry",
+    "backend",
+    "cache",
+    "invalidation",
+    "event",
+    "bus",
+    "postgres",
+    "redis",
+    "notify",
+    "listen",
+    "poll",
+    "snapshot",
+    "knowledge",
+    "ingestion",
+    "chunk",
+    "vector",
+    "embedding",
+    "search",
+    "query",
+    "domain",
+    "tenant",
+    "config",
+    "reload",
+    "bot",
+    "manager",
+    "instance",
+    "latency",
+    "throughput",
+    "stream",
+    "file",
+];
+
+fn doc(seed: u64, i: usize) -> String {
+    let mut x = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut word = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        WORDS[(x % WORDS.len() as u64) as usize]
+    };
+    let mut s = format!("# Document {i}\n\n");
+    let mut sec = 0;
+    while s.len() < 4000 {
+        sec += 1;
+        s.push_str(&format!("## Section {sec} {}\n\n", word()));
+        for _ in 0..3 {
+            let words: Vec<&str> = (0..12).map(|_| word()).collect();
+            s.push_str(&words.join(" "));
+            s.push_str(". ");
+        }
+        s.push_str("\n\n");
+    }
+    s
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn emit(name: &str, value: f64, unit: &str, extra: serde_json::Value) {
+    let mut line = json!({"bench": "manager", "name": name, "value": (value * 1000.0).round() / 1000.0, "unit": unit});
+    if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
+        l.extend(e.clone());
+    }
+    println!("{line}");
+}
+
+fn kb() -> RagKnowledgeBase {
+    RagKnowledgeBase::new(
+        Arc::new(HashEmbedder::new(384)),
+        Arc::new(MemoryVectorStore::new(384).expect("store")),
+    )
+    .expect("kb")
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let rounds: usize = std::env::var("DYNREG_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let changes: usize = std::env::var("DYNREG_BENCH_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = FileConfig::new(dir.path());
+    config.fsync = FsyncPolicy::Never;
+    let source: Arc<dyn KnowledgeBackend> =
+        Arc::new(FileKnowledgeBackend::open(config).await.expect("open"));
+    source
+        .create_kb("docs", Metadata::new())
+        .await
+        .expect("create_kb");
+    let uploads: Vec<FileUpload> = (0..1000)
+        .map(|i| FileUpload::new(format!("guide/doc-{i:04}.md"), doc(1, i).into_bytes()))
+        .collect();
+    source.put_files("docs", uploads).await.expect("put_files");
+
+    // 1. Full ingests, each into a fresh store.
+    let mut rates = Vec::new();
+    let mut chunks = 0;
+    for _ in 0..rounds {
+        let manager = KnowledgeIngestionManager::new(source.clone(), kb());
+        let t = Instant::now();
+        let r = manager
+            .ingest("docs", SwapMode::Tombstone)
+            .await
+            .expect("ingest");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(r.files_processed, 1000);
+        chunks = r.chunks_created;
+        rates.push(1000.0 / secs);
+    }
+    let files_s = median(rates);
+    emit(
+        "full ingest 1,000 × 4 KiB markdown (hash, memory store, tombstone)",
+        files_s,
+        "files/s",
+        json!({"chunks": chunks, "chunks_per_s": files_s * chunks as f64 / 1000.0, "rounds": rounds}),
+    );
+
+    // 2 and 3. ingest_if_changed on one manager.
+    let bus = Arc::new(InMemoryEventBus::new());
+    let writer = kb();
+    let manager = KnowledgeIngestionManager::new(source.clone(), writer.clone())
+        .with_event_bus(bus.clone())
+        .with_index_publication(source.clone(), "indexes");
+    manager
+        .ingest("docs", SwapMode::Tombstone)
+        .await
+        .expect("ingest");
+    let replica = kb();
+    let follower = IndexFollower::new(replica.clone(), source.clone());
+    let _follow = follower.follow(&*bus).await.expect("follow");
+    let mut version = manager
+        .get_current_version("docs")
+        .await
+        .expect("version")
+        .expect("exists");
+    let mut unchanged = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let r = manager
+            .ingest_if_changed("docs", Some(&version), SwapMode::Tombstone)
+            .await
+            .expect("if changed");
+        unchanged.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(r, IfChanged::Unchanged);
+    }
+    emit(
+        "ingest_if_changed, nothing changed",
+        median(unchanged),
+        "ms p50",
+        json!({"runs": 50}),
+    );
+
+    // Without a replica to publish to: the ingest alone.
+    let plain = KnowledgeIngestionManager::new(source.clone(), kb());
+    plain
+        .ingest("docs", SwapMode::Tombstone)
+        .await
+        .expect("ingest");
+    let mut plain_version = plain
+        .get_current_version("docs")
+        .await
+        .expect("version")
+        .expect("exists");
+    let mut alone = Vec::new();
+    for round in 0..changes {
+        let text = format!("{}\n\n## Edited\n\nPlain edit {round}.\n", doc(1, 9));
+        source
+            .put_file(
+                "docs",
+                "guide/doc-0009.md",
+                text.into(),
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        let t = Instant::now();
+        let r = plain
+            .ingest_if_changed("docs", Some(&plain_version), SwapMode::Tombstone)
+            .await
+            .expect("if changed");
+        alone.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(
+            matches!(r, IfChanged::Ingested(ref r) if r.files_processed == 1),
+            "{r:?}"
+        );
+        plain_version = plain
+            .get_current_version("docs")
+            .await
+            .expect("version")
+            .expect("exists");
+    }
+    emit(
+        "ingest_if_changed after 1 of 1,000 files changed (that file embedded, no snapshot)",
+        median(alone),
+        "ms p50",
+        json!({"rounds": changes}),
+    );
+    // The edit above is now indexed by `manager` too.
+    manager
+        .ingest("docs", SwapMode::Tombstone)
+        .await
+        .expect("ingest");
+    version = manager
+        .get_current_version("docs")
+        .await
+        .expect("version")
+        .expect("exists");
+
+    let (mut changed, mut replica_lag) = (Vec::new(), Vec::new());
+    for round in 0..changes {
+        let marker = format!("zebracorn{round}");
+        let text = format!(
+            "{}\n\n## Edited\n\nThe {marker} section was added.\n",
+            doc(1, 7)
+        );
+        source
+            .put_file(
+                "docs",
+                "guide/doc-0007.md",
+                text.into(),
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        let t = Instant::now();
+        let r = manager
+            .ingest_if_changed("docs", Some(&version), SwapMode::Tombstone)
+            .await
+            .expect("if changed");
+        changed.push(t.elapsed().as_secs_f64() * 1e3);
+        let IfChanged::Ingested(r) = r else {
+            panic!("no ingest after a change")
+        };
+        assert_eq!((r.files_processed, r.files_unchanged), (1, 999));
+        loop {
+            let hits = replica.query(&marker, 1, None, 0.0).await.expect("query");
+            if hits.first().is_some_and(|h| h.text.contains(&marker)) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        replica_lag.push(t.elapsed().as_secs_f64() * 1e3);
+        version = manager
+            .get_current_version("docs")
+            .await
+            .expect("version")
+            .expect("exists");
+    }
+    emit(
+        "ingest_if_changed after 1 of 1,000 files changed (that file embedded, index snapshot published)",
+        median(changed),
+        "ms p50",
+        json!({"rounds": changes}),
+    );
+    emit(
+        &format!(
+            "replica sees the new index ({chunks} chunks): ingest start to the replica's answer"
+        ),
+        median(replica_lag),
+        "ms p50",
+        json!({"rounds": changes}),
+    );
+}
