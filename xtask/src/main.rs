@@ -30,7 +30,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
         &["s3", "pgvector", "http", "conformance"],
     ),
     ("dynreg-resource-resolver", &[]),
-    ("dynreg", &["sqlite", "postgres", "redis", "file", "s3"]),
+    ("dynreg", &["sqlite", "postgres", "redis", "file", "s3", "pgvector", "http"]),
 ];
 
 fn main() -> ExitCode {

@@ -9,7 +9,7 @@
 //! | [`registry`] | `dynreg-registry-core` + `dynreg-registry-backends` | `Registration`, `RegistryBackend`, revisions and change feeds, `create_registry_backend` |
 //! | [`events`] | `dynreg-event-bus` | `Event`, `EventBus`, `create_event_bus` |
 //! | [`knowledge`] | `dynreg-knowledge-store` | `KnowledgeBackend`, `create_knowledge_backend` |
-//! | [`ingestion`] | `dynreg-ingestion` | the document pipeline: `Pipeline`, `Chunk`, `KnowledgeBaseConfig`, `Limits` |
+//! | [`ingestion`] | `dynreg-ingestion` | the document pipeline, embedders, vector stores, `RagKnowledgeBase`, `KnowledgeIngestionManager`, `IngestOrchestrator`, `IndexFollower` |
 //! | [`cache`] | `dynreg-cache` | `CachingRegistryManager`, `ConfigCachingManager` (no bus) |
 //! | [`hot_reload`] | `dynreg-hot-reload` | the sync layer: `EventedRegistry`, `HotReloadManager`, `ReloadMode`, the wire form of change events |
 //! | [`config`] | `dynreg-resource-resolver` | `Environment`, `DomainConfig`, `${VAR}` and `$resource` resolution, portability |
@@ -57,9 +57,11 @@
 //! ## Features
 //! - `sqlite` (default): the SQLite registry backend.
 //! - `file` (default): the file registry backend and the filesystem knowledge store.
-//! - `postgres`: the PostgreSQL registry backend and the LISTEN/NOTIFY event bus.
+//! - `postgres`: the PostgreSQL registry backend, the LISTEN/NOTIFY event bus and the cross-process ingest lock.
 //! - `redis`: the Redis pub/sub event bus.
 //! - `s3`: the S3 registry backend and the S3 knowledge store.
+//! - `pgvector`: the PostgreSQL + pgvector vector store of the RAG knowledge base.
+//! - `http`: embedding services over HTTP (OpenAI-compatible, Ollama).
 //! - `full`: all of the above.
 //!
 //! The in-memory registry, event bus and knowledge store are always built.
@@ -83,7 +85,8 @@ pub mod knowledge {
     pub use dynreg_knowledge_store::*;
 }
 
-/// The document pipeline: knowledge-base files to chunks with provenance.
+/// Ingestion: the document pipeline, embedding, vector stores, the RAG knowledge base, the
+/// ingestion manager and orchestrator.
 pub mod ingestion {
     pub use dynreg_ingestion::*;
 }
