@@ -30,7 +30,12 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
         &["s3", "pgvector", "http", "conformance"],
     ),
     ("dynreg-resource-resolver", &[]),
-    ("dynreg", &["sqlite", "postgres", "redis", "file", "s3", "pgvector", "http"]),
+    (
+        "dynreg",
+        &[
+            "sqlite", "postgres", "redis", "file", "s3", "pgvector", "http",
+        ],
+    ),
 ];
 
 fn main() -> ExitCode {

@@ -744,23 +744,39 @@ impl KnowledgeIngestionManager {
                     result.chunks_created = 0;
                     return embedded;
                 }
-                let replaced: BTreeSet<String> = to_embed.union(&gone).cloned().collect();
+                // Retire the committed rows of the files replaced or gone: by path, or — when
+                // that is every indexed file — the whole scope (no per-row path test).
+                let retired: BTreeSet<&String> = to_embed
+                    .union(&gone)
+                    .filter(|p| indexed.contains_key(*p))
+                    .collect();
                 let mut retire = Map::new();
                 retire.insert(STALE.into(), Value::Bool(true));
                 let mut reveal = Map::new();
                 reveal.insert(PENDING.into(), Value::Bool(false));
-                store
-                    .update_metadata_atomically(&[
-                        (
-                            rows.clone()
-                                .with("source_path", paths(&replaced))
-                                .without("_generation", generation.clone()),
-                            retire,
-                        ),
-                        (mine, reveal),
-                    ])
-                    .await?;
-                store.clear(&rows.with(STALE, true)).await?;
+                let mut updates = Vec::with_capacity(2);
+                if !retired.is_empty() {
+                    let old = rows.clone().without("_generation", generation.clone());
+                    let old = if retired.len() == indexed.len() {
+                        old
+                    } else {
+                        old.with(
+                            "source_path",
+                            Value::Array(
+                                retired
+                                    .iter()
+                                    .map(|p| Value::String((*p).clone()))
+                                    .collect(),
+                            ),
+                        )
+                    };
+                    updates.push((old, retire));
+                }
+                updates.push((mine, reveal));
+                store.update_metadata_atomically(&updates).await?;
+                if !retired.is_empty() {
+                    store.clear(&rows.with(STALE, true)).await?;
+                }
             }
         }
         self.destination.flush().await?;
