@@ -58,6 +58,7 @@ mod emit;
 pub mod error;
 mod formats;
 pub mod glob;
+pub mod limit;
 pub mod manager;
 mod markdown;
 pub mod orchestrator;
@@ -72,6 +73,7 @@ pub use chunk::{Chunk, DocumentType, Format, Heading, ID_SEPARATOR, SourceFile};
 pub use config::{ChunkingConfig, HeadingInclusion, KnowledgeBaseConfig, Limits};
 pub use embed::{EchoEmbedder, EmbedError, Embedder, HashEmbedder, create_embedder};
 pub use error::{FileError, IngestionError};
+pub use limit::{RateLimiter, TokenBucket};
 pub use manager::{IfChanged, IngestionResult, KnowledgeIngestionManager, ManagerError, SwapMode};
 pub use orchestrator::{
     InProcessLock, IngestLock, IngestOrchestrator, OrchestratorOptions, TriggerOutcome,

@@ -279,6 +279,12 @@ impl KnowledgeIngestionManager {
         }
     }
 
+    /// Limits embedding: one `"embed"` permit per chunk, asked before each batch.
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn crate::limit::RateLimiter>) -> Self {
+        self.destination = self.destination.with_rate_limiter(limiter);
+        self
+    }
+
     /// Publishes lifecycle events on `bus`.
     pub fn with_event_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
         self.bus = Some(bus);

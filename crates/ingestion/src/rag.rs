@@ -107,6 +107,7 @@ pub struct IngestStats {
 /// Embedder + vector store + the pipeline.
 #[derive(Debug, Clone)]
 pub struct RagKnowledgeBase {
+    limiter: Option<Arc<dyn crate::limit::RateLimiter>>,
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn VectorStore>,
     chunking: Option<ChunkingConfig>,
@@ -199,6 +200,7 @@ impl RagKnowledgeBase {
             )));
         }
         Ok(RagKnowledgeBase {
+            limiter: None,
             embedder,
             store,
             chunking: None,
@@ -216,6 +218,12 @@ impl RagKnowledgeBase {
     /// Binds reads and ingests to a tenant.
     pub fn with_tenant(mut self, tenant_id: impl Into<String>) -> Self {
         self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// Asks `limiter` for one `"embed"` permit per chunk before each batch is embedded.
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn crate::limit::RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
         self
     }
 
@@ -562,6 +570,11 @@ impl RagKnowledgeBase {
 
     async fn store_batch(&self, batch: &[crate::Chunk]) -> Result<(), RagError> {
         let texts: Vec<&str> = batch.iter().map(|c| c.embedding_text.as_str()).collect();
+        if let Some(limiter) = &self.limiter {
+            limiter
+                .acquire("embed", u32::try_from(texts.len()).unwrap_or(u32::MAX))
+                .await;
+        }
         let vectors = self.embedder.embed(&texts).await?;
         if vectors.len() != batch.len() {
             return Err(RagError::Config(format!(

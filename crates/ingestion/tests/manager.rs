@@ -21,7 +21,7 @@ use dynreg_ingestion::{
 };
 use dynreg_knowledge_store::{
     IngestionStatus, KnowledgeBackend, KnowledgeBackendExt, MemoryKnowledgeBackend, Metadata,
-    PutOptions, StatusUpdate,
+    PutOptions, StatusUpdate, TenantContext,
 };
 
 /// An embedder that can be slowed down and can refuse texts containing POISON.
@@ -537,4 +537,108 @@ fn swap_modes_parse_and_the_deprecated_flag_maps() {
     assert_eq!(SwapMode::from_clear_existing(false), SwapMode::Append);
     assert_eq!(SwapMode::default().as_str(), "tombstone");
     let _ = Value::Null;
+}
+
+/// Counts the permits asked for.
+#[derive(Debug, Default)]
+struct Counting(AtomicUsize);
+
+#[async_trait]
+impl dynreg_ingestion::RateLimiter for Counting {
+    async fn acquire(&self, resource: &str, permits: u32) {
+        assert_eq!(resource, "embed");
+        self.0.fetch_add(permits as usize, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limiter_is_asked_once_per_embedded_chunk() {
+    let s = setup(&corpus("one", 4)).await;
+    let limiter = Arc::new(Counting::default());
+    let m = KnowledgeIngestionManager::new(s.source.clone(), s.kb.clone())
+        .with_rate_limiter(limiter.clone());
+    let r = m.ingest("docs", SwapMode::default()).await.unwrap();
+    assert_eq!(limiter.0.load(Ordering::SeqCst) as u64, r.chunks_created);
+    assert_eq!(
+        s.embedder.calls.load(Ordering::SeqCst) as u64,
+        r.chunks_created
+    );
+}
+
+#[tokio::test]
+async fn tenants_have_their_own_chunks_and_state() {
+    let s = setup(&corpus("one", 3)).await;
+    let acme = KnowledgeIngestionManager::new(s.source.clone(), s.kb.clone()).with_tenant("acme");
+    let globex =
+        KnowledgeIngestionManager::new(s.source.clone(), s.kb.clone()).with_tenant("globex");
+    acme.ingest("docs", SwapMode::default()).await.unwrap();
+    globex.ingest("docs", SwapMode::default()).await.unwrap();
+    // Each tenant's chunks carry its id; reads of a tenant-bound knowledge base see its own.
+    assert_eq!(
+        s.kb.count(&Filter::all().with("tenant_id", "acme"), false)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        s.kb.clone()
+            .with_tenant("globex")
+            .count(&Filter::all(), false)
+            .await
+            .unwrap(),
+        3
+    );
+    // Re-ingesting one tenant after a deletion leaves the other's chunks alone.
+    s.source.delete_file("docs", "a.md").await.unwrap();
+    let r = acme.ingest("docs", SwapMode::Tombstone).await.unwrap();
+    assert_eq!(r.files_deleted, 1);
+    assert_eq!(
+        s.kb.count(&Filter::all().with("tenant_id", "acme"), false)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.kb.count(&Filter::all().with("tenant_id", "globex"), false)
+            .await
+            .unwrap(),
+        3
+    );
+    // Status is per tenant: the single-tenant view never ingested.
+    let ctx = TenantContext::bound("acme");
+    assert_eq!(
+        s.source
+            .get_info_in(&ctx, "docs")
+            .await
+            .unwrap()
+            .unwrap()
+            .ingestion_status,
+        IngestionStatus::Ready
+    );
+    assert_eq!(
+        s.source
+            .get_info("docs")
+            .await
+            .unwrap()
+            .unwrap()
+            .ingestion_status,
+        IngestionStatus::Pending
+    );
+    // files_skipped counts what the pipeline skips.
+    s.source
+        .put_file(
+            "docs",
+            "notes.pdf",
+            b"%PDF".to_vec().into(),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        acme.ingest("docs", SwapMode::default())
+            .await
+            .unwrap()
+            .files_skipped,
+        1
+    );
 }
