@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynreg::Platform;
-use dynreg::events::{EventBus, InMemoryEventBus, create_event_bus};
+#[cfg(feature = "postgres")]
+use dynreg::events::create_event_bus;
+use dynreg::events::{EventBus, InMemoryEventBus};
 use dynreg::hot_reload::ReloadMode;
 use dynreg::registry::{RegistryBackend, RegistryBackendExt, SqliteBackend};
 use dynreg_cache::testkit::{Bot, TestFactory, eventually};
@@ -159,6 +161,7 @@ async fn scenario(name: &str, rs: Vec<Replica>) {
     }
 }
 
+#[cfg(feature = "postgres")]
 fn suffix() -> String {
     format!("{:08x}", rand::random::<u32>())
 }

@@ -13,12 +13,17 @@
 
 #![allow(clippy::print_stdout, missing_docs)]
 
+#[path = "../tests/support/synth.rs"]
+mod synth;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
 use serde_json::{Map, json};
+
+use synth::{Rng, WORDS, emit};
 
 use dynreg_ingestion::{
     ChunkingConfig, Format, Limits, Pipeline, PipelineEvent, SourceFile, chunk_bytes,
@@ -28,124 +33,46 @@ use dynreg_knowledge_store::{
     PutOptions,
 };
 
-const WORDS: &[&str] = &[
-    "registry",
-    "backend",
-    "cache",
-    "invalidation",
-    "event",
-    "bus",
-    "postgres",
-    "redis",
-    "notify",
-    "listen",
-    "poll",
-    "snapshot",
-    "knowledge",
-    "ingestion",
-    "chunk",
-    "vector",
-    "embedding",
-    "search",
-    "query",
-    "domain",
-    "tenant",
-    "config",
-    "reload",
-    "bot",
-    "manager",
-    "instance",
-    "latency",
-    "throughput",
-    "stream",
-    "file",
-    "checksum",
-    "version",
-    "metadata",
-    "status",
-    "error",
-    "retry",
-    "timeout",
-    "lock",
-    "concurrency",
-    "async",
-    "runtime",
-    "memory",
-    "storage",
-    "schema",
-    "table",
-    "index",
-    "record",
-    "the",
-    "a",
-    "of",
-    "to",
-    "and",
-    "in",
-    "for",
-    "with",
-    "on",
-    "by",
-    "is",
-    "are",
-    "be",
-    "that",
-    "this",
-    "from",
-    "as",
-    "at",
-    "it",
-    "or",
-];
+fn word(r: &mut Rng) -> &'static str {
+    r.pick(WORDS)
+}
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn word(&mut self) -> &'static str {
-        WORDS[(self.next() % WORDS.len() as u64) as usize]
-    }
-    fn sentence(&mut self, lo: u64, hi: u64) -> String {
-        let n = self.range(lo, hi);
-        let mut s = String::new();
-        for i in 0..n {
-            let w = self.word();
-            if i == 0 {
-                let mut c = w.chars();
-                s.extend(c.next().map(|f| f.to_ascii_uppercase()));
-                s.push_str(c.as_str());
-            } else {
-                s.push(' ');
-                s.push_str(w);
-            }
+fn sentence(r: &mut Rng, lo: u64, hi: u64) -> String {
+    let n = r.range(lo, hi);
+    let mut s = String::new();
+    for i in 0..n {
+        let w = word(r);
+        if i == 0 {
+            let mut c = w.chars();
+            s.extend(c.next().map(|f| f.to_ascii_uppercase()));
+            s.push_str(c.as_str());
+        } else {
+            s.push(' ');
+            s.push_str(w);
         }
-        s.push('.');
-        s
     }
+    s.push('.');
+    s
 }
 
 /// The same shape as the original benchmark's synthetic markdown.
 fn synth_markdown(i: u64, target: usize) -> String {
     let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ (1000 + i));
     let mut parts = vec![
-        format!("# Document {i}: {} {}\n", r.word(), r.word()),
-        format!("{} {}\n", r.sentence(8, 18), r.sentence(8, 18)),
+        format!("# Document {i}: {} {}\n", word(&mut r), word(&mut r)),
+        format!("{} {}\n", sentence(&mut r, 8, 18), sentence(&mut r, 8, 18)),
     ];
     let mut s = 1;
     while parts.iter().map(|p| p.len() + 1).sum::<usize>() < target {
-        parts.push(format!("## Section {s}: {} {}\n", r.word(), r.word()));
+        parts.push(format!(
+            "## Section {s}: {} {}\n",
+            word(&mut r),
+            word(&mut r)
+        ));
         let n = r.range(2, 4);
         parts.push(
             (0..n)
-                .map(|_| r.sentence(8, 18))
+                .map(|_| sentence(&mut r, 8, 18))
                 .collect::<Vec<_>>()
                 .join(" ")
                 + "\n",
@@ -155,7 +82,7 @@ fn synth_markdown(i: u64, target: usize) -> String {
                 let n = r.range(3, 5);
                 parts.push(
                     (0..n)
-                        .map(|_| format!("- {}", r.sentence(3, 8)))
+                        .map(|_| format!("- {}", sentence(&mut r, 3, 8)))
                         .collect::<Vec<_>>()
                         .join("\n")
                         + "\n",
@@ -166,7 +93,7 @@ fn synth_markdown(i: u64, target: usize) -> String {
                 let n = r.range(2, 4);
                 parts.push(
                     (0..n)
-                        .map(|k| format!("{}. {}", k + 1, r.sentence(4, 9)))
+                        .map(|k| format!("{}. {}", k + 1, sentence(&mut r, 4, 9)))
                         .collect::<Vec<_>>()
                         .join("\n")
                         + "\n",
@@ -174,9 +101,9 @@ fn synth_markdown(i: u64, target: usize) -> String {
             }
             _ => parts.push(format!(
                 "```python\nx_0 = '{}'\nx_1 = '{}'\nx_2 = '{}'\n```\n",
-                r.word(),
-                r.word(),
-                r.word()
+                word(&mut r),
+                word(&mut r),
+                word(&mut r)
             )),
         }
         s += 1;
@@ -192,7 +119,7 @@ fn synth_csv(target: usize) -> (Vec<u8>, u64) {
     let mut rows = 0;
     while out.len() < target {
         let n = r.range(12, 24);
-        let desc = (0..n).map(|_| r.word()).collect::<Vec<_>>().join(" ");
+        let desc = (0..n).map(|_| word(&mut r)).collect::<Vec<_>>().join(" ");
         let price = r.range(1, 99999) as f64 / 100.0;
         let stock = if r.next().is_multiple_of(2) {
             "true"
@@ -201,7 +128,7 @@ fn synth_csv(target: usize) -> (Vec<u8>, u64) {
         };
         out.push_str(&format!(
             "{rows},item-{rows},{},{price},{stock},\"{desc}\"\n",
-            r.word()
+            word(&mut r)
         ));
         rows += 1;
     }
@@ -220,14 +147,6 @@ fn rss_kib(field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn emit(name: &str, value: f64, unit: &str, extra: serde_json::Value) {
-    let mut line = json!({"bench": "ingestion", "name": name, "value": (value * 100.0).round() / 100.0, "unit": unit});
-    if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
-        l.extend(e.clone());
-    }
-    println!("{line}");
 }
 
 async fn file_backend(dir: &std::path::Path) -> Arc<dyn KnowledgeBackend> {
@@ -304,6 +223,7 @@ async fn run() {
     }
     rates.sort_by(f64::total_cmp);
     emit(
+        "ingestion",
         "chunk 1,000 markdown files (chunking alone)",
         rates[rates.len() / 2],
         "chunks/s",
@@ -339,6 +259,7 @@ async fn run() {
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (secs, chunks) = runs[runs.len() / 2];
     emit(
+        "ingestion",
         "pipeline 1,000 markdown files, file backend",
         1000.0 / secs,
         "files/s",
@@ -365,6 +286,7 @@ async fn run() {
     let growth = rss_kib("VmHWM:").saturating_sub(base) as f64 / 1024.0;
     assert_eq!((files, errors), (1, 0));
     emit(
+        "ingestion",
         "CSV 20 MiB",
         secs,
         "s",
@@ -384,8 +306,8 @@ async fn run() {
     while written < mib << 20 {
         line.clear();
         let n = r.range(10, 30);
-        let body = (0..n).map(|_| r.word()).collect::<Vec<_>>().join(" ");
-        line.push_str(&format!("{{\"id\": {lines}, \"title\": \"record {lines}\", \"text\": \"{body}\", \"tags\": [\"{}\", \"{}\"]}}\n", r.word(), r.word()));
+        let body = (0..n).map(|_| word(&mut r)).collect::<Vec<_>>().join(" ");
+        line.push_str(&format!("{{\"id\": {lines}, \"title\": \"record {lines}\", \"text\": \"{body}\", \"tags\": [\"{}\", \"{}\"]}}\n", word(&mut r), word(&mut r)));
         gz.write_all(line.as_bytes()).expect("gzip");
         written += line.len();
         lines += 1;
@@ -414,6 +336,7 @@ async fn run() {
     let growth = rss_kib("VmHWM:").saturating_sub(base) as f64 / 1024.0;
     assert_eq!((files, errors, chunks), (1, 0, lines));
     emit(
+        "ingestion",
         &format!("jsonl.gz {mib} MiB decompressed"),
         mib as f64 / secs,
         "MiB/s",

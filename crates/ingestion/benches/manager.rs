@@ -12,10 +12,14 @@
 
 #![allow(clippy::print_stdout, missing_docs)]
 
+#[path = "../tests/support/synth.rs"]
+mod synth;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
+use synth::{emit, percentile};
 
 use dynreg_event_bus::InMemoryEventBus;
 use dynreg_ingestion::{
@@ -27,38 +31,8 @@ use dynreg_knowledge_store::{
     KnowledgeBackendExt, Metadata, PutOptions,
 };
 
-const WORDS: &[&str] = &[
-    "registry",
-    "backend",
-    "cache",
-    "invalidation",
-    "event",
-    "bus",
-    "postgres",
-    "redis",
-    "notify",
-    "listen",
-    "poll",
-    "snapshot",
-    "knowledge",
-    "ingestion",
-    "chunk",
-    "vector",
-    "embedding",
-    "search",
-    "query",
-    "domain",
-    "tenant",
-    "config",
-    "reload",
-    "bot",
-    "manager",
-    "instance",
-    "latency",
-    "throughput",
-    "stream",
-    "file",
-];
+/// The first 30 words of the shared vocabulary.
+const WORDS: &[&str] = synth::WORDS.split_at(30).0;
 
 fn doc(seed: u64, i: usize) -> String {
     let mut x = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -81,19 +55,6 @@ fn doc(seed: u64, i: usize) -> String {
         s.push_str("\n\n");
     }
     s
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn emit(name: &str, value: f64, unit: &str, extra: serde_json::Value) {
-    let mut line = json!({"bench": "manager", "name": name, "value": (value * 1000.0).round() / 1000.0, "unit": unit});
-    if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
-        l.extend(e.clone());
-    }
-    println!("{line}");
 }
 
 fn kb() -> RagKnowledgeBase {
@@ -151,8 +112,9 @@ async fn run() {
         chunks = r.chunks_created;
         rates.push(1000.0 / secs);
     }
-    let files_s = median(rates);
+    let files_s = percentile(rates, 0.5);
     emit(
+        "manager",
         "full ingest 1,000 × 4 KiB markdown (hash, memory store, tombstone)",
         files_s,
         "files/s",
@@ -188,8 +150,9 @@ async fn run() {
         assert_eq!(r, IfChanged::Unchanged);
     }
     emit(
+        "manager",
         "ingest_if_changed, nothing changed",
-        median(unchanged),
+        percentile(unchanged, 0.5),
         "ms p50",
         json!({"runs": 50}),
     );
@@ -234,8 +197,9 @@ async fn run() {
             .expect("exists");
     }
     emit(
+        "manager",
         "ingest_if_changed after 1 of 1,000 files changed (that file embedded, no snapshot)",
-        median(alone),
+        percentile(alone, 0.5),
         "ms p50",
         json!({"rounds": changes}),
     );
@@ -291,16 +255,18 @@ async fn run() {
             .expect("exists");
     }
     emit(
+        "manager",
         "ingest_if_changed after 1 of 1,000 files changed (that file embedded, index snapshot published)",
-        median(changed),
+        percentile(changed, 0.5),
         "ms p50",
         json!({"rounds": changes}),
     );
     emit(
+        "manager",
         &format!(
             "replica sees the new index ({chunks} chunks): ingest start to the replica's answer"
         ),
-        median(replica_lag),
+        percentile(replica_lag, 0.5),
         "ms p50",
         json!({"rounds": changes}),
     );

@@ -15,10 +15,14 @@
 
 #![allow(clippy::print_stdout, missing_docs)]
 
+#[path = "../tests/support/synth.rs"]
+mod synth;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
+use synth::{Rng, emit, percentile};
 
 use dynreg_ingestion::vector::{MemoryVectorStoreConfig, Metric};
 use dynreg_ingestion::{
@@ -27,62 +31,8 @@ use dynreg_ingestion::{
 };
 use dynreg_knowledge_store::{FileUpload, KnowledgeBackend, MemoryKnowledgeBackend, Metadata};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
-
-const WORDS: &[&str] = &[
-    "registry",
-    "backend",
-    "cache",
-    "invalidation",
-    "event",
-    "bus",
-    "postgres",
-    "redis",
-    "notify",
-    "listen",
-    "poll",
-    "snapshot",
-    "knowledge",
-    "ingestion",
-    "chunk",
-    "vector",
-    "embedding",
-    "search",
-    "query",
-    "domain",
-    "tenant",
-    "config",
-    "reload",
-    "bot",
-    "manager",
-    "instance",
-    "latency",
-    "throughput",
-    "stream",
-    "file",
-    "checksum",
-    "version",
-    "metadata",
-    "status",
-    "error",
-    "retry",
-    "timeout",
-    "lock",
-    "concurrency",
-    "async",
-];
+/// The first 40 words of the shared vocabulary.
+const WORDS: &[&str] = synth::WORDS.split_at(40).0;
 
 fn doc(r: &mut Rng, i: usize) -> String {
     let mut s = format!("# Document {i}\n\n");
@@ -101,19 +51,6 @@ fn doc(r: &mut Rng, i: usize) -> String {
         s.push_str("\n\n");
     }
     s
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn emit(name: &str, value: f64, unit: &str, extra: serde_json::Value) {
-    let mut line = json!({"bench": "rag", "name": name, "value": (value * 1000.0).round() / 1000.0, "unit": unit});
-    if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
-        l.extend(e.clone());
-    }
-    println!("{line}");
 }
 
 fn main() {
@@ -157,6 +94,7 @@ async fn run() {
         .expect("ingest");
     let secs = t.elapsed().as_secs_f64();
     emit(
+        "rag",
         "embed + store (hash, 384-d, memory store)",
         stats.chunks_stored as f64 / secs,
         "chunks/s",
@@ -209,6 +147,7 @@ async fn run() {
     }
     let secs = t.elapsed().as_secs_f64();
     emit(
+        "rag",
         "embed + store alone (hash, 384-d, memory store)",
         chunks.len() as f64 / secs,
         "chunks/s",
@@ -221,6 +160,7 @@ async fn run() {
     }
     let secs = t.elapsed().as_secs_f64();
     emit(
+        "rag",
         "embed alone (hash, 384-d)",
         chunks.len() as f64 / secs,
         "chunks/s",
@@ -242,6 +182,7 @@ async fn run() {
         assert_eq!(hits.len(), 5);
     }
     emit(
+        "rag",
         &format!(
             "query k=5 over {} chunks (hash, memory store)",
             stats.chunks_stored
@@ -282,6 +223,7 @@ async fn run() {
         assert_eq!(hits.len(), 5);
     }
     emit(
+        "rag",
         "exact search k=5 over 100,000 × 384 (memory store)",
         percentile(lat.clone(), 0.5),
         "ms p50",
@@ -298,12 +240,14 @@ async fn run() {
     let load = t.elapsed().as_secs_f64();
     assert_eq!(loaded.len(), 100_000);
     emit(
+        "rag",
         "save 100,000 × 384 (memory store)",
         save,
         "s",
         json!({"bytes": size}),
     );
     emit(
+        "rag",
         "load 100,000 × 384 (memory store)",
         load,
         "s",
@@ -333,7 +277,7 @@ async fn pgvector(r: &mut Rng) {
     let centers: Vec<Vec<f32>> = (0..64)
         .map(|_| (0..384).map(|_| r.unit()).collect())
         .collect();
-    let mut sample = |r: &mut Rng| -> Vec<f32> {
+    let sample = |r: &mut Rng| -> Vec<f32> {
         let c = &centers[(r.next() % 64) as usize];
         c.iter().map(|x| x + 0.35 * r.unit()).collect()
     };
@@ -359,6 +303,7 @@ async fn pgvector(r: &mut Rng) {
     }
     let insert = t.elapsed().as_secs_f64();
     emit(
+        "rag",
         &format!("pgvector insert {n} × 384 (HNSW maintained)"),
         n as f64 / insert,
         "vectors/s",
@@ -389,6 +334,7 @@ async fn pgvector(r: &mut Rng) {
             found += got.iter().filter(|h| want.contains(&h.id)).count();
         }
         emit(
+            "rag",
             &format!("pgvector HNSW search k=10 over {n} × 384 (clustered), ef_search {ef}"),
             percentile(lat.clone(), 0.5),
             "ms p50",

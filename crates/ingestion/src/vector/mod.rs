@@ -55,6 +55,18 @@ pub enum VectorError {
     },
 }
 
+/// `Ok` if `vector` has `dimensions` entries; else the error naming the record.
+pub(crate) fn check_width(id: &str, vector: &[f32], dimensions: usize) -> Result<(), VectorError> {
+    if vector.len() != dimensions {
+        return Err(VectorError::Dimensions {
+            id: id.to_owned(),
+            expected: dimensions,
+            got: vector.len(),
+        });
+    }
+    Ok(())
+}
+
 /// One stored vector with its id and metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorRecord {

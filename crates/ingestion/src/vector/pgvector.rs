@@ -242,14 +242,7 @@ impl PgVectorStore {
     }
 
     fn check(&self, id: &str, v: &[f32]) -> Result<(), VectorError> {
-        if v.len() != self.config.dimensions {
-            return Err(VectorError::Dimensions {
-                id: id.to_owned(),
-                expected: self.config.dimensions,
-                got: v.len(),
-            });
-        }
-        Ok(())
+        super::check_width(id, v, self.config.dimensions)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> VectorError {

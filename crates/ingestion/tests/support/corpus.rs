@@ -16,22 +16,7 @@ pub struct Question {
     pub answer: String,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
+use super::synth::Rng;
 
 const SYLLABLES: &[&str] = &[
     "var", "nel", "os", "ka", "bri", "dun", "mor", "tal", "lis", "ven", "ar", "go", "thi", "pel",
