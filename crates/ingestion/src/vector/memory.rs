@@ -430,16 +430,38 @@ impl VectorStore for MemoryVectorStore {
         let inner = self.read();
         let mut seen: Vec<(Vec<Value>, u64)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
+        // The grouping key, built in one reused buffer: each value tagged and length-prefixed
+        // (strings as they are, anything else as JSON), so no two tuples share a key; the
+        // tuple itself is cloned only for a new group.
+        let mut key = String::new();
         for meta in inner.meta.iter().filter(|m| filter.matches(m)) {
-            let tuple: Vec<Value> = keys
-                .iter()
-                .map(|k| meta.get(*k).cloned().unwrap_or(Value::Null))
-                .collect();
-            let key = Value::Array(tuple.clone()).to_string();
-            match index.get(&key) {
+            key.clear();
+            for k in keys {
+                match meta.get(*k) {
+                    Some(Value::String(s)) => {
+                        key.push('s');
+                        key.push_str(&s.len().to_string());
+                        key.push(':');
+                        key.push_str(s);
+                    }
+                    Some(Value::Null) | None => key.push('n'),
+                    Some(v) => {
+                        let j = v.to_string();
+                        key.push('j');
+                        key.push_str(&j.len().to_string());
+                        key.push(':');
+                        key.push_str(&j);
+                    }
+                }
+            }
+            match index.get(key.as_str()) {
                 Some(i) => seen[*i].1 += 1,
                 None => {
-                    index.insert(key, seen.len());
+                    index.insert(key.clone(), seen.len());
+                    let tuple = keys
+                        .iter()
+                        .map(|k| meta.get(*k).cloned().unwrap_or(Value::Null))
+                        .collect();
                     seen.push((tuple, 1));
                 }
             }
