@@ -8,7 +8,6 @@
 
 #![allow(clippy::print_stdout)] // the skip notices the test policy asks for
 
-use std::any::Any;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,12 +22,6 @@ use dynreg_knowledge_store::{
 };
 
 use KnowledgeKeyKind::{Content, Metadata as Meta};
-
-/// A backend under test and whatever must stay alive while it is used (a temp dir, …).
-struct Backend {
-    backend: Arc<dyn KnowledgeBackend>,
-    _guard: Box<dyn Any + Send + Sync>,
-}
 
 fn unique(tag: &str) -> String {
     format!("{tag}-{:08x}", rand::random::<u32>())
@@ -225,94 +218,10 @@ async fn state_write_events_reach_the_bus(backend: Arc<dyn KnowledgeBackend>) {
     );
 }
 
-/// One `#[tokio::test]` per bridge case for a backend; `$make` is an async function returning
-/// `Option<Backend>` (`None` skips, e.g. when a server's environment variable is unset).
-macro_rules! bridge_tests {
-    ($make:path) => {
-        bridge_tests!(@cases $make; subscribe_to_changes_cases, state_write_events_reach_the_bus);
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                if let Some(b) = $make().await {
-                    super::$case(b.backend.clone()).await;
-                    drop(b);
-                }
-            }
-        )*
-    };
-}
-
-mod memory {
-    use super::*;
-
-    async fn make() -> Option<Backend> {
-        Some(Backend {
-            backend: Arc::new(MemoryKnowledgeBackend::new()),
-            _guard: Box::new(()),
-        })
-    }
-
-    bridge_tests!(make);
-}
-
-mod file {
-    use super::*;
-    use dynreg_knowledge_store::{FileConfig, FileKnowledgeBackend, FsyncPolicy};
-
-    async fn make() -> Option<Backend> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = FileConfig::new(dir.path());
-        config.fsync = FsyncPolicy::Never;
-        let backend = FileKnowledgeBackend::open(config).await.expect("open");
-        Some(Backend {
-            backend: Arc::new(backend),
-            _guard: Box::new(dir),
-        })
-    }
-
-    bridge_tests!(make);
-}
-
-#[cfg(feature = "s3")]
-mod s3_in_memory_store {
-    use super::*;
-    use dynreg_knowledge_store::S3KnowledgeBackend;
-
-    async fn make() -> Option<Backend> {
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let backend = S3KnowledgeBackend::with_store(store, "mem", "knowledge/", 64);
-        Some(Backend {
-            backend: Arc::new(backend),
-            _guard: Box::new(()),
-        })
-    }
-
-    bridge_tests!(make);
-}
-
-#[cfg(feature = "s3")]
-mod s3_server {
-    use super::*;
-    use dynreg_knowledge_store::{S3Config, S3KnowledgeBackend};
-
-    fn server_config() -> Option<S3Config> {
-        dynreg_knowledge_store::conformance::s3_server_config()
-    }
-
-    async fn make() -> Option<Backend> {
-        let backend = S3KnowledgeBackend::connect(server_config()?)
-            .await
-            .expect("connect");
-        Some(Backend {
-            backend: Arc::new(backend),
-            _guard: Box::new(()),
-        })
-    }
-
-    bridge_tests!(make);
-}
+dynreg_knowledge_store::knowledge_backend_tests!(
+    subscribe_to_changes_cases,
+    state_write_events_reach_the_bus
+);
 
 /// A bus that refuses every publish and subscription, as a closed bus does.
 #[derive(Debug)]

@@ -8,7 +8,6 @@
 
 #![allow(clippy::print_stdout)] // the skip notices the test policy asks for
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
@@ -20,14 +19,7 @@ use dynreg_ingestion::{
     Chunk, ChunkingReport, IngestionError, Limits, Pipeline, PipelineEvent, PipelineOptions,
     SkipReason,
 };
-use dynreg_knowledge_store::{
-    KnowledgeBackend, KnowledgeBackendExt, MemoryKnowledgeBackend, Metadata, PutOptions,
-};
-
-struct Backend {
-    backend: Arc<dyn KnowledgeBackend>,
-    _guard: Box<dyn Any + Send + Sync>,
-}
+use dynreg_knowledge_store::{KnowledgeBackend, KnowledgeBackendExt, Metadata, PutOptions};
 
 async fn new_kb(b: &dyn KnowledgeBackend) -> String {
     let d = format!("kb{:08x}", rand::random::<u32>());
@@ -695,88 +687,19 @@ async fn only_paths(b: Arc<dyn KnowledgeBackend>) {
     assert_eq!(chunks[0].metadata()["source_path"], Value::from("b.md"));
 }
 
-macro_rules! pipeline_tests {
-    ($make:path) => {
-        pipeline_tests!(@cases $make;
-            every_type_and_its_gzip, patterns_and_excludes, config_discovery_and_errors,
-            errors_per_file_and_progress, same_stem_files_never_collide, no_separator_only_chunks,
-            json_loses_nothing, content_is_never_a_path, default_chunking_is_honoured, provenance,
-            hostile_inputs, limits_name_themselves, streams_in_batches, only_paths);
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(b) = $make().await {
-                    super::$case(b.backend.clone()).await;
-                    drop(b);
-                }
-            }
-        )*
-    };
-}
-
-mod memory {
-    use super::*;
-
-    async fn make() -> Option<Backend> {
-        Some(Backend {
-            backend: Arc::new(MemoryKnowledgeBackend::new()),
-            _guard: Box::new(()),
-        })
-    }
-
-    pipeline_tests!(make);
-}
-
-mod file {
-    use super::*;
-    use dynreg_knowledge_store::{FileConfig, FileKnowledgeBackend, FsyncPolicy};
-
-    async fn make() -> Option<Backend> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = FileConfig::new(dir.path());
-        config.fsync = FsyncPolicy::Never;
-        let backend = FileKnowledgeBackend::open(config).await.expect("open");
-        Some(Backend {
-            backend: Arc::new(backend),
-            _guard: Box::new(dir),
-        })
-    }
-
-    pipeline_tests!(make);
-}
-
-#[cfg(feature = "s3")]
-mod s3_in_memory_store {
-    use super::*;
-    use dynreg_knowledge_store::S3KnowledgeBackend;
-
-    async fn make() -> Option<Backend> {
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let backend = S3KnowledgeBackend::with_store(store, "mem", "knowledge/", 64);
-        Some(Backend {
-            backend: Arc::new(backend),
-            _guard: Box::new(()),
-        })
-    }
-
-    pipeline_tests!(make);
-}
-
-#[cfg(feature = "s3")]
-mod s3_server {
-    use super::*;
-    use dynreg_knowledge_store::S3KnowledgeBackend;
-
-    async fn make() -> Option<Backend> {
-        let config = dynreg_knowledge_store::conformance::s3_server_config()?;
-        let backend = S3KnowledgeBackend::connect(config).await.expect("connect");
-        Some(Backend {
-            backend: Arc::new(backend),
-            _guard: Box::new(()),
-        })
-    }
-
-    pipeline_tests!(make);
-}
+dynreg_knowledge_store::knowledge_backend_tests!(
+    every_type_and_its_gzip,
+    patterns_and_excludes,
+    config_discovery_and_errors,
+    errors_per_file_and_progress,
+    same_stem_files_never_collide,
+    no_separator_only_chunks,
+    json_loses_nothing,
+    content_is_never_a_path,
+    default_chunking_is_honoured,
+    provenance,
+    hostile_inputs,
+    limits_name_themselves,
+    streams_in_batches,
+    only_paths,
+);

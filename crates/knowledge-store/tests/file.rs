@@ -81,7 +81,10 @@ mod fsync_always {
 }
 
 /// A root written by the Python original, with what its API reported (see `fixtures/README.md`).
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dataknobs-file-kb");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/dataknobs-file-kb"
+);
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;

@@ -36,6 +36,7 @@
 //! live with the bus bridge in `dynreg-hot-reload`, whose `knowledge_bridge` tests run them
 //! against every backend.
 
+mod backends;
 mod changes;
 mod concurrency;
 mod files;
@@ -47,6 +48,7 @@ mod streaming;
 mod tenancy;
 mod tenant_writes;
 
+pub use backends::*;
 pub use changes::*;
 pub use concurrency::*;
 pub use files::*;
