@@ -338,6 +338,71 @@ impl fmt::Debug for S3Config {
     }
 }
 
+/// Options of the `http` registry (feature `http`): the original's keys plus retries.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The API base, e.g. `http://127.0.0.1:8080/api/v1` (required; a trailing `/` is
+    /// dropped).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub base_url: Option<String>,
+    /// A bearer token, sent as `Bearer <token>` on [`HttpConfig::auth_header`]. Never printed.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub auth_token: Option<String>,
+    /// The header carrying the token; default `Authorization`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub auth_header: String,
+    /// The deadline of one request, in seconds; default 30.
+    #[serde(deserialize_with = "lenient::f64")]
+    pub timeout: f64,
+    /// The deadline of establishing a connection, in seconds; default 5.
+    #[serde(deserialize_with = "lenient::f64")]
+    pub connect_timeout: f64,
+    /// Refuse writes locally, before any request; default false.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub read_only: bool,
+    /// Verify the server's TLS certificate and host name; default true.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub verify_ssl: bool,
+    /// Retries of an idempotent request (`GET`, `PUT`, `DELETE`) after a connection error or
+    /// a `502`/`503`/`504`, with jittered exponential back-off; default 3.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub retries: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            base_url: None,
+            auth_token: None,
+            auth_header: "Authorization".to_owned(),
+            timeout: 30.0,
+            connect_timeout: 5.0,
+            read_only: false,
+            verify_ssl: true,
+            retries: 3,
+        }
+    }
+}
+
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("base_url", &self.base_url)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("auth_header", &self.auth_header)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_only", &self.read_only)
+            .field("verify_ssl", &self.verify_ssl)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reading a struct from JSON
 // ---------------------------------------------------------------------------------------------
@@ -372,6 +437,10 @@ impl BackendOptions for FileConfig {
     const BACKEND: &'static str = "file";
 }
 
+impl BackendOptions for HttpConfig {
+    const BACKEND: &'static str = "http";
+}
+
 impl BackendOptions for S3Config {
     const BACKEND: &'static str = "s3";
     const ALIASES: &'static [(&'static str, &'static str)] = &[("endpoint", "endpoint_url")];
@@ -394,7 +463,8 @@ from_json!(
     SqliteConfig,
     PostgresConfig,
     FileConfig,
-    S3Config
+    S3Config,
+    HttpConfig
 );
 
 /// The keys a config was written with where they differ from the struct's own names, so that
@@ -663,6 +733,16 @@ mod lenient {
             },
             other => Err(D::Error::custom(format!("expected a boolean, got {other}"))),
         }
+    }
+
+    pub(super) fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let v = match Value::deserialize(d)? {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse().ok(),
+            other => return Err(D::Error::custom(format!("expected a number, got {other}"))),
+        };
+        v.filter(|v| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| D::Error::custom("expected a positive number of seconds"))
     }
 
     pub(super) fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {

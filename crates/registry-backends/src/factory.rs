@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::config::{MemoryConfig, build_from_json};
 
 /// Every kind the factory knows, whether or not its feature is compiled in.
-pub const SUPPORTED_KINDS: &str = "memory, sqlite, postgres (postgresql), file, s3";
+pub const SUPPORTED_KINDS: &str = "memory, sqlite, postgres (postgresql), file, s3, http";
 
 /// Builds and initializes a registry backend of `kind` (case-insensitive) from its JSON config,
 /// ready for use: server-backed kinds connect and every kind creates its schema (tables,
@@ -58,6 +58,12 @@ fn build(kind: &str, config: &Value) -> Result<Arc<dyn RegistryBackend>> {
             return Ok(Arc::new(crate::S3Backend::from_config(config)?));
             #[cfg(not(feature = "s3"))]
             return Err(feature_disabled(kind, "s3"));
+        }
+        "http" => {
+            #[cfg(feature = "http")]
+            return Ok(Arc::new(crate::HttpBackend::from_config(config)?));
+            #[cfg(not(feature = "http"))]
+            return Err(feature_disabled(kind, "http"));
         }
         _ => Err(RegistryError::UnknownBackend {
             kind: kind.to_owned(),

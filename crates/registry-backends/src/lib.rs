@@ -24,6 +24,7 @@
 //! | `postgres` | `postgres`, `postgresql` | [`PostgresBackend`]: sqlx pool, TLS through rustls |
 //! | `file` | `file` | [`FileBackend`]: a directory of JSON documents, multi-process safe |
 //! | `s3` | `s3` | [`S3Backend`]: object_store with ETag compare-and-swap |
+//! | `http` | `http` | [`HttpBackend`]: a registry served over HTTP (a dynreg server, or the original's reference server) |
 //!
 //! The `memory` kind is always available (`InMemoryBackend` from the core crate). Every
 //! backend passes the one conformance suite of `dynreg_registry_core::conformance`.
@@ -31,7 +32,7 @@
 //! ## Configuration
 //! Each kind reads its options into one typed struct of [`config`] ([`config::SqliteConfig`],
 //! [`config::PostgresConfig`], [`config::FileConfig`], [`config::S3Config`],
-//! [`config::MemoryConfig`]): unknown keys are errors that suggest the nearest valid key, and
+//! [`config::HttpConfig`], [`config::MemoryConfig`]): unknown keys are errors that suggest the nearest valid key, and
 //! numbers and booleans may be strings, as `${VAR}` substitution writes them. A backend is
 //! built from JSON with `from_config` or from its struct with `with_config`.
 
@@ -46,6 +47,8 @@ mod touch;
 mod doc_name;
 #[cfg(feature = "file")]
 mod file;
+#[cfg(feature = "http")]
+mod http;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "s3")]
@@ -59,6 +62,8 @@ pub use factory::{SUPPORTED_KINDS, create_registry_backend};
 
 #[cfg(feature = "file")]
 pub use file::FileBackend;
+#[cfg(feature = "http")]
+pub use http::{HttpBackend, HttpStatusError};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresBackend;
 #[cfg(feature = "s3")]

@@ -98,6 +98,16 @@ pub enum RegistryError {
         /// The refused operation.
         operation: &'static str,
     },
+    /// The backend (or the server behind it) does not offer this operation; nothing was done.
+    #[error("{backend} registry backend does not support {operation}: {reason}")]
+    Unsupported {
+        /// The backend kind.
+        backend: &'static str,
+        /// The operation asked for.
+        operation: &'static str,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// The storage (database, filesystem, object store, network) failed.
     #[error("{backend} registry {operation} failed{}: {source}", bot_id.as_ref().map(|b| format!(" for bot {b:?}")).unwrap_or_default())]
     Storage {

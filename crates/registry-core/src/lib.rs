@@ -65,6 +65,7 @@ mod memory;
 mod model;
 mod query;
 mod time;
+pub mod wire;
 mod write;
 
 #[cfg(feature = "conformance")]
