@@ -593,6 +593,16 @@ async fn feed(state: &AppState, since: u64, watch: bool, timeout: Option<Duratio
     Ok(resp)
 }
 
+/// No route: the original's `{"detail": "Not Found"}`.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+}
+
+/// A route without this method: the original's `{"detail": "Method Not Allowed"}`.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
 pub(crate) async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }

@@ -164,6 +164,8 @@ impl RegistryServer {
             )
         });
         routes
+            .fallback(api::not_found)
+            .method_not_allowed_fallback(api::method_not_allowed)
             .layer(axum::middleware::from_fn_with_state(
                 s.clone(),
                 api::require_token,
