@@ -8,6 +8,7 @@
 //! - `cargo xtask tidy`: repository hygiene checks (also run as a test).
 #![allow(clippy::print_stdout)]
 
+mod interop;
 mod services;
 mod tidy;
 
@@ -19,7 +20,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("dynreg-registry-core", &["conformance"]),
     (
         "dynreg-registry-backends",
-        &["sqlite", "postgres", "file", "s3"],
+        &["sqlite", "postgres", "file", "s3", "http"],
     ),
     ("dynreg-event-bus", &["postgres", "redis"]),
     ("dynreg-knowledge-store", &["file", "s3"]),
@@ -30,10 +31,11 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
         &["s3", "pgvector", "http", "conformance"],
     ),
     ("dynreg-resource-resolver", &[]),
+    ("dynreg-server", &[]),
     (
         "dynreg",
         &[
-            "sqlite", "postgres", "redis", "file", "s3", "pgvector", "http",
+            "sqlite", "postgres", "redis", "file", "s3", "pgvector", "http", "server",
         ],
     ),
 ];
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test-matrix") => test_matrix(),
         Some("bench") => bench(),
+        Some("interop") => interop::run(&workspace_root()),
         Some("tidy") => tidy::check(&workspace_root()).map_err(|problems| {
             for p in &problems {
                 println!("tidy: {p}");
@@ -50,7 +53,7 @@ fn main() -> ExitCode {
             format!("{} tidy problem(s)", problems.len())
         }),
         _ => {
-            println!("usage: cargo xtask <test-matrix | bench | tidy>");
+            println!("usage: cargo xtask <test-matrix | interop | bench | tidy>");
             Err("unknown command".into())
         }
     };

@@ -61,7 +61,9 @@
 //! - `redis`: the Redis pub/sub event bus.
 //! - `s3`: the S3 registry backend and the S3 knowledge store.
 //! - `pgvector`: the PostgreSQL + pgvector vector store of the RAG knowledge base.
-//! - `http`: embedding services over HTTP (OpenAI-compatible, Ollama).
+//! - `http`: HTTP clients — the `http` registry backend (a dynreg server, or the original's
+//!   reference server) and embedding services (OpenAI-compatible, Ollama).
+//! - `server`: the HTTP registry server, as [`server`].
 //! - `full`: all of the above.
 //!
 //! The in-memory registry, event bus and knowledge store are always built.
@@ -70,6 +72,12 @@
 pub mod registry {
     pub use dynreg_registry_backends::*;
     pub use dynreg_registry_core::*;
+}
+
+/// The HTTP registry server (feature `server`).
+#[cfg(feature = "server")]
+pub mod server {
+    pub use dynreg_server::*;
 }
 
 /// The event bus.

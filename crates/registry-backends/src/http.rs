@@ -29,7 +29,7 @@ use dynreg_registry_core::wire::{
 use dynreg_registry_core::{
     ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
     RegistryBackend, RegistryError, Result, Status, WriteCondition, WriteEffect, canonical_json,
-    validate_bot_id,
+    config_hash, validate_bot_id,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -187,17 +187,17 @@ impl HttpBackend {
     }
 
     /// Sends a request, retrying as the module docs say.
-    async fn send(
-        &self,
-        operation: &'static str,
-        bot_id: Option<&str>,
-        method: Method,
-        url: &str,
-        headers: HeaderMap,
-        body: Option<Vec<u8>>,
-        conditional: bool,
-        timeout: Option<Duration>,
-    ) -> Result<reqwest::Response> {
+    async fn send(&self, call: Call<'_>) -> Result<reqwest::Response> {
+        let Call {
+            operation,
+            bot_id,
+            method,
+            url,
+            headers,
+            body,
+            conditional,
+            timeout,
+        } = call;
         let client = self.client()?;
         let idempotent = matches!(method, Method::GET | Method::PUT | Method::DELETE);
         let mut attempt: u32 = 0;
@@ -318,7 +318,12 @@ impl HttpBackend {
         if m.get("status").is_none_or(Value::is_null) {
             m.insert("status".into(), json!("active"));
         }
-        Registration::from_json(&Value::Object(m)).map_err(|e| corrupt(e.to_string()))
+        let mut reg: Registration =
+            serde_json::from_value(Value::Object(m)).map_err(|e| corrupt(e.to_string()))?;
+        if reg.config_hash.is_empty() {
+            reg.config_hash = config_hash(&reg.config);
+        }
+        Ok(reg)
     }
 
     /// Whether the server has dynreg's extensions (asked once, with `GET /revision`).
@@ -330,16 +335,7 @@ impl HttpBackend {
         }
         let url = format!("{}/revision", self.base);
         let resp = self
-            .send(
-                "probe",
-                None,
-                Method::GET,
-                &url,
-                HeaderMap::new(),
-                None,
-                false,
-                None,
-            )
+            .send(Call::new("probe", None, Method::GET, &url))
             .await?;
         let known = match resp.status() {
             s if s.is_success() => resp.headers().contains_key(REVISION_HEADER),
@@ -379,16 +375,7 @@ impl HttpBackend {
         timeout: Option<Duration>,
     ) -> Result<ChangeFeed> {
         let resp = self
-            .send(
-                operation,
-                None,
-                Method::GET,
-                &url,
-                HeaderMap::new(),
-                None,
-                false,
-                timeout,
-            )
+            .send(Call::new(operation, None, Method::GET, &url).timeout(timeout))
             .await?;
         let status = resp.status();
         if !(status.is_success() || status == StatusCode::GONE) {
@@ -448,24 +435,40 @@ impl HttpBackend {
     /// `GET /configs` and its rows, parsed from a list, `{"items": [...]}` or
     /// `{"configs": [...]}`, and the `total` when the server sent one.
     async fn fetch_list(&self, url: &str) -> Result<(Vec<Registration>, Option<u64>)> {
-        let resp = self
-            .send(
-                "list",
-                None,
-                Method::GET,
-                url,
-                HeaderMap::new(),
-                None,
-                false,
-                None,
-            )
-            .await?;
+        let resp = self.send(Call::new("list", None, Method::GET, url)).await?;
         if !resp.status().is_success() {
             return Err(Self::status_error("list", None, &Method::GET, resp).await);
         }
         self.note_server(&resp);
         let path = resp.url().path().to_owned();
-        let body = Self::json_body("list", None, resp).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RegistryError::storage(KIND, "list", None, e.without_url()))?;
+        // The fast path: a dynreg server's page, read straight into registrations.
+        #[derive(serde::Deserialize)]
+        struct Page {
+            items: Vec<Registration>,
+            total: Option<u64>,
+        }
+        if let Ok(page) = serde_json::from_slice::<Page>(&bytes) {
+            let rows = page
+                .items
+                .into_iter()
+                .map(|mut r| {
+                    if r.config_hash.is_empty() {
+                        r.config_hash = config_hash(&r.config);
+                    }
+                    r
+                })
+                .collect();
+            return Ok((rows, page.total));
+        }
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Corrupt {
+            backend: KIND,
+            location: path.clone(),
+            reason: format!("the response to list is not JSON: {e}"),
+        })?;
         let (items, total) = match body {
             Value::Array(items) => (items, None),
             Value::Object(mut m) => {
@@ -495,6 +498,55 @@ impl HttpBackend {
             .map(|(i, v)| Self::parse_registration(&format!("{path} (item {i})"), v))
             .collect::<Result<Vec<_>>>()?;
         Ok((rows, total))
+    }
+}
+
+/// One request: what [`HttpBackend::send`] needs to send and retry it.
+struct Call<'a> {
+    operation: &'static str,
+    bot_id: Option<&'a str>,
+    method: Method,
+    url: &'a str,
+    headers: HeaderMap,
+    body: Option<Vec<u8>>,
+    /// A conditional write: retried only after a connection error.
+    conditional: bool,
+    /// A deadline other than the client's default.
+    timeout: Option<Duration>,
+}
+
+impl<'a> Call<'a> {
+    fn new(operation: &'static str, bot_id: Option<&'a str>, method: Method, url: &'a str) -> Self {
+        Call {
+            operation,
+            bot_id,
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            conditional: false,
+            timeout: None,
+        }
+    }
+
+    fn headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    fn conditional(mut self, conditional: bool) -> Self {
+        self.conditional = conditional;
+        self
+    }
+
+    fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -589,14 +641,10 @@ impl RegistryBackend for HttpBackend {
         let url = self.item_url(bot_id, "");
         let resp = self
             .send(
-                "register",
-                Some(bot_id),
-                Method::PUT,
-                &url,
-                headers,
-                Some(body),
-                conditional,
-                None,
+                Call::new("register", Some(bot_id), Method::PUT, &url)
+                    .headers(headers)
+                    .body(body)
+                    .conditional(conditional),
             )
             .await?;
         match resp.status() {
@@ -655,16 +703,7 @@ impl RegistryBackend for HttpBackend {
         validate_bot_id(bot_id)?;
         let url = self.item_url(bot_id, "/deactivate");
         let resp = self
-            .send(
-                "deactivate",
-                Some(bot_id),
-                Method::POST,
-                &url,
-                HeaderMap::new(),
-                None,
-                false,
-                None,
-            )
+            .send(Call::new("deactivate", Some(bot_id), Method::POST, &url))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(Deactivation::ABSENT),
@@ -692,16 +731,7 @@ impl RegistryBackend for HttpBackend {
         validate_bot_id(bot_id)?;
         let url = self.item_url(bot_id, "");
         let resp = self
-            .send(
-                "unregister",
-                Some(bot_id),
-                Method::DELETE,
-                &url,
-                HeaderMap::new(),
-                None,
-                false,
-                None,
-            )
+            .send(Call::new("unregister", Some(bot_id), Method::DELETE, &url))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(false),
@@ -752,16 +782,7 @@ impl RegistryBackend for HttpBackend {
     async fn current_revision(&self) -> Result<u64> {
         let url = format!("{}/revision", self.base);
         let resp = self
-            .send(
-                "current_revision",
-                None,
-                Method::GET,
-                &url,
-                HeaderMap::new(),
-                None,
-                false,
-                None,
-            )
+            .send(Call::new("current_revision", None, Method::GET, &url))
             .await?;
         if matches!(
             resp.status(),
@@ -803,16 +824,7 @@ impl RegistryBackend for HttpBackend {
         };
         let url = format!("{}/configs", self.base);
         let resp = self
-            .send(
-                "clear",
-                None,
-                Method::DELETE,
-                &url,
-                HeaderMap::new(),
-                None,
-                false,
-                None,
-            )
+            .send(Call::new("clear", None, Method::DELETE, &url))
             .await?;
         match resp.status() {
             StatusCode::METHOD_NOT_ALLOWED => {
@@ -851,16 +863,7 @@ impl HttpBackend {
         }
         let url = self.item_url(bot_id, "");
         let resp = self
-            .send(
-                operation,
-                Some(bot_id),
-                Method::GET,
-                &url,
-                headers,
-                None,
-                false,
-                None,
-            )
+            .send(Call::new(operation, Some(bot_id), Method::GET, &url).headers(headers))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),

@@ -554,7 +554,16 @@ pub(crate) async fn h_list(State(s): St, RawQuery(raw): RawQuery) -> ApiResult {
     } else {
         rows.len() as u64
     };
-    let mut resp = axum::Json(json!({"items": rows, "total": total})).into_response();
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        items: &'a [Arc<Registration>],
+        total: u64,
+    }
+    let mut resp = axum::Json(Page {
+        items: &rows,
+        total,
+    })
+    .into_response();
     resp.headers_mut()
         .insert(REVISION_HEADER, hv(&revision.to_string()));
     Ok(resp)

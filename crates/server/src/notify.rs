@@ -9,9 +9,10 @@ use dynreg_registry_core::{ChangeListener, ChangeNotice};
 use tokio::sync::watch;
 
 /// A handle that tells the server's watches the registry changed. The server announces its own
-/// writes; give [`ChangeNotifier::listener`] to a registry decorator (such as the hot-reload
-/// crate's `EventedRegistry`, which is fed by the event bus) so that writes made elsewhere wake
-/// watches at once too.
+/// writes; give [`ChangeNotifier::listener`] to the registry decorator that other writers in
+/// this process go through (the hot-reload crate's `EventedRegistry::add_listener`) so that
+/// their writes wake watches at once too. Writes made by other processes are seen by the
+/// watch's poll of the change feed.
 #[derive(Clone, Debug)]
 pub struct ChangeNotifier {
     inner: Arc<Inner>,

@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dynreg_registry_backends::{HttpBackend, HttpStatusError, create_registry_backend};
 use dynreg_registry_backends::config::HttpConfig;
+use dynreg_registry_backends::{HttpBackend, HttpStatusError, create_registry_backend};
 use dynreg_registry_core::{
     ListQuery, RegisterOptions, RegistryBackend, RegistryBackendExt, RegistryError, SortSpec,
     Status,
@@ -67,7 +67,9 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Fixture {
         let stub = Arc::new(Stub::default());
-        let app = axum::Router::new().fallback(record).with_state(stub.clone());
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(stub.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -75,11 +77,19 @@ impl Fixture {
     }
 
     fn reply(&self, status: u16, body: Value) {
-        self.stub.replies.lock().unwrap().push_back((status, vec![], body.to_string()));
+        self.stub
+            .replies
+            .lock()
+            .unwrap()
+            .push_back((status, vec![], body.to_string()));
     }
 
     fn reply_raw(&self, status: u16, headers: Vec<(&'static str, String)>, body: &str) {
-        self.stub.replies.lock().unwrap().push_back((status, headers, body.to_owned()));
+        self.stub
+            .replies
+            .lock()
+            .unwrap()
+            .push_back((status, headers, body.to_owned()));
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -88,7 +98,9 @@ impl Fixture {
 
     async fn client(&self, extra: Value) -> HttpBackend {
         let mut cfg = json!({"base_url": format!("{}/", self.base), "retries": 2});
-        cfg.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        cfg.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         let c = HttpBackend::from_config(&cfg).unwrap();
         c.initialize().await.unwrap();
         c
@@ -106,21 +118,36 @@ async fn config_defaults_and_the_factory() {
     let c = HttpBackend::from_config(&json!({"base_url": "http://127.0.0.1:9/api/v1/"})).unwrap();
     assert_eq!(c.base_url(), "http://127.0.0.1:9/api/v1");
     let d = HttpConfig::from_json(&json!({"base_url": "x"})).unwrap();
-    assert_eq!((d.timeout, d.read_only, d.verify_ssl, d.auth_header.as_str()), (30.0, false, true, "Authorization"));
-    let err = HttpBackend::from_config(&json!({})).unwrap_err().to_string();
-    assert!(err.contains("base_url") && err.contains("required"), "{err}");
-    let err = HttpBackend::from_config(&json!({"base_url": "ftp://h/x"})).unwrap_err().to_string();
+    assert_eq!(
+        (d.timeout, d.read_only, d.verify_ssl, d.auth_header.as_str()),
+        (30.0, false, true, "Authorization")
+    );
+    let err = HttpBackend::from_config(&json!({}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("base_url") && err.contains("required"),
+        "{err}"
+    );
+    let err = HttpBackend::from_config(&json!({"base_url": "ftp://h/x"}))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("http://"), "{err}");
-    let err = HttpBackend::from_config(&json!({"base_url": "http://h", "timout": 3})).unwrap_err().to_string();
+    let err = HttpBackend::from_config(&json!({"base_url": "http://h", "timout": 3}))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"timeout\""), "{err}");
     // The token never shows.
-    let cfg = HttpConfig::from_json(&json!({"base_url": "http://h", "auth_token": "s3cret-token"})).unwrap();
+    let cfg = HttpConfig::from_json(&json!({"base_url": "http://h", "auth_token": "s3cret-token"}))
+        .unwrap();
     assert!(!format!("{cfg:?}").contains("s3cret"));
     let c = HttpBackend::with_config(cfg).unwrap();
     assert!(!format!("{c:?}").contains("s3cret"));
     // Through the factory, initialized.
     let f = Fixture::new().await;
-    let b = create_registry_backend("HTTP", &json!({"base_url": f.base})).await.unwrap();
+    let b = create_registry_backend("HTTP", &json!({"base_url": f.base}))
+        .await
+        .unwrap();
     assert_eq!(b.kind(), "http");
     f.reply(404, json!({"detail": "Bot 'x' not found"}));
     assert!(b.get("x").await.unwrap().is_none());
@@ -130,17 +157,35 @@ async fn config_defaults_and_the_factory() {
 async fn not_initialized_and_read_only_refuse_before_any_request() {
     let f = Fixture::new().await;
     let c = HttpBackend::from_config(&json!({"base_url": f.base})).unwrap();
-    assert!(matches!(c.get("a").await, Err(RegistryError::NotInitialized { backend: "http" })));
+    assert!(matches!(
+        c.get("a").await,
+        Err(RegistryError::NotInitialized { backend: "http" })
+    ));
     let ro = f.client(json!({"read_only": true})).await;
-    assert!(matches!(ro.register("a", json!({})).await, Err(RegistryError::ReadOnly { .. })));
-    assert!(matches!(ro.unregister("a").await, Err(RegistryError::ReadOnly { .. })));
-    assert!(matches!(ro.deactivate("a").await, Err(RegistryError::ReadOnly { .. })));
-    assert!(matches!(ro.clear().await, Err(RegistryError::ReadOnly { .. })));
+    assert!(matches!(
+        ro.register("a", json!({})).await,
+        Err(RegistryError::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        ro.unregister("a").await,
+        Err(RegistryError::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        ro.deactivate("a").await,
+        Err(RegistryError::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        ro.clear().await,
+        Err(RegistryError::ReadOnly { .. })
+    ));
     assert!(f.seen().is_empty());
     f.reply(200, reg("a", "active", json!({})));
     assert_eq!(ro.peek_config("a").await.unwrap().unwrap()["id"], "a");
     let seen = f.seen();
-    assert_eq!((seen[0].method.as_str(), seen[0].query.clone()), ("GET", None));
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].query.clone()),
+        ("GET", None)
+    );
 }
 
 #[tokio::test]
@@ -159,17 +204,33 @@ async fn reads_parse_the_original_shapes() {
     // "id" instead of "bot_id", no config, no status.
     f.reply(200, json!({"id": "legacy"}));
     let r = c.get("legacy").await.unwrap().unwrap();
-    assert_eq!((r.bot_id.as_str(), r.is_active(), r.config.as_object().unwrap().len()), ("legacy", true, 0));
+    assert_eq!(
+        (
+            r.bot_id.as_str(),
+            r.is_active(),
+            r.config.as_object().unwrap().len()
+        ),
+        ("legacy", true, 0)
+    );
     f.reply(200, reg("i", "inactive", json!({})));
     assert!(!c.exists("i").await.unwrap());
     f.reply(200, reg("i", "inactive", json!({})));
-    assert!(c.get_config("i").await.unwrap().is_none(), "inactive configs are not served");
+    assert!(
+        c.get_config("i").await.unwrap().is_none(),
+        "inactive configs are not served"
+    );
     f.reply(404, json!({"detail": "x"}));
     assert!(!c.exists("gone").await.unwrap());
     // An unreadable timestamp is an error naming the path, not "now".
-    f.reply(200, json!({"bot_id": "t", "config": {}, "created_at": "yesterday"}));
+    f.reply(
+        200,
+        json!({"bot_id": "t", "config": {}, "created_at": "yesterday"}),
+    );
     let err = c.get("t").await.unwrap_err().to_string();
-    assert!(err.contains("/api/v1/configs/t") && err.contains("yesterday"), "{err}");
+    assert!(
+        err.contains("/api/v1/configs/t") && err.contains("yesterday"),
+        "{err}"
+    );
     // Any other error status carries status and body.
     f.reply_raw(500, vec![], "boom");
     match c.get("a").await.unwrap_err() {
@@ -184,16 +245,28 @@ async fn reads_parse_the_original_shapes() {
 #[tokio::test]
 async fn writes_are_one_request_each() {
     let f = Fixture::new().await;
-    let c = f.client(json!({"auth_token": "k", "auth_header": "X-API-Key"})).await;
+    let c = f
+        .client(json!({"auth_token": "k", "auth_header": "X-API-Key"}))
+        .await;
     f.reply(200, reg("n", "active", json!({"team": "x"})));
     let meta = json!({"team": "x"}).as_object().unwrap().clone();
-    c.register_with("n", std::sync::Arc::new(json!({"id": "n"})), RegisterOptions::default().metadata(meta))
-        .await
-        .unwrap();
+    c.register_with(
+        "n",
+        std::sync::Arc::new(json!({"id": "n"})),
+        RegisterOptions::default().metadata(meta),
+    )
+    .await
+    .unwrap();
     let seen = f.seen();
     assert_eq!(seen.len(), 1, "one PUT, no probing GET");
-    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("PUT", "/api/v1/configs/n"));
-    assert_eq!(seen[0].body, json!({"bot_id": "n", "config": {"id": "n"}, "status": "active", "metadata": {"team": "x"}}));
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("PUT", "/api/v1/configs/n")
+    );
+    assert_eq!(
+        seen[0].body,
+        json!({"bot_id": "n", "config": {"id": "n"}, "status": "active", "metadata": {"team": "x"}})
+    );
     assert_eq!(seen[0].headers["x-api-key"], "Bearer k");
     assert!(!seen[0].headers.contains_key("authorization"));
     f.reply_raw(204, vec![], "");
@@ -206,8 +279,15 @@ async fn writes_are_one_request_each() {
     assert!(!c.deactivate("n").await.unwrap());
     let seen = f.seen();
     assert_eq!(
-        seen.iter().map(|s| format!("{} {}", s.method, s.path)).collect::<Vec<_>>(),
-        ["DELETE /api/v1/configs/n", "DELETE /api/v1/configs/n", "POST /api/v1/configs/n/deactivate", "POST /api/v1/configs/n/deactivate"]
+        seen.iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect::<Vec<_>>(),
+        [
+            "DELETE /api/v1/configs/n",
+            "DELETE /api/v1/configs/n",
+            "POST /api/v1/configs/n/deactivate",
+            "POST /api/v1/configs/n/deactivate"
+        ]
     );
     // Ids are one encoded segment; `.` and `..` take the query form.
     for (id, path, query) in [
@@ -221,8 +301,14 @@ async fn writes_are_one_request_each() {
         assert_eq!(s.headers["dynreg-touch"], "false");
     }
     // Invalid ids never leave the process.
-    assert!(matches!(c.register("a\0b", json!({})).await, Err(RegistryError::InvalidId { .. })));
-    assert!(matches!(c.register("a", json!([1])).await, Err(RegistryError::InvalidRegistration { .. })));
+    assert!(matches!(
+        c.register("a\0b", json!({})).await,
+        Err(RegistryError::InvalidId { .. })
+    ));
+    assert!(matches!(
+        c.register("a", json!([1])).await,
+        Err(RegistryError::InvalidRegistration { .. })
+    ));
     assert!(f.seen().is_empty());
 }
 
@@ -231,9 +317,15 @@ async fn list_query_encoding_and_client_side_reapplication() {
     let f = Fixture::new().await;
     let c = f.client(json!({})).await;
     // No parameters: no query string at all; a bare list is accepted.
-    f.reply(200, json!([reg("b", "active", json!({})), reg("a", "active", json!({}))]));
+    f.reply(
+        200,
+        json!([reg("b", "active", json!({})), reg("a", "active", json!({}))]),
+    );
     let all = c.list(&ListQuery::default()).await.unwrap();
-    assert_eq!(all.iter().map(|r| r.bot_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        all.iter().map(|r| r.bot_id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert_eq!(f.seen()[0].query, None);
     // Every parameter, in the original's encoding.
     f.reply(200, json!({"items": [], "total": 0}));
@@ -249,8 +341,15 @@ async fn list_query_encoding_and_client_side_reapplication() {
     let pairs: Vec<(String, String)> = form_pairs(seen.query.as_deref().unwrap());
     assert_eq!(
         pairs,
-        [("filter_metadata", r#"{"a":"x y","z":1}"#), ("status", "active"), ("sort", "metadata.n:desc"), ("sort", "bot_id:asc"), ("limit", "5"), ("offset", "10")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        [
+            ("filter_metadata", r#"{"a":"x y","z":1}"#),
+            ("status", "active"),
+            ("sort", "metadata.n:desc"),
+            ("sort", "bot_id:asc"),
+            ("limit", "5"),
+            ("offset", "10")
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
     // A server that ignores filter, status and sort: the client applies them, but not the page.
     let rows = json!({"configs": [
@@ -260,8 +359,20 @@ async fn list_query_encoding_and_client_side_reapplication() {
         reg("d", "active", json!({"team": "x", "n": 4})),
     ]});
     f.reply(200, rows.clone());
-    let got = c.list(&ListQuery::with_status("active").filter("team", json!("x")).sort_by(SortSpec::desc("metadata.n")).limit(1)).await.unwrap();
-    assert_eq!(got.iter().map(|r| r.bot_id.as_str()).collect::<Vec<_>>(), ["d", "a"], "limit is the server's job");
+    let got = c
+        .list(
+            &ListQuery::with_status("active")
+                .filter("team", json!("x"))
+                .sort_by(SortSpec::desc("metadata.n"))
+                .limit(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.bot_id.as_str()).collect::<Vec<_>>(),
+        ["d", "a"],
+        "limit is the server's job"
+    );
     f.seen();
     // Counting: `limit=0` and the server's total, or the whole list from a server without one.
     f.reply(200, json!({"items": [], "total": 7}));
@@ -336,26 +447,48 @@ async fn what_needs_a_dynreg_server_is_refused_by_another() {
     // The original's server has no /revision: 404.
     f.reply(404, json!({"detail": "Not Found"}));
     let err = c
-        .register_with("x", std::sync::Arc::new(json!({})), RegisterOptions::default().if_revision(3))
+        .register_with(
+            "x",
+            std::sync::Arc::new(json!({})),
+            RegisterOptions::default().if_revision(3),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unsupported { .. }), "{err}");
     let seen = f.seen();
-    assert_eq!((seen.len(), seen[0].method.as_str(), seen[0].path.as_str()), (1, "GET", "/api/v1/revision"), "nothing written");
+    assert_eq!(
+        (seen.len(), seen[0].method.as_str(), seen[0].path.as_str()),
+        (1, "GET", "/api/v1/revision"),
+        "nothing written"
+    );
     // The change feed: the original answers ?since= with a plain list.
     f.reply(200, json!({"items": []}));
-    assert!(matches!(c.changes_since(0).await, Err(RegistryError::Unsupported { .. })));
+    assert!(matches!(
+        c.changes_since(0).await,
+        Err(RegistryError::Unsupported { .. })
+    ));
     assert_eq!(f.seen()[0].query.as_deref(), Some("since=0"));
     // Bulk delete refused with 405: one by one, as the original client does.
     f.reply(200, json!({"items": [], "total": 2}));
     f.reply(405, json!({"detail": "Method Not Allowed"}));
-    f.reply(200, json!({"items": [reg("a", "active", json!({})), reg("b", "inactive", json!({}))]}));
+    f.reply(
+        200,
+        json!({"items": [reg("a", "active", json!({})), reg("b", "inactive", json!({}))]}),
+    );
     f.reply_raw(204, vec![], "");
     f.reply_raw(204, vec![], "");
     assert_eq!(c.clear().await.unwrap(), 2);
     let seen = f.seen();
     assert_eq!(
-        seen.iter().map(|s| format!("{} {}", s.method, s.path)).collect::<Vec<_>>(),
-        ["GET /api/v1/configs", "DELETE /api/v1/configs", "GET /api/v1/configs", "DELETE /api/v1/configs/a", "DELETE /api/v1/configs/b"]
+        seen.iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect::<Vec<_>>(),
+        [
+            "GET /api/v1/configs",
+            "DELETE /api/v1/configs",
+            "GET /api/v1/configs",
+            "DELETE /api/v1/configs/a",
+            "DELETE /api/v1/configs/b"
+        ]
     );
 }
