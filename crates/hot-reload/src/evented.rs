@@ -213,6 +213,14 @@ impl<B: RegistryBackend + ?Sized> RegistryBackend for EventedRegistry<B> {
         Ok(done)
     }
 
+    async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()> {
+        self.inner.unregister_if(bot_id, revision).await?;
+        let revision = self.inner.current_revision().await?;
+        self.announce(ChangeNotice::new(ChangeKind::Deleted, bot_id, revision))
+            .await;
+        Ok(())
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
         self.inner.list(query).await
     }

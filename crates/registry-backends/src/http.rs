@@ -740,6 +740,36 @@ impl RegistryBackend for HttpBackend {
         }
     }
 
+    async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()> {
+        self.client()?;
+        self.writable("unregister")?;
+        validate_bot_id(bot_id)?;
+        self.unsupported("unregister", "conditional deletes")
+            .await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_MATCH, header_value(&etag(revision)));
+        let url = self.item_url(bot_id, "");
+        let resp = self
+            .send(
+                Call::new("unregister", Some(bot_id), Method::DELETE, &url)
+                    .headers(headers)
+                    .conditional(true),
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::PRECONDITION_FAILED | StatusCode::NOT_FOUND => {
+                let actual = self.peek(bot_id).await?.map(|r| r.revision);
+                Err(RegistryError::Conflict {
+                    bot_id: bot_id.to_owned(),
+                    expected: WriteCondition::Revision(revision),
+                    actual,
+                })
+            }
+            _ => Err(Self::status_error("unregister", Some(bot_id), &Method::DELETE, resp).await),
+        }
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
         query.validate()?;
         let (rows, _) = self.fetch_list(&self.list_url(query, false)).await?;

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use dynreg_registry_core::backend::{now, plan_register, validate_write};
 use dynreg_registry_core::{
     ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
-    RegistryBackend, RegistryError, Result, Status, validate_bot_id,
+    RegistryBackend, RegistryError, Result, Status, WriteCondition, validate_bot_id,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value};
@@ -451,6 +451,18 @@ impl RegistryBackend for SqliteBackend {
             let existed = self.delete(&tx, bot_id)?;
             commit(tx, Some(bot_id))?;
             Ok(existed)
+        })
+    }
+
+    async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()> {
+        validate_bot_id(bot_id)?;
+        self.with_conn(|conn| {
+            let tx = self.write_tx(conn, Some(bot_id))?;
+            let actual = self.select(&tx, bot_id)?.map(|r| r.revision);
+            WriteCondition::Revision(revision).check(bot_id, actual)?;
+            self.delete(&tx, bot_id)?;
+            commit(tx, Some(bot_id))?;
+            Ok(())
         })
     }
 

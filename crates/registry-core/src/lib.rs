@@ -31,7 +31,8 @@
 //!   Re-registering an identical config, status and metadata changes nothing and keeps the
 //!   revision.
 //! - **Conditional writes.** [`RegisterOptions::condition`] makes a register a create-only or
-//!   compare-and-swap write that fails with [`RegistryError::Conflict`].
+//!   compare-and-swap write that fails with [`RegistryError::Conflict`];
+//!   [`RegistryBackend::unregister_if`] is the compare-and-swap delete.
 //! - **Change feed.** [`RegistryBackend::changes_since`] returns the upserts and deletions
 //!   after a revision in revision order, or [`ChangeFeed::Expired`] when the caller must relist.
 //! - **Inactive is not servable.** [`RegistryBackend::get_config`] and
@@ -124,6 +125,12 @@ pub trait RegistryBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Hard delete. `false` if the id does not exist.
     async fn unregister(&self, bot_id: &str) -> Result<bool>;
+
+    /// Compare-and-swap hard delete: removes the registration only if it is at `revision`.
+    /// When it is at another revision, or absent, nothing is deleted and the error is
+    /// [`RegistryError::Conflict`] (with the revision found). One atomic step, so a
+    /// registration written after the caller read `revision` is never deleted.
+    async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()>;
 
     /// Lists registrations (see [`ListQuery`] for the semantics).
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>>;

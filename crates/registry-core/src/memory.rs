@@ -20,6 +20,7 @@ use crate::hash::config_hash;
 use crate::model::{Registration, Status};
 use crate::query::{ListQuery, matches_metadata};
 use crate::time::{now, now_micros};
+use crate::write::WriteCondition;
 use crate::write::{Deactivation, RegisterOptions, Registered};
 use crate::{RegistryBackend, validate_bot_id};
 
@@ -338,6 +339,16 @@ impl RegistryBackend for InMemoryBackend {
         validate_bot_id(bot_id)?;
         let retention = self.retention();
         Ok(self.write().delete(bot_id, retention))
+    }
+
+    async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()> {
+        validate_bot_id(bot_id)?;
+        let retention = self.retention();
+        let mut s = self.write();
+        let actual = s.rows.get(bot_id).map(|e| e.shared.revision);
+        WriteCondition::Revision(revision).check(bot_id, actual)?;
+        s.delete(bot_id, retention);
+        Ok(())
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {

@@ -265,11 +265,26 @@ async fn put_one(
 }
 
 async fn delete_one(state: &AppState, bot_id: &str, headers: &HeaderMap) -> ApiResult {
-    if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH) {
+    if headers.contains_key(header::IF_NONE_MATCH) {
         return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "conditional DELETE is not supported; deactivate with If-Match instead",
+            StatusCode::BAD_REQUEST,
+            "If-None-Match does not apply to DELETE",
         ));
+    }
+    if let Some(v) = headers.get(header::IF_MATCH) {
+        let text = v.to_str().unwrap_or("").trim();
+        if text != "*" {
+            let revision = parse_etag(text).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("If-Match must be '*' or one entity tag such as \"12\", got {text:?}"),
+                )
+            })?;
+            state.backend.unregister_if(bot_id, revision).await?;
+            state.notifier.notify();
+            return Ok(no_content(None, None));
+        }
+        // `*`: the registration must exist, which a plain delete answers with 404.
     }
     if state.backend.unregister(bot_id).await? {
         state.notifier.notify();

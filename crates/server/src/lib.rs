@@ -47,10 +47,9 @@
 //!   other than loopback unless [`ServerConfig::insecure`] is set.
 //! - **Revisions.** Responses about one registration carry `ETag: "<revision>"` and a
 //!   `dynreg-revision` header; writes add `dynreg-write-effect` (`created`, `updated`,
-//!   `unchanged`). `If-Match: "<revision>"` on `PUT`/`POST` and on deactivate makes the write a
-//!   compare-and-swap (`412` on a conflict); `If-None-Match: *` on `PUT`/`POST` makes it
-//!   create-only. A conditional `DELETE` is refused (`501`): the registry has no conditional
-//!   delete, and a check-then-delete could remove a newer registration.
+//!   `unchanged`). `If-Match: "<revision>"` on `PUT`/`POST`, `DELETE` and deactivate makes the
+//!   write a compare-and-swap (`412` on a conflict, nothing written); `If-None-Match: *` on
+//!   `PUT`/`POST` makes it create-only.
 //! - **Limits.** Bodies above [`ServerConfig::max_body_bytes`] get `413`; `limit` above
 //!   [`ServerConfig::max_limit`], negative numbers, bodies that are not JSON objects and
 //!   invalid ids get `422`.

@@ -672,14 +672,14 @@ async fn etags_and_conditional_writes() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert!(!b.peek("e").await.unwrap().unwrap().is_active());
-    // A conditional DELETE is refused rather than done as check-then-delete.
+    // A conditional DELETE: a stale tag deletes nothing.
     let r = c
         .delete(&url)
         .header("if-match", "\"1\"")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 501);
+    assert_eq!(r.status(), 412);
     assert!(b.peek("e").await.unwrap().is_some());
     // A GET touches; a GET with dynreg-touch: false does not.
     let before = b.peek("e").await.unwrap().unwrap().last_accessed_at;
@@ -692,6 +692,23 @@ async fn etags_and_conditional_writes() {
     assert_eq!(b.peek("e").await.unwrap().unwrap().last_accessed_at, before);
     c.get(&url).send().await.unwrap();
     assert!(b.peek("e").await.unwrap().unwrap().last_accessed_at > before);
+    // The current tag deletes; then the registration is absent, a conflict too.
+    let now = b.peek("e").await.unwrap().unwrap().revision;
+    let r = c
+        .delete(&url)
+        .header("if-match", format!("\"{now}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(b.peek("e").await.unwrap().is_none());
+    let r = c
+        .delete(&url)
+        .header("if-match", format!("\"{now}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412);
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use dynreg_registry_core::backend::{matches_metadata, now, plan_register, validate_write};
 use dynreg_registry_core::{
     Change, ChangeFeed, Deactivation, ListQuery, RegisterOptions, Registered, Registration,
-    RegistryBackend, RegistryError, Result, Status, validate_bot_id,
+    RegistryBackend, RegistryError, Result, Status, WriteCondition, validate_bot_id,
 };
 use serde_json::{Map, Value};
 
@@ -523,6 +523,20 @@ impl RegistryBackend for FileBackend {
             txn.delete(&bot_id)?;
             txn.finish()?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()> {
+        validate_bot_id(bot_id)?;
+        let bot_id = bot_id.to_owned();
+        self.blocking("unregister", move |inner| {
+            let mut txn = inner.begin()?;
+            let actual = read_doc(&inner.doc_path(&bot_id), &bot_id)?.map(|r| r.revision);
+            WriteCondition::Revision(revision).check(&bot_id, actual)?;
+            txn.delete(&bot_id)?;
+            txn.finish()?;
+            Ok(())
         })
         .await
     }

@@ -502,6 +502,21 @@ impl RegistryBackend for PostgresBackend {
             .map_err(db_err("unregister", Some(bot_id)))
     }
 
+    async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()> {
+        validate_bot_id(bot_id)?;
+        let outcome: Option<i64> = sqlx::query_scalar(q(&self.sql.unregister_if))
+            .bind(bot_id)
+            .bind(revision as i64)
+            .bind(self.tombstone_retention as i64)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("unregister", Some(bot_id)))?;
+        match outcome {
+            Some(0) => Ok(()),
+            actual => WriteCondition::Revision(revision).check(bot_id, actual.map(|r| r as u64)),
+        }
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
         self.list_rows(query).await.map(shared)
     }

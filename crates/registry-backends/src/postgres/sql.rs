@@ -40,6 +40,8 @@ pub(super) struct Sql {
     pub write: Arc<str>,
     pub write_batch: Arc<str>,
     pub unregister: Arc<str>,
+    /// `<t>_unregister_if(id, expected, retention)`.
+    pub unregister_if: Arc<str>,
     pub clear: Arc<str>,
     pub touch: Arc<str>,
     pub state: Arc<str>,
@@ -74,6 +76,7 @@ impl Sql {
                  ORDER BY b.n"
             )),
             unregister: s(format!("SELECT \"{t}_unregister\"($1, $2)")),
+            unregister_if: s(format!("SELECT \"{t}_unregister_if\"($1, $2, $3)")),
             clear: s(format!("SELECT \"{t}_clear\"($1)")),
             // Touches are advisory (`last_accessed_at` only), so they commit asynchronously:
             // no WAL flush to wait for, and the row locks they take are released sooner.
@@ -156,6 +159,7 @@ pub(super) fn schema(t: &str) -> Vec<String> {
         ),
         write_function(t),
         unregister_function(t),
+        unregister_if_function(t),
         clear_function(t),
     ]
 }
@@ -255,6 +259,40 @@ BEGIN
         {compact};
     END IF;
     RETURN true;
+END
+$fn$"#,
+        compact = compact_sql(t, "p_retention"),
+    )
+}
+
+/// `<t>_unregister_if(id, expected, tombstone_retention)`: as `<t>_unregister`, only when the row
+/// is at revision `expected`. Returns 0 when it deleted, the row's revision when it is at
+/// another, and NULL when there is no row (nothing deleted in either case).
+fn unregister_if_function(t: &str) -> String {
+    format!(
+        r#"CREATE OR REPLACE FUNCTION "{t}_unregister_if"(p_id text, p_expected bigint, p_retention bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    rev bigint;
+    cur bigint;
+BEGIN
+    SELECT s.revision INTO rev FROM "{t}_state" s WHERE s.id = 1 FOR UPDATE;
+    SELECT r.revision INTO cur FROM "{t}" r WHERE r.bot_id = p_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF cur <> p_expected THEN
+        RETURN cur;
+    END IF;
+    DELETE FROM "{t}" r WHERE r.bot_id = p_id;
+    rev := rev + 1;
+    UPDATE "{t}_state" s SET revision = rev WHERE s.id = 1;
+    INSERT INTO "{t}_tombstones" (revision, bot_id) VALUES (rev, p_id)
+    ON CONFLICT (bot_id) DO UPDATE SET revision = EXCLUDED.revision;
+    IF rev % 64 = 0 THEN
+        {compact};
+    END IF;
+    RETURN 0;
 END
 $fn$"#,
         compact = compact_sql(t, "p_retention"),

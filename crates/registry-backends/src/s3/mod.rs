@@ -324,9 +324,14 @@ impl Inner {
     }
 
     /// Removes `bot_id`; `false` if it does not exist.
-    async fn remove(&self, known: &mut u64, bot_id: &str) -> Result<bool> {
+    /// Deletes `bot_id` (only at `expected`, when given: else a conflict).
+    async fn remove(&self, known: &mut u64, bot_id: &str, expected: Option<u64>) -> Result<bool> {
         loop {
             let (latest, current, snapshot) = self.begin(known, bot_id).await?;
+            if let Some(expected) = expected {
+                WriteCondition::Revision(expected)
+                    .check(bot_id, current.as_ref().map(|r| r.revision))?;
+            }
             if current.is_none() {
                 return Ok(false);
             }
@@ -496,7 +501,17 @@ impl RegistryBackend for S3Backend {
         validate_bot_id(bot_id)?;
         let inner = self.inner()?;
         let mut known = inner.writer.lock().await;
-        inner.remove(&mut known, bot_id).await
+        inner.remove(&mut known, bot_id, None).await
+    }
+
+    async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()> {
+        validate_bot_id(bot_id)?;
+        let inner = self.inner()?;
+        let mut known = inner.writer.lock().await;
+        inner
+            .remove(&mut known, bot_id, Some(revision))
+            .await
+            .map(drop)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
@@ -592,7 +607,7 @@ impl RegistryBackend for S3Backend {
         ids.sort();
         let mut removed = 0;
         for id in &ids {
-            if inner.remove(&mut known, id).await? {
+            if inner.remove(&mut known, id, None).await? {
                 removed += 1;
             }
         }

@@ -331,3 +331,42 @@ pub async fn writes_report_what_they_did(h: &dyn Harness) {
         "exactly one of 20 racing creates created the id"
     );
 }
+
+/// `unregister_if` deletes only at the expected revision; otherwise (another revision, or
+/// absent) it is a conflict that deletes nothing, and the deletion is one change in the feed.
+pub async fn conditional_unregister(h: &dyn Harness) {
+    let b = fresh(h, "cond_unregister").await;
+    let r1 = b.register("bot", cfg(1)).await.unwrap();
+    let r2 = b.register("bot", cfg(2)).await.unwrap();
+    match b.unregister_if("bot", r1.revision).await.unwrap_err() {
+        RegistryError::Conflict {
+            bot_id,
+            expected,
+            actual,
+        } => {
+            assert_eq!(bot_id, "bot");
+            assert_eq!(expected, WriteCondition::Revision(r1.revision));
+            assert_eq!(actual, Some(r2.revision));
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert_eq!(b.peek("bot").await.unwrap().unwrap().revision, r2.revision);
+    assert_eq!(b.current_revision().await.unwrap(), r2.revision);
+    b.unregister_if("bot", r2.revision).await.unwrap();
+    assert!(b.peek("bot").await.unwrap().is_none());
+    let ChangeFeed::Changes { changes, .. } = b.changes_since(r2.revision).await.unwrap() else {
+        panic!("a recent cursor is never expired")
+    };
+    assert!(
+        matches!(&changes[..], [Change::Deleted { bot_id, .. }] if bot_id == "bot"),
+        "{changes:?}"
+    );
+    match b.unregister_if("bot", r2.revision).await.unwrap_err() {
+        RegistryError::Conflict { actual, .. } => assert_eq!(actual, None),
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert!(matches!(
+        b.unregister_if("nul\0byte", 1).await,
+        Err(RegistryError::InvalidId { .. })
+    ));
+}
