@@ -8,6 +8,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dynreg_cache::CachingRegistryManager;
@@ -31,6 +32,8 @@ use crate::wire::{REGISTRY_TOPIC, notice_to_event};
 /// cache in this process that is attached treats older entries as stale), then the bus. A bus
 /// publish failure does not fail the committed write: it is logged and counted
 /// ([`EventedRegistry::publish_failures`]); other replicas then converge by polling or resync.
+/// A bus that does not answer is given up on after the publish timeout
+/// ([`EventedRegistry::with_publish_timeout`]), so it cannot stall registry writes.
 pub struct EventedRegistry<B: RegistryBackend + ?Sized = dyn RegistryBackend> {
     inner: Arc<B>,
     bus: Option<Arc<dyn EventBus>>,
@@ -38,7 +41,12 @@ pub struct EventedRegistry<B: RegistryBackend + ?Sized = dyn RegistryBackend> {
     listeners: RwLock<Vec<Weak<dyn ChangeListener>>>,
     published: AtomicU64,
     publish_failures: AtomicU64,
+    publish_timeout: Duration,
 }
+
+/// How long a write waits for the bus to take its event before giving up on the event (the
+/// write itself is committed; other replicas converge by polling).
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<B: RegistryBackend + ?Sized> fmt::Debug for EventedRegistry<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,7 +68,16 @@ impl<B: RegistryBackend + ?Sized> EventedRegistry<B> {
             listeners: RwLock::new(Vec::new()),
             published: AtomicU64::new(0),
             publish_failures: AtomicU64::new(0),
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
         }
+    }
+
+    /// Waits at most `timeout` (default [`DEFAULT_PUBLISH_TIMEOUT`]) for the bus to take each
+    /// event, so a stuck bus delays a registry write by at most that much; an event that times
+    /// out is counted in [`EventedRegistry::publish_failures`] and logged.
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
     }
 
     /// Publishes on `topic` instead of [`REGISTRY_TOPIC`] (the hot-reload managers of every
@@ -115,14 +132,23 @@ impl<B: RegistryBackend + ?Sized> EventedRegistry<B> {
             l.on_change(&notice);
         }
         if let Some(bus) = &self.bus {
-            match bus
-                .publish(&self.topic, &notice_to_event(&notice, &self.topic))
-                .await
-            {
-                Ok(()) => {
+            let event = notice_to_event(&notice, &self.topic);
+            let publish = bus.publish(&self.topic, &event);
+            match tokio::time::timeout(self.publish_timeout, publish).await {
+                Ok(Ok(())) => {
                     self.published.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(error) => {
+                Err(_) => {
+                    self.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        topic = %self.topic,
+                        bot_id = ?notice.bot_id,
+                        revision = ?notice.revision,
+                        timeout_ms = self.publish_timeout.as_millis() as u64,
+                        "registry change committed but the bus did not take its event in time"
+                    );
+                }
+                Ok(Err(error)) => {
                     self.publish_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
                         topic = %self.topic,

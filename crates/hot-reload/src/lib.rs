@@ -55,7 +55,7 @@ mod poller;
 pub mod wire;
 
 pub use error::HotReloadError;
-pub use evented::EventedRegistry;
+pub use evented::{DEFAULT_PUBLISH_TIMEOUT, EventedRegistry};
 pub use knowledge::{
     ChangesSubscription, KnowledgeWatchError, also_publish_to, subscribe_to_changes,
 };

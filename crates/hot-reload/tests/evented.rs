@@ -160,3 +160,56 @@ async fn config_cache_carries_revision_and_hash_and_extracts_a_section() {
     );
     assert!(cfg.get("zzz").await.unwrap_err().is_not_found());
 }
+
+/// A bus that takes events and never answers.
+#[derive(Debug)]
+struct StuckBus(InMemoryEventBus);
+
+#[async_trait::async_trait]
+impl EventBus for StuckBus {
+    async fn publish(
+        &self,
+        _topic: &str,
+        _event: &dynreg_event_bus::Event,
+    ) -> Result<(), dynreg_event_bus::EventBusError> {
+        std::future::pending().await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+    ) -> Result<Subscription, dynreg_event_bus::EventBusError> {
+        self.0.subscribe(topic).await
+    }
+
+    async fn subscribe_pattern(
+        &self,
+        pattern: &str,
+    ) -> Result<Subscription, dynreg_event_bus::EventBusError> {
+        self.0.subscribe_pattern(pattern).await
+    }
+
+    async fn close(&self) -> Result<(), dynreg_event_bus::EventBusError> {
+        self.0.close().await
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_bus_delays_a_write_by_at_most_the_publish_timeout() {
+    let inner = Arc::new(InMemoryBackend::new());
+    let reg = EventedRegistry::new(
+        inner.clone(),
+        Some(Arc::new(StuckBus(InMemoryEventBus::new())) as Arc<dyn EventBus>),
+    )
+    .with_publish_timeout(Duration::from_millis(100));
+    // Without the timeout this write would never return.
+    let written = tokio::time::timeout(Duration::from_secs(30), reg.register("a", json!({"v": 1})))
+        .await
+        .expect("the write returned")
+        .unwrap();
+    assert_eq!(
+        inner.peek("a").await.unwrap().unwrap().revision,
+        written.revision
+    );
+    assert_eq!((reg.published(), reg.publish_failures()), (0, 1));
+}

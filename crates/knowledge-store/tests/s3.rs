@@ -481,3 +481,53 @@ mod versioned_server {
         tenant_view_default_and_real_counts, tenant_diff_falls_back_to_shared_lineage,
         tenant_conditional_writes, delete_kb_removes_tenant_state, tenant_namespace_disjoint);
 }
+
+/// With no keys and no region in the config, the standard AWS chain supplies them (here the
+/// `AWS_*` environment the test services set); the registry's key spellings are accepted and
+/// no secret shows in `Debug`.
+#[tokio::test]
+async fn credentials_and_region_come_from_the_aws_chain_when_unset() {
+    let cfg = S3Config::from_json(&serde_json::json!({
+        "bucket": "b", "access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cr3t-key",
+        "session_token": "t0ken-value", "endpoint": "http://127.0.0.1:9"
+    }))
+    .unwrap();
+    assert_eq!(cfg.aws_access_key_id.as_deref(), Some("AKIAEXAMPLE"));
+    assert_eq!(cfg.aws_session_token.as_deref(), Some("t0ken-value"));
+    assert_eq!(cfg.endpoint_url.as_deref(), Some("http://127.0.0.1:9"));
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("t0ken"),
+        "{shown}"
+    );
+    let (Ok(endpoint), Ok(_)) = (
+        std::env::var("DYNREG_TEST_S3_ENDPOINT"),
+        std::env::var("AWS_ACCESS_KEY_ID"),
+    ) else {
+        println!(
+            "skipped: s3 credential chain (DYNREG_TEST_S3_ENDPOINT or AWS_ACCESS_KEY_ID unset)"
+        );
+        return;
+    };
+    let bucket = std::env::var("DYNREG_TEST_S3_BUCKET").unwrap_or_else(|_| "dynreg-test".into());
+    let cfg = S3Config::from_json(&serde_json::json!({
+        "bucket": bucket, "endpoint_url": endpoint,
+        "prefix": format!("chain-{:016x}/knowledge", rand::random::<u64>()),
+    }))
+    .unwrap();
+    assert!(cfg.aws_access_key_id.is_none() && cfg.region.is_none());
+    let b = S3KnowledgeBackend::connect(cfg).await.unwrap();
+    b.create_kb("kb", Metadata::default()).await.unwrap();
+    b.put_file(
+        "kb",
+        "a.md",
+        Bytes::from_static(b"# a"),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &b.get_file("kb", "a.md").await.unwrap().unwrap()[..],
+        b"# a"
+    );
+}

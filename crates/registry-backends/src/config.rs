@@ -278,19 +278,38 @@ pub struct S3Config {
     /// The folder of this registry in the bucket; default `registry/`.
     #[serde(deserialize_with = "lenient::string")]
     pub prefix: String,
-    /// The region; default `us-east-1`.
-    #[serde(deserialize_with = "lenient::string")]
-    pub region: String,
+    /// The region (key `region`, or `region_name`); default `AWS_REGION` from the
+    /// environment, else `us-east-1`.
+    #[serde(alias = "region_name", deserialize_with = "lenient::opt_string")]
+    pub region: Option<String>,
     /// An S3-compatible endpoint, `http://` or `https://` (key `endpoint_url`, or
     /// `endpoint`); requests are then path-style.
     #[serde(alias = "endpoint", deserialize_with = "lenient::opt_string")]
     pub endpoint_url: Option<String>,
-    /// The access key id (default: the `AWS_*` environment).
-    #[serde(deserialize_with = "lenient::opt_string")]
+    /// The access key id (key `aws_access_key_id`, or `access_key_id`); default: the standard
+    /// AWS credential chain.
+    #[serde(
+        rename = "aws_access_key_id",
+        alias = "access_key_id",
+        deserialize_with = "lenient::opt_string"
+    )]
     pub access_key_id: Option<String>,
-    /// The secret access key (default: the `AWS_*` environment).
-    #[serde(deserialize_with = "lenient::opt_string")]
+    /// The secret access key (key `aws_secret_access_key`, or `secret_access_key`). Never
+    /// printed.
+    #[serde(
+        rename = "aws_secret_access_key",
+        alias = "secret_access_key",
+        deserialize_with = "lenient::opt_string"
+    )]
     pub secret_access_key: Option<String>,
+    /// A session token for temporary credentials (key `aws_session_token`, or
+    /// `session_token`). Never printed.
+    #[serde(
+        rename = "aws_session_token",
+        alias = "session_token",
+        deserialize_with = "lenient::opt_string"
+    )]
+    pub session_token: Option<String>,
     /// Whether plain HTTP is allowed; default true when the endpoint is `http://`.
     #[serde(deserialize_with = "lenient::opt_bool")]
     pub allow_http: Option<bool>,
@@ -308,10 +327,11 @@ impl Default for S3Config {
         S3Config {
             bucket: None,
             prefix: "registry/".to_owned(),
-            region: "us-east-1".to_owned(),
+            region: None,
             endpoint_url: None,
             access_key_id: None,
             secret_access_key: None,
+            session_token: None,
             allow_http: None,
             touch_resolution_ms: DEFAULT_TOUCH_RESOLUTION_MS,
             log_retention: DEFAULT_TOMBSTONE_RETENTION,
@@ -330,6 +350,10 @@ impl fmt::Debug for S3Config {
             .field(
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
             )
             .field("allow_http", &self.allow_http)
             .field("touch_resolution_ms", &self.touch_resolution_ms)
@@ -443,7 +467,13 @@ impl BackendOptions for HttpConfig {
 
 impl BackendOptions for S3Config {
     const BACKEND: &'static str = "s3";
-    const ALIASES: &'static [(&'static str, &'static str)] = &[("endpoint", "endpoint_url")];
+    const ALIASES: &'static [(&'static str, &'static str)] = &[
+        ("endpoint", "endpoint_url"),
+        ("region_name", "region"),
+        ("access_key_id", "aws_access_key_id"),
+        ("secret_access_key", "aws_secret_access_key"),
+        ("session_token", "aws_session_token"),
+    ];
 }
 
 macro_rules! from_json {

@@ -159,3 +159,35 @@ async fn a_corrupt_document_names_its_key() {
         "{err}"
     );
 }
+
+/// With no keys and no region in the config, the standard AWS chain supplies them (here the
+/// `AWS_*` environment the test services set); the knowledge store's `aws_*` key names work,
+/// and no secret shows in `Debug`.
+#[tokio::test]
+async fn credentials_and_region_come_from_the_aws_chain_when_unset() {
+    let cfg = dynreg_registry_backends::config::S3Config::from_json(&json!({
+        "bucket": "b", "aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": "s3cr3t-key",
+        "aws_session_token": "t0ken-value", "region_name": "eu-west-1"
+    }))
+    .unwrap();
+    assert_eq!(cfg.session_token.as_deref(), Some("t0ken-value"));
+    assert_eq!(cfg.region.as_deref(), Some("eu-west-1"));
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("t0ken"),
+        "{shown}"
+    );
+    let Some(h) = harness() else { return };
+    if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
+        println!("skipped: s3 credential chain (AWS_ACCESS_KEY_ID unset)");
+        return;
+    }
+    let b = S3Backend::from_config(&json!({
+        "bucket": h.bucket, "endpoint_url": h.endpoint,
+        "prefix": format!("chain_{:x}/", std::process::id()),
+    }))
+    .unwrap();
+    b.initialize().await.unwrap();
+    b.register("chain", json!({"v": 1})).await.unwrap();
+    assert_eq!(b.peek_config("chain").await.unwrap().unwrap()["v"], 1);
+}

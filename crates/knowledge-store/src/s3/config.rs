@@ -55,7 +55,7 @@ impl FromStr for ChangeDetectionMode {
 }
 
 /// Configuration of the S3 backend (the original's `from_config` keys).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct S3Config {
     /// Bucket name (required).
     pub bucket: String,
@@ -104,6 +104,10 @@ impl S3Config {
                 "aws_access_key_id",
                 "aws_secret_access_key",
                 "aws_session_token",
+                "access_key_id",
+                "secret_access_key",
+                "session_token",
+                "endpoint",
                 "snapshot_retention",
                 "change_detection_mode",
             ],
@@ -125,10 +129,12 @@ impl S3Config {
             cfg.prefix = p;
         }
         cfg.region = s("region").or_else(|| s("region_name"));
-        cfg.endpoint_url = s("endpoint_url");
-        cfg.aws_access_key_id = s("aws_access_key_id");
-        cfg.aws_secret_access_key = s("aws_secret_access_key");
-        cfg.aws_session_token = s("aws_session_token");
+        // One set of key names with the registry's S3 backend (the original's `aws_*` names);
+        // the registry's former spellings are accepted.
+        cfg.endpoint_url = s("endpoint_url").or_else(|| s("endpoint"));
+        cfg.aws_access_key_id = s("aws_access_key_id").or_else(|| s("access_key_id"));
+        cfg.aws_secret_access_key = s("aws_secret_access_key").or_else(|| s("secret_access_key"));
+        cfg.aws_session_token = s("aws_session_token").or_else(|| s("session_token"));
         if let Some(n) = v.get("snapshot_retention") {
             cfg.snapshot_retention =
                 n.as_u64()
@@ -187,5 +193,25 @@ mod tests {
                 .to_string(),
             "s3_versioning"
         );
+    }
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("aws_access_key_id", &self.aws_access_key_id)
+            .field(
+                "aws_secret_access_key",
+                &redacted(&self.aws_secret_access_key),
+            )
+            .field("aws_session_token", &redacted(&self.aws_session_token))
+            .field("snapshot_retention", &self.snapshot_retention)
+            .field("change_detection_mode", &self.change_detection_mode)
+            .finish()
     }
 }

@@ -104,9 +104,13 @@ fn is_not_found(e: &object_store::Error) -> bool {
 impl S3KnowledgeBackend {
     /// Connects to S3 (or an S3-compatible endpoint) and checks that the bucket answers.
     pub async fn connect(config: S3Config) -> Result<Self> {
-        let mut b = AmazonS3Builder::new()
-            .with_bucket_name(&config.bucket)
-            .with_region(config.region.clone().unwrap_or_else(|| "us-east-1".into()));
+        // The standard AWS chain: environment (`AWS_ACCESS_KEY_ID`, `AWS_SESSION_TOKEN`,
+        // `AWS_REGION`, ...), web identity (IRSA) and the ECS task role, unless the config
+        // names keys; the region defaults to `AWS_REGION`, else `us-east-1`.
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+        if let Some(region) = &config.region {
+            b = b.with_region(region);
+        }
         if let Some(ep) = &config.endpoint_url {
             b = b
                 .with_endpoint(ep)

@@ -106,9 +106,12 @@ impl S3Backend {
     /// Builds a backend from its JSON config, read as [`S3Config`]:
     /// - `bucket` (required);
     /// - `prefix` (default `registry/`): the folder of this registry in the bucket;
-    /// - `region` (default `us-east-1`);
+    /// - `region` (or `region_name`; default `AWS_REGION`, else `us-east-1`);
     /// - `endpoint_url` or `endpoint`: an S3-compatible endpoint (path-style requests);
-    /// - `access_key_id`, `secret_access_key` (default: the `AWS_*` environment);
+    /// - `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token` (the knowledge
+    ///   store's names; `access_key_id`, `secret_access_key` and `session_token` are accepted
+    ///   too); without them, the standard AWS credential chain: environment, web identity
+    ///   (IRSA), ECS task role;
     /// - `allow_http` (default true when the endpoint is `http://`);
     /// - `touch_resolution_ms` (default 1000): a touching `get` writes `last_accessed_at` only
     ///   when the stored value is at least this old;
@@ -128,9 +131,13 @@ impl S3Backend {
             .filter(|b| !b.is_empty())
             .ok_or_else(|| invalid(KIND, "bucket", "is required"))?;
         let keys = Keys::new(&config.prefix).map_err(|r| invalid(KIND, "prefix", r))?;
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(&bucket)
-            .with_region(config.region);
+        // The standard AWS chain: environment (`AWS_ACCESS_KEY_ID`, `AWS_SESSION_TOKEN`,
+        // `AWS_REGION`, ...), web identity (IRSA) and the ECS task role, unless the config
+        // names keys.
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+        if let Some(region) = config.region {
+            builder = builder.with_region(region);
+        }
         if let Some(endpoint) = &config.endpoint_url {
             if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
                 return Err(invalid(
@@ -149,6 +156,9 @@ impl S3Backend {
         }
         if let Some(s) = config.secret_access_key {
             builder = builder.with_secret_access_key(s);
+        }
+        if let Some(t) = config.session_token {
+            builder = builder.with_token(t);
         }
         if config.log_retention == 0 {
             return Err(invalid(KIND, "log_retention", "must be at least 1"));
