@@ -217,6 +217,29 @@ fn production_without_its_variables_names_the_first_missing_one() {
     );
 }
 
+/// Production's registry verifies TLS unless told otherwise: `ssl` resolves to true.
+#[test]
+fn production_registry_uses_verified_tls_by_default() {
+    let vars = VarMap::new()
+        .with("RDS_HOST", "db.example.invalid")
+        .with("RDS_DATABASE", "bots")
+        .with("ELASTICACHE_HOST", "cache.example.invalid")
+        .with("KNOWLEDGE_BUCKET", "kb")
+        .with("AWS_REGION", "eu-west-1");
+    let resolved = resolve("production", vars).unwrap();
+    let section = resolved
+        .section("bot.registry", dynreg::config::Component::Registry)
+        .unwrap()
+        .expect("a registry section");
+    let options = section.options_value();
+    assert_eq!(section.kind, "postgres");
+    assert!(
+        matches!(&options["ssl"], serde_json::Value::Bool(true))
+            || options["ssl"] == serde_json::json!("true"),
+        "{options}"
+    );
+}
+
 /// `host`, `port`, user and database of a `postgres://user@host:port/db` URL (127.0.0.1 only).
 #[cfg(all(feature = "postgres", feature = "redis", feature = "s3"))]
 fn split_url(url: &str) -> Option<(String, String, String, String)> {
@@ -252,6 +275,9 @@ fn production_vars() -> Option<VarMap> {
             .with("ELASTICACHE_HOST", redis_host)
             .with("ELASTICACHE_PORT", redis_port)
             .with("ELASTICACHE_SSL", "false")
+            // The local test server's certificate names localhost, not 127.0.0.1; verified
+            // TLS is tested by the registry's own TLS test.
+            .with("RDS_SSL", "false")
             .with("KNOWLEDGE_BUCKET", bucket)
             .with("AWS_REGION", "us-east-1")
             .with("S3_ENDPOINT_URL", s3)

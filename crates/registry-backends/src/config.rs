@@ -171,10 +171,19 @@ pub struct PostgresConfig {
     /// The password.
     #[serde(deserialize_with = "lenient::opt_string")]
     pub password: Option<String>,
-    /// `true`: require TLS; `false`: never; unset: the URL's `sslmode`, by default TLS when
-    /// the server offers it.
+    /// `true`: TLS with the server's certificate chain **and host name** verified
+    /// (libpq's `verify-full`); `false`: plaintext (the explicit opt-out). Unset: the URL's
+    /// `sslmode` (`require`, `verify-ca` and `verify-full` all mean verified TLS here, as on
+    /// the PostgreSQL event bus; `prefer`, `allow` and `disable` as in libpq); with no
+    /// `sslmode` either, verified TLS to any host that is not loopback, and TLS when offered
+    /// (unverified) to a loopback host.
     #[serde(deserialize_with = "lenient::opt_bool")]
     pub ssl: Option<bool>,
+    /// A PEM file of the CA certificates to trust (e.g. the RDS bundle), like libpq's
+    /// `sslrootcert`; an empty value is unset. Default: the file named by `SSL_CERT_FILE`,
+    /// else the Mozilla roots.
+    #[serde(deserialize_with = "lenient::opt_path")]
+    pub ca_file: Option<PathBuf>,
     /// The table (an identifier, see [`validate_identifier`]); default `registrations`.
     #[serde(deserialize_with = "lenient::string")]
     pub table: String,
@@ -210,6 +219,7 @@ impl Default for PostgresConfig {
             user: None,
             password: None,
             ssl: None,
+            ca_file: None,
             table: DEFAULT_TABLE.to_owned(),
             pool_size: 10,
             min_connections: 3,
@@ -232,6 +242,7 @@ impl fmt::Debug for PostgresConfig {
             .field("user", &self.user)
             .field("password", &redacted(&self.password))
             .field("ssl", &self.ssl)
+            .field("ca_file", &self.ca_file)
             .field("table", &self.table)
             .field("pool_size", &self.pool_size)
             .field("min_connections", &self.min_connections)

@@ -163,3 +163,120 @@ async fn a_killed_write_connection_costs_at_most_one_write() {
     assert!(failures <= 1);
     assert_eq!(b.peek("bot").await.unwrap().unwrap().config["v"], 5);
 }
+
+/// The test server's certificate file when the server has `ssl = on` and the file is a readable
+/// certificate for `localhost` (as Debian's snakeoil certificate is); else why not.
+async fn server_certificate(url: &str) -> Result<std::path::PathBuf, String> {
+    let b = PostgresBackend::from_config(&json!({"url": url, "table": "tls_probe"})).unwrap();
+    b.initialize().await.map_err(|e| e.to_string())?;
+    drop(b);
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let cert: String = sqlx::query_scalar("SHOW ssl_cert_file")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    if ssl != "on" {
+        return Err(format!("the server has ssl = {ssl}"));
+    }
+    let names_localhost = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in", &cert])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("DNS:localhost"));
+    if !names_localhost {
+        return Err(format!(
+            "{cert} is not a readable certificate for localhost"
+        ));
+    }
+    Ok(cert.into())
+}
+
+/// `ssl: true` verifies the chain and the host name: the right CA and name connect; another CA,
+/// or an address the certificate does not name, is refused with an error naming the server.
+#[tokio::test]
+async fn tls_verifies_the_chain_and_the_host_name() {
+    let Ok(url) = std::env::var("DYNREG_TEST_POSTGRES_URL") else {
+        println!("skipped: postgres TLS (DYNREG_TEST_POSTGRES_URL unset)");
+        return;
+    };
+    let cert = match server_certificate(&url).await {
+        Ok(c) => c,
+        Err(why) => {
+            println!("skipped: postgres TLS ({why})");
+            return;
+        }
+    };
+    let open = |extra: serde_json::Value| {
+        let mut c = json!({"url": url, "table": "tls_registry", "ssl": true});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        PostgresBackend::from_config(&c).unwrap()
+    };
+    // The certificate names localhost, and the server's own certificate is its CA.
+    let ok = open(json!({"host": "localhost", "ca_file": cert}));
+    ok.initialize().await.unwrap();
+    ok.register("tls-bot", json!({"v": 1})).await.unwrap();
+    assert!(ok.exists("tls-bot").await.unwrap());
+    ok.unregister("tls-bot").await.unwrap();
+    // Connected as 127.0.0.1, which the certificate does not name.
+    let err = open(json!({"ca_file": cert}))
+        .initialize()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("127.0.0.1:") && err.contains("TLS, verified"),
+        "{err}"
+    );
+    // Another CA.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=dynreg other CA",
+            "-keyout",
+        ])
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if made {
+        let err = open(json!({"host": "localhost", "ca_file": other}))
+            .initialize()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("localhost:") && err.to_lowercase().contains("certificate"),
+            "{err}"
+        );
+    } else {
+        println!("skipped: postgres TLS with another CA (openssl not runnable)");
+    }
+    // A ca_file that is not a certificate is refused up front, naming the key.
+    let err =
+        PostgresBackend::from_config(&json!({"url": url, "ssl": true, "ca_file": "/dev/null"}))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("ca_file") && err.contains("/dev/null"),
+        "{err}"
+    );
+}

@@ -59,6 +59,55 @@ pub struct PostgresBackend {
     touches: TouchBuffer,
     parsed: ParsedConfigs,
     tombstone_retention: u64,
+    /// What the pool connects with (kept for a first connection whose error is the real cause).
+    connect: PgConnectOptions,
+    /// `host:port (TLS mode)`, for errors; never the password.
+    endpoint: String,
+}
+
+/// The TLS mode of a connection (see [`PostgresConfig::ssl`]).
+fn ssl_mode(ssl: Option<bool>, url: Option<&str>, host: &str) -> PgSslMode {
+    match ssl {
+        Some(true) => return PgSslMode::VerifyFull,
+        Some(false) => return PgSslMode::Disable,
+        None => {}
+    }
+    let from_url = url.and_then(|u| {
+        let (_, query) = u.split_once('?')?;
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("sslmode="))
+            .map(str::to_ascii_lowercase)
+    });
+    match from_url.as_deref() {
+        Some("disable") => PgSslMode::Disable,
+        Some("allow") => PgSslMode::Allow,
+        Some("prefer") => PgSslMode::Prefer,
+        Some(_) => PgSslMode::VerifyFull,
+        None => {
+            let loopback = host.starts_with('/')
+                || host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                PgSslMode::Prefer
+            } else {
+                PgSslMode::VerifyFull
+            }
+        }
+    }
+}
+
+fn tls_name(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "plaintext",
+        PgSslMode::Allow | PgSslMode::Prefer => "TLS if offered, unverified",
+        PgSslMode::Require | PgSslMode::VerifyCa => "TLS, unverified host name",
+        PgSslMode::VerifyFull => "TLS, verified",
+    }
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -114,12 +163,35 @@ impl PostgresBackend {
             // fraction of a second of writes (never corrupts). Off by default.
             opts = opts.options([("synchronous_commit", "off")]);
         }
-        match config.ssl {
-            Some(true) => opts = opts.ssl_mode(PgSslMode::Require),
-            Some(false) => opts = opts.ssl_mode(PgSslMode::Disable),
-            // The URL's `sslmode`, else libpq's default: TLS when the server offers it.
-            None => {}
+        let mode = ssl_mode(config.ssl, config.url.as_deref(), opts.get_host());
+        opts = opts.ssl_mode(mode);
+        let ca_file = config
+            .ca_file
+            .filter(|p| !p.as_os_str().is_empty())
+            .or_else(|| std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from));
+        if let Some(ca) = ca_file.filter(|_| !matches!(mode, PgSslMode::Disable)) {
+            let pem = std::fs::read_to_string(&ca).map_err(|e| {
+                invalid(
+                    KIND,
+                    "ca_file",
+                    format!("cannot read {}: {e}", ca.display()),
+                )
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    KIND,
+                    "ca_file",
+                    format!("{} holds no PEM certificate", ca.display()),
+                ));
+            }
+            opts = opts.ssl_root_cert(ca);
         }
+        let endpoint = format!(
+            "{}:{} ({})",
+            opts.get_host(),
+            opts.get_port(),
+            tls_name(mode)
+        );
         let pool_size = config.pool_size.clamp(1, 1000) as u32;
         let min_connections = config.min_connections.min(u64::from(pool_size)) as u32;
         validate_identifier(&config.table).map_err(|reason| invalid(KIND, "table", reason))?;
@@ -130,7 +202,7 @@ impl PostgresBackend {
             // double the round trips of every read.
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(opts);
+            .connect_lazy_with(opts.clone());
         let table = config.table;
         let sql = Sql::new(&table);
         Ok(PostgresBackend {
@@ -146,6 +218,8 @@ impl PostgresBackend {
             touches: TouchBuffer::new(Duration::from_millis(config.touch_resolution_ms)),
             parsed: ParsedConfigs::new(),
             tombstone_retention: config.tombstone_retention,
+            connect: opts,
+            endpoint,
         })
     }
 
@@ -350,6 +424,30 @@ impl RegistryBackend for PostgresBackend {
 
     async fn initialize(&self) -> Result<()> {
         let t = &self.table;
+        // One connection first, outside the pool: its error is the real cause (refused, TLS,
+        // authentication), where the pool would only say that it timed out.
+        use sqlx::Connection;
+        let first = tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::PgConnection::connect_with(&self.connect),
+        )
+        .await;
+        let cause = match first {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                None
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer within 10 s".to_owned()),
+        };
+        if let Some(cause) = cause {
+            return Err(RegistryError::storage(
+                KIND,
+                "connect",
+                None,
+                format!("cannot connect to {}: {cause}", self.endpoint),
+            ));
+        }
         let mut tx = self.pool.begin().await.map_err(db_err("connect", None))?;
         // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; serialise them.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dynreg-registry-schema'))")
@@ -651,5 +749,53 @@ impl PostgresBackend {
         } else {
             query.apply(regs)
         }
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_verified_unless_local_or_opted_out() {
+        fn m(ssl: Option<bool>, url: Option<&str>, host: &str) -> &'static str {
+            tls_name(ssl_mode(ssl, url, host))
+        }
+        assert_eq!(
+            m(Some(true), None, "127.0.0.1"),
+            tls_name(PgSslMode::VerifyFull)
+        );
+        assert_eq!(
+            m(Some(false), Some("postgres://h/d?sslmode=require"), "h"),
+            tls_name(PgSslMode::Disable)
+        );
+        assert_eq!(
+            m(None, None, "db.example.com"),
+            tls_name(PgSslMode::VerifyFull)
+        );
+        assert_eq!(m(None, None, "10.0.0.5"), tls_name(PgSslMode::VerifyFull));
+        assert_eq!(m(None, None, "127.0.0.1"), tls_name(PgSslMode::Prefer));
+        assert_eq!(m(None, None, "localhost"), tls_name(PgSslMode::Prefer));
+        assert_eq!(m(None, None, "::1"), tls_name(PgSslMode::Prefer));
+        assert_eq!(
+            m(None, None, "/var/run/postgresql"),
+            tls_name(PgSslMode::Prefer)
+        );
+        for mode in ["require", "verify-ca", "verify-full", "REQUIRE"] {
+            let url = format!("postgres://h/d?x=1&sslmode={mode}");
+            assert_eq!(
+                m(None, Some(&url), "127.0.0.1"),
+                tls_name(PgSslMode::VerifyFull),
+                "{mode}"
+            );
+        }
+        assert_eq!(
+            m(None, Some("postgres://h/d?sslmode=disable"), "h"),
+            tls_name(PgSslMode::Disable)
+        );
+        assert_eq!(
+            m(None, Some("postgres://h/d?sslmode=prefer"), "h"),
+            tls_name(PgSslMode::Prefer)
+        );
     }
 }
