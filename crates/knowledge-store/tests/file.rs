@@ -747,3 +747,52 @@ async fn list_kbs_skips_unaddressable_folders_and_keeps_them() -> Result<()> {
     );
     Ok(())
 }
+
+/// A symbolic link planted inside `content/` (to a folder outside, or to a file outside) is
+/// never followed: reads, streams, writes and deletes through it are refused with an error
+/// naming the path, and nothing outside the knowledge base is read, written or removed.
+#[tokio::test]
+async fn links_planted_in_content_are_never_followed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let outside = tempfile::tempdir()?;
+    std::fs::write(outside.path().join("secret.txt"), b"top secret")?;
+    let b = FileKnowledgeBackend::open(config(dir.path())).await?;
+    b.create_kb("kb", Metadata::default()).await?;
+    put(&b, "kb", "docs/readme.md", b"# fine").await?;
+    let content = dir.path().join("kb/content");
+    std::os::unix::fs::symlink(outside.path(), content.join("evil"))?;
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), content.join("leak.txt"))?;
+    std::os::unix::fs::symlink(outside.path(), content.join("docs/deeper"))?;
+
+    for path in ["evil/secret.txt", "leak.txt", "docs/deeper/secret.txt"] {
+        let err = b.get_file("kb", path).await.expect_err(path).to_string();
+        assert!(err.contains("symbolic link"), "{path}: {err}");
+        assert!(b.stream_file("kb", path, 4).await.is_err(), "{path}");
+    }
+    for path in ["evil/planted.md", "docs/deeper/planted.md"] {
+        let err = b
+            .put_file("kb", path, Bytes::from_static(b"x"), PutOptions::default())
+            .await
+            .expect_err(path)
+            .to_string();
+        assert!(err.contains("symbolic link"), "{path}: {err}");
+    }
+    assert!(!outside.path().join("planted.md").exists());
+    for path in ["evil/secret.txt", "docs/deeper/secret.txt"] {
+        assert!(b.delete_file("kb", path).await.is_err() || !b.file_exists("kb", path).await?);
+    }
+    assert_eq!(
+        std::fs::read(outside.path().join("secret.txt"))?,
+        b"top secret",
+        "nothing outside was changed"
+    );
+    // The knowledge base still works.
+    put(&b, "kb", "docs/next.md", b"# next").await?;
+    assert_eq!(
+        &b.get_file("kb", "docs/readme.md")
+            .await?
+            .context("readme")?[..],
+        b"# fine"
+    );
+    Ok(())
+}

@@ -302,3 +302,32 @@ async fn two_processes_share_a_directory() {
     assert_eq!(current_revision, cur);
     assert_eq!(changes.len(), 91);
 }
+
+/// A registration document replaced by a symbolic link (to a file outside that even holds a
+/// valid document) is refused on every read, naming the path; nothing outside is read.
+#[tokio::test]
+async fn a_document_replaced_by_a_link_is_refused() {
+    let dir = fresh_dir("linked_doc");
+    let b = open_dir(&dir, json!({})).await;
+    b.register("victim", json!({"v": 1})).await.unwrap();
+    let doc = std::fs::read_dir(dir.join("bots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let forged = outside.path().join("forged.json");
+    let mut text: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    text["config"] = json!({"v": "forged"});
+    std::fs::write(&forged, serde_json::to_vec(&text).unwrap()).unwrap();
+    std::fs::remove_file(&doc).unwrap();
+    std::os::unix::fs::symlink(&forged, &doc).unwrap();
+    let err = b.peek("victim").await.unwrap_err().to_string();
+    assert!(
+        err.contains("symbolic link") && err.contains(&doc.display().to_string()),
+        "{err}"
+    );
+    let err = b.list_all().await.unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+}

@@ -506,32 +506,33 @@ impl Locked<'_> {
     }
 }
 
-/// Renames a temp file to its content location, creating parent folders.
-pub(crate) fn place(layout: &Layout, tmp: &Path, target: &Path) -> Result<()> {
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent).map_err(|e| layout.io(parent, e))?;
-    }
-    fs::rename(tmp, target).map_err(|e| layout.io(target, e))
+/// `target` relative to `content/` (content paths are always built below it).
+fn below_content<'a>(layout: &Layout, target: &'a Path) -> Result<&'a Path> {
+    target.strip_prefix(&layout.content).map_err(|_| {
+        layout.io(
+            target,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "outside the content folder",
+            ),
+        )
+    })
 }
 
-/// Deletes a content file and the folders it leaves empty (up to `content/`).
+/// Renames a temp file to its content location, creating parent folders — beneath `content/`,
+/// following no link (see [`super::beneath`]).
+pub(crate) fn place(layout: &Layout, tmp: &Path, target: &Path) -> Result<()> {
+    let rel = below_content(layout, target)?;
+    super::beneath::place(&layout.content, rel, tmp).map_err(|e| layout.io(target, e))
+}
+
+/// Deletes a content file and the folders it leaves empty (up to `content/`), following no
+/// link.
 pub(crate) fn remove_content(layout: &Layout, target: &Path) -> Result<()> {
-    match fs::remove_file(target) {
-        Ok(()) => {}
-        Err(e) if not_found(&e) => {}
-        Err(e) => return Err(layout.io(target, e)),
-    }
-    let mut dir = target.parent();
-    while let Some(d) = dir {
-        if d == layout.content || !d.starts_with(&layout.content) {
-            break;
-        }
-        if fs::remove_dir(d).is_err() {
-            break;
-        }
-        dir = d.parent();
-    }
-    Ok(())
+    let rel = below_content(layout, target)?;
+    super::beneath::remove(&layout.content, rel)
+        .map(drop)
+        .map_err(|e| layout.io(target, e))
 }
 
 /// Removes temp folders of backend instances that no longer hold their owner lock.
@@ -586,6 +587,9 @@ impl Locked<'_> {
                 if mine.get(path).is_none() {
                     mine.check_conflict(&layout.domain_id, path)?;
                 }
+                // A link planted below content/ refuses the put before it is journaled.
+                super::beneath::check(&layout.content, Path::new(path))
+                    .map_err(|e| layout.io(&layout.content_path(path), e))?;
                 mine.insert(s.file.clone());
                 Ok::<(), KnowledgeError>(())
             });

@@ -14,6 +14,7 @@
 //! [`FileKnowledgeBackend::compact`].
 
 mod atomic;
+mod beneath;
 mod journal;
 mod kb;
 mod layout;
@@ -519,16 +520,29 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         validate_domain_id(domain_id)?;
         validate_path(domain_id, path)?;
         let target = layout::content_path(&self.base, domain_id, path);
+        let root = self.base.join(domain_id).join("content");
         let io_err = |target: &Path, e| KnowledgeError::io(domain_id, target.display(), e);
         // A cached small file is read right here; see `read`.
-        match read::read_cached(&target) {
+        match read::read_cached(&root, Path::new(path)) {
             Ok(read::Cached::Bytes(b)) => return Ok(Some(Bytes::from(b))),
             Ok(read::Cached::Missing) => return Ok(None),
             Ok(read::Cached::WouldBlock) => {}
             Err(e) => return Err(io_err(&target, e)),
         }
-        let t2 = target.clone();
-        let read = blocking(domain_id, move || Ok(fs::read(&t2))).await?;
+        let rel = path.to_owned();
+        let read = blocking(domain_id, move || {
+            Ok(
+                beneath::open_read(&root, Path::new(&rel)).and_then(|mut f| {
+                    if f.metadata()?.is_dir() {
+                        return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+                    }
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut f, &mut buf)?;
+                    Ok(buf)
+                }),
+            )
+        })
+        .await?;
         match read {
             Ok(b) => Ok(Some(Bytes::from(b))),
             Err(e) if not_found(&e) => Ok(None),
@@ -546,7 +560,12 @@ impl KnowledgeBackend for FileKnowledgeBackend {
         validate_path(domain_id, path)?;
         let layout = Layout::new(&self.base, domain_id);
         let target = layout.content_path(path);
-        let file = match tokio::fs::File::open(&target).await {
+        let (root, rel) = (layout.content.clone(), path.to_owned());
+        let opened = blocking(domain_id, move || {
+            Ok(beneath::open_read(&root, Path::new(&rel)))
+        })
+        .await?;
+        let file = match opened.map(tokio::fs::File::from_std) {
             Ok(f) => f,
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(layout.io(&target, e)),

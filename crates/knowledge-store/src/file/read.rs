@@ -26,17 +26,13 @@ pub(crate) enum Cached {
 
 /// Reads `path` if that needs no disk access; see the module docs.
 #[cfg(target_os = "linux")]
-pub(crate) fn read_cached(path: &Path) -> io::Result<Cached> {
-    use rustix::fs::{CWD, FileType, Mode, OFlags, ResolveFlags, fstat, openat2};
+pub(crate) fn read_cached(root: &Path, rel: &Path) -> io::Result<Cached> {
+    use rustix::fs::{FileType, fstat};
     use rustix::io::{Errno, ReadWriteFlags, preadv2};
 
-    let fd = match openat2(
-        CWD,
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::CACHED,
-    ) {
+    // Beneath `root`, following no link (see `beneath`); a link found goes to the blocking
+    // path, which reports it.
+    let fd = match super::beneath::open_cached(root, rel) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(Cached::Missing),
         // EAGAIN (not cached), ENOSYS/EINVAL (kernel without openat2 or RESOLVE_CACHED), and
@@ -73,6 +69,6 @@ pub(crate) fn read_cached(path: &Path) -> io::Result<Cached> {
 
 /// Elsewhere every read goes to the blocking pool.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn read_cached(_path: &Path) -> io::Result<Cached> {
+pub(crate) fn read_cached(_root: &Path, _rel: &Path) -> io::Result<Cached> {
     Ok(Cached::WouldBlock)
 }

@@ -93,9 +93,47 @@ pub(crate) fn sync_dir(dir: &Path, bot_id: Option<&str>) -> Result<()> {
     }
 }
 
+/// Reads a registry file without following a symbolic link at `path` (a link planted in the
+/// registry's folder would otherwise make a read reach any file the process can read).
+pub(crate) fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    #[cfg(unix)]
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        let nofollow = rustix::fs::OFlags::NOFOLLOW.bits();
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(nofollow as i32)
+            .open(path)
+        {
+            Ok(f) => f,
+            // ELOOP: the final component is a link.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "a symbolic link in the registry folder is refused",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    #[cfg(not(unix))]
+    let mut file = {
+        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "a symbolic link in the registry folder is refused",
+            ));
+        }
+        File::open(path)?
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Reads the document at `path`, which must hold `bot_id`. `None` if there is none.
 pub(crate) fn read_doc(path: &Path, bot_id: &str) -> Result<Option<Registration>> {
-    let bytes = match fs::read(path) {
+    let bytes = match read_no_follow(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error("read", Some(bot_id), path, e)),

@@ -183,7 +183,7 @@ impl Inner {
                 continue;
             }
             let path = entry.path();
-            let bytes = match std::fs::read(&path) {
+            let bytes = match fsio::read_no_follow(&path) {
                 Ok(b) => b,
                 // Removed between listing and reading: it is gone, which is a valid state.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
