@@ -52,18 +52,54 @@ pub struct Document {
     pub value: Value,
 }
 
+/// The largest config file read (a config is kilobytes; this refuses `/dev/zero` and runaway
+/// files before they fill memory).
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The deepest nesting of mappings and lists a config may have; deeper text is refused by a
+/// linear pre-scan before the YAML parser sees it (which would spend seconds on 40,000 levels).
+pub const MAX_CONFIG_DEPTH: usize = 64;
+
 impl Document {
-    /// Reads and parses `path`.
+    /// Reads and parses `path`: a regular file of at most [`MAX_CONFIG_BYTES`].
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ResolveError::Io {
+        let io = |source: std::io::Error| ResolveError::Io {
             file: path.to_owned(),
             source,
-        })?;
+        };
+        let invalid = |msg: String| io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(invalid("not a regular file".to_owned()));
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1),
+            &mut text,
+        )
+        .map_err(io)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(invalid(format!(
+                "larger than the {} MiB limit of a config file",
+                MAX_CONFIG_BYTES / (1024 * 1024)
+            )));
+        }
         Self::parse(&text, Some(path.to_owned()))
     }
 
     /// Parses `text`; `file` is only used in locations.
     pub fn parse(text: &str, file: Option<PathBuf>) -> Result<Self> {
+        if let Some((line, column)) = too_deep(text, MAX_CONFIG_DEPTH) {
+            return Err(ResolveError::Yaml {
+                file,
+                line: Some(line),
+                column: Some(column),
+                message: format!(
+                    "mappings and lists nested deeper than {MAX_CONFIG_DEPTH} levels; refused before parsing"
+                ),
+            });
+        }
         let source = Source::new(file, text);
         let mut yaml: Yaml = serde_norway::from_str(text).map_err(|e| {
             let loc = e.location();
@@ -88,6 +124,55 @@ impl Document {
         })?;
         Ok(Document { source, value })
     }
+}
+
+/// Where (1-based line and column) `text` first nests deeper than `max`, counting flow
+/// brackets (`[`, `{`, outside quotes and comments) and, for block style, the indentation levels
+/// open plus the `- ` entries that start a line. Linear in the text; a cheap over-estimate is
+/// fine (a real config is a few levels deep).
+fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
+    let mut flow = 0usize;
+    let mut indents: Vec<usize> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        if flow == 0 && !body.is_empty() && !body.starts_with('#') {
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            let mut dashes = 0;
+            let mut rest = body;
+            while let Some(r) = rest.strip_prefix("- ") {
+                dashes += 1;
+                rest = r.trim_start_matches(' ');
+            }
+            if indents.len() + dashes > max {
+                return Some((n + 1, indent + 1));
+            }
+        }
+        let (mut quote, mut prev) = (None::<char>, ' ');
+        for (col, c) in body.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q && !(q == '"' && prev == '\\') => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') if matches!(prev, ' ' | '[' | '{' | ',' | ':') => {
+                    quote = Some(c)
+                }
+                (None, '#') if prev == ' ' || col == 0 => break,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    if flow + indents.len() > max {
+                        return Some((n + 1, indent + col + 1));
+                    }
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    None
 }
 
 fn to_json(y: &Yaml, path: &YamlPath) -> std::result::Result<Value, (YamlPath, String)> {
@@ -151,6 +236,56 @@ fn to_json(y: &Yaml, path: &YamlPath) -> std::result::Result<Value, (YamlPath, S
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn pathological_nesting_is_refused_before_parsing() {
+        // 40,000 levels of flow lists in 80 KB: the parser alone takes seconds on this.
+        let deep = format!("a: {}1{}\n", "[".repeat(40_000), "]".repeat(40_000));
+        let t = std::time::Instant::now();
+        let err = Document::parse(&deep, Some("deep.yaml".into())).unwrap_err();
+        let took = t.elapsed();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("deep.yaml:1:") && msg.contains("nested deeper than 64"),
+            "{msg}"
+        );
+        eprintln!("refused 40,000 levels in {took:?}");
+        // Deep block style: one level per indentation step, and `- - -` on one line.
+        let mut block = String::new();
+        for i in 0..80 {
+            block.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        let msg = Document::parse(&block, None).unwrap_err().to_string();
+        assert!(msg.contains("line 65:"), "{msg}");
+        let dashes = format!("x:\n  {}1\n", "- ".repeat(100));
+        assert!(Document::parse(&dashes, None).is_err());
+        // Brackets inside quotes and comments do not count; ordinary depth parses.
+        let fine = format!(
+            "a: \"{}\"\nb: '{}' # {}\nc: [[1, 2], {{x: [3]}}]\n",
+            "[".repeat(200),
+            "{".repeat(200),
+            "[".repeat(200)
+        );
+        let d = Document::parse(&fine, None).unwrap();
+        assert_eq!(d.value["c"], json!([[1, 2], {"x": [3]}]));
+    }
+
+    #[test]
+    fn oversized_and_special_files_are_refused_naming_the_file() {
+        let err = Document::read(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/dev/zero") && err.contains("not a regular file"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        let line = "k: v\n".repeat(1024 * 1024);
+        std::fs::write(&big, line).unwrap();
+        let err = Document::read(&big).unwrap_err().to_string();
+        assert!(err.contains("big.yaml") && err.contains("4 MiB"), "{err}");
+    }
 
     #[test]
     fn parses_and_applies_merge_keys() {
