@@ -15,8 +15,11 @@ const PINS: &[&str] = &[
     "aioboto3",
 ];
 
-/// The test targets that drive the original: `(package, test)`.
-const TESTS: &[(&str, &str)] = &[("dynreg-server", "interop_http")];
+/// The test targets that drive the original: `(package, features, test)`.
+const TESTS: &[(&str, &str, &str)] = &[
+    ("dynreg-server", "", "interop_http"),
+    ("dynreg-event-bus", "conformance,postgres,redis", "interop"),
+];
 
 fn python312() -> Option<PathBuf> {
     if let Ok(out) = Command::new("pyenv").arg("root").output() {
@@ -92,12 +95,19 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
         println!("{msg}");
         return Ok(());
     };
-    let env = [(
+    let services = crate::services::Services::find_or_start(root);
+    services.report();
+    let mut env = services.env.clone();
+    env.push((
         "DYNREG_INTEROP_PYTHON".to_owned(),
         python.display().to_string(),
-    )];
-    for (package, test) in TESTS {
-        crate::cargo(&["test", "-p", package, "--test", test], &env, &[])?;
+    ));
+    for (package, features, test) in TESTS {
+        let mut args = vec!["test", "-p", package, "--test", test];
+        if !features.is_empty() {
+            args.extend(["--features", features]);
+        }
+        crate::cargo(&args, &env, &[])?;
     }
     println!(
         "interop: ok ({} test target(s) against the Python original)",
