@@ -241,15 +241,12 @@ mod tests {
     fn pathological_nesting_is_refused_before_parsing() {
         // 40,000 levels of flow lists in 80 KB: the parser alone takes seconds on this.
         let deep = format!("a: {}1{}\n", "[".repeat(40_000), "]".repeat(40_000));
-        let t = std::time::Instant::now();
         let err = Document::parse(&deep, Some("deep.yaml".into())).unwrap_err();
-        let took = t.elapsed();
         let msg = err.to_string();
         assert!(
             msg.contains("deep.yaml:1:") && msg.contains("nested deeper than 64"),
             "{msg}"
         );
-        eprintln!("refused 40,000 levels in {took:?}");
         // Deep block style: one level per indentation step, and `- - -` on one line.
         let mut block = String::new();
         for i in 0..80 {

@@ -161,6 +161,26 @@ impl S3Config {
     }
 }
 
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("aws_access_key_id", &self.aws_access_key_id)
+            .field(
+                "aws_secret_access_key",
+                &redacted(&self.aws_secret_access_key),
+            )
+            .field("aws_session_token", &redacted(&self.aws_session_token))
+            .field("snapshot_retention", &self.snapshot_retention)
+            .field("change_detection_mode", &self.change_detection_mode)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,25 +213,5 @@ mod tests {
                 .to_string(),
             "s3_versioning"
         );
-    }
-}
-
-impl fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
-        f.debug_struct("S3Config")
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("region", &self.region)
-            .field("endpoint_url", &self.endpoint_url)
-            .field("aws_access_key_id", &self.aws_access_key_id)
-            .field(
-                "aws_secret_access_key",
-                &redacted(&self.aws_secret_access_key),
-            )
-            .field("aws_session_token", &redacted(&self.aws_session_token))
-            .field("snapshot_retention", &self.snapshot_retention)
-            .field("change_detection_mode", &self.change_detection_mode)
-            .finish()
     }
 }
