@@ -417,7 +417,9 @@ impl HttpBackend {
         if count_only {
             q.append_pair("limit", "0");
         } else {
-            if let Some(l) = query.limit {
+            // A limit no registry can reach means "all": it is not sent, so a server's cap on
+            // page sizes does not refuse it.
+            if let Some(l) = query.limit.filter(|&l| l <= u32::MAX as usize) {
                 q.append_pair("limit", &l.to_string());
             }
             if let Some(o) = query.offset {

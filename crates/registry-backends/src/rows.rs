@@ -196,3 +196,16 @@ impl ParsedConfigs {
         Ok(v)
     }
 }
+
+/// A revision, retention or page size as SQL's signed 64-bit integer. Values beyond
+/// `i64::MAX` (which no stored revision or row count can reach) are clamped rather than cast,
+/// so a huge cursor, limit or expected revision never wraps into a negative number: a cursor
+/// stays in the future, a limit stays "everything", a condition stays unmet.
+pub(crate) fn sql_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// [`sql_i64`] for a `usize` (limits and offsets).
+pub(crate) fn sql_count(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -27,7 +27,9 @@ use crate::config::{
     DEFAULT_TOMBSTONE_RETENTION, DEFAULT_TOUCH_RESOLUTION, SqliteConfig, build_from_json, invalid,
     validate_identifier,
 };
-use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros};
+use crate::rows::{
+    ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros, sql_count, sql_i64,
+};
 use crate::touch::TouchBuffer;
 
 const KIND: &str = "sqlite";
@@ -203,7 +205,7 @@ impl SqliteBackend {
                 micros(&reg.created_at),
                 micros(&reg.updated_at),
                 micros(&reg.last_accessed_at),
-                reg.revision as i64,
+                sql_i64(reg.revision),
                 reg.config_hash
             ])
         })
@@ -229,7 +231,7 @@ impl SqliteBackend {
         tx.prepare_cached(&format!(
             "INSERT OR REPLACE INTO \"{t}_tombstones\" (revision, bot_id) VALUES (?1, ?2)"
         ))
-        .and_then(|mut s| s.execute(params![rev as i64, bot_id]))
+        .and_then(|mut s| s.execute(params![sql_i64(rev), bot_id]))
         .map_err(db_err("delete", Some(bot_id)))?;
         if rev.is_multiple_of(64) {
             self.compact(tx)?;
@@ -245,7 +247,7 @@ impl SqliteBackend {
                 &format!(
                     "SELECT revision FROM \"{t}_tombstones\" ORDER BY revision DESC LIMIT 1 OFFSET ?1"
                 ),
-                [self.tombstone_retention as i64],
+                [sql_i64(self.tombstone_retention)],
                 |r| r.get(0),
             )
             .optional()
@@ -513,14 +515,14 @@ impl RegistryBackend for SqliteBackend {
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM \"{t}\" WHERE revision > ?1 ORDER BY revision"
                 ))
-                .and_then(|mut s| s.query_map([revision as i64], |r| self.row(r))?.collect())
+                .and_then(|mut s| s.query_map([sql_i64(revision)], |r| self.row(r))?.collect())
                 .map_err(db_err("read changes", None))?;
             let tombstones: Vec<(u64, String)> = tx
                 .prepare_cached(&format!(
                     "SELECT revision, bot_id FROM \"{t}_tombstones\" WHERE revision > ?1"
                 ))
                 .and_then(|mut s| {
-                    s.query_map([revision as i64], |r| {
+                    s.query_map([sql_i64(revision)], |r| {
                         Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
                     })?
                     .collect()
@@ -577,8 +579,8 @@ impl SqliteBackend {
             }
             let mut stmt = conn.prepare_cached(&sql).map_err(db_err("list", None))?;
             let status = query.status.as_ref().map(|s| s.as_str().to_owned());
-            let limit = query.limit.map_or(-1, |l| l as i64);
-            let offset = query.offset.unwrap_or(0) as i64;
+            let limit = query.limit.map_or(-1, sql_count);
+            let offset = sql_count(query.offset.unwrap_or(0));
             let location = self.location();
             let map = |r: &rusqlite::Row<'_>| self.row(r);
             let rows: Vec<StoredRow> = match (status, pushdown) {

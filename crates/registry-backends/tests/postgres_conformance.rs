@@ -74,7 +74,10 @@ async fn ssl_false_connects_and_ssl_true_refuses_an_unverified_server() {
     }))
     .unwrap();
     let err = b.initialize().await.unwrap_err().to_string();
-    assert!(err.contains("127.0.0.1:") && err.contains("TLS, verified"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:") && err.contains("TLS, verified"),
+        "{err}"
+    );
 }
 
 /// Group commit: a writer that stops waiting — whether it was running its write on its own

@@ -30,7 +30,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
 use crate::config::{PostgresConfig, build_from_json, invalid, validate_identifier};
-use crate::rows::{ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros};
+use crate::rows::{
+    ParsedConfigs, StoredRow, from_micros, json_text, merge_changes, micros, sql_count, sql_i64,
+};
 use crate::touch::TouchBuffer;
 
 mod batch;
@@ -307,7 +309,7 @@ impl PostgresBackend {
     async fn feed_in_one_statement(&self, revision: u64) -> Result<Option<ChangeFeed>> {
         let op = "read changes";
         let rows = sqlx::query(q(&self.sql.feed))
-            .bind(revision as i64)
+            .bind(sql_i64(revision))
             .bind(PAGE)
             .fetch_all(&self.pool)
             .await
@@ -493,7 +495,7 @@ impl RegistryBackend for PostgresBackend {
         let (cond, expected) = match options.condition {
             WriteCondition::Any => (condition::ANY, None),
             WriteCondition::MustNotExist => (condition::MUST_NOT_EXIST, None),
-            WriteCondition::Revision(r) => (condition::REVISION, Some(r as i64)),
+            WriteCondition::Revision(r) => (condition::REVISION, Some(sql_i64(r))),
         };
         // One round trip of `<table>_write` (see [`sql`]), shared with the writes queued at
         // the same time (see [`batch`]).
@@ -594,7 +596,7 @@ impl RegistryBackend for PostgresBackend {
         validate_bot_id(bot_id)?;
         sqlx::query_scalar(q(&self.sql.unregister))
             .bind(bot_id)
-            .bind(self.tombstone_retention as i64)
+            .bind(sql_i64(self.tombstone_retention))
             .fetch_one(&self.pool)
             .await
             .map_err(db_err("unregister", Some(bot_id)))
@@ -604,8 +606,8 @@ impl RegistryBackend for PostgresBackend {
         validate_bot_id(bot_id)?;
         let outcome: Option<i64> = sqlx::query_scalar(q(&self.sql.unregister_if))
             .bind(bot_id)
-            .bind(revision as i64)
-            .bind(self.tombstone_retention as i64)
+            .bind(sql_i64(revision))
+            .bind(sql_i64(self.tombstone_retention))
             .fetch_one(&self.pool)
             .await
             .map_err(db_err("unregister", Some(bot_id)))?;
@@ -650,7 +652,7 @@ impl RegistryBackend for PostgresBackend {
         // The counter and the tombstones after the cursor in one round trip.
         let head: Vec<(i64, i64, Option<i64>, Option<String>)> =
             sqlx::query_as(q(&self.sql.state_and_tombstones))
-                .bind(revision as i64)
+                .bind(sql_i64(revision))
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err("read changes", None))?;
@@ -674,7 +676,7 @@ impl RegistryBackend for PostgresBackend {
             });
         }
         let mut rows = Vec::new();
-        let mut after = revision as i64;
+        let mut after = sql_i64(revision);
         loop {
             let page = sqlx::query(q(&self.sql.rows_after))
                 .bind(after)
@@ -709,7 +711,7 @@ impl RegistryBackend for PostgresBackend {
 
     async fn clear(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(q(&self.sql.clear))
-            .bind(self.tombstone_retention as i64)
+            .bind(sql_i64(self.tombstone_retention))
             .fetch_one(&self.pool)
             .await
             .map_err(db_err("clear", None))?;
@@ -724,8 +726,8 @@ impl PostgresBackend {
         let pushdown = query.is_plain();
         let (limit, offset) = if pushdown {
             (
-                query.limit.map(|l| l as i64),
-                query.offset.unwrap_or(0) as i64,
+                query.limit.map(sql_count),
+                sql_count(query.offset.unwrap_or(0)),
             )
         } else {
             (None, 0)

@@ -113,7 +113,7 @@ macro_rules! registry_conformance_tests {
             special_character_ids_round_trip, hostile_ids_are_rejected_and_store_nothing,
             config_must_be_an_object, timestamps_are_utc_and_wire_round_trips,
             revisions_are_monotonic_and_skip_no_ops, changes_since_reports_upserts_and_tombstones,
-            changes_since_a_future_cursor_is_expired, conditional_writes_conflict, conditional_unregister,
+            changes_since_a_future_cursor_is_expired, conditional_writes_conflict, conditional_unregister, extreme_cursors_and_limits,
             stored_values_are_immutable, close_keeps_data,
             concurrent_registers_all_land, concurrent_read_write, no_lost_update_under_contention,
             touch_never_reverts_a_register, two_instances_share_storage_and_revisions,

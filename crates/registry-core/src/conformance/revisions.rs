@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::{Harness, cfg, fresh};
 use crate::{
-    Change, ChangeFeed, Deactivation, RegisterOptions, RegistryBackendExt, RegistryError, Status,
-    WriteCondition, WriteEffect,
+    Change, ChangeFeed, Deactivation, ListQuery, RegisterOptions, RegistryBackendExt,
+    RegistryError, Status, WriteCondition, WriteEffect,
 };
 
 /// Every committed write takes a new, higher revision; no-op writes and touches take none.
@@ -369,4 +369,72 @@ pub async fn conditional_unregister(h: &dyn Harness) {
         b.unregister_if("nul\0byte", 1).await,
         Err(RegistryError::InvalidId { .. })
     ));
+}
+
+/// Cursors, revisions and page sizes at the ends of their types never wrap around at a storage
+/// boundary: a cursor beyond any revision is expired, a condition on an impossible revision is a
+/// conflict, and huge limits and offsets mean "everything" and "nothing".
+pub async fn extreme_cursors_and_limits(h: &dyn Harness) {
+    let b = fresh(h, "extremes").await;
+    b.register("a", cfg(1)).await.unwrap();
+    b.register("b", cfg(2)).await.unwrap();
+    let current = b.current_revision().await.unwrap();
+    for cursor in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64] {
+        match b.changes_since(cursor).await.unwrap() {
+            ChangeFeed::Expired {
+                cursor: c,
+                current_revision,
+                ..
+            } => assert_eq!((c, current_revision), (cursor, current)),
+            other => panic!("cursor {cursor}: expected Expired, got {other:?}"),
+        }
+    }
+    for expected in [u64::MAX, i64::MAX as u64 + 1] {
+        let err = b
+            .register_with(
+                "a",
+                Arc::new(cfg(9)),
+                RegisterOptions::default().if_revision(expected),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_conflict(), "if_revision({expected}): {err}");
+        assert!(
+            b.unregister_if("a", expected)
+                .await
+                .unwrap_err()
+                .is_conflict()
+        );
+    }
+    assert_eq!(*b.peek_config("a").await.unwrap().unwrap(), cfg(1));
+    let all = |q: ListQuery| {
+        let b = b.clone();
+        async move {
+            b.list(&q)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.bot_id.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        all(ListQuery::default().limit(usize::MAX)).await,
+        ["a", "b"]
+    );
+    assert!(
+        all(ListQuery::default().offset(usize::MAX))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        all(ListQuery::default().offset(1).limit(usize::MAX)).await,
+        ["b"]
+    );
+    assert!(all(ListQuery::default().limit(0)).await.is_empty());
+    assert_eq!(
+        b.current_revision().await.unwrap(),
+        current,
+        "nothing was written"
+    );
 }
