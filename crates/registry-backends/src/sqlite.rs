@@ -43,7 +43,11 @@ pub struct SqliteBackend {
     parsed: ParsedConfigs,
     tombstone_retention: u64,
     synchronous: &'static str,
+    /// The connection every write goes through (and reads of an in-memory database).
     conn: Mutex<Option<Connection>>,
+    /// A second connection for reads: in WAL mode a reader never waits for a writer, so reads
+    /// never queue behind a long write (or its fsync) on the writer's lock.
+    reader: Mutex<Option<Connection>>,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -71,6 +75,7 @@ impl SqliteBackend {
             tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
             synchronous: "NORMAL",
             conn: Mutex::new(None),
+            reader: Mutex::new(None),
         }
     }
 
@@ -92,6 +97,7 @@ impl SqliteBackend {
             tombstone_retention: config.tombstone_retention,
             synchronous: config.synchronous.as_pragma(),
             conn: Mutex::new(None),
+            reader: Mutex::new(None),
         })
     }
 
@@ -118,12 +124,35 @@ impl SqliteBackend {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs a write on the writer connection, off the async worker: SQLite blocks (on its
+    /// write lock, on an fsync), so on a multi-thread runtime the worker hands its other tasks
+    /// to another thread first (`block_in_place`); a current-thread runtime has no other worker
+    /// to hand them to, so there it runs in place.
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut guard = self.lock();
-        let conn = guard
-            .as_mut()
-            .ok_or(RegistryError::NotInitialized { backend: KIND })?;
-        f(conn)
+        let run = || {
+            let mut guard = self.lock();
+            let conn = guard
+                .as_mut()
+                .ok_or(RegistryError::NotInitialized { backend: KIND })?;
+            f(conn)
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        }
+    }
+
+    /// Runs a read on the reader connection (the writer's, for an in-memory database). Reads
+    /// take microseconds and never wait for a writer in WAL mode, so they run in place.
+    fn with_reader<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut guard = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(conn) => f(conn),
+            None => {
+                drop(guard);
+                self.with_conn(f)
+            }
+        }
     }
 
     fn location(&self) -> String {
@@ -357,6 +386,27 @@ impl RegistryBackend for SqliteBackend {
                 RegistryError::storage(KIND, "create schema", None, format!("{}: {e}", self.path.display()))
             })?;
         *guard = Some(conn);
+        drop(guard);
+        let in_memory = self.path.as_os_str().is_empty() || self.path == Path::new(":memory:");
+        if !in_memory {
+            let reader = Connection::open(&self.path)
+                .and_then(|r| {
+                    r.busy_timeout(Duration::from_secs(10))?;
+                    r.pragma_update(None, "mmap_size", 256_i64 << 20)?;
+                    r.pragma_update(None, "cache_size", -32_768)?;
+                    r.pragma_update(None, "query_only", true)?;
+                    Ok(r)
+                })
+                .map_err(|e| {
+                    RegistryError::storage(
+                        KIND,
+                        "open",
+                        None,
+                        format!("{}: {e}", self.path.display()),
+                    )
+                })?;
+            *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
+        }
         Ok(())
     }
 
@@ -364,6 +414,11 @@ impl RegistryBackend for SqliteBackend {
         let pending = self.touches.drain();
         if !pending.is_empty() {
             self.with_conn(|conn| self.write_touches(conn, pending))?;
+        }
+        if let Some(reader) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            reader
+                .close()
+                .map_err(|(_, e)| RegistryError::storage(KIND, "close", None, e))?;
         }
         if let Some(conn) = self.lock().take() {
             conn.close()
@@ -402,25 +457,23 @@ impl RegistryBackend for SqliteBackend {
 
     async fn get(&self, bot_id: &str) -> Result<Option<Registration>> {
         validate_bot_id(bot_id)?;
-        self.with_conn(|conn| {
-            let Some(mut reg) = self.select(conn, bot_id)? else {
-                return Ok(None);
-            };
-            let t = now();
-            if let Some(batch) =
-                self.touches
-                    .touch(bot_id, micros(&reg.last_accessed_at), micros(&t))
-            {
-                self.write_touches(conn, batch)?;
-            }
-            reg.last_accessed_at = t;
-            Ok(Some(reg))
-        })
+        let Some(mut reg) = self.with_reader(|conn| self.select(conn, bot_id))? else {
+            return Ok(None);
+        };
+        let t = now();
+        if let Some(batch) = self
+            .touches
+            .touch(bot_id, micros(&reg.last_accessed_at), micros(&t))
+        {
+            self.with_conn(|conn| self.write_touches(conn, batch))?;
+        }
+        reg.last_accessed_at = t;
+        Ok(Some(reg))
     }
 
     async fn peek(&self, bot_id: &str) -> Result<Option<Registration>> {
         validate_bot_id(bot_id)?;
-        let mut reg = self.with_conn(|conn| self.select(conn, bot_id))?;
+        let mut reg = self.with_reader(|conn| self.select(conn, bot_id))?;
         if let (Some(r), Some(t)) = (reg.as_mut(), self.touches.pending(bot_id)) {
             r.last_accessed_at = r.last_accessed_at.max(from_micros(t));
         }
@@ -480,7 +533,7 @@ impl RegistryBackend for SqliteBackend {
         if let Some(query) = ListQuery::counting(status, filter_metadata) {
             return Ok(self.list(&query).await?.len() as u64);
         }
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let t = &self.table;
             let n: i64 = match status {
                 Some(s) => conn
@@ -496,7 +549,7 @@ impl RegistryBackend for SqliteBackend {
     }
 
     async fn changes_since(&self, revision: u64) -> Result<ChangeFeed> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             // One read transaction: rows, tombstones and the revision from one snapshot.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Deferred)
@@ -540,7 +593,7 @@ impl RegistryBackend for SqliteBackend {
     }
 
     async fn current_revision(&self) -> Result<u64> {
-        self.with_conn(|conn| Ok(self.state(conn)?.0))
+        self.with_reader(|conn| Ok(self.state(conn)?.0))
     }
 
     async fn clear(&self) -> Result<u64> {
@@ -566,7 +619,7 @@ impl SqliteBackend {
         query.validate()?;
         // Without a metadata filter or sort, the database pages by bot_id itself.
         let pushdown = query.is_plain();
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let t = &self.table;
             let mut sql = format!("SELECT {COLUMNS} FROM \"{t}\"");
             if query.status.is_some() {

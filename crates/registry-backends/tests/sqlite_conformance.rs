@@ -125,3 +125,65 @@ async fn corrupt_rows_name_the_database_table_and_bot() {
         "{err}"
     );
 }
+
+/// Writes waiting on SQLite (here: on a write lock another connection holds for 1.5 s) do not
+/// stall the other tasks of a 2-worker runtime, even with one waiting write per worker, and
+/// reads are answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_write_does_not_stall_other_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stall.sqlite3");
+    let b = Arc::new(SqliteBackend::new(&path));
+    b.initialize().await.unwrap();
+    b.register("seed", json!({"v": 0})).await.unwrap();
+    // Ticks every 10 ms on a worker for 1.2 s; a stalled runtime shows as a long gap.
+    let ticker = tokio::spawn(async {
+        let mut worst = Duration::ZERO;
+        let mut last = std::time::Instant::now();
+        for _ in 0..120 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            worst = worst.max(last.elapsed());
+            last = std::time::Instant::now();
+        }
+        worst
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let writers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|id| {
+            let b = b.clone();
+            tokio::spawn(async move { b.register(id, json!({"v": 1})).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A read on a worker is answered while the writes wait.
+    let read = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let got = b.peek("seed").await;
+            (t.elapsed(), got)
+        })
+    };
+    let (read_took, got) = read.await.unwrap();
+    assert!(got.unwrap().is_some());
+    let worst = ticker.await.unwrap();
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+    holder.join().unwrap();
+    assert!(
+        worst < Duration::from_millis(700) && read_took < Duration::from_millis(700),
+        "the runtime stalled for {worst:?} (a read took {read_took:?}) while two writes waited on SQLite"
+    );
+    assert_eq!(b.count_all().await.unwrap(), 3);
+}
