@@ -287,3 +287,24 @@ async fn tls_verifies_the_chain_and_the_host_name() {
         "{err}"
     );
 }
+
+/// An application's own pool can carry the registry.
+#[tokio::test]
+async fn a_registry_on_the_applications_own_pool() {
+    let Some(h) = harness() else { return };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&h.url)
+        .await
+        .unwrap();
+    let b = PostgresBackend::with_pool(pool.clone(), "t_own_pool").unwrap();
+    b.initialize().await.unwrap();
+    b.register("own", json!({"v": 1})).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t_own_pool WHERE bot_id = 'own'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    b.unregister("own").await.unwrap();
+    assert!(PostgresBackend::with_pool(pool, "bad; name").is_err());
+}

@@ -192,3 +192,20 @@ async fn credentials_and_region_come_from_the_aws_chain_when_unset() {
     b.register("chain", json!({"v": 1})).await.unwrap();
     assert_eq!(b.peek_config("chain").await.unwrap().unwrap()["v"], 1);
 }
+
+/// An application's own object store can carry the registry (here `object_store`'s in-memory
+/// store, which honours conditional PUTs).
+#[tokio::test]
+async fn a_registry_on_the_applications_own_store() {
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let b = S3Backend::from_store(store.clone(), "app-bucket", "apps/registry/").unwrap();
+    b.initialize().await.unwrap();
+    b.register("own", json!({"v": 1})).await.unwrap();
+    let other = S3Backend::from_store(store, "app-bucket", "apps/registry/").unwrap();
+    other.initialize().await.unwrap();
+    assert_eq!(other.peek_config("own").await.unwrap().unwrap()["v"], 1);
+    assert!(
+        S3Backend::from_store(Arc::new(object_store::memory::InMemory::new()), "b", "../x")
+            .is_err()
+    );
+}

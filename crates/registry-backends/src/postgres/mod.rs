@@ -225,6 +225,37 @@ impl PostgresBackend {
         })
     }
 
+    /// A backend on the application's own pool (its size, timeouts, TLS and credentials as the
+    /// application set them), in `table` (validated as an identifier), with the default touch
+    /// resolution and tombstone retention. Call `initialize` before use.
+    pub fn with_pool(pool: PgPool, table: &str) -> Result<Self> {
+        validate_identifier(table).map_err(|reason| invalid(KIND, "table", reason))?;
+        let opts = (*pool.connect_options()).clone();
+        let endpoint = format!(
+            "{}:{} ({})",
+            opts.get_host(),
+            opts.get_port(),
+            tls_name(opts.get_ssl_mode())
+        );
+        let sql = Sql::new(table);
+        Ok(PostgresBackend {
+            writes: Arc::new(Batcher::new(
+                pool.clone(),
+                sql.write.clone(),
+                sql.write_batch.clone(),
+            )),
+            pool,
+            sql,
+            location: format!("table {table}"),
+            table: table.to_owned(),
+            touches: TouchBuffer::new(crate::config::DEFAULT_TOUCH_RESOLUTION),
+            parsed: ParsedConfigs::new(),
+            tombstone_retention: crate::config::DEFAULT_TOMBSTONE_RETENTION,
+            connect: opts,
+            endpoint,
+        })
+    }
+
     fn location(&self) -> &str {
         &self.location
     }

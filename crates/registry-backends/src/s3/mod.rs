@@ -179,6 +179,21 @@ impl S3Backend {
         ))
     }
 
+    /// A backend on the application's own object store (any `ObjectStore` that honours
+    /// conditional PUTs: `If-None-Match: *` and `If-Match`), under `prefix` of `bucket` (the
+    /// bucket name is used in errors). Default touch resolution and log retention. Call
+    /// `initialize` before use.
+    pub fn from_store(store: Arc<dyn ObjectStore>, bucket: &str, prefix: &str) -> Result<Self> {
+        let keys = Keys::new(prefix).map_err(|r| invalid(KIND, "prefix", r))?;
+        Ok(Self::with_store(
+            store,
+            bucket.to_owned(),
+            keys,
+            crate::config::DEFAULT_TOUCH_RESOLUTION,
+            crate::config::DEFAULT_TOMBSTONE_RETENTION,
+        ))
+    }
+
     fn with_store(
         store: Arc<dyn ObjectStore>,
         bucket: String,
