@@ -422,8 +422,18 @@ impl Default for HttpConfig {
 
 impl fmt::Debug for HttpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the user info of the URL, which may hold a password.
+        let base_url = self.base_url.as_ref().map(|u| {
+            match u
+                .split_once("://")
+                .map(|(scheme, rest)| (scheme, rest.split_once('@')))
+            {
+                Some((scheme, Some((_, host)))) => format!("{scheme}://***@{host}"),
+                _ => u.clone(),
+            }
+        });
         f.debug_struct("HttpConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &base_url)
             .field(
                 "auth_token",
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
@@ -561,7 +571,15 @@ fn parse<T: BackendOptions>(config: &Value) -> Result<(T, Spelling)> {
             return Err(invalid(
                 T::BACKEND,
                 "<root>",
-                format!("expected an object, got {other}"),
+                format!(
+                    "expected an object, got {}",
+                    match other {
+                        Value::Array(_) => "a list",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        _ => "a boolean",
+                    }
+                ),
             ));
         }
     };
@@ -727,7 +745,23 @@ mod lenient {
         match Value::deserialize(d)? {
             Value::String(s) => Ok(s),
             Value::Number(n) => Ok(n.to_string()),
-            other => Err(D::Error::custom(format!("expected a string, got {other}"))),
+            other => Err(D::Error::custom(format!(
+                "expected a string, got {}",
+                json_type(&other)
+            ))),
+        }
+    }
+
+    /// The JSON type of a value, for messages: a config value is never shown (it may be a
+    /// secret put under the wrong key).
+    fn json_type(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "a list",
+            Value::Object(_) => "an object",
         }
     }
 
@@ -746,13 +780,14 @@ mod lenient {
     pub(super) fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         match Value::deserialize(d)? {
             Value::Number(n) => n.as_u64().ok_or_else(|| {
-                D::Error::custom(format!("expected a non-negative integer, got {n}"))
+                D::Error::custom("expected a non-negative integer, got another number")
             }),
             Value::String(s) => s.trim().parse().map_err(|_| {
-                D::Error::custom(format!("expected a non-negative integer, got {s:?}"))
+                D::Error::custom("expected a non-negative integer, got a string that is not one")
             }),
             other => Err(D::Error::custom(format!(
-                "expected an integer, got {other}"
+                "expected an integer, got {}",
+                json_type(&other)
             ))),
         }
     }
@@ -761,7 +796,7 @@ mod lenient {
         let p = u64(d)?;
         u16::try_from(p)
             .map(Some)
-            .map_err(|_| D::Error::custom(format!("{p} is not a port")))
+            .map_err(|_| D::Error::custom("a port is at most 65535"))
     }
 
     pub(super) fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -770,9 +805,14 @@ mod lenient {
             Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => Ok(true),
                 "false" | "0" | "no" | "" => Ok(false),
-                _ => Err(D::Error::custom(format!("expected a boolean, got {s:?}"))),
+                _ => Err(D::Error::custom(
+                    "expected a boolean, got a string that is not one",
+                )),
             },
-            other => Err(D::Error::custom(format!("expected a boolean, got {other}"))),
+            other => Err(D::Error::custom(format!(
+                "expected a boolean, got {}",
+                json_type(&other)
+            ))),
         }
     }
 
@@ -780,7 +820,12 @@ mod lenient {
         let v = match Value::deserialize(d)? {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse().ok(),
-            other => return Err(D::Error::custom(format!("expected a number, got {other}"))),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "expected a number, got {}",
+                    json_type(&other)
+                )));
+            }
         };
         v.filter(|v| v.is_finite() && *v > 0.0)
             .ok_or_else(|| D::Error::custom("expected a positive number of seconds"))
@@ -901,13 +946,17 @@ mod tests {
         let (key, reason) =
             err_of::<FileConfig>(json!({"path": "/x", "touch_resolution_ms": "soon"}));
         assert_eq!(key, "touch_resolution_ms");
+        // The key is named; the value is not shown (it could be a secret under a wrong key).
         assert!(
-            reason.contains("non-negative integer") && reason.contains("soon"),
+            reason.contains("non-negative integer") && !reason.contains("soon"),
             "{reason}"
         );
         let (key, reason) = err_of::<PostgresConfig>(json!({"port": 70000}));
         assert_eq!(key, "port");
-        assert!(reason.contains("70000 is not a port"), "{reason}");
+        assert!(reason.contains("at most 65535"), "{reason}");
+        let (key, reason) = err_of::<PostgresConfig>(json!({"password": ["s3cr3t-pw"]}));
+        assert_eq!(key, "password");
+        assert!(!reason.contains("s3cr3t"), "{reason}");
         let (key, reason) = err_of::<PostgresConfig>(json!({"username": ["u"]}));
         assert_eq!(key, "username");
         assert!(reason.contains("expected a string"), "{reason}");

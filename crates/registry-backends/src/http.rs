@@ -78,7 +78,7 @@ pub struct HttpBackend {
 impl fmt::Debug for HttpBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpBackend")
-            .field("base_url", &self.base)
+            .field("base_url", &redacted_url(&self.base))
             .field("read_only", &self.config.read_only)
             .field(
                 "auth",
@@ -111,13 +111,17 @@ impl HttpBackend {
             .ok_or_else(|| invalid(KIND, "base_url", "required"))?
             .trim_end_matches('/')
             .to_owned();
+        // The value is not shown when it cannot be parsed (it could hold a password).
         let parsed = reqwest::Url::parse(&base)
-            .map_err(|e| invalid(KIND, "base_url", format!("{base:?} is not a URL: {e}")))?;
+            .map_err(|e| invalid(KIND, "base_url", format!("not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
             return Err(invalid(
                 KIND,
                 "base_url",
-                format!("{base:?} must be an http:// or https:// URL without a query"),
+                format!(
+                    "{:?} must be an http:// or https:// URL without a query",
+                    redacted_url(&base)
+                ),
             ));
         }
         HeaderName::from_bytes(config.auth_header.as_bytes()).map_err(|_| {
@@ -549,6 +553,22 @@ impl<'a> Call<'a> {
     fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
+    }
+}
+
+/// `url` without the password of its user info (`http://user:***@host/...`), for display.
+fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if !u.username().is_empty() {
+                let _ = u.set_username("***");
+            }
+            u.to_string()
+        }
+        Err(_) => "<not a URL>".to_owned(),
     }
 }
 
