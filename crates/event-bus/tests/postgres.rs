@@ -212,3 +212,54 @@ async fn concurrent_publishes_all_succeed() {
     }
     bus.close().await.unwrap();
 }
+
+/// A burst of notifications faster than routing overflows the bounded forwarding queue: the
+/// overflow is dropped, every subscriber is told to resync (`Lagged`), and delivery goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_flood_is_bounded_and_resyncs() {
+    let Some(url) = url() else { return };
+    let mut config = fast_config(&url);
+    config.forward_capacity = 4;
+    config.connection.capacity = 100_000;
+    let bus = Arc::new(PostgresEventBus::connect(config).await.unwrap());
+    let topic = format!("{}:flood", unique_prefix("flood"));
+    let mut sub = bus.subscribe(&topic).await.unwrap();
+    let channel = bus.channel_for(&topic).unwrap();
+    // Distinct payloads (PostgreSQL folds identical notifications of one transaction into one).
+    let template = numbered(1);
+    let payload = template.to_json().replace(&template.event_id, "EVENT-ID");
+    // 5,000 notifications committed at once arrive as one burst.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    client
+        .execute(
+            "SELECT pg_notify($1, replace($2, 'EVENT-ID', 'flood-' || i)) FROM generate_series(1, 5000) i",
+            &[&channel, &payload],
+        )
+        .await
+        .unwrap();
+    let mut events = 0u64;
+    let mut missed = 0u64;
+    while events + missed < 5000 {
+        match tokio::time::timeout(std::time::Duration::from_secs(15), sub.next()).await {
+            Ok(Some(dynreg_event_bus::Delivery::Event { .. })) => events += 1,
+            Ok(Some(dynreg_event_bus::Delivery::Resync { reason })) => match reason {
+                dynreg_event_bus::ResyncReason::Lagged { missed: m } => missed += m,
+                other => panic!("unexpected resync {other:?}"),
+            },
+            other => panic!("after {events} events and {missed} missed: {other:?}"),
+        }
+    }
+    assert!(missed > 0, "the burst never overflowed a queue of 4");
+    assert_eq!(events + missed, 5000);
+    // Delivery goes on.
+    let after = numbered(2);
+    bus.publish(&topic, &after).await.unwrap();
+    let (_, e) = next_event(&mut sub, "after the flood").await;
+    assert_eq!(e, after);
+    drop(client);
+    driver.abort();
+    bus.close().await.unwrap();
+}

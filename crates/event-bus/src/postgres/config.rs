@@ -35,6 +35,10 @@ pub struct PostgresEventBusConfig {
     pub claim_table: String,
     /// How long claim rows are kept (default 300 s).
     pub claim_ttl: Duration,
+    /// Notifications buffered between the LISTEN connection and routing (default 16,384).
+    /// Beyond it, notifications are dropped and every subscriber is told to resync (`Lagged`):
+    /// a flood of publishers cannot grow this process's memory without bound.
+    pub forward_capacity: usize,
     /// The options every server bus shares: queue capacity, reconnect back-off, probe cadence
     /// (of the LISTEN connection), connect timeout and TLS (`ssl` is also on when the URL says
     /// `sslmode=require`, `verify-ca` or `verify-full`).
@@ -76,6 +80,7 @@ impl PostgresEventBusConfig {
             oversize: OversizePolicy::ClaimCheck,
             claim_table: "dynreg_event_claims".into(),
             claim_ttl: Duration::from_secs(300),
+            forward_capacity: super::listener::FORWARD_CAPACITY,
             connection: ConnectionOptions::default(),
         }
     }

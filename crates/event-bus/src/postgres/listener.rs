@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -18,12 +19,21 @@ use super::{CLAIM_PREFIX, split_pattern_payload};
 use crate::event::Event;
 use crate::router::{Interest, Router};
 use crate::subscription::ResyncReason;
+
+/// Notifications waiting between the connection and the routing task. Invariant: the queue a
+/// remote publisher can fill is bounded; when routing falls this far behind, further
+/// notifications are dropped and counted (the socket keeps being read, so the connection's own
+/// queries — claim-check fetches, probes — still get their answers), and every subscriber is
+/// told to resync (`Lagged`) before the next notification is routed.
+pub(super) const FORWARD_CAPACITY: usize = 16_384;
 use crate::supervisor::Link;
 
 /// A live LISTEN connection.
 pub(super) struct Established {
     client: Client,
-    notifications: mpsc::UnboundedReceiver<Notification>,
+    notifications: mpsc::Receiver<Notification>,
+    /// Notifications dropped because the queue was full (since the last resync).
+    dropped: Arc<AtomicU64>,
     forwarder: JoinHandle<()>,
 }
 
@@ -31,18 +41,23 @@ pub(super) struct Established {
 pub(super) async fn open(
     config: &tokio_postgres::Config,
     tls: &MakeRustlsConnect,
+    capacity: usize,
 ) -> Result<Established, tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tls.clone()).await?;
-    let (tx, notifications) = mpsc::unbounded_channel();
+    let (tx, notifications) = mpsc::channel(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&dropped);
     let forwarder = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
-                Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n).is_err() {
-                        break;
+                Ok(AsyncMessage::Notification(n)) => match tx.try_send(n) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
-                }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                },
                 Ok(_) => {}
                 Err(error) => {
                     tracing::debug!(%error, "postgres LISTEN connection ended");
@@ -54,6 +69,7 @@ pub(super) async fn open(
     Ok(Established {
         client,
         notifications,
+        dropped,
         forwarder,
     })
 }
@@ -71,6 +87,8 @@ pub(super) struct ListenLink {
     /// channel → the topics of this bus that map to it (several only with the original formula).
     pub(super) routes: HashMap<String, HashSet<String>>,
     pub(super) patterns: usize,
+    /// The capacity of the forwarding queue ([`FORWARD_CAPACITY`] unless configured).
+    pub(super) forward_capacity: usize,
 }
 
 impl Link for ListenLink {
@@ -81,7 +99,7 @@ impl Link for ListenLink {
     const NAME: &'static str = "postgres event bus: LISTEN";
 
     async fn connect(&mut self) -> Result<Established, tokio_postgres::Error> {
-        open(&self.pg_config, &self.tls).await
+        open(&self.pg_config, &self.tls, self.forward_capacity).await
     }
 
     /// LISTENs on every recorded channel (and the pattern channel if a pattern is subscribed).
@@ -90,7 +108,16 @@ impl Link for ListenLink {
     }
 
     async fn recv(&mut self, conn: &mut Established) -> Option<Notification> {
-        conn.notifications.recv().await
+        let next = conn.notifications.recv().await;
+        let missed = conn.dropped.swap(0, Ordering::Relaxed);
+        if missed > 0 {
+            tracing::warn!(
+                missed,
+                "postgres event bus: notifications arrived faster than they could be routed; subscribers resync"
+            );
+            self.router.resync_all(ResyncReason::Lagged { missed });
+        }
+        next
     }
 
     async fn handle(
@@ -274,6 +301,7 @@ async fn close(established: Established) {
         client,
         notifications,
         forwarder,
+        ..
     } = established;
     drop(client);
     drop(notifications);

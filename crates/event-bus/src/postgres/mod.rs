@@ -121,13 +121,15 @@ impl PostgresEventBus {
             pattern_channel: pattern_channel(&prefix),
         };
         let first_publisher = publisher::open(&settings).await.map_err(connect_error)?;
-        let first_listener = match listener::open(&listen_config, &connector).await {
-            Ok(l) => l,
-            Err(e) => {
-                first_publisher.1.abort();
-                return Err(connect_error(e));
-            }
-        };
+        let forward_capacity = config.forward_capacity.max(1);
+        let first_listener =
+            match listener::open(&listen_config, &connector, forward_capacity).await {
+                Ok(l) => l,
+                Err(e) => {
+                    first_publisher.1.abort();
+                    return Err(connect_error(e));
+                }
+            };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
         let hook_tx = commands.clone();
@@ -155,6 +157,7 @@ impl PostgresEventBus {
             router: Arc::clone(&router),
             routes: HashMap::new(),
             patterns: 0,
+            forward_capacity,
         };
         let listen_settings =
             Settings::listener(&config.connection, &router, command_rx, shutdown_rx.clone());
