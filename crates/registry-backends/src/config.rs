@@ -46,6 +46,9 @@ const DEFAULT_TOUCH_RESOLUTION_MS: u64 = DEFAULT_TOUCH_RESOLUTION.as_millis() as
 /// The default table of the SQL backends.
 const DEFAULT_TABLE: &str = "registrations";
 
+/// The default deadline of a PostgreSQL registry operation, in milliseconds.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
 /// Checks a SQL identifier (table name): `[A-Za-z_][A-Za-z0-9_]*`, at most 48 bytes, so it can
 /// be interpolated into statements without any chance of injection.
 pub fn validate_identifier(name: &str) -> std::result::Result<(), String> {
@@ -207,6 +210,11 @@ pub struct PostgresConfig {
     /// throughput (commits return before the WAL is flushed; never corrupts).
     #[serde(deserialize_with = "lenient::bool")]
     pub synchronous_commit: bool,
+    /// The deadline of every operation, in milliseconds (default 30,000; 0: none): the
+    /// server's `statement_timeout`, and on the client the longest wait for an answer, so a
+    /// server that stops answering fails operations instead of hanging them.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for PostgresConfig {
@@ -226,6 +234,7 @@ impl Default for PostgresConfig {
             touch_resolution_ms: DEFAULT_TOUCH_RESOLUTION_MS,
             tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
             synchronous_commit: true,
+            statement_timeout_ms: DEFAULT_STATEMENT_TIMEOUT_MS,
         }
     }
 }
@@ -249,6 +258,7 @@ impl fmt::Debug for PostgresConfig {
             .field("touch_resolution_ms", &self.touch_resolution_ms)
             .field("tombstone_retention", &self.tombstone_retention)
             .field("synchronous_commit", &self.synchronous_commit)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
             .finish()
     }
 }

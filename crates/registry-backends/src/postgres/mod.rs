@@ -65,6 +65,8 @@ pub struct PostgresBackend {
     connect: PgConnectOptions,
     /// `host:port (TLS mode)`, for errors; never the password.
     endpoint: String,
+    /// The deadline of every operation (`None`: none).
+    op_timeout: Option<Duration>,
 }
 
 /// The TLS mode of a connection (see [`PostgresConfig::ssl`]).
@@ -160,6 +162,12 @@ impl PostgresBackend {
         if let Some(p) = &config.password {
             opts = opts.password(p);
         }
+        if config.statement_timeout_ms > 0 {
+            // The server cancels a statement that runs longer (the client-side deadline covers a
+            // server that does not answer at all).
+            let ms = config.statement_timeout_ms.to_string();
+            opts = opts.options([("statement_timeout", ms.as_str())]);
+        }
         if !config.synchronous_commit {
             // Commits return before the WAL is flushed: a server crash may lose the last
             // fraction of a second of writes (never corrupts). Off by default.
@@ -222,6 +230,8 @@ impl PostgresBackend {
             tombstone_retention: config.tombstone_retention,
             connect: opts,
             endpoint,
+            op_timeout: (config.statement_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.statement_timeout_ms)),
         })
     }
 
@@ -253,11 +263,40 @@ impl PostgresBackend {
             tombstone_retention: crate::config::DEFAULT_TOMBSTONE_RETENTION,
             connect: opts,
             endpoint,
+            op_timeout: Some(Duration::from_millis(
+                crate::config::DEFAULT_STATEMENT_TIMEOUT_MS,
+            )),
         })
     }
 
     fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Runs one operation with the backend's deadline: a server that stops answering (frozen,
+    /// half-open connection) fails the operation after `statement_timeout_ms` instead of
+    /// hanging it; the connection it was on is discarded by the pool.
+    async fn deadline<T>(
+        &self,
+        operation: &'static str,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(limit) = self.op_timeout else {
+            return op.await;
+        };
+        match tokio::time::timeout(limit, op).await {
+            Ok(r) => r,
+            Err(_) => Err(RegistryError::storage(
+                KIND,
+                operation,
+                None,
+                format!(
+                    "no answer from {} within {} ms (statement_timeout_ms)",
+                    self.endpoint,
+                    limit.as_millis()
+                ),
+            )),
+        }
     }
 
     /// The columns of a `COLUMNS` row, borrowing its text; a config whose hash was parsed
@@ -519,137 +558,161 @@ impl RegistryBackend for PostgresBackend {
         config: Arc<Value>,
         options: RegisterOptions,
     ) -> Result<Registered> {
-        validate_write(bot_id, &config, &options)?;
-        let t = now();
-        let hash = config_hash(&config);
-        let (config_text, metadata_text) = json_text(&config, &options.metadata);
-        let (cond, expected) = match options.condition {
-            WriteCondition::Any => (condition::ANY, None),
-            WriteCondition::MustNotExist => (condition::MUST_NOT_EXIST, None),
-            WriteCondition::Revision(r) => (condition::REVISION, Some(sql_i64(r))),
-        };
-        // One round trip of `<table>_write` (see [`sql`]), shared with the writes queued at
-        // the same time (see [`batch`]).
-        let row = self
-            .writes
-            .write(WriteArgs {
-                bot_id: bot_id.to_owned(),
-                config: Some(config_text),
-                hash: hash.clone(),
-                status: options.status.as_str().to_owned(),
-                metadata: Some(metadata_text),
-                at: micros(&t),
-                cond,
-                expected,
-            })
-            .await?;
-        match row.outcome {
-            outcome::CONFLICT => Err(RegistryError::Conflict {
-                bot_id: bot_id.to_owned(),
-                expected: options.condition,
-                actual: row.revision.map(|r| r as u64),
-            }),
-            outcome::UNCHANGED => {
-                let stored = row.stored.ok_or_else(|| self.bad_outcome(bot_id))?;
-                Ok(Registered::unchanged(stored.into_registration(
-                    KIND,
-                    self.location(),
-                    &self.parsed,
-                )?))
-            }
-            outcome::WRITTEN => Ok(Registered::written(
-                Registration {
+        self.deadline("register_reporting", async move {
+            validate_write(bot_id, &config, &options)?;
+            let t = now();
+            let hash = config_hash(&config);
+            let (config_text, metadata_text) = json_text(&config, &options.metadata);
+            let (cond, expected) = match options.condition {
+                WriteCondition::Any => (condition::ANY, None),
+                WriteCondition::MustNotExist => (condition::MUST_NOT_EXIST, None),
+                WriteCondition::Revision(r) => (condition::REVISION, Some(sql_i64(r))),
+            };
+            // One round trip of `<table>_write` (see [`sql`]), shared with the writes queued at
+            // the same time (see [`batch`]).
+            let row = self
+                .writes
+                .write(WriteArgs {
                     bot_id: bot_id.to_owned(),
-                    config,
-                    status: options.status,
-                    metadata: options.metadata,
-                    created_at: row.created_at.map_or(t, from_micros),
-                    updated_at: t,
-                    last_accessed_at: t,
-                    revision: row.revision.ok_or_else(|| self.bad_outcome(bot_id))? as u64,
-                    config_hash: hash,
-                },
-                row.existed,
-            )),
-            _ => Err(self.bad_outcome(bot_id)),
-        }
+                    config: Some(config_text),
+                    hash: hash.clone(),
+                    status: options.status.as_str().to_owned(),
+                    metadata: Some(metadata_text),
+                    at: micros(&t),
+                    cond,
+                    expected,
+                })
+                .await?;
+            match row.outcome {
+                outcome::CONFLICT => Err(RegistryError::Conflict {
+                    bot_id: bot_id.to_owned(),
+                    expected: options.condition,
+                    actual: row.revision.map(|r| r as u64),
+                }),
+                outcome::UNCHANGED => {
+                    let stored = row.stored.ok_or_else(|| self.bad_outcome(bot_id))?;
+                    Ok(Registered::unchanged(stored.into_registration(
+                        KIND,
+                        self.location(),
+                        &self.parsed,
+                    )?))
+                }
+                outcome::WRITTEN => Ok(Registered::written(
+                    Registration {
+                        bot_id: bot_id.to_owned(),
+                        config,
+                        status: options.status,
+                        metadata: options.metadata,
+                        created_at: row.created_at.map_or(t, from_micros),
+                        updated_at: t,
+                        last_accessed_at: t,
+                        revision: row.revision.ok_or_else(|| self.bad_outcome(bot_id))? as u64,
+                        config_hash: hash,
+                    },
+                    row.existed,
+                )),
+                _ => Err(self.bad_outcome(bot_id)),
+            }
+        })
+        .await
     }
 
     async fn get(&self, bot_id: &str) -> Result<Option<Registration>> {
-        validate_bot_id(bot_id)?;
-        let Some(mut reg) = self.select(&self.pool, bot_id).await? else {
-            return Ok(None);
-        };
-        let t = now();
-        if let Some(batch) = self
-            .touches
-            .touch(bot_id, micros(&reg.last_accessed_at), micros(&t))
-        {
-            self.write_touches(batch).await?;
-        }
-        reg.last_accessed_at = t;
-        Ok(Some(reg))
+        self.deadline("get", async move {
+            validate_bot_id(bot_id)?;
+            let Some(mut reg) = self.select(&self.pool, bot_id).await? else {
+                return Ok(None);
+            };
+            let t = now();
+            if let Some(batch) =
+                self.touches
+                    .touch(bot_id, micros(&reg.last_accessed_at), micros(&t))
+            {
+                self.write_touches(batch).await?;
+            }
+            reg.last_accessed_at = t;
+            Ok(Some(reg))
+        })
+        .await
     }
 
     async fn peek(&self, bot_id: &str) -> Result<Option<Registration>> {
-        validate_bot_id(bot_id)?;
-        let mut reg = self.select(&self.pool, bot_id).await?;
-        if let (Some(r), Some(t)) = (reg.as_mut(), self.touches.pending(bot_id)) {
-            r.last_accessed_at = r.last_accessed_at.max(from_micros(t));
-        }
-        Ok(reg)
+        self.deadline("peek", async move {
+            validate_bot_id(bot_id)?;
+            let mut reg = self.select(&self.pool, bot_id).await?;
+            if let (Some(r), Some(t)) = (reg.as_mut(), self.touches.pending(bot_id)) {
+                r.last_accessed_at = r.last_accessed_at.max(from_micros(t));
+            }
+            Ok(reg)
+        })
+        .await
     }
 
     async fn deactivate_reporting(&self, bot_id: &str) -> Result<Deactivation> {
-        validate_bot_id(bot_id)?;
-        let row = self
-            .writes
-            .write(WriteArgs {
-                bot_id: bot_id.to_owned(),
-                config: None, // keep the stored config: a status change
-                hash: String::new(),
-                status: Status::Inactive.as_str().to_owned(),
-                metadata: None,
-                at: micros(&now()),
-                cond: condition::ANY,
-                expected: None,
-            })
-            .await?;
-        match (row.outcome, row.revision) {
-            (outcome::ABSENT, _) => Ok(Deactivation::ABSENT),
-            (outcome::UNCHANGED, _) => Ok(Deactivation::UNCHANGED),
-            (outcome::WRITTEN, Some(revision)) => Ok(Deactivation::at(revision as u64)),
-            _ => Err(self.bad_outcome(bot_id)),
-        }
+        self.deadline("deactivate_reporting", async move {
+            validate_bot_id(bot_id)?;
+            let row = self
+                .writes
+                .write(WriteArgs {
+                    bot_id: bot_id.to_owned(),
+                    config: None, // keep the stored config: a status change
+                    hash: String::new(),
+                    status: Status::Inactive.as_str().to_owned(),
+                    metadata: None,
+                    at: micros(&now()),
+                    cond: condition::ANY,
+                    expected: None,
+                })
+                .await?;
+            match (row.outcome, row.revision) {
+                (outcome::ABSENT, _) => Ok(Deactivation::ABSENT),
+                (outcome::UNCHANGED, _) => Ok(Deactivation::UNCHANGED),
+                (outcome::WRITTEN, Some(revision)) => Ok(Deactivation::at(revision as u64)),
+                _ => Err(self.bad_outcome(bot_id)),
+            }
+        })
+        .await
     }
 
     async fn unregister(&self, bot_id: &str) -> Result<bool> {
-        validate_bot_id(bot_id)?;
-        sqlx::query_scalar(q(&self.sql.unregister))
-            .bind(bot_id)
-            .bind(sql_i64(self.tombstone_retention))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err("unregister", Some(bot_id)))
+        self.deadline("unregister", async move {
+            validate_bot_id(bot_id)?;
+            sqlx::query_scalar(q(&self.sql.unregister))
+                .bind(bot_id)
+                .bind(sql_i64(self.tombstone_retention))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err("unregister", Some(bot_id)))
+        })
+        .await
     }
 
     async fn unregister_if(&self, bot_id: &str, revision: u64) -> Result<()> {
-        validate_bot_id(bot_id)?;
-        let outcome: Option<i64> = sqlx::query_scalar(q(&self.sql.unregister_if))
-            .bind(bot_id)
-            .bind(sql_i64(revision))
-            .bind(sql_i64(self.tombstone_retention))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err("unregister", Some(bot_id)))?;
-        match outcome {
-            Some(0) => Ok(()),
-            actual => WriteCondition::Revision(revision).check(bot_id, actual.map(|r| r as u64)),
-        }
+        self.deadline("unregister_if", async move {
+            validate_bot_id(bot_id)?;
+            let outcome: Option<i64> = sqlx::query_scalar(q(&self.sql.unregister_if))
+                .bind(bot_id)
+                .bind(sql_i64(revision))
+                .bind(sql_i64(self.tombstone_retention))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err("unregister", Some(bot_id)))?;
+            match outcome {
+                Some(0) => Ok(()),
+                actual => {
+                    WriteCondition::Revision(revision).check(bot_id, actual.map(|r| r as u64))
+                }
+            }
+        })
+        .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
-        self.list_rows(query).await.map(shared)
+        self.deadline(
+            "list",
+            async move { self.list_rows(query).await.map(shared) },
+        )
+        .await
     }
 
     async fn count_where(
@@ -657,96 +720,108 @@ impl RegistryBackend for PostgresBackend {
         status: Option<&Status>,
         filter_metadata: Option<&Map<String, Value>>,
     ) -> Result<u64> {
-        if let Some(query) = ListQuery::counting(status, filter_metadata) {
-            return Ok(self.list(&query).await?.len() as u64);
-        }
-        let n: i64 = match status {
-            Some(s) => sqlx::query_scalar(q(&self.sql.count_status)).bind(s.as_str()),
-            None => sqlx::query_scalar(q(&self.sql.count)),
-        }
-        .fetch_one(&self.pool)
+        self.deadline("count_where", async move {
+            if let Some(query) = ListQuery::counting(status, filter_metadata) {
+                return Ok(self.list(&query).await?.len() as u64);
+            }
+            let n: i64 = match status {
+                Some(s) => sqlx::query_scalar(q(&self.sql.count_status)).bind(s.as_str()),
+                None => sqlx::query_scalar(q(&self.sql.count)),
+            }
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("count", None))?;
+            Ok(n as u64)
+        })
         .await
-        .map_err(db_err("count", None))?;
-        Ok(n as u64)
     }
 
     async fn changes_since(&self, revision: u64) -> Result<ChangeFeed> {
-        if let Some(feed) = self.feed_in_one_statement(revision).await? {
-            return Ok(feed);
-        }
-        // More rows than one page: page through them in one REPEATABLE READ snapshot.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(db_err("begin read", None))?;
-        // The counter and the tombstones after the cursor in one round trip.
-        let head: Vec<(i64, i64, Option<i64>, Option<String>)> =
-            sqlx::query_as(q(&self.sql.state_and_tombstones))
-                .bind(sql_i64(revision))
-                .fetch_all(&mut *tx)
+        self.deadline("changes_since", async move {
+            if let Some(feed) = self.feed_in_one_statement(revision).await? {
+                return Ok(feed);
+            }
+            // More rows than one page: page through them in one REPEATABLE READ snapshot.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
-                .map_err(db_err("read changes", None))?;
-        let Some(&(current, horizon, ..)) = head.first() else {
-            return Err(crate::rows::corrupt(
-                KIND,
-                self.location().to_owned(),
-                "the state row is missing",
-            ));
-        };
-        let (current, horizon) = (current as u64, horizon as u64);
-        let tombstones: Vec<(u64, String)> = head
-            .into_iter()
-            .filter_map(|(_, _, r, id)| Some((r? as u64, id?)))
-            .collect();
-        if revision < horizon || revision > current {
-            return Ok(ChangeFeed::Expired {
-                cursor: revision,
-                oldest_available: horizon,
+                .map_err(db_err("begin read", None))?;
+            // The counter and the tombstones after the cursor in one round trip.
+            let head: Vec<(i64, i64, Option<i64>, Option<String>)> =
+                sqlx::query_as(q(&self.sql.state_and_tombstones))
+                    .bind(sql_i64(revision))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err("read changes", None))?;
+            let Some(&(current, horizon, ..)) = head.first() else {
+                return Err(crate::rows::corrupt(
+                    KIND,
+                    self.location().to_owned(),
+                    "the state row is missing",
+                ));
+            };
+            let (current, horizon) = (current as u64, horizon as u64);
+            let tombstones: Vec<(u64, String)> = head
+                .into_iter()
+                .filter_map(|(_, _, r, id)| Some((r? as u64, id?)))
+                .collect();
+            if revision < horizon || revision > current {
+                return Ok(ChangeFeed::Expired {
+                    cursor: revision,
+                    oldest_available: horizon,
+                    current_revision: current,
+                });
+            }
+            let mut rows = Vec::new();
+            let mut after = sql_i64(revision);
+            loop {
+                let page = sqlx::query(q(&self.sql.rows_after))
+                    .bind(after)
+                    .bind(PAGE)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err("read changes", None))?;
+                let full = page.len() as i64 == PAGE;
+                if let Some(last) = page.last() {
+                    after = last.try_get(7).map_err(db_err("read changes", None))?;
+                }
+                rows.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            commit(tx, None).await?;
+            let regs = self.decode(rows, "read changes")?;
+            Ok(ChangeFeed::Changes {
+                changes: merge_changes(regs, tombstones),
                 current_revision: current,
-            });
-        }
-        let mut rows = Vec::new();
-        let mut after = sql_i64(revision);
-        loop {
-            let page = sqlx::query(q(&self.sql.rows_after))
-                .bind(after)
-                .bind(PAGE)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err("read changes", None))?;
-            let full = page.len() as i64 == PAGE;
-            if let Some(last) = page.last() {
-                after = last.try_get(7).map_err(db_err("read changes", None))?;
-            }
-            rows.extend(page);
-            if !full {
-                break;
-            }
-        }
-        commit(tx, None).await?;
-        let regs = self.decode(rows, "read changes")?;
-        Ok(ChangeFeed::Changes {
-            changes: merge_changes(regs, tombstones),
-            current_revision: current,
+            })
         })
+        .await
     }
 
     async fn current_revision(&self) -> Result<u64> {
-        let (current, _): (i64, i64) = sqlx::query_as(q(&self.sql.state))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err("read state", None))?;
-        Ok(current as u64)
+        self.deadline("current_revision", async move {
+            let (current, _): (i64, i64) = sqlx::query_as(q(&self.sql.state))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err("read state", None))?;
+            Ok(current as u64)
+        })
+        .await
     }
 
     async fn clear(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(q(&self.sql.clear))
-            .bind(sql_i64(self.tombstone_retention))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err("clear", None))?;
-        Ok(n as u64)
+        self.deadline("clear", async move {
+            let n: i64 = sqlx::query_scalar(q(&self.sql.clear))
+                .bind(sql_i64(self.tombstone_retention))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err("clear", None))?;
+            Ok(n as u64)
+        })
+        .await
     }
 }
 
