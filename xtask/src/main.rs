@@ -32,6 +32,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ),
     ("dynreg-resource-resolver", &[]),
     ("dynreg-server", &[]),
+    ("dynreg-cli", &[]),
     (
         "dynreg",
         &[
