@@ -9,6 +9,7 @@ mod bots;
 mod env;
 mod kb;
 mod out;
+mod rag;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,10 @@ pub(crate) enum Command {
     /// Create, list and delete knowledge bases; upload, list and download their files.
     #[command(subcommand)]
     Kb(kb::KbCommand),
+    /// Ingest a knowledge base: its files → chunks → embeddings → the vector store.
+    Ingest(rag::IngestArgs),
+    /// Search a knowledge base that was ingested.
+    Search(rag::SearchArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => bots::serve(&cli, args).await,
             Command::Bots(cmd) => bots::run(&cli, cmd).await,
             Command::Kb(cmd) => kb::run(&cli, cmd).await,
+            Command::Ingest(args) => rag::ingest(&cli, args).await,
+            Command::Search(args) => rag::search(&cli, args).await,
         }
     });
     match result {

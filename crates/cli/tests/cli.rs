@@ -313,3 +313,74 @@ fn bad_input_gets_the_documented_exit_codes_and_messages() {
     let err = failed(&out, 1);
     assert!(err.contains("insecure"), "{err}");
 }
+
+#[test]
+fn ingest_then_search_finds_the_file_and_a_second_ingest_changes_nothing() {
+    let env = Env::new();
+    env.write(
+        "kb/billing.md",
+        "# Billing\n\n## Refunds\n\nRefunds are issued within 14 days to the original card.\n",
+    );
+    env.write(
+        "kb/shipping.md",
+        "# Shipping\n\nParcels ship from Rotterdam every weekday.\n",
+    );
+    env.write(
+        "kb/faq/accounts.md",
+        "# Accounts\n\nReset your password from the login page.\n",
+    );
+    let vectors = env.path("vectors");
+    let vectors = vectors.to_str().unwrap();
+    ok(&env.run(&["kb", "create", "support"]));
+    ok(&env.run(&["kb", "put", "support", env.path("kb").to_str().unwrap()]));
+    let first = json(&env.run(&["--json", "ingest", "support", "--vectors-dir", vectors]));
+    assert_eq!(
+        (
+            first["files_processed"].as_u64(),
+            first["chunks_created"].as_u64().unwrap() >= 3
+        ),
+        (Some(3), true)
+    );
+    // A later process searches what this one stored.
+    let hits = json(&env.run(&[
+        "--json",
+        "search",
+        "support",
+        "how long do refunds take",
+        "-k",
+        "2",
+        "--vectors-dir",
+        vectors,
+    ]));
+    assert_eq!(
+        hits[0]["source"].as_str().unwrap(),
+        "file://support/billing.md"
+    );
+    assert_eq!(hits[0]["heading_path"], "Billing > Refunds");
+    let table = ok(&env.run(&[
+        "search",
+        "support",
+        "password reset",
+        "--vectors-dir",
+        vectors,
+    ]));
+    assert!(
+        table.starts_with("SCORE") && table.lines().nth(1).unwrap().contains("faq/accounts.md"),
+        "{table}"
+    );
+    // Nothing changed: nothing is embedded again.
+    let again = json(&env.run(&["--json", "ingest", "support", "--vectors-dir", vectors]));
+    assert_eq!(
+        (
+            again["files_processed"].as_u64(),
+            again["files_unchanged"].as_u64()
+        ),
+        (Some(0), Some(3))
+    );
+    // An unknown knowledge base is a failed operation naming it.
+    let err = failed(
+        &env.run(&["ingest", "nowhere", "--vectors-dir", vectors]),
+        1,
+    );
+    assert!(err.contains("nowhere"), "{err}");
+}

@@ -1,0 +1,167 @@
+//! `dynreg ingest` and `dynreg search`: a knowledge base's files → chunks → embeddings → the
+//! vector store, and queries against it.
+//!
+//! The RAG configuration is the environment's `settings.rag` (the original's keys:
+//! `embedding_provider`, `vector_store`, ...), by default the offline lexical `hash` embedder and
+//! the exact in-memory store. An in-memory store is persisted to `--vectors-dir`
+//! (`<dir>/<domain>.vectors`), so `search` in a later process finds what `ingest` stored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use dynreg::ingestion::{KnowledgeIngestionManager, RagKnowledgeBase, SwapMode};
+use serde_json::{Value, json};
+
+use crate::{Cli, env, out};
+
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    /// The knowledge base id.
+    domain: String,
+    /// Re-embed every file (by default unchanged files are kept).
+    #[arg(long, conflicts_with = "changes_since")]
+    full: bool,
+    /// Only the changes after this knowledge-base version.
+    #[arg(long, value_name = "VERSION")]
+    changes_since: Option<String>,
+    /// Where in-memory vector stores are persisted.
+    #[arg(long, env = "DYNREG_VECTORS_DIR", default_value = "data/vectors")]
+    vectors_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SearchArgs {
+    /// The knowledge base id.
+    domain: String,
+    /// The query.
+    query: String,
+    /// How many results.
+    #[arg(short, default_value_t = 5)]
+    k: usize,
+    /// Where in-memory vector stores are persisted.
+    #[arg(long, env = "DYNREG_VECTORS_DIR", default_value = "data/vectors")]
+    vectors_dir: PathBuf,
+}
+
+/// The RAG knowledge base of `domain`, as the environment configures it.
+async fn rag(cli: &Cli, domain: &str, vectors_dir: &Path) -> Result<RagKnowledgeBase> {
+    let environment = env::environment(cli)?;
+    let mut config = match environment.setting("rag") {
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(other) => anyhow::bail!("settings.rag must be a mapping, got {other}"),
+        None => json!({"embedding_provider": "hash"}),
+    };
+    let store = config
+        .as_object_mut()
+        .expect("an object")
+        .entry("vector_store")
+        .or_insert_with(|| json!({"backend": "memory"}));
+    let memory = store
+        .get("backend")
+        .and_then(Value::as_str)
+        .is_none_or(|b| b == "memory");
+    if memory && store.get("persist_path").is_none() {
+        std::fs::create_dir_all(vectors_dir)
+            .with_context(|| format!("cannot create {}", vectors_dir.display()))?;
+        store["persist_path"] = json!(vectors_dir.join(format!("{domain}.vectors")));
+    }
+    Ok(RagKnowledgeBase::from_config(&config)
+        .await
+        .context("invalid settings.rag")?
+        .with_domain(domain))
+}
+
+pub(crate) async fn ingest(cli: &Cli, args: &IngestArgs) -> Result<()> {
+    let source = env::knowledge(cli).await?;
+    let destination = rag(cli, &args.domain, &args.vectors_dir).await?;
+    let manager = KnowledgeIngestionManager::new(source, destination);
+    let result = match (&args.changes_since, args.full) {
+        (Some(v), _) => {
+            manager
+                .ingest_changes(&args.domain, v, SwapMode::Tombstone, Default::default())
+                .await?
+        }
+        (None, true) => {
+            manager
+                .reingest_all(&args.domain, SwapMode::Tombstone)
+                .await?
+        }
+        (None, false) => manager.ingest(&args.domain, SwapMode::Tombstone).await?,
+    };
+    manager.destination().flush().await?;
+    if cli.json {
+        out::json(&json!({
+            "domain_id": result.domain_id,
+            "files_processed": result.files_processed,
+            "files_unchanged": result.files_unchanged,
+            "files_deleted": result.files_deleted,
+            "files_skipped": result.files_skipped,
+            "chunks_created": result.chunks_created,
+            "errors": result.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }));
+    } else {
+        out::table(
+            &[
+                "KB",
+                "PROCESSED",
+                "UNCHANGED",
+                "DELETED",
+                "SKIPPED",
+                "CHUNKS",
+                "ERRORS",
+            ],
+            &[vec![
+                result.domain_id.clone(),
+                result.files_processed.to_string(),
+                result.files_unchanged.to_string(),
+                result.files_deleted.to_string(),
+                result.files_skipped.to_string(),
+                result.chunks_created.to_string(),
+                result.errors.len().to_string(),
+            ]],
+        );
+        for e in &result.errors {
+            out::line(format!("  {e}"));
+        }
+    }
+    if !result.errors.is_empty() {
+        anyhow::bail!(
+            "{} file(s) of {} could not be ingested",
+            result.errors.len(),
+            args.domain
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn search(cli: &Cli, args: &SearchArgs) -> Result<()> {
+    let kb = rag(cli, &args.domain, &args.vectors_dir).await?;
+    let hits = kb.search(&args.query, args.k).await?;
+    if cli.json {
+        out::json(&Value::Array(
+            hits.iter()
+                .map(|h| {
+                    json!({"source": h.source, "heading_path": h.heading_path,
+                           "similarity": h.similarity, "text": h.text})
+                })
+                .collect(),
+        ));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = hits
+        .iter()
+        .map(|h| {
+            let snippet: String = h.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let snippet: String = snippet.chars().take(80).collect();
+            vec![
+                format!("{:.3}", h.similarity),
+                h.source.clone(),
+                h.heading_path.clone(),
+                snippet,
+            ]
+        })
+        .collect();
+    out::table(&["SCORE", "SOURCE", "HEADINGS", "TEXT"], &rows);
+    Ok(())
+}
