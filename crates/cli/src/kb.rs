@@ -193,6 +193,25 @@ async fn put(
     }
     let prefix = prefix.trim_matches('/');
     let mut stored = Vec::new();
+    // A bar for many or large uploads, on a terminal only (never in a pipe or a log).
+    let total: u64 = files
+        .iter()
+        .map(|(f, _)| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && (files.len() > 20 || total > 64 * 1024 * 1024)
+    {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
     for (file, rel) in &files {
         let key = if prefix.is_empty() {
             rel.clone()
@@ -205,10 +224,18 @@ async fn put(
             .put_file(domain, &key, Bytes::from(bytes), PutOptions::default())
             .await
             .with_context(|| format!("cannot upload {} as {domain}/{key}", file.display()))?;
-        if !cli.json {
-            out::line(format!("{}  {} bytes", f.path, f.size_bytes));
+        match &bar {
+            Some(bar) => {
+                bar.inc(f.size_bytes);
+                bar.set_message(f.path.clone());
+            }
+            None if !cli.json => out::line(format!("{}  {} bytes", f.path, f.size_bytes)),
+            None => {}
         }
         stored.push(json!({"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}));
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     if cli.json {
         out::json(&Value::Array(stored));

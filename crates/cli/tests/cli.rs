@@ -384,3 +384,24 @@ fn ingest_then_search_finds_the_file_and_a_second_ingest_changes_nothing() {
     );
     assert!(err.contains("nowhere"), "{err}");
 }
+
+#[test]
+fn no_progress_bar_is_drawn_into_a_pipe() {
+    let env = Env::new();
+    for i in 0..30 {
+        env.write(&format!("many/f{i:02}.md"), &format!("# File {i}\n"));
+    }
+    ok(&env.run(&["kb", "create", "bulk"]));
+    let out = env.run(&["kb", "put", "bulk", env.path("many").to_str().unwrap()]);
+    let stdout = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.lines().count(), 31, "{stdout}");
+    assert!(
+        stdout.ends_with("uploaded 30 file(s) to bulk\n"),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("eta") && stderr.is_empty(),
+        "{stderr:?}"
+    );
+}
