@@ -31,7 +31,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
         &["s3", "pgvector", "http", "conformance"],
     ),
     ("dynreg-resource-resolver", &[]),
-    ("dynreg-server", &[]),
+    ("dynreg-server", &["knowledge"]),
     ("dynreg-cli", &[]),
     (
         "dynreg",

@@ -39,6 +39,9 @@ pub(crate) struct ServeArgs {
     /// Allow `DELETE /api/v1/configs` (delete every registration).
     #[arg(long)]
     allow_clear: bool,
+    /// Where in-memory vector stores are persisted (the knowledge routes' ingest and search).
+    #[arg(long, env = "DYNREG_VECTORS_DIR", default_value = "data/vectors")]
+    vectors_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,7 +386,22 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
     for t in &args.write_tokens {
         config = config.write_token(t);
     }
-    let server = RegistryServer::new(registry.clone()).with_config(config)?;
+    let mut server = RegistryServer::new(registry.clone()).with_config(config)?;
+    // The knowledge routes, when the environment has a knowledge store.
+    if env::environment(cli)?.has_resource("knowledge", "knowledge") {
+        let backend = env::knowledge(cli).await?;
+        let rag_config = crate::rag::rag_config(cli)?;
+        let vectors_dir = args.vectors_dir.clone();
+        let factory: dynreg::server::RagFactory = Arc::new(move |domain: String| {
+            let (config, dir) = (rag_config.clone(), vectors_dir.clone());
+            Box::pin(async move {
+                crate::rag::build(config, &domain, &dir)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            })
+        });
+        server = server.with_knowledge(dynreg::server::KnowledgeService::new(backend, factory));
+    }
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;

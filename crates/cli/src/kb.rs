@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Subcommand;
-use dynreg::knowledge::{KnowledgeBackend, KnowledgeBackendExt, Metadata, PutOptions};
+use dynreg::knowledge::{
+    KnowledgeBackend, KnowledgeBackendExt, KnowledgeBaseInfo, KnowledgeFile, Metadata, PutOptions,
+};
 use serde_json::{Value, json};
 
+use crate::remote::Remote;
 use crate::{Cli, env, out};
 
 #[derive(Debug, Subcommand)]
@@ -82,37 +85,151 @@ fn walk(root: &Path) -> Result<Vec<(PathBuf, String)>> {
     Ok(out)
 }
 
+fn print_created(cli: &Cli, info: &KnowledgeBaseInfo) -> Result<()> {
+    if cli.json {
+        out::json(&serde_json::to_value(info)?);
+    } else {
+        out::line(format!("created knowledge base {}", info.domain_id));
+    }
+    Ok(())
+}
+
+fn print_kbs(cli: &Cli, kbs: &[KnowledgeBaseInfo]) -> Result<()> {
+    if cli.json {
+        out::json(&serde_json::to_value(kbs)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = kbs
+        .iter()
+        .map(|i| {
+            vec![
+                i.domain_id.clone(),
+                i.file_count.to_string(),
+                i.total_size_bytes.to_string(),
+                i.version.clone(),
+                format!("{:?}", i.ingestion_status).to_lowercase(),
+            ]
+        })
+        .collect();
+    out::table(&["KB", "FILES", "BYTES", "VERSION", "STATUS"], &rows);
+    Ok(())
+}
+
+fn print_files<F: std::ops::Deref<Target = KnowledgeFile>>(cli: &Cli, files: &[F]) -> Result<()> {
+    if cli.json {
+        out::json(&Value::Array(
+            files
+                .iter()
+                .map(|f| serde_json::to_value(&**f).unwrap_or(Value::Null))
+                .collect(),
+        ));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = files
+        .iter()
+        .map(|f| {
+            vec![
+                f.path.clone(),
+                f.size_bytes.to_string(),
+                f.content_type.clone(),
+                f.checksum.clone(),
+            ]
+        })
+        .collect();
+    out::table(&["PATH", "BYTES", "TYPE", "MD5"], &rows);
+    Ok(())
+}
+
+fn write_out(bytes: &[u8], output: &Option<PathBuf>) -> Result<()> {
+    match output {
+        Some(file) => {
+            std::fs::write(file, bytes).with_context(|| format!("cannot write {}", file.display()))
+        }
+        None => Ok(std::io::stdout().lock().write_all(bytes)?),
+    }
+}
+
+/// Where uploads come from: every file named, folders walked.
+fn collect(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+        if meta.is_dir() {
+            files.extend(walk(p)?);
+        } else {
+            let name = p
+                .file_name()
+                .with_context(|| format!("{} has no file name", p.display()))?
+                .to_string_lossy()
+                .into_owned();
+            files.push((p.clone(), name));
+        }
+    }
+    Ok(files)
+}
+
+async fn run_remote(cli: &Cli, remote: &Remote, cmd: &KbCommand) -> Result<()> {
+    match cmd {
+        KbCommand::Create { domain } => print_created(cli, &remote.create(domain).await?)?,
+        KbCommand::Ls => print_kbs(cli, &remote.list().await?)?,
+        KbCommand::Rm { domain } => {
+            remote.delete(domain).await?;
+            out::line(format!("deleted knowledge base {domain}"));
+        }
+        KbCommand::Put {
+            domain,
+            paths,
+            prefix,
+        } => {
+            let prefix = prefix.trim_matches('/');
+            let files = collect(paths)?;
+            let mut stored = Vec::new();
+            for (file, rel) in &files {
+                let key = if prefix.is_empty() {
+                    rel.clone()
+                } else {
+                    format!("{prefix}/{rel}")
+                };
+                let bytes = std::fs::read(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let f = remote.put(domain, &key, bytes).await.with_context(|| {
+                    format!("cannot upload {} as {domain}/{key}", file.display())
+                })?;
+                if !cli.json {
+                    out::line(format!("{}  {} bytes", f.path, f.size_bytes));
+                }
+                stored.push(
+                    json!({"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}),
+                );
+            }
+            if cli.json {
+                out::json(&Value::Array(stored));
+            } else {
+                out::line(format!("uploaded {} file(s) to {domain}", files.len()));
+            }
+        }
+        KbCommand::Files { domain } => {
+            print_files(cli, &remote.files(domain).await?.iter().collect::<Vec<_>>())?
+        }
+        KbCommand::Get {
+            domain,
+            path,
+            output,
+        } => write_out(&remote.get(domain, path).await?, output)?,
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(cli: &Cli, cmd: &KbCommand) -> Result<()> {
+    if let Some(remote) = Remote::of(cli)? {
+        return run_remote(cli, &remote, cmd).await;
+    }
     let kb = env::knowledge(cli).await?;
     match cmd {
         KbCommand::Create { domain } => {
-            let info = kb.create_kb(domain, Metadata::default()).await?;
-            if cli.json {
-                out::json(&serde_json::to_value(&info)?);
-            } else {
-                out::line(format!("created knowledge base {}", info.domain_id));
-            }
+            print_created(cli, &kb.create_kb(domain, Metadata::default()).await?)?;
         }
-        KbCommand::Ls => {
-            let kbs = kb.list_kbs().await?;
-            if cli.json {
-                out::json(&serde_json::to_value(&kbs)?);
-            } else {
-                let rows: Vec<Vec<String>> = kbs
-                    .iter()
-                    .map(|i| {
-                        vec![
-                            i.domain_id.clone(),
-                            i.file_count.to_string(),
-                            i.total_size_bytes.to_string(),
-                            i.version.clone(),
-                            format!("{:?}", i.ingestion_status).to_lowercase(),
-                        ]
-                    })
-                    .collect();
-                out::table(&["KB", "FILES", "BYTES", "VERSION", "STATUS"], &rows);
-            }
-        }
+        KbCommand::Ls => print_kbs(cli, &kb.list_kbs().await?)?,
         KbCommand::Rm { domain } => {
             if !kb.delete_kb(domain).await? {
                 bail!("knowledge base {domain:?} not found");
@@ -128,28 +245,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &KbCommand) -> Result<()> {
             if kb.get_info(domain).await?.is_none() {
                 bail!("knowledge base {domain:?} not found");
             }
-            let files = kb.list_files(domain, None).await?;
-            if cli.json {
-                out::json(&Value::Array(
-                    files
-                        .iter()
-                        .map(|f| serde_json::to_value(&**f).unwrap_or(Value::Null))
-                        .collect(),
-                ));
-            } else {
-                let rows: Vec<Vec<String>> = files
-                    .iter()
-                    .map(|f| {
-                        vec![
-                            f.path.clone(),
-                            f.size_bytes.to_string(),
-                            f.content_type.clone(),
-                            f.checksum.clone(),
-                        ]
-                    })
-                    .collect();
-                out::table(&["PATH", "BYTES", "TYPE", "MD5"], &rows);
-            }
+            print_files(cli, &kb.list_files(domain, None).await?)?;
         }
         KbCommand::Get {
             domain,
@@ -160,11 +256,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &KbCommand) -> Result<()> {
                 .get_file(domain, path)
                 .await?
                 .with_context(|| format!("{domain}/{path} not found"))?;
-            match output {
-                Some(file) => std::fs::write(file, &bytes)
-                    .with_context(|| format!("cannot write {}", file.display()))?,
-                None => std::io::stdout().lock().write_all(&bytes)?,
-            }
+            write_out(&bytes, output)?;
         }
     }
     Ok(())
@@ -177,20 +269,7 @@ async fn put(
     paths: &[PathBuf],
     prefix: &str,
 ) -> Result<()> {
-    let mut files = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
-        if meta.is_dir() {
-            files.extend(walk(p)?);
-        } else {
-            let name = p
-                .file_name()
-                .with_context(|| format!("{} has no file name", p.display()))?
-                .to_string_lossy()
-                .into_owned();
-            files.push((p.clone(), name));
-        }
-    }
+    let files = collect(paths)?;
     let prefix = prefix.trim_matches('/');
     let mut stored = Vec::new();
     // A bar for many or large uploads, on a terminal only (never in a pipe or a log).

@@ -10,6 +10,7 @@ mod env;
 mod kb;
 mod out;
 mod rag;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -45,7 +45,7 @@ pub(crate) fn line(text: impl std::fmt::Display) {
 /// Prints an error as one line (with its causes under `verbose`) and gives exit code 1.
 pub(crate) fn fail(e: &anyhow::Error, verbose: bool) -> ExitCode {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "error: {e}");
+    let _ = writeln!(err, "error: {e:#}");
     if verbose {
         for cause in e.chain().skip(1) {
             let _ = writeln!(err, "  caused by: {cause}");

@@ -13,6 +13,7 @@ use clap::Args;
 use dynreg::ingestion::{KnowledgeIngestionManager, RagKnowledgeBase, SwapMode};
 use serde_json::{Value, json};
 
+use crate::remote::Remote;
 use crate::{Cli, env, out};
 
 #[derive(Debug, Args)]
@@ -46,11 +47,30 @@ pub(crate) struct SearchArgs {
 
 /// The RAG knowledge base of `domain`, as the environment configures it.
 async fn rag(cli: &Cli, domain: &str, vectors_dir: &Path) -> Result<RagKnowledgeBase> {
+    let config = rag_config(cli)?;
+    build(config, domain, vectors_dir).await
+}
+
+/// The environment's `settings.rag`, or the default (the `hash` embedder, an in-memory store).
+pub(crate) fn rag_config(cli: &Cli) -> Result<Value> {
     let environment = env::environment(cli)?;
-    let mut config = match environment.setting("rag") {
+    Ok(match environment.setting("rag") {
         Some(Value::Object(m)) => Value::Object(m.clone()),
         Some(other) => anyhow::bail!("settings.rag must be a mapping, got {other}"),
         None => json!({"embedding_provider": "hash"}),
+    })
+}
+
+/// The RAG knowledge base of `domain` from `config`; an in-memory store persists to
+/// `<vectors_dir>/<domain>.vectors`.
+pub(crate) async fn build(
+    config: Value,
+    domain: &str,
+    vectors_dir: &Path,
+) -> Result<RagKnowledgeBase> {
+    let mut config = match config {
+        Value::Object(m) => Value::Object(m),
+        _ => json!({"embedding_provider": "hash"}),
     };
     let store = config
         .as_object_mut()
@@ -73,34 +93,54 @@ async fn rag(cli: &Cli, domain: &str, vectors_dir: &Path) -> Result<RagKnowledge
 }
 
 pub(crate) async fn ingest(cli: &Cli, args: &IngestArgs) -> Result<()> {
-    let source = env::knowledge(cli).await?;
-    let destination = rag(cli, &args.domain, &args.vectors_dir).await?;
-    let manager = KnowledgeIngestionManager::new(source, destination);
-    let result = match (&args.changes_since, args.full) {
-        (Some(v), _) => {
-            manager
-                .ingest_changes(&args.domain, v, SwapMode::Tombstone, Default::default())
-                .await?
+    let summary = match Remote::of(cli)? {
+        Some(remote) => {
+            if args.changes_since.is_some() {
+                anyhow::bail!("--changes-since runs against an environment, not --url");
+            }
+            remote.ingest(&args.domain, args.full).await?
         }
-        (None, true) => {
-            manager
-                .reingest_all(&args.domain, SwapMode::Tombstone)
-                .await?
+        None => {
+            let source = env::knowledge(cli).await?;
+            let destination = rag(cli, &args.domain, &args.vectors_dir).await?;
+            let manager = KnowledgeIngestionManager::new(source, destination);
+            let result = match (&args.changes_since, args.full) {
+                (Some(v), _) => {
+                    manager
+                        .ingest_changes(&args.domain, v, SwapMode::Tombstone, Default::default())
+                        .await?
+                }
+                (None, true) => {
+                    manager
+                        .reingest_all(&args.domain, SwapMode::Tombstone)
+                        .await?
+                }
+                (None, false) => manager.ingest(&args.domain, SwapMode::Tombstone).await?,
+            };
+            manager.destination().flush().await?;
+            json!({
+                "domain_id": result.domain_id,
+                "files_processed": result.files_processed,
+                "files_unchanged": result.files_unchanged,
+                "files_deleted": result.files_deleted,
+                "files_skipped": result.files_skipped,
+                "chunks_created": result.chunks_created,
+                "errors": result.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
         }
-        (None, false) => manager.ingest(&args.domain, SwapMode::Tombstone).await?,
     };
-    manager.destination().flush().await?;
+    let errors: Vec<String> = summary["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     if cli.json {
-        out::json(&json!({
-            "domain_id": result.domain_id,
-            "files_processed": result.files_processed,
-            "files_unchanged": result.files_unchanged,
-            "files_deleted": result.files_deleted,
-            "files_skipped": result.files_skipped,
-            "chunks_created": result.chunks_created,
-            "errors": result.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        }));
+        out::json(&summary);
     } else {
+        let n = |k: &str| summary[k].as_u64().unwrap_or(0).to_string();
         out::table(
             &[
                 "KB",
@@ -112,23 +152,23 @@ pub(crate) async fn ingest(cli: &Cli, args: &IngestArgs) -> Result<()> {
                 "ERRORS",
             ],
             &[vec![
-                result.domain_id.clone(),
-                result.files_processed.to_string(),
-                result.files_unchanged.to_string(),
-                result.files_deleted.to_string(),
-                result.files_skipped.to_string(),
-                result.chunks_created.to_string(),
-                result.errors.len().to_string(),
+                args.domain.clone(),
+                n("files_processed"),
+                n("files_unchanged"),
+                n("files_deleted"),
+                n("files_skipped"),
+                n("chunks_created"),
+                errors.len().to_string(),
             ]],
         );
-        for e in &result.errors {
+        for e in &errors {
             out::line(format!("  {e}"));
         }
     }
-    if !result.errors.is_empty() {
+    if !errors.is_empty() {
         anyhow::bail!(
             "{} file(s) of {} could not be ingested",
-            result.errors.len(),
+            errors.len(),
             args.domain
         );
     }
@@ -136,28 +176,39 @@ pub(crate) async fn ingest(cli: &Cli, args: &IngestArgs) -> Result<()> {
 }
 
 pub(crate) async fn search(cli: &Cli, args: &SearchArgs) -> Result<()> {
-    let kb = rag(cli, &args.domain, &args.vectors_dir).await?;
-    let hits = kb.search(&args.query, args.k).await?;
-    if cli.json {
-        out::json(&Value::Array(
-            hits.iter()
+    let hits: Vec<Value> = match Remote::of(cli)? {
+        Some(remote) => remote
+            .search(&args.domain, &args.query, args.k)
+            .await?
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        None => {
+            let kb = rag(cli, &args.domain, &args.vectors_dir).await?;
+            kb.search(&args.query, args.k)
+                .await?
+                .iter()
                 .map(|h| {
                     json!({"source": h.source, "heading_path": h.heading_path,
                            "similarity": h.similarity, "text": h.text})
                 })
-                .collect(),
-        ));
+                .collect()
+        }
+    };
+    if cli.json {
+        out::json(&Value::Array(hits));
         return Ok(());
     }
     let rows: Vec<Vec<String>> = hits
         .iter()
         .map(|h| {
-            let snippet: String = h.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let text = h["text"].as_str().unwrap_or("");
+            let snippet: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
             let snippet: String = snippet.chars().take(80).collect();
             vec![
-                format!("{:.3}", h.similarity),
-                h.source.clone(),
-                h.heading_path.clone(),
+                format!("{:.3}", h["similarity"].as_f64().unwrap_or(0.0)),
+                h["source"].as_str().unwrap_or("").to_owned(),
+                h["heading_path"].as_str().unwrap_or("").to_owned(),
                 snippet,
             ]
         })

@@ -405,3 +405,83 @@ fn no_progress_bar_is_drawn_into_a_pipe() {
         "{stderr:?}"
     );
 }
+
+#[test]
+fn knowledge_through_a_server_upload_ingest_search_download() {
+    let env = Env::new();
+    let served = serve(
+        &env,
+        &[
+            "--write-token",
+            "w",
+            "--read-token",
+            "r",
+            "--vectors-dir",
+            env.path("vec").to_str().unwrap(),
+        ],
+    );
+    env.write(
+        "kb/billing.md",
+        "# Billing\n\n## Refunds\n\nRefunds are issued within 14 days.\n",
+    );
+    env.write(
+        "kb/deep/shipping guide.md",
+        "# Shipping\n\nParcels ship from Rotterdam.\n",
+    );
+    let remote = |token: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dynreg"))
+            .args(["--url", &served.url, "--token", token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(&remote("w", &["kb", "create", "support"]));
+    let err = failed(&remote("w", &["kb", "create", "support"]), 1);
+    assert!(err.contains("409"), "{err}");
+    ok(&remote(
+        "w",
+        &["kb", "put", "support", env.path("kb").to_str().unwrap()],
+    ));
+    let err = failed(
+        &remote(
+            "r",
+            &["kb", "put", "support", env.path("kb").to_str().unwrap()],
+        ),
+        1,
+    );
+    assert!(err.contains("403"), "{err}");
+    let files = json(&remote("r", &["--json", "kb", "files", "support"]));
+    let paths: Vec<&str> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["billing.md", "deep/shipping guide.md"]);
+    assert_eq!(
+        ok(&remote(
+            "r",
+            &["kb", "get", "support", "deep/shipping guide.md"]
+        )),
+        "# Shipping\n\nParcels ship from Rotterdam.\n"
+    );
+    let summary = json(&remote("w", &["--json", "ingest", "support"]));
+    assert_eq!(summary["files_processed"], 2);
+    let hits = json(&remote(
+        "r",
+        &[
+            "--json",
+            "search",
+            "support",
+            "when are refunds issued",
+            "-k",
+            "1",
+        ],
+    ));
+    assert_eq!(hits[0]["source"], "file://support/billing.md");
+    let err = failed(&remote("r", &["search", "nowhere", "x"]), 1);
+    assert!(err.contains("404"), "{err}");
+    ok(&remote("w", &["kb", "rm", "support"]));
+    let kbs = json(&remote("r", &["--json", "kb", "ls"]));
+    assert_eq!(kbs, serde_json::json!([]));
+}

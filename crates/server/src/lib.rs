@@ -65,6 +65,8 @@ mod api;
 mod auth;
 mod config;
 mod error;
+#[cfg(feature = "knowledge")]
+mod knowledge;
 mod notify;
 
 use std::future::Future;
@@ -77,6 +79,8 @@ use dynreg_registry_core::RegistryBackend;
 
 pub use config::{ServerConfig, Token};
 pub use error::ServerError;
+#[cfg(feature = "knowledge")]
+pub use knowledge::{KnowledgeService, RagFactory};
 pub use notify::ChangeNotifier;
 
 /// The prefix [`RegistryServer::router`] mounts the API under.
@@ -86,6 +90,8 @@ pub const API_PREFIX: &str = "/api/v1";
 #[derive(Clone)]
 pub struct RegistryServer {
     state: Arc<api::AppState>,
+    #[cfg(feature = "knowledge")]
+    knowledge: Option<KnowledgeService>,
 }
 
 impl std::fmt::Debug for RegistryServer {
@@ -109,7 +115,19 @@ impl RegistryServer {
                 auth,
                 notifier: ChangeNotifier::new(),
             }),
+            #[cfg(feature = "knowledge")]
+            knowledge: None,
         }
+    }
+
+    /// The same server with the knowledge routes (feature `knowledge`) under the API prefix:
+    /// `GET|POST /knowledge`, `GET|DELETE /knowledge/{domain}`, `GET /knowledge/{domain}/files`,
+    /// `GET|PUT|DELETE /knowledge/{domain}/files/{path}` (streamed), `POST
+    /// /knowledge/{domain}/ingest[?full=true]` and `GET /knowledge/{domain}/search?q=&k=`.
+    #[cfg(feature = "knowledge")]
+    pub fn with_knowledge(mut self, service: KnowledgeService) -> Self {
+        self.knowledge = Some(service);
+        self
     }
 
     /// The same server with `config`; an invalid option (an empty token, a bad header name) is
@@ -124,6 +142,8 @@ impl RegistryServer {
         };
         Ok(RegistryServer {
             state: Arc::new(state),
+            #[cfg(feature = "knowledge")]
+            knowledge: self.knowledge,
         })
     }
 
@@ -162,6 +182,12 @@ impl RegistryServer {
                 post(api::h_deactivate),
             )
         });
+        let routes: Router = routes.with_state(s.clone());
+        #[cfg(feature = "knowledge")]
+        let routes = match &self.knowledge {
+            Some(k) => routes.merge(knowledge::routes(k.clone())),
+            None => routes,
+        };
         routes
             .fallback(api::not_found)
             .method_not_allowed_fallback(api::method_not_allowed)
@@ -170,7 +196,6 @@ impl RegistryServer {
                 api::require_token,
             ))
             .layer(DefaultBodyLimit::max(s.config.max_body_bytes))
-            .with_state(s)
     }
 
     /// The whole service: the API under [`API_PREFIX`], `/healthz` and `/readyz`, with request
