@@ -63,6 +63,7 @@ fn bot_config(model: &str) -> Value {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Environment::load("configs/environments/development.yaml")?;
+    install_logging(&env);
     let platform = Platform::from_env(env, DomainConfig::load("configs/domains/my-bot.yaml")?)
         .instances(Bots)
         .reload(ReloadMode::Hybrid)
@@ -137,4 +138,29 @@ async fn main() -> anyhow::Result<()> {
     );
     platform.close().await?;
     Ok(())
+}
+
+/// Logs to stderr at the environment's `settings.log_level` (the original's names: `DEBUG`,
+/// `INFO`, `WARNING`, `ERROR`), unless `RUST_LOG` says otherwise.
+fn install_logging(env: &Environment) {
+    let level = match env
+        .setting("log_level")
+        .and_then(|v| v.as_str())
+        .unwrap_or("INFO")
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "DEBUG" => "debug",
+        "WARNING" | "WARN" => "warn",
+        "ERROR" | "CRITICAL" => "error",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,sqlx=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

@@ -318,6 +318,11 @@ impl Router {
     /// Tells every subscriber to resync.
     #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
     pub(crate) fn resync_all(&self, reason: ResyncReason) {
+        let kind = match reason {
+            ResyncReason::Lagged { .. } => "lagged",
+            ResyncReason::Reconnected => "reconnected",
+        };
+        metrics::counter!("dynreg_bus_resyncs_total", "reason" => kind).increment(1);
         let table = self.read();
         for (_, queue) in table.exact.values().flatten() {
             queue.push_resync(reason.clone());

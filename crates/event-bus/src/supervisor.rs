@@ -273,6 +273,7 @@ impl<L: Link> Supervisor<L> {
                     "{}: re-established dropped connection",
                     L::NAME
                 );
+                metrics::counter!("dynreg_bus_reconnects_total", "link" => L::NAME).increment(1);
                 if let Some(router) = &self.resync {
                     router.resync_all(ResyncReason::Reconnected);
                 }

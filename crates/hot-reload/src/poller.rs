@@ -165,8 +165,20 @@ impl RegistryPoller {
     pub async fn poll_once(&self) -> Result<PollBatch, HotReloadError> {
         let result = self.poll_inner().await;
         match &result {
-            Ok(_) => self.inner.polls.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.inner.errors.fetch_add(1, Ordering::Relaxed),
+            Ok(batch) => {
+                self.inner.polls.fetch_add(1, Ordering::Relaxed);
+                // How far behind the registry this poll found the poller, in revisions.
+                metrics::gauge!("dynreg_poller_lag_revisions")
+                    .set(batch.revision.saturating_sub(batch.from) as f64);
+                metrics::counter!("dynreg_poller_polls_total", "outcome" => "ok").increment(1);
+                if batch.relisted {
+                    metrics::counter!("dynreg_poller_relists_total").increment(1);
+                }
+            }
+            Err(_) => {
+                self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("dynreg_poller_polls_total", "outcome" => "error").increment(1);
+            }
         };
         result
     }

@@ -127,3 +127,37 @@ async fn callbacks_can_be_removed() {
     p.poll_once().await.unwrap();
     assert_eq!(*n.lock().unwrap(), 1);
 }
+
+/// The poller counts its polls and reports how far behind the registry each poll found it.
+#[test]
+fn polls_and_lag_are_measured() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let b = backend();
+            let p = RegistryPoller::new(b.clone(), Duration::from_secs(1)).unwrap();
+            p.poll_once().await.unwrap();
+            for i in 0..3 {
+                b.register(&format!("b{i}"), serde_json::json!({}))
+                    .await
+                    .unwrap();
+            }
+            p.poll_once().await.unwrap();
+        });
+    });
+    let mut polls = 0;
+    let mut lag = None;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        match (key.key().name(), value) {
+            ("dynreg_poller_polls_total", DebugValue::Counter(n)) => polls += n,
+            ("dynreg_poller_lag_revisions", DebugValue::Gauge(g)) => lag = Some(g.into_inner()),
+            _ => {}
+        }
+    }
+    assert_eq!((polls, lag), (2, Some(3.0)));
+}

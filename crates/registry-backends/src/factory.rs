@@ -23,7 +23,10 @@ pub async fn create_registry_backend(
     kind: &str,
     config: &Value,
 ) -> Result<Arc<dyn RegistryBackend>> {
-    let backend = build(kind, config)?;
+    // Traced and measured (see `Instrumented`).
+    let backend: Arc<dyn RegistryBackend> = Arc::new(dynreg_registry_core::Instrumented::new(
+        build(kind, config)?,
+    ));
     backend.initialize().await?;
     Ok(backend)
 }
