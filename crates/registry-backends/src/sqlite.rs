@@ -621,11 +621,28 @@ impl SqliteBackend {
         let pushdown = query.is_plain();
         self.with_reader(|conn| {
             let t = &self.table;
-            let mut sql = format!("SELECT {COLUMNS} FROM \"{t}\"");
+            let mut sql = format!("SELECT {COLUMNS} FROM \"{t}\" WHERE 1");
             if query.status.is_some() {
                 // `+status`: scan the table in primary-key (bot_id) order and filter, instead of
                 // walking the status index and looking every row up again.
-                sql.push_str(" WHERE +status = ?1");
+                sql.push_str(" AND +status = ?1");
+            }
+            // A metadata filter is narrowed by SQLite's JSON functions rather than by loading
+            // every row: `IS` on the extracted values is a superset of the filter's equality
+            // (1 = 1.0, true = 1, a missing key IS a null), and `apply` below is exact. Keys a
+            // JSON path cannot quote are left to `apply`.
+            let mut filter_params: Vec<String> = Vec::new();
+            for (k, v) in query.filter_metadata.iter().flatten() {
+                if k.contains('"') || k.contains('\\') {
+                    continue;
+                }
+                let n = 4 + filter_params.len();
+                sql.push_str(&format!(
+                    " AND json_extract(metadata, ?{n}) IS json_extract(?{}, '$')",
+                    n + 1
+                ));
+                filter_params.push(format!("$.\"{k}\""));
+                filter_params.push(v.to_string());
             }
             if pushdown {
                 sql.push_str(" ORDER BY bot_id LIMIT ?2 OFFSET ?3");
@@ -636,14 +653,24 @@ impl SqliteBackend {
             let offset = sql_count(query.offset.unwrap_or(0));
             let location = self.location();
             let map = |r: &rusqlite::Row<'_>| self.row(r);
-            let rows: Vec<StoredRow> = match (status, pushdown) {
-                (Some(s), true) => stmt.query_map(params![s, limit, offset], map),
-                (Some(s), false) => stmt.query_map(params![s], map),
-                (None, true) => stmt.query_map(params![rusqlite::types::Null, limit, offset], map),
-                (None, false) => stmt.query_map([], map),
-            }
-            .and_then(|rows| rows.collect())
-            .map_err(db_err("list", None))?;
+            // Parameters by position: ?1 status, ?2 limit, ?3 offset, then the filter's pairs.
+            let mut values: Vec<rusqlite::types::Value> = Vec::new();
+            use rusqlite::types::Value as Sql;
+            values.push(status.map_or(Sql::Null, Sql::Text));
+            values.push(Sql::Integer(limit));
+            values.push(Sql::Integer(offset));
+            values.extend(filter_params.into_iter().map(Sql::Text));
+            // Bind only the numbered parameters the statement has.
+            let count = stmt.parameter_count();
+            let bound: Vec<&dyn rusqlite::ToSql> = values
+                .iter()
+                .take(count)
+                .map(|v| v as &dyn rusqlite::ToSql)
+                .collect();
+            let rows: Vec<StoredRow> = stmt
+                .query_map(bound.as_slice(), map)
+                .and_then(|rows| rows.collect())
+                .map_err(db_err("list", None))?;
             let regs = rows
                 .into_iter()
                 .map(|r| r.into_registration(KIND, &location, &self.parsed))

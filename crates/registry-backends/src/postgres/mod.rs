@@ -838,12 +838,17 @@ impl PostgresBackend {
         } else {
             (None, 0)
         };
-        let rows = match &query.status {
-            Some(s) => sqlx::query(q(&self.sql.list_status))
+        let filter = query.filter_metadata.as_ref().filter(|f| !f.is_empty());
+        let rows = match (&query.status, filter) {
+            // A metadata filter is narrowed in the database, not by loading every row.
+            (status, Some(f)) => sqlx::query(q(&self.sql.list_filtered))
+                .bind(status.as_ref().map(|s| s.as_str().to_owned()))
+                .bind(Value::Object(f.clone()).to_string()),
+            (Some(s), None) => sqlx::query(q(&self.sql.list_status))
                 .bind(limit)
                 .bind(offset)
                 .bind(s.as_str()),
-            None => sqlx::query(q(&self.sql.list)).bind(limit).bind(offset),
+            (None, None) => sqlx::query(q(&self.sql.list)).bind(limit).bind(offset),
         };
         // Each row is decoded as it arrives and its buffer dropped: no second copy of the
         // whole result set.

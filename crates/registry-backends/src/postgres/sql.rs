@@ -50,6 +50,9 @@ pub(super) struct Sql {
     pub feed: Arc<str>,
     pub list: Arc<str>,
     pub list_status: Arc<str>,
+    /// Rows whose metadata contains `$2` (a JSON object), of status `$1` when not NULL: the
+    /// database narrows a metadata-filtered list, the caller applies the exact filter.
+    pub list_filtered: Arc<str>,
     pub count: Arc<str>,
     pub count_status: Arc<str>,
 }
@@ -117,6 +120,14 @@ impl Sql {
             )),
             list_status: s(format!(
                 "SELECT {COLUMNS} FROM \"{t}\" WHERE status = $3 ORDER BY bot_id COLLATE \"C\" LIMIT $1 OFFSET $2"
+            )),
+            // Containment is a superset of the filter's equality (1 = 1.0; arrays contain); metadata
+            // text holding the escape \u0000 (which jsonb refuses) is passed through unfiltered.
+            list_filtered: s(format!(
+                "SELECT {COLUMNS} FROM \"{t}\" WHERE ($1::text IS NULL OR status = $1)
+                 AND CASE WHEN strpos(metadata, '\\u0000') > 0 THEN true
+                          ELSE metadata::jsonb @> $2::jsonb END
+                 ORDER BY bot_id COLLATE \"C\""
             )),
             count: s(format!("SELECT COUNT(*) FROM \"{t}\"")),
             count_status: s(format!("SELECT COUNT(*) FROM \"{t}\" WHERE status = $1")),

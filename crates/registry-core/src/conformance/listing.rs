@@ -172,3 +172,56 @@ pub async fn sort_limit_offset(h: &dyn Harness) {
     assert!(SortSpec::parse(":asc").is_err());
     assert!(SortSpec::parse("bot_id:up").is_err());
 }
+
+/// Metadata filters of every JSON type, on keys a query language must quote, mean exact JSON
+/// equality: `1` is not `1.0`'s string, `true` is not `1`, an array or object must be equal as a
+/// whole, and a filtered list or count never misses a match or includes a non-match.
+pub async fn metadata_filters_of_every_json_type(h: &dyn Harness) {
+    let b = fresh(h, "filter_types").await;
+    let rows = [
+        ("int", json!({"v": 1, "a.b": "dot", "q\"k": "quote"})),
+        ("float", json!({"v": 1.5, "日本": "語"})),
+        ("bool", json!({"v": true, "tags": ["x", "y"]})),
+        ("int1", json!({"v": 1, "tags": ["x"]})),
+        ("null", json!({"v": null, "obj": {"k": [1, {"z": null}]}})),
+        ("str", json!({"v": "1", "obj": {"k": [1]}})),
+        ("none", json!({})),
+    ];
+    for (id, m) in &rows {
+        b.register_with(
+            id,
+            std::sync::Arc::new(cfg(0)),
+            crate::RegisterOptions::default().metadata(meta(m.clone())),
+        )
+        .await
+        .unwrap();
+    }
+    let cases: &[(Value, &[&str])] = &[
+        (json!({"v": 1}), &["int", "int1"]),
+        (json!({"v": 1.5}), &["float"]),
+        (json!({"v": true}), &["bool"]),
+        (json!({"v": "1"}), &["str"]),
+        (json!({"v": null}), &["null"]),
+        (json!({"tags": ["x", "y"]}), &["bool"]),
+        (json!({"tags": ["x"]}), &["int1"]),
+        (json!({"obj": {"k": [1, {"z": null}]}}), &["null"]),
+        (json!({"obj": {"k": [1]}}), &["str"]),
+        (json!({"a.b": "dot"}), &["int"]),
+        (json!({"q\"k": "quote"}), &["int"]),
+        (json!({"日本": "語"}), &["float"]),
+        (json!({"v": 1, "tags": ["x"]}), &["int1"]),
+        (json!({"v": 2}), &[]),
+    ];
+    for (filter, want) in cases {
+        let q = ListQuery {
+            filter_metadata: Some(meta(filter.clone())),
+            ..ListQuery::all()
+        };
+        assert_eq!(ids(&b.list(&q).await.unwrap()), *want, "filter {filter}");
+        let n = b
+            .count_where(None, Some(&meta(filter.clone())))
+            .await
+            .unwrap();
+        assert_eq!(n, want.len() as u64, "count of filter {filter}");
+    }
+}

@@ -109,7 +109,7 @@ macro_rules! registry_conformance_tests {
             get_existing_and_missing, get_touches_and_peek_does_not, configs_are_served_only_when_active,
             exists_means_present_and_active, unregister_is_a_hard_delete, deactivate_is_a_soft_delete,
             list_and_count, clear_removes_everything, metadata_is_stored_copied_and_replaced,
-            filter_metadata_semantics, sort_limit_offset, reactivate_by_registering,
+            filter_metadata_semantics, metadata_filters_of_every_json_type, sort_limit_offset, reactivate_by_registering,
             special_character_ids_round_trip, hostile_ids_are_rejected_and_store_nothing,
             config_must_be_an_object, timestamps_are_utc_and_wire_round_trips,
             revisions_are_monotonic_and_skip_no_ops, changes_since_reports_upserts_and_tombstones,
