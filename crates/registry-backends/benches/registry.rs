@@ -224,7 +224,75 @@ fn main() {
     rt.block_on(async { tokio::spawn(benchmarks()).await.unwrap() });
 }
 
+/// A tenant's bots among `n` (1% each): the filtered list against the whole list.
+async fn filtered(name: &str, b: Arc<dyn RegistryBackend>, n: usize) {
+    use dynreg_registry_core::{ListQuery, RegisterOptions};
+    let tasks: Vec<_> = (0..4)
+        .map(|w| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for i in (w..n).step_by(4) {
+                    let meta = json!({"tenant": format!("t{}", i % 100)});
+                    b.register_with(
+                        &format!("tb-{i:06}"),
+                        Arc::new(cfg(i)),
+                        RegisterOptions::default().metadata(meta.as_object().unwrap().clone()),
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let q = ListQuery::with_status("active").filter("tenant", json!("t7"));
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        assert_eq!(b.list(&q).await.unwrap().len(), n / 100);
+        times.push(t.elapsed());
+    }
+    let all = ListQuery::with_status("active");
+    let mut whole = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        b.list(&all).await.unwrap();
+        whole.push(t.elapsed());
+    }
+    println!(
+        "{name:<8}  list_active, tenant filter, 1% of N={n} match   {:.2} ms (the whole list: {:.2} ms)",
+        median(times).as_secs_f64() * 1e3,
+        median(whole).as_secs_f64() * 1e3
+    );
+}
+
 async fn benchmarks() {
+    if let Ok(only) = std::env::var("DYNREG_BENCH_FILTERED") {
+        let n: usize = only.parse().unwrap_or(100_000);
+        #[cfg(feature = "sqlite")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let b = dynreg_registry_backends::SqliteBackend::new(dir.path().join("f.sqlite3"));
+            b.initialize().await.unwrap();
+            filtered("sqlite", Arc::new(b), n).await;
+        }
+        #[cfg(feature = "postgres")]
+        if let Ok(url) = std::env::var("DYNREG_TEST_POSTGRES_URL") {
+            let table = format!("bench_filtered_{}", std::process::id());
+            let b = Arc::new(
+                dynreg_registry_backends::PostgresBackend::from_config(
+                    &json!({"url": url, "table": table, "pool_size": 8, "synchronous_commit": false}),
+                )
+                .unwrap(),
+            );
+            b.initialize().await.unwrap();
+            filtered("postgres", Arc::new(b.clone()), n).await;
+            b.clear().await.unwrap();
+        }
+        return;
+    }
     {
         // The same 1 s touch resolution as the persistent backends.
         let memory = InMemoryBackend::with_touch_resolution(Duration::from_secs(1));
