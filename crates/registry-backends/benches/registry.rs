@@ -288,7 +288,7 @@ async fn benchmarks() {
                 .unwrap(),
             );
             b.initialize().await.unwrap();
-            filtered("postgres", Arc::new(b.clone()), n).await;
+            filtered("postgres", b.clone(), n).await;
             b.clear().await.unwrap();
         }
         return;
