@@ -118,15 +118,7 @@ pub(crate) async fn ingest(cli: &Cli, args: &IngestArgs) -> Result<()> {
                 (None, false) => manager.ingest(&args.domain, SwapMode::Tombstone).await?,
             };
             manager.destination().flush().await?;
-            json!({
-                "domain_id": result.domain_id,
-                "files_processed": result.files_processed,
-                "files_unchanged": result.files_unchanged,
-                "files_deleted": result.files_deleted,
-                "files_skipped": result.files_skipped,
-                "chunks_created": result.chunks_created,
-                "errors": result.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })
+            result.summary()
         }
     };
     let errors: Vec<String> = summary["errors"]

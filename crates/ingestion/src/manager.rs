@@ -152,6 +152,23 @@ pub struct IngestionResult {
 }
 
 impl IngestionResult {
+    /// The counts and the error texts as one JSON object (what the command line and the HTTP
+    /// routes report): `domain_id`, `files_processed`, `files_unchanged`, `files_deleted`,
+    /// `files_skipped`, `chunks_created`, `errors`.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "domain_id": self.domain_id,
+            "files_processed": self.files_processed,
+            "files_unchanged": self.files_unchanged,
+            "files_deleted": self.files_deleted,
+            "files_skipped": self.files_skipped,
+            "chunks_created": self.chunks_created,
+            "errors": self.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl IngestionResult {
     fn new(domain_id: &str, swap_mode: SwapMode) -> Self {
         IngestionResult {
             domain_id: domain_id.to_owned(),

@@ -762,18 +762,7 @@ mod lenient {
         }
     }
 
-    /// The JSON type of a value, for messages: a config value is never shown (it may be a
-    /// secret put under the wrong key).
-    fn json_type(v: &Value) -> &'static str {
-        match v {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "a list",
-            Value::Object(_) => "an object",
-        }
-    }
+    use dynreg_registry_core::backend::json_type_name as json_type;
 
     pub(super) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         string(d).map(Some)

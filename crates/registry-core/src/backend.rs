@@ -39,13 +39,15 @@ pub fn validate_write(bot_id: &str, config: &Value, options: &RegisterOptions) -
     Ok(())
 }
 
-fn json_type_name(v: &Value) -> &'static str {
+/// The JSON type of a value as messages name it (`a string`, `an object`, ...): messages name a
+/// value's type, never the value (it could be a secret under a wrong key).
+pub fn json_type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
-        Value::Array(_) => "an array",
+        Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
 }

@@ -101,16 +101,7 @@ fn json_object(
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
+use dynreg_registry_core::backend::json_type_name as type_name;
 
 /// The condition of a write from `If-Match` (`"<revision>"`, or `*`: the registration must
 /// exist) and `If-None-Match: *` (it must not).

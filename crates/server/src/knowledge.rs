@@ -230,16 +230,7 @@ async fn ingest(State(k): K, Path(domain): Path<String>, RawQuery(q): RawQuery) 
         .flush()
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(json!({
-        "domain_id": result.domain_id,
-        "files_processed": result.files_processed,
-        "files_unchanged": result.files_unchanged,
-        "files_deleted": result.files_deleted,
-        "files_skipped": result.files_skipped,
-        "chunks_created": result.chunks_created,
-        "errors": result.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    }))
-    .into_response())
+    Ok(Json(result.summary()).into_response())
 }
 
 async fn search(State(k): K, Path(domain): Path<String>, RawQuery(q): RawQuery) -> R {

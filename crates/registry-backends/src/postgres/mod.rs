@@ -196,12 +196,6 @@ impl PostgresBackend {
             }
             opts = opts.ssl_root_cert(ca);
         }
-        let endpoint = format!(
-            "{}:{} ({})",
-            opts.get_host(),
-            opts.get_port(),
-            tls_name(mode)
-        );
         let pool_size = config.pool_size.clamp(1, 1000) as u32;
         let min_connections = config.min_connections.min(u64::from(pool_size)) as u32;
         validate_identifier(&config.table).map_err(|reason| invalid(KIND, "table", reason))?;
@@ -213,26 +207,15 @@ impl PostgresBackend {
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(opts.clone());
-        let table = config.table;
-        let sql = Sql::new(&table);
-        Ok(PostgresBackend {
-            writes: Arc::new(Batcher::new(
-                pool.clone(),
-                sql.write.clone(),
-                sql.write_batch.clone(),
-            )),
+        Ok(Self::assemble(
             pool,
-            sql,
-            location: format!("table {table}"),
-            table,
-            touches: TouchBuffer::new(Duration::from_millis(config.touch_resolution_ms)),
-            parsed: ParsedConfigs::new(),
-            tombstone_retention: config.tombstone_retention,
-            connect: opts,
-            endpoint,
-            op_timeout: (config.statement_timeout_ms > 0)
+            &config.table,
+            opts,
+            Duration::from_millis(config.touch_resolution_ms),
+            config.tombstone_retention,
+            (config.statement_timeout_ms > 0)
                 .then(|| Duration::from_millis(config.statement_timeout_ms)),
-        })
+        ))
     }
 
     /// A backend on the application's own pool (its size, timeouts, TLS and credentials as the
@@ -241,6 +224,27 @@ impl PostgresBackend {
     pub fn with_pool(pool: PgPool, table: &str) -> Result<Self> {
         validate_identifier(table).map_err(|reason| invalid(KIND, "table", reason))?;
         let opts = (*pool.connect_options()).clone();
+        Ok(Self::assemble(
+            pool,
+            table,
+            opts,
+            crate::config::DEFAULT_TOUCH_RESOLUTION,
+            crate::config::DEFAULT_TOMBSTONE_RETENTION,
+            Some(Duration::from_millis(
+                crate::config::DEFAULT_STATEMENT_TIMEOUT_MS,
+            )),
+        ))
+    }
+
+    /// The backend over `pool` (whose connections `opts` describes) in `table`.
+    fn assemble(
+        pool: PgPool,
+        table: &str,
+        opts: PgConnectOptions,
+        touch_resolution: Duration,
+        tombstone_retention: u64,
+        op_timeout: Option<Duration>,
+    ) -> Self {
         let endpoint = format!(
             "{}:{} ({})",
             opts.get_host(),
@@ -248,7 +252,7 @@ impl PostgresBackend {
             tls_name(opts.get_ssl_mode())
         );
         let sql = Sql::new(table);
-        Ok(PostgresBackend {
+        PostgresBackend {
             writes: Arc::new(Batcher::new(
                 pool.clone(),
                 sql.write.clone(),
@@ -258,15 +262,13 @@ impl PostgresBackend {
             sql,
             location: format!("table {table}"),
             table: table.to_owned(),
-            touches: TouchBuffer::new(crate::config::DEFAULT_TOUCH_RESOLUTION),
+            touches: TouchBuffer::new(touch_resolution),
             parsed: ParsedConfigs::new(),
-            tombstone_retention: crate::config::DEFAULT_TOMBSTONE_RETENTION,
+            tombstone_retention,
             connect: opts,
             endpoint,
-            op_timeout: Some(Duration::from_millis(
-                crate::config::DEFAULT_STATEMENT_TIMEOUT_MS,
-            )),
-        })
+            op_timeout,
+        }
     }
 
     fn location(&self) -> &str {
