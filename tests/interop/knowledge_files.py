@@ -1,8 +1,10 @@
-"""The original's FileKnowledgeBackend writing or reading a knowledge base, for
+"""The original's knowledge backends (file or S3) writing or reading a knowledge base, for
 crates/knowledge-store/tests/interop.rs. Prints one JSON document on stdout.
 
-    python knowledge_files.py write BASE DOMAIN   # writes the fixture below, prints what it reads back
-    python knowledge_files.py read  BASE DOMAIN   # prints what it reads
+    python knowledge_files.py write STORE DOMAIN   # writes the fixture below, prints what it reads back
+    python knowledge_files.py read  STORE DOMAIN   # prints what it reads
+
+STORE is a folder (the file backend) or a JSON object of S3KnowledgeBackend.from_config keys.
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import json
 import sys
 
 from dataknobs_bots.knowledge.storage import FileKnowledgeBackend
+from dataknobs_bots.knowledge.storage.s3 import S3KnowledgeBackend
 
 FILES = {
     "docs/日本語 guide.md": "# ガイド\n\nUnicode and a space in the path.\n".encode(),
@@ -46,14 +49,20 @@ async def describe(b, domain):
     }
 
 
-async def main(mode, base, domain):
-    b = FileKnowledgeBackend(base)
+async def main(mode, store, domain):
+    if store.startswith("{"):
+        b = S3KnowledgeBackend.from_config(json.loads(store))
+    else:
+        b = FileKnowledgeBackend(store)
     await b.initialize()
     try:
         if mode == "write":
             await b.create_kb(domain, metadata={"n": 1, "f": 2.5, "tags": ["a", "b"], "nested": {"k": None}})
+            # S3 object metadata holds only ASCII strings (the original's S3 backend stores file
+            # metadata there), so the S3 run uses a string.
+            n = "7" if store.startswith("{") else 7
             for path, body in FILES.items():
-                await b.put_file(domain, path, body, metadata={"origin": "python", "n": 7})
+                await b.put_file(domain, path, body, metadata={"origin": "python", "n": n})
             await b.delete_file(domain, "to-delete.md")
             await b.set_ingestion_status(domain, "error", "embedding service unreachable: 503")
         print(json.dumps(await describe(b, domain)))

@@ -19,7 +19,7 @@ const PINS: &[&str] = &[
 const TESTS: &[(&str, &str, &str)] = &[
     ("dynreg-server", "", "interop_http"),
     ("dynreg-event-bus", "conformance,postgres,redis", "interop"),
-    ("dynreg-knowledge-store", "file", "interop"),
+    ("dynreg-knowledge-store", "file,s3", "interop"),
 ];
 
 fn python312() -> Option<PathBuf> {

@@ -531,3 +531,28 @@ async fn credentials_and_region_come_from_the_aws_chain_when_unset() {
         b"# a"
     );
 }
+
+/// Object keys are the paths as written — unicode, spaces, `%`, `#`, `~` — as the original
+/// writes them, not percent-encoded into other keys (which the original could not find).
+#[tokio::test]
+async fn object_keys_are_the_paths_as_written() {
+    let store = Arc::new(InMemory::new());
+    let b = S3KnowledgeBackend::with_store(store.clone(), "bucket", "knowledge/", 10);
+    b.create_kb("kb", Metadata::default()).await.unwrap();
+    let path = "docs/日本語 guide #1 ~100%.md";
+    b.put_file("kb", path, Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .unwrap();
+    let keys: Vec<String> = store
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k == "knowledge/kb/content/docs/日本語 guide #1 ~100%.md"),
+        "{keys:?}"
+    );
+    assert_eq!(&b.get_file("kb", path).await.unwrap().unwrap()[..], b"x");
+}

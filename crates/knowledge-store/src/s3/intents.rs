@@ -17,11 +17,11 @@
 //! [`S3KnowledgeBackend::with_intent_grace`]) is repaired but kept, so a live writer's own
 //! intent stays until that writer removes it.
 
+use super::obj_path;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
-use object_store::path::Path as ObjPath;
 use serde::{Deserialize, Serialize};
 
 use super::commit::Op;
@@ -72,7 +72,7 @@ impl S3KnowledgeBackend {
         );
         let bytes = serde_json::to_vec(intent).expect("an intent serialises");
         self.store
-            .put(&ObjPath::from(key.as_str()), bytes.into())
+            .put(&obj_path(key.as_str()), bytes.into())
             .await
             .map_err(|e| self.err(d, &key, e))?;
         Ok(Recorded { key })
@@ -81,10 +81,7 @@ impl S3KnowledgeBackend {
     /// Removes a completed write's intent. A failure is only logged: the intent then stays
     /// until a recovery finds the index already matching and removes it.
     pub(super) async fn intent_done(&self, d: &str, recorded: Recorded) {
-        if let Err(e) = self
-            .store
-            .delete(&ObjPath::from(recorded.key.as_str()))
-            .await
+        if let Err(e) = self.store.delete(&obj_path(recorded.key.as_str())).await
             && !is_not_found(&e)
         {
             tracing::warn!(domain_id = d, key = %recorded.key, error = %e, "could not remove a completed write intent");
@@ -107,7 +104,7 @@ impl S3KnowledgeBackend {
         let dir = self.intents_dir(d);
         let listed: Vec<object_store::ObjectMeta> = self
             .store
-            .list(Some(&ObjPath::from(dir.as_str())))
+            .list(Some(&obj_path(dir.as_str())))
             .try_collect()
             .await
             .map_err(|e| self.err(d, &dir, e))?;
@@ -188,7 +185,7 @@ impl S3KnowledgeBackend {
                     .is_some_and(|(checksum, _)| checksum == gone.checksum)
             {
                 let key = self.content_key(d, &gone.path);
-                match self.store.delete(&ObjPath::from(key.as_str())).await {
+                match self.store.delete(&obj_path(key.as_str())).await {
                     Ok(()) => {}
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(self.err(d, &key, e)),
@@ -213,7 +210,7 @@ impl S3KnowledgeBackend {
     /// MD5 and size of the stored content of `path`, or `None` if there is no object.
     async fn stored_digest(&self, d: &str, path: &str) -> Result<Option<(String, u64)>> {
         let key = self.content_key(d, path);
-        let got = match self.store.get(&ObjPath::from(key.as_str())).await {
+        let got = match self.store.get(&obj_path(key.as_str())).await {
             Ok(g) => g,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.err(d, &key, e)),

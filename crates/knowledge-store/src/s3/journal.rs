@@ -35,6 +35,7 @@
 //! compaction. A base without `dynreg_journal` (written by the original) is rewritten whole by
 //! the next dynreg write, which starts a new journal.
 
+use super::obj_path;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -237,11 +238,7 @@ impl S3KnowledgeBackend {
             if_none_match: slot.as_ref().and_then(|s| s.etag.clone()),
             ..GetOptions::default()
         };
-        let got = match self
-            .store
-            .get_opts(&ObjPath::from(key.as_str()), opts)
-            .await
-        {
+        let got = match self.store.get_opts(&obj_path(key.as_str()), opts).await {
             Ok(g) => g,
             Err(object_store::Error::NotModified { .. }) => return Ok(Fresh::BaseUnchanged),
             Err(e) if is_not_found(&e) => {
@@ -305,17 +302,17 @@ impl S3KnowledgeBackend {
             return Ok(true);
         };
         let next = self.record_key(d, &epoch, st.applied + 1);
-        let bytes = match self.store.get(&ObjPath::from(next.as_str())).await {
+        let bytes = match self.store.get(&obj_path(next.as_str())).await {
             Ok(g) => g.bytes().await.map_err(|e| self.err(d, &next, e))?,
             Err(e) if is_not_found(&e) => return Ok(true),
             Err(e) => return Err(self.err(d, &next, e)),
         };
         self.apply_record(d, st, &next, &bytes)?;
         let dir = self.journal_dir(d, &epoch);
-        let offset = ObjPath::from(self.record_key(d, &epoch, st.applied).as_str());
+        let offset = obj_path(self.record_key(d, &epoch, st.applied).as_str());
         let mut found: Vec<(u64, ObjPath)> = self
             .store
-            .list_with_offset(Some(&ObjPath::from(dir.as_str())), &offset)
+            .list_with_offset(Some(&obj_path(dir.as_str())), &offset)
             .map_ok(|m| (seq_of(&m.location), m.location))
             .try_filter_map(|(s, l)| futures::future::ready(Ok(s.map(|s| (s, l)))))
             .try_collect()
@@ -378,7 +375,7 @@ impl S3KnowledgeBackend {
         rec: &Record,
     ) -> Result<Option<usize>> {
         let key = self.record_key(d, epoch, rec.seq);
-        let loc = ObjPath::from(key.as_str());
+        let loc = obj_path(key.as_str());
         let bytes = serde_json::to_vec(rec).expect("a journal record serialises");
         let size = bytes.len();
         let opts = object_store::PutOptions {
@@ -451,7 +448,7 @@ impl S3KnowledgeBackend {
         };
         match self
             .store
-            .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(bytes), opts)
+            .put_opts(&obj_path(key.as_str()), PutPayload::from(bytes), opts)
             .await
         {
             Ok(done) => {
@@ -515,10 +512,10 @@ impl S3KnowledgeBackend {
         let upto = head.compactions[last_old].0;
         if upto > head.pruned {
             let dir = self.journal_dir(d, &head.epoch);
-            let offset = ObjPath::from(self.record_key(d, &head.epoch, head.pruned).as_str());
+            let offset = obj_path(self.record_key(d, &head.epoch, head.pruned).as_str());
             let doomed = self
                 .store
-                .list_with_offset(Some(&ObjPath::from(dir.as_str())), &offset)
+                .list_with_offset(Some(&obj_path(dir.as_str())), &offset)
                 .try_filter(move |m| {
                     futures::future::ready(seq_of(&m.location).is_some_and(|s| s <= upto))
                 })

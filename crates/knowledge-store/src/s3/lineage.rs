@@ -6,8 +6,8 @@
 //! * `s3_versioning` mode: no snapshot objects at all; see [`super::versions`]. The version
 //!   index belongs to the shared index document, so every tenant resolves the same versions.
 
+use super::obj_path;
 use futures::TryStreamExt;
-use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions as ObjPutOptions, PutPayload};
 
 use super::{ChangeDetectionMode, S3KnowledgeBackend, is_not_found};
@@ -34,7 +34,7 @@ impl S3KnowledgeBackend {
         }
         let key = self.layout.snapshot_key(d, id, state);
         // Another instance may have deleted it (with its knowledge base): ask, don't cache.
-        match self.store.head(&ObjPath::from(key.as_str())).await {
+        match self.store.head(&obj_path(key.as_str())).await {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(self.err(d, &key, e)),
@@ -47,7 +47,7 @@ impl S3KnowledgeBackend {
         };
         match self
             .store
-            .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(json), opts)
+            .put_opts(&obj_path(key.as_str()), PutPayload::from(json), opts)
             .await
         {
             Ok(_) => {
@@ -73,7 +73,7 @@ impl S3KnowledgeBackend {
         let dir = self.layout.snapshots_dir(d, state);
         let mut metas: Vec<_> = self
             .store
-            .list(Some(&ObjPath::from(dir.as_str())))
+            .list(Some(&obj_path(dir.as_str())))
             .try_collect::<Vec<_>>()
             .await
             .map_err(|e| self.err(d, &dir, e))?;
@@ -104,7 +104,7 @@ impl S3KnowledgeBackend {
         state: &str,
     ) -> Result<Option<Snapshot>> {
         let key = self.layout.snapshot_key(d, version, state);
-        match self.store.get(&ObjPath::from(key.as_str())).await {
+        match self.store.get(&obj_path(key.as_str())).await {
             Ok(g) => {
                 let bytes = g.bytes().await.map_err(|e| self.err(d, &key, e))?;
                 serde_json::from_slice(&bytes)

@@ -44,6 +44,15 @@ mod upload;
 mod versions;
 
 pub use config::{ChangeDetectionMode, S3Config};
+
+/// The object key `key` as written, byte for byte: unicode, spaces, `%`, `#`, `~`, ... stay
+/// themselves, as the original writes them (object_store's `Path::from` would percent-encode
+/// them into other keys). Keys here are built from validated ids and paths, which never hold the
+/// control characters or `.`/`..` segments a parsed path refuses; should one, it is encoded.
+pub(crate) fn obj_path(key: impl AsRef<str>) -> ObjPath {
+    let key = key.as_ref();
+    ObjPath::parse(key).unwrap_or_else(|_| ObjPath::from(key))
+}
 pub use intents::INTENT_GRACE;
 pub use journal::{JOURNAL_RETENTION, WRITE_WINDOW};
 
@@ -137,7 +146,7 @@ impl S3KnowledgeBackend {
             config.snapshot_retention,
         )
         .with_change_detection_mode(config.change_detection_mode);
-        let probe = ObjPath::from(backend.prefix.trim_end_matches('/'));
+        let probe = obj_path(backend.prefix.trim_end_matches('/'));
         backend
             .store
             .list_with_delimiter(Some(&probe))
@@ -266,7 +275,7 @@ impl S3KnowledgeBackend {
     /// The addressable domain names under the prefix, sorted (one listing with a delimiter).
     async fn domain_names(&self) -> Result<Vec<String>> {
         let prefix = self.prefix.trim_end_matches('/');
-        let prefix_path = (!prefix.is_empty()).then(|| ObjPath::from(prefix));
+        let prefix_path = (!prefix.is_empty()).then(|| obj_path(prefix));
         let listing = self
             .store
             .list_with_delimiter(prefix_path.as_ref())
@@ -291,7 +300,7 @@ impl S3KnowledgeBackend {
 
     async fn require_kb(&self, d: &str) -> Result<()> {
         let key = self.meta_key(d);
-        match self.store.head(&ObjPath::from(key.as_str())).await {
+        match self.store.head(&obj_path(key.as_str())).await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Err(KnowledgeError::KbNotFound {
                 domain_id: d.to_owned(),
@@ -329,7 +338,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         };
         match self
             .store
-            .put_opts(&ObjPath::from(key.as_str()), PutPayload::from(bytes), opts)
+            .put_opts(&obj_path(key.as_str()), PutPayload::from(bytes), opts)
             .await
         {
             Ok(done) => {
@@ -403,12 +412,12 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         validate_domain_id(domain_id)?;
         let key = self.meta_key(domain_id);
         // The index goes first: the knowledge base disappears at once for every reader.
-        match self.store.head(&ObjPath::from(key.as_str())).await {
+        match self.store.head(&obj_path(key.as_str())).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(self.err(domain_id, &key, e)),
         }
-        let deleted = self.store.delete(&ObjPath::from(key.as_str())).await;
+        let deleted = self.store.delete(&obj_path(key.as_str())).await;
         *self.slot(domain_id).lock().await = None;
         match deleted {
             Ok(()) => {}
@@ -420,7 +429,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         let dir = format!("{}{domain_id}", self.prefix);
         let locations = self
             .store
-            .list(Some(&ObjPath::from(dir.as_str())))
+            .list(Some(&obj_path(dir.as_str())))
             .map_ok(|m| m.location)
             .boxed();
         let deleted: Vec<_> = self
@@ -449,7 +458,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         validate_path(domain_id, path)?;
         self.require_kb(domain_id).await?;
         let key = self.content_key(domain_id, path);
-        let loc = ObjPath::from(key.as_str());
+        let loc = obj_path(key.as_str());
         // The checksum is known only once the stream has been read: recovery recomputes it.
         let planned = file_entry(path, 0, String::new(), options.clone());
         let intent = self
@@ -575,7 +584,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         validate_domain_id(domain_id)?;
         validate_path(domain_id, path)?;
         let key = self.content_key(domain_id, path);
-        match self.store.get(&ObjPath::from(key.as_str())).await {
+        match self.store.get(&obj_path(key.as_str())).await {
             Ok(g) => Ok(Some(
                 g.bytes().await.map_err(|e| self.err(domain_id, &key, e))?,
             )),
@@ -593,7 +602,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
         validate_domain_id(domain_id)?;
         validate_path(domain_id, path)?;
         let key = self.content_key(domain_id, path);
-        let got = match self.store.get(&ObjPath::from(key.as_str())).await {
+        let got = match self.store.get(&obj_path(key.as_str())).await {
             Ok(g) => g,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.err(domain_id, &key, e)),
@@ -642,7 +651,7 @@ impl KnowledgeBackend for S3KnowledgeBackend {
             self.intent_done(domain_id, intent).await; // deleted by someone else meanwhile
         } else if let Ok(OpOutcome::Delete(true)) = outcome {
             let key = self.content_key(domain_id, path);
-            match self.store.delete(&ObjPath::from(key.as_str())).await {
+            match self.store.delete(&obj_path(key.as_str())).await {
                 Err(e) if !is_not_found(&e) => {
                     tracing::warn!(domain_id, key = %key, error = %e, "content delete failed after the index commit; recovery will retry it");
                 }
@@ -834,7 +843,7 @@ mod tests {
         .unwrap();
         let raw = b
             .store
-            .get(&ObjPath::from("kb/acme/content/a.md"))
+            .get(&obj_path("kb/acme/content/a.md"))
             .await
             .unwrap()
             .bytes()

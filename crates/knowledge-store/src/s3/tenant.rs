@@ -13,10 +13,10 @@
 //! leave state behind for a later `create_kb` to inherit — unless the delete *and* a re-create
 //! both fall between that write's existence check and its PUT.
 
+use super::obj_path;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path as ObjPath;
 use object_store::{
     ObjectStoreExt, PutMode, PutOptions as ObjPutOptions, PutPayload, UpdateVersion,
 };
@@ -35,7 +35,7 @@ pub(crate) const ABSENT_TOKEN: &str = "absent";
 impl S3KnowledgeBackend {
     /// A tenant's state and its document's ETag (`None`: no document).
     async fn tenant_doc(&self, d: &str, key: &str) -> Result<(TenantState, Option<String>)> {
-        match self.store.get(&ObjPath::from(key)).await {
+        match self.store.get(&obj_path(key)).await {
             Ok(g) => {
                 let etag = g.meta.e_tag.clone();
                 let bytes = g.bytes().await.map_err(|e| self.err(d, key, e))?;
@@ -60,7 +60,7 @@ impl S3KnowledgeBackend {
     /// The tenant's state token (the knowledge base is known to exist).
     pub(super) async fn tenant_token(&self, d: &str, state: &str) -> Result<String> {
         let key = self.layout.metadata_key(d, state);
-        match self.store.head(&ObjPath::from(key.as_str())).await {
+        match self.store.head(&obj_path(key.as_str())).await {
             Ok(m) => Ok(m.e_tag.unwrap_or_default()),
             Err(e) if is_not_found(&e) => Ok(ABSENT_TOKEN.to_owned()),
             Err(e) => Err(self.err(d, &key, e)),
@@ -76,7 +76,7 @@ impl S3KnowledgeBackend {
         update: &StatusUpdate,
     ) -> Result<KnowledgeBaseInfo> {
         let key = self.layout.metadata_key(d, state);
-        let loc = ObjPath::from(key.as_str());
+        let loc = obj_path(key.as_str());
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -166,7 +166,7 @@ impl S3KnowledgeBackend {
         let domain = d.to_owned();
         let locations = self
             .store
-            .list(Some(&ObjPath::from(root.as_str())))
+            .list(Some(&obj_path(root.as_str())))
             .try_filter(move |m| {
                 let mine = layout
                     .parse_key(m.location.as_ref())

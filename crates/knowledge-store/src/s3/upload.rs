@@ -6,6 +6,7 @@
 //! Uploads write content objects only. The caller records a write intent first
 //! ([`super::intents`]) and commits the index entry afterwards ([`super::commit`]).
 
+use super::obj_path;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
@@ -76,7 +77,7 @@ impl S3KnowledgeBackend {
     pub(super) async fn upload_small(&self, d: &str, path: &str, content: Bytes) -> Result<()> {
         let key = self.content_key(d, path);
         self.store
-            .put(&ObjPath::from(key.as_str()), PutPayload::from(content))
+            .put(&obj_path(key.as_str()), PutPayload::from(content))
             .await
             .map_err(|e| self.err(d, &key, e))?;
         Ok(())

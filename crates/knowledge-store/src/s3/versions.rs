@@ -13,7 +13,7 @@
 //! state of the document, the object version was removed (a lifecycle rule), or its content
 //! does not have that identity.
 
-use object_store::path::Path as ObjPath;
+use super::obj_path;
 use object_store::{GetOptions, ObjectStore};
 
 use super::{S3KnowledgeBackend, is_not_found};
@@ -67,11 +67,7 @@ impl S3KnowledgeBackend {
             version: Some(entry.version_id.clone()),
             ..GetOptions::default()
         };
-        let got = match self
-            .store
-            .get_opts(&ObjPath::from(key.as_str()), opts)
-            .await
-        {
+        let got = match self.store.get_opts(&obj_path(key.as_str()), opts).await {
             Ok(g) => g,
             Err(e) if is_not_found(&e) => {
                 return Err(invalid(
