@@ -679,12 +679,14 @@ impl RegistryBackend for PostgresBackend {
     async fn unregister(&self, bot_id: &str) -> Result<bool> {
         self.deadline("unregister", async move {
             validate_bot_id(bot_id)?;
-            sqlx::query_scalar(q(&self.sql.unregister))
+            // 0: deleted; NULL: no such row (an unconditional delete never meets a revision).
+            let outcome: Option<i64> = sqlx::query_scalar(q(&self.sql.unregister))
                 .bind(bot_id)
                 .bind(sql_i64(self.tombstone_retention))
                 .fetch_one(&self.pool)
                 .await
-                .map_err(db_err("unregister", Some(bot_id)))
+                .map_err(db_err("unregister", Some(bot_id)))?;
+            Ok(outcome.is_some())
         })
         .await
     }

@@ -40,7 +40,7 @@ pub(super) struct Sql {
     pub write: Arc<str>,
     pub write_batch: Arc<str>,
     pub unregister: Arc<str>,
-    /// `<t>_unregister_if(id, expected, retention)`.
+    /// `<t>_unregister_if(id, expected, retention)` (`unregister` passes no expected revision).
     pub unregister_if: Arc<str>,
     pub clear: Arc<str>,
     pub touch: Arc<str>,
@@ -78,7 +78,8 @@ impl Sql {
                                                    b.at, b.cond, b.expected) AS w
                  ORDER BY b.n"
             )),
-            unregister: s(format!("SELECT \"{t}_unregister\"($1, $2)")),
+            // One delete function: `expected` NULL deletes whatever revision is there.
+            unregister: s(format!("SELECT \"{t}_unregister_if\"($1, NULL, $2)")),
             unregister_if: s(format!("SELECT \"{t}_unregister_if\"($1, $2, $3)")),
             clear: s(format!("SELECT \"{t}_clear\"($1)")),
             // Touches are advisory (`last_accessed_at` only), so they commit asynchronously:
@@ -169,7 +170,6 @@ pub(super) fn schema(t: &str) -> Vec<String> {
             "INSERT INTO \"{t}_state\" (id, revision, horizon) VALUES (1, 0, 0) ON CONFLICT DO NOTHING"
         ),
         write_function(t),
-        unregister_function(t),
         unregister_if_function(t),
         clear_function(t),
     ]
@@ -248,37 +248,10 @@ $fn$"#,
     )
 }
 
-/// `<t>_unregister(id, tombstone_retention)`: deletes the row and leaves a tombstone at a new
-/// revision; false (and no revision) when the id is absent.
-fn unregister_function(t: &str) -> String {
-    format!(
-        r#"CREATE OR REPLACE FUNCTION "{t}_unregister"(p_id text, p_retention bigint)
-RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-    rev bigint;
-BEGIN
-    SELECT s.revision INTO rev FROM "{t}_state" s WHERE s.id = 1 FOR UPDATE;
-    DELETE FROM "{t}" r WHERE r.bot_id = p_id;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    rev := rev + 1;
-    UPDATE "{t}_state" s SET revision = rev WHERE s.id = 1;
-    INSERT INTO "{t}_tombstones" (revision, bot_id) VALUES (rev, p_id)
-    ON CONFLICT (bot_id) DO UPDATE SET revision = EXCLUDED.revision;
-    IF rev % 64 = 0 THEN
-        {compact};
-    END IF;
-    RETURN true;
-END
-$fn$"#,
-        compact = compact_sql(t, "p_retention"),
-    )
-}
-
-/// `<t>_unregister_if(id, expected, tombstone_retention)`: as `<t>_unregister`, only when the row
-/// is at revision `expected`. Returns 0 when it deleted, the row's revision when it is at
-/// another, and NULL when there is no row (nothing deleted in either case).
+/// `<t>_unregister_if(id, expected, tombstone_retention)`: deletes the row (when `expected` is not
+/// NULL, only at that revision) and leaves a tombstone at a new revision. Returns 0 when it
+/// deleted, the row's revision when it is at another, and NULL when there is no row (nothing
+/// deleted in either case).
 fn unregister_if_function(t: &str) -> String {
     format!(
         r#"CREATE OR REPLACE FUNCTION "{t}_unregister_if"(p_id text, p_expected bigint, p_retention bigint)
@@ -292,7 +265,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    IF cur <> p_expected THEN
+    IF p_expected IS NOT NULL AND cur <> p_expected THEN
         RETURN cur;
     END IF;
     DELETE FROM "{t}" r WHERE r.bot_id = p_id;
