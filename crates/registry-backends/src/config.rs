@@ -430,18 +430,22 @@ impl Default for HttpConfig {
     }
 }
 
+/// `url` with the user info of its authority (which may hold a password) shown as `***`, for
+/// `Debug` and errors: `http://user:pw@host/x` → `http://***@host/x`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 impl fmt::Debug for HttpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the user info of the URL, which may hold a password.
-        let base_url = self.base_url.as_ref().map(|u| {
-            match u
-                .split_once("://")
-                .map(|(scheme, rest)| (scheme, rest.split_once('@')))
-            {
-                Some((scheme, Some((_, host)))) => format!("{scheme}://***@{host}"),
-                _ => u.clone(),
-            }
-        });
+        let base_url = self.base_url.as_deref().map(redact_url);
         f.debug_struct("HttpConfig")
             .field("base_url", &base_url)
             .field(
@@ -845,6 +849,13 @@ mod tests {
             Err(RegistryError::InvalidBackendConfig { key, reason, .. }) => (key, reason),
             other => panic!("expected an invalid-config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn urls_lose_their_user_info() {
+        assert_eq!(redact_url("http://u:pw@h:1/a@b"), "http://***@h:1/a@b");
+        assert_eq!(redact_url("https://h/x?q=a@b"), "https://h/x?q=a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

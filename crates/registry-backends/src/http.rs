@@ -36,7 +36,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use crate::config::{HttpConfig, build_from_json, invalid};
+use crate::config::{HttpConfig, build_from_json, invalid, redact_url};
 
 const KIND: &str = "http";
 
@@ -78,7 +78,7 @@ pub struct HttpBackend {
 impl fmt::Debug for HttpBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpBackend")
-            .field("base_url", &redacted_url(&self.base))
+            .field("base_url", &redact_url(&self.base))
             .field("read_only", &self.config.read_only)
             .field(
                 "auth",
@@ -120,7 +120,7 @@ impl HttpBackend {
                 "base_url",
                 format!(
                     "{:?} must be an http:// or https:// URL without a query",
-                    redacted_url(&base)
+                    redact_url(&base)
                 ),
             ));
         }
@@ -206,6 +206,7 @@ impl HttpBackend {
         let idempotent = matches!(method, Method::GET | Method::PUT | Method::DELETE);
         let mut attempt: u32 = 0;
         loop {
+            // `Bytes` bodies and header maps are cheap to hand to each attempt.
             let mut req = client.request(method.clone(), url).headers(headers.clone());
             if let Some(b) = &body {
                 req = req.body(b.clone());
@@ -213,25 +214,21 @@ impl HttpBackend {
             if let Some(t) = timeout {
                 req = req.timeout(t);
             }
-            let retryable = match req.send().await {
+            let out_of_retries = u64::from(attempt) >= self.config.retries;
+            match req.send().await {
                 Ok(resp) => {
-                    let s = resp.status();
                     let gateway = matches!(
-                        s,
+                        resp.status(),
                         StatusCode::BAD_GATEWAY
                             | StatusCode::SERVICE_UNAVAILABLE
                             | StatusCode::GATEWAY_TIMEOUT
                     );
-                    if !(gateway && idempotent && !conditional)
-                        || u64::from(attempt) >= self.config.retries
-                    {
+                    if !(gateway && idempotent && !conditional) || out_of_retries {
                         return Ok(resp);
                     }
-                    true
                 }
                 Err(e) => {
-                    if !(idempotent && e.is_connect()) || u64::from(attempt) >= self.config.retries
-                    {
+                    if !(idempotent && e.is_connect()) || out_of_retries {
                         return Err(RegistryError::storage(
                             KIND,
                             operation,
@@ -239,10 +236,8 @@ impl HttpBackend {
                             e.without_url(),
                         ));
                     }
-                    true
                 }
-            };
-            debug_assert!(retryable);
+            }
             let base = 50u64.saturating_mul(1 << attempt.min(6)).min(2_000);
             let jitter = rand::random_range(base / 2..=base + base / 2);
             tokio::time::sleep(Duration::from_millis(jitter)).await;
@@ -514,7 +509,7 @@ struct Call<'a> {
     method: Method,
     url: &'a str,
     headers: HeaderMap,
-    body: Option<Vec<u8>>,
+    body: Option<bytes::Bytes>,
     /// A conditional write: retried only after a connection error.
     conditional: bool,
     /// A deadline other than the client's default.
@@ -541,7 +536,7 @@ impl<'a> Call<'a> {
     }
 
     fn body(mut self, body: Vec<u8>) -> Self {
-        self.body = Some(body);
+        self.body = Some(bytes::Bytes::from(body));
         self
     }
 
@@ -553,22 +548,6 @@ impl<'a> Call<'a> {
     fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
-    }
-}
-
-/// `url` without the password of its user info (`http://user:***@host/...`), for display.
-fn redacted_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            if !u.username().is_empty() {
-                let _ = u.set_username("***");
-            }
-            u.to_string()
-        }
-        Err(_) => "<not a URL>".to_owned(),
     }
 }
 
