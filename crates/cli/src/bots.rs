@@ -181,7 +181,12 @@ pub(crate) async fn run(cli: &Cli, cmd: &BotsCommand) -> Result<()> {
     if let BotsCommand::Lint { file } = cmd {
         return lint(cli, file);
     }
-    let registry = env::registry(cli).await?;
+    // One client: `watch` long-polls through the same server connection the other commands use.
+    let remote = env::remote(cli).await?;
+    let registry: Arc<dyn RegistryBackend> = match &remote {
+        Some(http) => http.clone(),
+        None => env::local_registry(cli).await?,
+    };
     match cmd {
         BotsCommand::Register {
             id,
@@ -273,7 +278,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &BotsCommand) -> Result<()> {
             }
             out::line(format!("deleted {id}"));
         }
-        BotsCommand::Watch { since, count } => watch(cli, registry, *since, *count).await?,
+        BotsCommand::Watch { since, count } => watch(cli, registry, remote, *since, *count).await?,
         BotsCommand::Lint { .. } => unreachable!("handled above"),
     }
     Ok(())
@@ -327,10 +332,10 @@ fn print_change(cli: &Cli, change: &Change) {
 async fn watch(
     cli: &Cli,
     registry: Arc<dyn RegistryBackend>,
+    remote: Option<Arc<dynreg::registry::HttpBackend>>,
     since: Option<u64>,
     count: Option<u64>,
 ) -> Result<()> {
-    let remote = env::remote(cli).await?;
     let mut cursor = match since {
         Some(s) => s,
         None => registry.current_revision().await?,

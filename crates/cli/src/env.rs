@@ -53,14 +53,6 @@ fn section(
         .with_context(|| format!("no {path} section"))
 }
 
-/// The registry: the environment's `databases.registry`, or the server at `--url`.
-pub(crate) async fn registry(cli: &Cli) -> Result<Arc<dyn RegistryBackend>> {
-    if let Some(remote) = remote(cli).await? {
-        return Ok(remote);
-    }
-    local_registry(cli).await
-}
-
 /// The environment's registry, never a remote one (what `serve` serves).
 pub(crate) async fn local_registry(cli: &Cli) -> Result<Arc<dyn RegistryBackend>> {
     let section = section(

@@ -180,34 +180,7 @@ async fn run_remote(cli: &Cli, remote: &Remote, cmd: &KbCommand) -> Result<()> {
             domain,
             paths,
             prefix,
-        } => {
-            let prefix = prefix.trim_matches('/');
-            let files = collect(paths)?;
-            let mut stored = Vec::new();
-            for (file, rel) in &files {
-                let key = if prefix.is_empty() {
-                    rel.clone()
-                } else {
-                    format!("{prefix}/{rel}")
-                };
-                let bytes = std::fs::read(file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                let f = remote.put(domain, &key, bytes).await.with_context(|| {
-                    format!("cannot upload {} as {domain}/{key}", file.display())
-                })?;
-                if !cli.json {
-                    out::line(format!("{}  {} bytes", f.path, f.size_bytes));
-                }
-                stored.push(
-                    json!({"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}),
-                );
-            }
-            if cli.json {
-                out::json(&Value::Array(stored));
-            } else {
-                out::line(format!("uploaded {} file(s) to {domain}", files.len()));
-            }
-        }
+        } => put(cli, Store::Remote(remote), domain, paths, prefix).await?,
         KbCommand::Files { domain } => {
             print_files(cli, &remote.files(domain).await?.iter().collect::<Vec<_>>())?
         }
@@ -240,7 +213,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &KbCommand) -> Result<()> {
             domain,
             paths,
             prefix,
-        } => put(cli, kb.as_ref(), domain, paths, prefix).await?,
+        } => put(cli, Store::Local(kb.as_ref()), domain, paths, prefix).await?,
         KbCommand::Files { domain } => {
             if kb.get_info(domain).await?.is_none() {
                 bail!("knowledge base {domain:?} not found");
@@ -262,9 +235,26 @@ pub(crate) async fn run(cli: &Cli, cmd: &KbCommand) -> Result<()> {
     Ok(())
 }
 
+/// Where `put` uploads to.
+enum Store<'a> {
+    Local(&'a dyn KnowledgeBackend),
+    Remote(&'a Remote),
+}
+
+impl Store<'_> {
+    async fn upload(&self, domain: &str, key: &str, bytes: Vec<u8>) -> Result<KnowledgeFile> {
+        match self {
+            Store::Local(kb) => Ok(kb
+                .put_file(domain, key, Bytes::from(bytes), PutOptions::default())
+                .await?),
+            Store::Remote(remote) => remote.put(domain, key, bytes).await,
+        }
+    }
+}
+
 async fn put(
     cli: &Cli,
-    kb: &dyn KnowledgeBackend,
+    store: Store<'_>,
     domain: &str,
     paths: &[PathBuf],
     prefix: &str,
@@ -299,8 +289,8 @@ async fn put(
         };
         let bytes =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let f = kb
-            .put_file(domain, &key, Bytes::from(bytes), PutOptions::default())
+        let f = store
+            .upload(domain, &key, bytes)
             .await
             .with_context(|| format!("cannot upload {} as {domain}/{key}", file.display()))?;
         match &bar {
