@@ -180,10 +180,7 @@ pub(crate) async fn search(cli: &Cli, args: &SearchArgs) -> Result<()> {
             kb.search(&args.query, args.k)
                 .await?
                 .iter()
-                .map(|h| {
-                    json!({"source": h.source, "heading_path": h.heading_path,
-                           "similarity": h.similarity, "text": h.text})
-                })
+                .map(|h| h.summary())
                 .collect()
         }
     };

@@ -166,9 +166,7 @@ impl IngestionResult {
             "errors": self.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })
     }
-}
 
-impl IngestionResult {
     fn new(domain_id: &str, swap_mode: SwapMode) -> Self {
         IngestionResult {
             domain_id: domain_id.to_owned(),

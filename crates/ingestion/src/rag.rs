@@ -70,6 +70,19 @@ pub struct QueryHit {
     pub metadata: Arc<Map<String, Value>>,
 }
 
+impl QueryHit {
+    /// The hit as the command line and the HTTP routes show it: `source`, `heading_path`,
+    /// `similarity` and `text` (not the full metadata).
+    pub fn summary(&self) -> Value {
+        serde_json::json!({
+            "source": self.source,
+            "heading_path": self.heading_path,
+            "similarity": self.similarity,
+            "text": self.text,
+        })
+    }
+}
+
 /// What a query asks for beyond the text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryOptions {

@@ -49,14 +49,13 @@ pub(crate) async fn require_token(State(state): St, req: Request, next: Next) ->
     if access >= needed {
         return next.run(req).await;
     }
-    let mut err = if access == Access::None {
+    let err = if access == Access::None {
         let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
         e.authenticate = true;
         e
     } else {
         ApiError::new(StatusCode::FORBIDDEN, "this token may read but not write")
     };
-    err.allow = None;
     err.into_response()
 }
 

@@ -19,7 +19,7 @@ use dynreg_knowledge_store::{
     KnowledgeBackend, KnowledgeBackendExt, KnowledgeError, Metadata, PutOptions,
 };
 use futures::{StreamExt, TryStreamExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::error::ApiError;
@@ -262,17 +262,7 @@ async fn search(State(k): K, Path(domain): Path<String>, RawQuery(q): RawQuery) 
         .search(&text, top_k)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let items: Vec<Value> = hits
-        .iter()
-        .map(|h| {
-            let mut m = Map::new();
-            m.insert("source".into(), json!(h.source));
-            m.insert("heading_path".into(), json!(h.heading_path));
-            m.insert("similarity".into(), json!(h.similarity));
-            m.insert("text".into(), json!(h.text));
-            Value::Object(m)
-        })
-        .collect();
+    let items: Vec<Value> = hits.iter().map(|h| h.summary()).collect();
     Ok(Json(json!({"items": items})).into_response())
 }
 
