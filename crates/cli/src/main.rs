@@ -6,6 +6,7 @@
 //! (`-v` adds its causes); secrets in configs are never printed.
 
 mod bots;
+mod demo;
 mod env;
 mod kb;
 mod out;
@@ -54,6 +55,10 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the main job end to end: two replicas serve a bot kept current by hot reload
+    /// through an update, a bad config and a deactivation; a knowledge base is filled,
+    /// ingested and searched. Each step is checked.
+    Demo(DemoArgs),
     /// Serve the registry API (the original's routes under /api/v1, /healthz, /readyz).
     Serve(bots::ServeArgs),
     /// Register, read, list, deactivate, delete and watch bots.
@@ -66,6 +71,13 @@ pub(crate) enum Command {
     Ingest(rag::IngestArgs),
     /// Search a knowledge base that was ingested.
     Search(rag::SearchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Where in-memory vector stores are persisted.
+    #[arg(long, env = "DYNREG_VECTORS_DIR", default_value = "data/vectors")]
+    vectors_dir: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +93,7 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     let result = runtime.block_on(async move {
         match &cli.command {
+            Command::Demo(args) => demo::run(&cli, &args.vectors_dir).await,
             Command::Serve(args) => bots::serve(&cli, args).await,
             Command::Bots(cmd) => bots::run(&cli, cmd).await,
             Command::Kb(cmd) => kb::run(&cli, cmd).await,

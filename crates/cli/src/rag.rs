@@ -95,15 +95,22 @@ pub(crate) async fn build(
 pub(crate) async fn ingest(cli: &Cli, args: &IngestArgs) -> Result<()> {
     let summary = match Remote::of(cli)? {
         Some(remote) => {
-            if args.changes_since.is_some() {
-                anyhow::bail!("--changes-since runs against an environment, not --url");
-            }
-            remote.ingest(&args.domain, args.full).await?
+            remote
+                .ingest(&args.domain, args.full, args.changes_since.as_deref())
+                .await?
         }
         None => {
             let source = env::knowledge(cli).await?;
             let destination = rag(cli, &args.domain, &args.vectors_dir).await?;
-            let manager = KnowledgeIngestionManager::new(source, destination);
+            let bar = progress_bar();
+            let mut manager = KnowledgeIngestionManager::new(source, destination);
+            if let Some(bar) = bar.clone() {
+                manager = manager.with_progress(move |p| {
+                    bar.set_length(p.files_total);
+                    bar.set_position(p.files_done);
+                    bar.set_message(format!("{} chunks  {}", p.chunks_stored, p.last_path));
+                });
+            }
             let result = match (&args.changes_since, args.full) {
                 (Some(v), _) => {
                     manager
@@ -118,6 +125,9 @@ pub(crate) async fn ingest(cli: &Cli, args: &IngestArgs) -> Result<()> {
                 (None, false) => manager.ingest(&args.domain, SwapMode::Tombstone).await?,
             };
             manager.destination().flush().await?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             result.summary()
         }
     };
@@ -165,6 +175,22 @@ pub(crate) async fn ingest(cli: &Cli, args: &IngestArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A bar of files ingested (with chunks, rate and ETA), on a terminal only: never drawn into a
+/// pipe or a log.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} files  {per_sec}  eta {eta}  {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
 }
 
 pub(crate) async fn search(cli: &Cli, args: &SearchArgs) -> Result<()> {

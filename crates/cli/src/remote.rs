@@ -125,13 +125,20 @@ impl Remote {
             .await?)
     }
 
-    pub(crate) async fn ingest(&self, domain: &str, full: bool) -> Result<Value> {
-        let tail = if full { "/ingest?full=true" } else { "/ingest" };
-        Ok(self
-            .send(self.client.post(self.url(Some(domain), tail)))
-            .await?
-            .json()
-            .await?)
+    pub(crate) async fn ingest(
+        &self,
+        domain: &str,
+        full: bool,
+        changes_since: Option<&str>,
+    ) -> Result<Value> {
+        let mut request = self.client.post(self.url(Some(domain), "/ingest"));
+        if full {
+            request = request.query(&[("full", "true")]);
+        }
+        if let Some(v) = changes_since {
+            request = request.query(&[("changes_since", v)]);
+        }
+        Ok(self.send(request).await?.json().await?)
     }
 
     pub(crate) async fn search(&self, domain: &str, q: &str, k: usize) -> Result<Value> {

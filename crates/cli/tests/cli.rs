@@ -467,6 +467,36 @@ fn knowledge_through_a_server_upload_ingest_search_download() {
     );
     let summary = json(&remote("w", &["--json", "ingest", "support"]));
     assert_eq!(summary["files_processed"], 2);
+    // The change set after a version, through the server.
+    let version = json(&remote("r", &["--json", "kb", "ls"]))[0]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.write(
+        "changed/billing.md",
+        "# Billing\n\n## Refunds\n\nRefunds are issued within 10 days.\n",
+    );
+    ok(&remote(
+        "w",
+        &[
+            "kb",
+            "put",
+            "support",
+            env.path("changed").to_str().unwrap(),
+        ],
+    ));
+    let summary = json(&remote(
+        "w",
+        &["--json", "ingest", "support", "--changes-since", &version],
+    ));
+    assert_eq!(summary["files_processed"], 1, "{summary}");
+    failed(
+        &remote(
+            "w",
+            &["ingest", "support", "--full", "--changes-since", &version],
+        ),
+        2,
+    );
     let hits = json(&remote(
         "r",
         &[
@@ -484,4 +514,63 @@ fn knowledge_through_a_server_upload_ingest_search_download() {
     ok(&remote("w", &["kb", "rm", "support"]));
     let kbs = json(&remote("r", &["--json", "kb", "ls"]));
     assert_eq!(kbs, serde_json::json!([]));
+}
+
+#[test]
+fn the_demo_runs_on_the_development_environment_and_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let envs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/environments");
+    let demo = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dynreg"))
+            .arg("--config-dir")
+            .arg(&envs)
+            .args(args)
+            .current_dir(dir.path())
+            .env("DATA_DIR", dir.path().join("data"))
+            .env_remove("DYNREG_ENV")
+            .env_remove("DYNREG_URL")
+            .env_remove("DYNREG_VECTORS_DIR")
+            .output()
+            .unwrap()
+    };
+    let text = ok(&demo(&["demo"]));
+    let steps: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "register",
+            "update",
+            "bad",
+            "deactivate",
+            "knowledge",
+            "ingest",
+            "search"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("billing.md (Billing > Refunds)"), "{text}");
+    assert!(
+        text.contains("3 files → 4 chunks embedded and stored; 0 unchanged"),
+        "{text}"
+    );
+    // Again on the same data: the demo starts its bots and knowledge base over, and the
+    // files it stores again are the same, so none is embedded again.
+    let steps = json(&demo(&["--json", "demo"]));
+    assert_eq!(steps.as_array().unwrap().len(), 7, "{steps}");
+    assert!(
+        steps[5]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("0 files → 0 chunks embedded and stored; 3 unchanged"),
+        "{steps}"
+    );
+    assert!(dir.path().join("data/registry.sqlite3").is_file());
+    assert!(
+        dir.path()
+            .join("data/vectors/demo-support.vectors")
+            .is_file()
+    );
 }

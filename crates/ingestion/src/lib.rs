@@ -80,7 +80,7 @@ pub use orchestrator::{
 };
 pub use pipeline::{
     ChunkStream, ChunkingReport, DocumentReport, Pipeline, PipelineEvent, PipelineOptions, Plan,
-    SkipReason, SkippedFile, chunk_bytes,
+    Progress, ProgressFn, SkipReason, SkippedFile, chunk_bytes,
 };
 pub use rag::{IngestStats, QueryHit, QueryOptions, RagError, RagKnowledgeBase};
 pub use replica::{FollowError, IndexFollower};

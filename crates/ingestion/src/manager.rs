@@ -321,6 +321,16 @@ impl KnowledgeIngestionManager {
         self
     }
 
+    /// Tells `progress` where each run stands: once when its files are known, then after every
+    /// file (a shorthand for [`PipelineOptions::progress`]).
+    pub fn with_progress(
+        mut self,
+        progress: impl Fn(&crate::Progress) + Send + Sync + 'static,
+    ) -> Self {
+        self.options.progress = Some(Arc::new(progress));
+        self
+    }
+
     /// After each successful ingest, saves the domain's index as a snapshot file in knowledge
     /// base `index_kb` of `backend` (created if missing), records its location
     /// (`{index_kb}/{path}`) as the domain's `vector_store_path` and in the end event, so that

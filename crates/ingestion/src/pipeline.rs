@@ -44,6 +44,29 @@ const STREAM_CHUNK: usize = 64 * 1024;
 /// Decides per file whether it is chunked (after the patterns matched it).
 pub type FileFilter = Arc<dyn Fn(&KnowledgeFile) -> bool + Send + Sync>;
 
+/// Told where a run is: once when its plan is known, then after every file (see
+/// [`PipelineOptions::progress`]). Called on the task that drives the run: keep it cheap.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Where a run stands, as a [`ProgressFn`] sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The files the run will chunk.
+    pub files_total: u64,
+    /// Their stored sizes, summed.
+    pub bytes_total: u64,
+    /// Files finished, stored or failed.
+    pub files_done: u64,
+    /// Of those, the files that failed.
+    pub files_failed: u64,
+    /// The stored sizes of the finished files, summed.
+    pub bytes_done: u64,
+    /// Chunks stored so far.
+    pub chunks_stored: u64,
+    /// The file that just finished (empty in the first report).
+    pub last_path: String,
+}
+
 /// How a run reads and chunks; the defaults suit most knowledge bases.
 #[derive(Clone, Default)]
 pub struct PipelineOptions {
@@ -63,6 +86,8 @@ pub struct PipelineOptions {
     pub file_filter: Option<FileFilter>,
     /// Metadata added to every chunk (system keys win over it).
     pub extra_metadata: Map<String, Value>,
+    /// Told where the run stands after each file (used by ingests that store the chunks).
+    pub progress: Option<ProgressFn>,
 }
 
 impl std::fmt::Debug for PipelineOptions {
@@ -75,6 +100,7 @@ impl std::fmt::Debug for PipelineOptions {
             .field("config", &self.config.as_ref().map(|c| &c.name))
             .field("only_paths", &self.only_paths.as_ref().map(BTreeSet::len))
             .field("file_filter", &self.file_filter.is_some())
+            .field("progress", &self.progress.is_some())
             .finish_non_exhaustive()
     }
 }

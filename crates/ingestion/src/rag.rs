@@ -12,7 +12,7 @@
 //!   query returns `k` visible rows whatever is hidden; a bound domain or tenant is added to
 //!   every read filter that does not name it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use dynreg_resource_resolver::keys::unknown_key;
 use crate::config::{ChunkingConfig, KnowledgeBaseConfig};
 use crate::embed::{EchoEmbedder, EmbedError, Embedder, HashEmbedder, create_embedder};
 use crate::error::{FileError, IngestionError};
-use crate::pipeline::{ChunkingReport, Pipeline, PipelineEvent, PipelineOptions};
+use crate::pipeline::{ChunkingReport, Pipeline, PipelineEvent, PipelineOptions, Progress};
 use crate::vector::{
     Filter, MemoryVectorStore, MemoryVectorStoreConfig, Metric, VectorError, VectorRecord,
     VectorStore,
@@ -524,12 +524,38 @@ impl RagKnowledgeBase {
                 options.config = Some(cfg);
             }
         }
+        let progress_fn = options.progress.clone();
         let pipeline = Pipeline::with_options(backend, options);
         let mut stream = pipeline.stream(domain_id).await?;
         let mut stats = IngestStats {
             report: ChunkingReport::new(stream.plan()),
             chunks_stored: 0,
         };
+        let mut progress = Progress {
+            files_total: stream.plan().files.len() as u64,
+            bytes_total: stream.plan().files.iter().map(|f| f.size_bytes).sum(),
+            ..Progress::default()
+        };
+        let sizes: HashMap<String, u64> = stream
+            .plan()
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.size_bytes))
+            .collect();
+        let report = |progress: &mut Progress, path: &str, failed: bool, chunks: u64| {
+            if let Some(f) = &progress_fn {
+                progress.files_done += 1;
+                progress.files_failed += u64::from(failed);
+                progress.bytes_done += sizes.get(path).copied().unwrap_or(0);
+                progress.chunks_stored += chunks;
+                progress.last_path.clear();
+                progress.last_path.push_str(path);
+                f(progress);
+            }
+        };
+        if let Some(f) = &progress_fn {
+            f(&progress);
+        }
         // Ids written for the file in progress, and files that failed while being stored.
         let mut written: Vec<String> = Vec::new();
         let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -554,6 +580,7 @@ impl RagKnowledgeBase {
                                 fatal: true,
                             };
                             stats.report.record(&PipelineEvent::Error(err));
+                            report(&mut progress, &file.path, true, 0);
                         }
                     }
                 }
@@ -566,12 +593,16 @@ impl RagKnowledgeBase {
                         chunks,
                     });
                     stats.chunks_stored += written.len() as u64;
+                    report(&mut progress, &file.path, false, written.len() as u64);
                     written.clear();
                     self.trim_file(&file, chunks).await?;
                 }
                 PipelineEvent::Error(e) => {
                     if e.fatal {
                         self.store.delete(&std::mem::take(&mut written)).await?;
+                        if !failed.contains(&e.path) {
+                            report(&mut progress, &e.path, true, 0);
+                        }
                     }
                     stats.report.record(&PipelineEvent::Error(e));
                 }

@@ -219,6 +219,55 @@ async fn unchanged_files_are_never_embedded_again_and_deleted_files_leave() {
 }
 
 #[tokio::test]
+async fn progress_is_reported_once_planned_and_after_every_file() {
+    let mut files = corpus("version one", 3);
+    files.push(("bad.md", "# bad\n\nPOISON here.\n".to_owned()));
+    let s = setup(&files).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let m = KnowledgeIngestionManager::new(s.source.clone(), s.kb.clone())
+        .with_progress(move |p| log.lock().unwrap().push(p.clone()));
+    let r = m.ingest("docs", SwapMode::Append).await.unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let total_bytes: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
+    // The plan first, then one report per file, in path order, the failed one counted.
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(
+        (seen[0].files_total, seen[0].files_done, seen[0].bytes_total),
+        (4, 0, total_bytes)
+    );
+    let paths: Vec<&str> = seen[1..].iter().map(|p| p.last_path.as_str()).collect();
+    assert_eq!(paths, ["a.md", "b.md", "bad.md", "c.md"]);
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (
+            last.files_done,
+            last.files_failed,
+            last.bytes_done,
+            last.chunks_stored
+        ),
+        (4, 1, total_bytes, r.chunks_created)
+    );
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].files_done + 1 == w[1].files_done)
+    );
+    // An incremental run reports only the files it embeds.
+    put(&s.source, "b.md", "# b\n\nNew text.\n").await;
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = log.clone();
+    let m = KnowledgeIngestionManager::new(s.source.clone(), s.kb.clone())
+        .with_progress(move |p| l.lock().unwrap().push(p.clone()));
+    m.ingest("docs", SwapMode::Append).await.unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(
+        log.last().map(|p| (p.files_total, p.files_done)),
+        Some((2, 2)),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
 async fn if_changed_tells_missing_from_unchanged_and_changes_keep_mode_and_metadata() {
     let s = setup(&corpus("version one", 2)).await;
     let m = KnowledgeIngestionManager::new(s.source.clone(), s.kb.clone());

@@ -211,14 +211,30 @@ async fn delete_file(State(k): K, Path((domain, path)): Path<(String, String)>) 
 }
 
 async fn ingest(State(k): K, Path(domain): Path<String>, RawQuery(q): RawQuery) -> R {
-    let full = form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
-        .any(|(key, v)| key == "full" && (v == "true" || v == "1"));
+    let mut full = false;
+    let mut since = None;
+    for (key, v) in form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()) {
+        match &*key {
+            "full" => full = v == "true" || v == "1",
+            "changes_since" => since = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    if full && since.is_some() {
+        return Err(ApiError::unprocessable(
+            "full and changes_since cannot be combined",
+        ));
+    }
     let manager = k.manager(&domain).await?;
     let manager = manager.lock().await;
-    let result = if full {
-        manager.reingest_all(&domain, SwapMode::Tombstone).await
-    } else {
-        manager.ingest(&domain, SwapMode::Tombstone).await
+    let result = match (since, full) {
+        (Some(v), _) => {
+            manager
+                .ingest_changes(&domain, &v, SwapMode::Tombstone, Default::default())
+                .await
+        }
+        (None, true) => manager.reingest_all(&domain, SwapMode::Tombstone).await,
+        (None, false) => manager.ingest(&domain, SwapMode::Tombstone).await,
     };
     let result = result.map_err(|e| match e {
         ManagerError::Missing { domain } => kerr(KnowledgeError::KbNotFound { domain_id: domain }),

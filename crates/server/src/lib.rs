@@ -123,7 +123,7 @@ impl RegistryServer {
     /// The same server with the knowledge routes (feature `knowledge`) under the API prefix:
     /// `GET|POST /knowledge`, `GET|DELETE /knowledge/{domain}`, `GET /knowledge/{domain}/files`,
     /// `GET|PUT|DELETE /knowledge/{domain}/files/{path}` (streamed), `POST
-    /// /knowledge/{domain}/ingest[?full=true]` and `GET /knowledge/{domain}/search?q=&k=`.
+    /// /knowledge/{domain}/ingest[?full=true|?changes_since=V]` and `GET /knowledge/{domain}/search?q=&k=`.
     #[cfg(feature = "knowledge")]
     pub fn with_knowledge(mut self, service: KnowledgeService) -> Self {
         self.knowledge = Some(service);

@@ -130,6 +130,14 @@ async fn knowledge_bases_over_http() {
         .await
         .unwrap();
     assert_eq!(summary["files_processed"], 2);
+    assert_eq!(
+        w(c.post(format!("{base}/kb/ingest?full=true&changes_since=x")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
     let hits: Value = rd(c.get(format!(
         "{base}/kb/search?q=when%20are%20refunds%20issued&k=1"
     )))
