@@ -3,6 +3,8 @@ crates/event-bus/tests/interop.rs.
 
     python bus.py publish   BACKEND URL PREFIX EVENTS_JSON          # publish each event (to_dict form)
     python bus.py subscribe BACKEND URL PREFIX COUNT OUT READY      # receive COUNT on each subscription
+    python bus.py relay     BACKEND URL PREFIX OUT                  # publish FIDELITY on PREFIX:in,
+                                                                    # receive it back on PREFIX:bots
 
 BACKEND is redis or postgres; URL is the server's URL (127.0.0.1 only). PREFIX is the topic
 prefix of this run: the subscriber listens to the topic PREFIX:bots (and, on Redis, to the
@@ -15,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from dataknobs_common.events import Event, create_event_bus
+from dataknobs_common.events import Event, EventType, create_event_bus
 
 
 def bus_for(backend: str, url: str):
@@ -72,9 +74,56 @@ async def subscribe(backend: str, url: str, prefix: str, count: int, out: str, r
             await pattern_bus.close()
 
 
+# Values whose text and order a relay must keep: integers beyond 64 bits, floats that need
+# exact parsing or Python's exponent form, keys out of sorted order, nesting.
+FIDELITY = {
+    "z": 2**64,
+    "neg": -(2**70),
+    "tiny": 1.5e-300,
+    "small": 1e-05,
+    "third": 0.1 + 0.2,
+    "big_float": 1e16,
+    "a": {"y": [1.0, 100.0, "\u00e9"], "b": None},
+    "m": True,
+}
+
+
+async def relay(backend: str, url: str, prefix: str, out: str) -> None:
+    """Publishes FIDELITY on PREFIX:in; dynreg re-publishes what it received on PREFIX:bots.
+    Writes {"sent": <json.dumps>, "received": <json.dumps>, "keys": [...]} to OUT."""
+    bus = bus_for(backend, url)
+    await bus.connect()
+    got: list[Event] = []
+    done = asyncio.Event()
+
+    async def on_event(event: Event) -> None:
+        got.append(event)
+        done.set()
+
+    try:
+        await bus.subscribe(f"{prefix}:bots", on_event)
+        sent = Event(type=EventType.UPDATED, topic=f"{prefix}:in", payload=FIDELITY)
+        await bus.publish(sent.topic, sent)
+        await asyncio.wait_for(done.wait(), timeout=60)
+        received = got[0].payload
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "sent": json.dumps(FIDELITY),
+                    "received": json.dumps(received),
+                    "keys": list(received),
+                }
+            )
+        )
+    finally:
+        await bus.close()
+
+
 if __name__ == "__main__":
     mode, backend, url, prefix = sys.argv[1:5]
     if mode == "publish":
         asyncio.run(publish(backend, url, sys.argv[5]))
+    elif mode == "relay":
+        asyncio.run(relay(backend, url, prefix, sys.argv[5]))
     else:
         asyncio.run(subscribe(backend, url, prefix, int(sys.argv[5]), sys.argv[6], sys.argv[7]))

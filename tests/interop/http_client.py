@@ -7,6 +7,7 @@ for the Rust side to read back.
 """
 
 import asyncio
+import json
 import sys
 
 from dataknobs_bots.registry import HTTPRegistryBackend
@@ -52,6 +53,13 @@ async def main(base: str, token: str) -> None:
         # The server refuses a bulk delete (405); the original client deletes one by one.
         await b.clear()
         check(await b.count_all() == 0, "clear")
+        # Numbers and key order survive the server: json.dumps of what comes back is what was sent.
+        fidelity = {"z": 2**64, "tiny": 1.5e-300, "small": 1e-05, "a": {"y": [1.0, 1e16], "b": None}, "m": True}
+        await b.register("fidelity", fidelity, metadata={"zeta": 1, "alpha": 2**70})
+        back = await b.get("fidelity")
+        check(json.dumps(back.config) == json.dumps(fidelity), f"config text: {json.dumps(back.config)}")
+        check(list(back.metadata) == ["zeta", "alpha"] and back.metadata["alpha"] == 2**70, f"metadata: {back.metadata}")
+        check(await b.unregister("fidelity"), "unregister fidelity")
         await b.register(
             "from-python",
             {"unicode": "日本語 ✓", "nested": {"a": [1, 2.5, None, True]}, "big": 12345678901234},

@@ -20,6 +20,7 @@ const TESTS: &[(&str, &str, &str)] = &[
     ("dynreg-server", "", "interop_http"),
     ("dynreg-event-bus", "conformance,postgres,redis", "interop"),
     ("dynreg-knowledge-store", "file,s3", "interop"),
+    ("dynreg-ingestion", "redis", "interop"),
 ];
 
 fn python312() -> Option<PathBuf> {

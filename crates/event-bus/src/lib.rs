@@ -64,7 +64,9 @@
 //!
 //! ## Wire compatibility with the original
 //! Events are the original's JSON, byte for byte (`", "`/`": "` separators, `ensure_ascii`,
-//! `isoformat()` timestamps). Redis channels are the original's `{prefix}:{topic}`. Postgres
+//! `isoformat()` timestamps, floats as Python's `repr`: `1e-05`, `1e+16`, `100.0`). Payloads
+//! pass through unchanged: the workspace builds serde_json with `arbitrary_precision` and
+//! `preserve_order`, so integers of any size stay exact and keys keep their order. Redis channels are the original's `{prefix}:{topic}`. Postgres
 //! channels are collision-free by default (`{prefix}:{topic}`, quoted); the original's formula
 //! (`events_registry_bots`) is available for mixed fleets, with its collisions documented on
 //! `postgres::ChannelNaming::Original`. Postgres events over the 8000-byte NOTIFY limit go

@@ -1,7 +1,8 @@
 //! Interop with the Python original's Redis and PostgreSQL buses, for real, both ways: events
 //! the original publishes reach dynreg's exact and pattern subscriptions unchanged (type, topic,
 //! payload, source, correlation id, metadata, timestamp, id), and the events dynreg publishes
-//! reach the original's subscribers unchanged. Needs `DYNREG_INTEROP_PYTHON` (a Python with the
+//! reach the original's subscribers unchanged, and a payload relayed through dynreg keeps its
+//! numbers and key order. Needs `DYNREG_INTEROP_PYTHON` (a Python with the
 //! original installed; `cargo xtask interop`) and the servers' URLs; skipped, saying so, when
 //! one is unset.
 #![allow(clippy::print_stdout)]
@@ -179,6 +180,52 @@ async fn dynreg_publishes_original_receives(backend: &str, python: &str, url: &s
     b.close().await.unwrap();
 }
 
+/// A payload the original publishes, received by dynreg and re-published on another topic,
+/// reaches the original again with the same `json.dumps` text: integers beyond 64 bits, floats
+/// (`1.5e-300`, `1e-05`, `1e+16`) and key order all kept.
+async fn a_relayed_payload_keeps_its_numbers_and_key_order(backend: &str, python: &str, url: &str) {
+    let prefix = unique_prefix(&format!("interop{backend}"));
+    let b = bus(backend, url).await;
+    let mut inbox = b.subscribe(&format!("{prefix}:in")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("relay.json");
+    let child = tokio::process::Command::new(python)
+        .arg(script())
+        .args(["relay", backend, url, &prefix])
+        .arg(&out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The original subscribes to PREFIX:bots before it publishes, so relaying at once is safe.
+    let (_, got) = next_event(&mut inbox, "relay").await;
+    assert_eq!(got.payload["z"].to_string(), "18446744073709551616");
+    assert_eq!(got.payload["tiny"].as_f64(), Some(1.5e-300));
+    let relayed = Event {
+        topic: format!("{prefix}:bots"),
+        ..got
+    };
+    b.publish(&relayed.topic, &relayed).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+        .await
+        .expect("the original's relay finished")
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "the original's relay failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        report["received"], report["sent"],
+        "json.dumps of what came back vs what was sent"
+    );
+    assert_eq!(
+        report["keys"],
+        json!(["z", "neg", "tiny", "small", "third", "big_float", "a", "m"])
+    );
+    b.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_both_ways() {
     let Some((python, url)) = setup("redis", "DYNREG_TEST_REDIS_URL") else {
@@ -186,6 +233,7 @@ async fn redis_both_ways() {
     };
     original_publishes_dynreg_receives("redis", &python, &url, 100_000).await;
     dynreg_publishes_original_receives("redis", &python, &url, 100_000).await;
+    a_relayed_payload_keeps_its_numbers_and_key_order("redis", &python, &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,4 +243,5 @@ async fn postgres_both_ways() {
     };
     original_publishes_dynreg_receives("postgres", &python, &url, 6_000).await;
     dynreg_publishes_original_receives("postgres", &python, &url, 6_000).await;
+    a_relayed_payload_keeps_its_numbers_and_key_order("postgres", &python, &url).await;
 }

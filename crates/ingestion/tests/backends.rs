@@ -259,7 +259,8 @@ async fn errors_per_file_and_progress(b: Arc<dyn KnowledgeBackend>) {
     let dict = serde_json::to_value(&report.errors[0]).unwrap();
     assert_eq!(
         dict.as_object().unwrap().keys().collect::<Vec<_>>(),
-        vec!["error", "file"]
+        vec!["file", "error"],
+        "the original's keys, in its order"
     );
 }
 

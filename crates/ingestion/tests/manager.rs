@@ -135,17 +135,18 @@ async fn a_full_ingest_reaches_ready_with_the_original_result_and_events() {
     assert_eq!(
         keys,
         vec![
-            "chunks_created",
-            "completed_at",
             "domain_id",
-            "duration_seconds",
-            "errors",
-            "files_deleted",
             "files_processed",
+            "chunks_created",
             "files_skipped",
+            "files_deleted",
+            "errors",
             "started_at",
-            "success"
-        ]
+            "completed_at",
+            "success",
+            "duration_seconds"
+        ],
+        "the original's keys, in its order"
     );
     assert_eq!(dict["success"], json!(true));
     let info = s.source.get_info("docs").await.unwrap().unwrap();

@@ -168,7 +168,8 @@ async fn ingest_then_query_finds_the_file_that_shares_the_words() {
     let keys: Vec<_> = dict.as_object().unwrap().keys().cloned().collect();
     assert_eq!(
         keys,
-        vec!["heading_path", "metadata", "similarity", "source", "text"]
+        vec!["text", "source", "heading_path", "similarity", "metadata"],
+        "the original's keys, in its order"
     );
     // Filters and the similarity floor.
     let billing = Filter::all().with(

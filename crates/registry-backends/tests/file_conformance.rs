@@ -44,6 +44,7 @@ impl Harness for FileHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: Duration::from_millis(TOUCH_MS),
+            ..Capabilities::default()
         }
     }
 }

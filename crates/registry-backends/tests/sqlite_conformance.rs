@@ -28,6 +28,7 @@ impl Harness for SqliteHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: Duration::from_millis(50),
+            ..Capabilities::default()
         }
     }
 }

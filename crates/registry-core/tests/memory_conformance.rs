@@ -32,6 +32,7 @@ impl Harness for MemoryHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: Duration::ZERO,
+            ..Capabilities::default()
         }
     }
 }

@@ -345,14 +345,14 @@ bot:
         summary,
         vec![
             (
-                "bot.llm.url".to_owned(),
-                Some(5),
-                "localhost:8080".to_owned()
-            ),
-            (
                 "bot.storage.path".to_owned(),
                 Some(3),
                 "/home/alice".to_owned()
+            ),
+            (
+                "bot.llm.url".to_owned(),
+                Some(5),
+                "localhost:8080".to_owned()
             ),
         ]
     );

@@ -61,6 +61,7 @@ impl Harness for HttpHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: TOUCH,
+            ..Capabilities::default()
         }
     }
 }

@@ -39,13 +39,17 @@ pub struct Capabilities {
     /// The backend's touch resolution: `get` advances `last_accessed_at` only when the stored
     /// value is at least this old.
     pub touch_resolution: Duration,
+    /// Configs and metadata come back with their object keys in the order they were written
+    /// (PostgreSQL's `jsonb` stores them sorted; it keeps every number's value).
+    pub preserves_key_order: bool,
 }
 
 impl Default for Capabilities {
-    /// A touch resolution of one second (the backends' default).
+    /// A touch resolution of one second (the backends' default); key order preserved.
     fn default() -> Self {
         Self {
             touch_resolution: Duration::from_secs(1),
+            preserves_key_order: true,
         }
     }
 }
@@ -117,7 +121,8 @@ macro_rules! registry_conformance_tests {
             stored_values_are_immutable, close_keeps_data,
             concurrent_registers_all_land, concurrent_read_write, no_lost_update_under_contention,
             touch_never_reverts_a_register, two_instances_share_storage_and_revisions,
-            unusual_text_round_trips_and_re_registers_as_a_no_op, writes_report_what_they_did);
+            unusual_text_round_trips_and_re_registers_as_a_no_op, numbers_and_key_order_survive_storage,
+            writes_report_what_they_did);
     };
     (@cases $harness:expr; $($case:ident $(: [$($capability:ident),* $(,)?])?),* $(,)?) => {
         $(

@@ -249,6 +249,57 @@ pub async fn unusual_text_round_trips_and_re_registers_as_a_no_op(h: &dyn Harnes
     assert_eq!(*stored.metadata, metadata);
 }
 
+/// What a Python writer sends is what comes back: integers beyond 64 bits exact, floats with
+/// their value (`1.5e-300`, `1e-05`), and — where the backend stores it
+/// ([`super::Capabilities::preserves_key_order`]) — the order of object keys, in configs and
+/// in metadata. Re-registering the same text is a no-op.
+pub async fn numbers_and_key_order_survive_storage(h: &dyn Harness) {
+    let b = fresh(h, "fidelity").await;
+    // The text Python's json.dumps writes for these values.
+    let text = r#"{"z": 18446744073709551616, "neg": -1180591620717411303424, "tiny": 1.5e-300, "small": 1e-05, "third": 0.30000000000000004, "a": {"y": [1.0, 1e+16, "\u00e9"], "b": null}, "m": true}"#;
+    let config: serde_json::Value = serde_json::from_str(text).unwrap();
+    let metadata: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        r#"{"zeta": 1, "alpha": 340282366920938463463374607431768211456, "mid": 2.5e-08}"#,
+    )
+    .unwrap();
+    let opts = || RegisterOptions::default().metadata(metadata.clone());
+    let first = b
+        .register_with("f", Arc::new(config.clone()), opts())
+        .await
+        .unwrap();
+    let stored = b.peek("f").await.unwrap().unwrap();
+    // Integers: every digit. Floats: the same double.
+    let got = &*stored.config;
+    assert_eq!(got["z"].to_string(), "18446744073709551616");
+    assert_eq!(got["neg"].to_string(), "-1180591620717411303424");
+    assert_eq!(
+        stored.metadata["alpha"].to_string(),
+        "340282366920938463463374607431768211456"
+    );
+    for (key, want) in [("tiny", 1.5e-300), ("small", 1e-05), ("third", 0.1 + 0.2)] {
+        assert_eq!(got[key].as_f64(), Some(want), "{key}: {}", got[key]);
+    }
+    assert_eq!(got["a"]["y"][1].as_f64(), Some(1e16));
+    assert_eq!(stored.metadata["mid"].as_f64(), Some(2.5e-08));
+    if h.capabilities().preserves_key_order {
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(keys(got), ["z", "neg", "tiny", "small", "third", "a", "m"]);
+        assert_eq!(keys(&got["a"]), ["y", "b"]);
+        let meta: Vec<&String> = stored.metadata.keys().collect();
+        assert_eq!(meta, ["zeta", "alpha", "mid"]);
+    }
+    let again = b
+        .register_with("f", Arc::new(config.clone()), opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.revision, first.revision,
+        "the same text again is a no-op"
+    );
+}
+
 /// `register_reporting` and `deactivate_reporting` say exactly what each write did, with the
 /// revision it committed at — also when writers race: of 20 concurrent creates of one id,
 /// exactly one reports `Created`, and every reported revision is distinct.
