@@ -225,6 +225,7 @@ fn main() {
 }
 
 /// A tenant's bots among `n` (1% each): the filtered list against the whole list.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 async fn filtered(name: &str, b: Arc<dyn RegistryBackend>, n: usize) {
     use dynreg_registry_core::{ListQuery, RegisterOptions};
     let tasks: Vec<_> = (0..4)
@@ -270,6 +271,10 @@ async fn filtered(name: &str, b: Arc<dyn RegistryBackend>, n: usize) {
 
 async fn benchmarks() {
     if let Ok(only) = std::env::var("DYNREG_BENCH_FILTERED") {
+        #[cfg_attr(
+            not(any(feature = "sqlite", feature = "postgres")),
+            allow(unused_variables)
+        )]
         let n: usize = only.parse().unwrap_or(100_000);
         #[cfg(feature = "sqlite")]
         {

@@ -44,7 +44,6 @@ impl Harness for FileHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: Duration::from_millis(TOUCH_MS),
-            ..Capabilities::default()
         }
     }
 }

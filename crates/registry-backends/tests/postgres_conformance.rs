@@ -32,7 +32,6 @@ impl Harness for PostgresHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: Duration::from_millis(50),
-            preserves_key_order: false,
         }
     }
 }

@@ -65,7 +65,6 @@ impl Harness for S3Harness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: Duration::from_millis(TOUCH_MS),
-            ..Capabilities::default()
         }
     }
 }

@@ -28,7 +28,6 @@ impl Harness for SqliteHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: Duration::from_millis(50),
-            ..Capabilities::default()
         }
     }
 }

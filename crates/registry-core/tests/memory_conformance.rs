@@ -32,7 +32,6 @@ impl Harness for MemoryHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: Duration::ZERO,
-            ..Capabilities::default()
         }
     }
 }

@@ -61,7 +61,6 @@ impl Harness for HttpHarness {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             touch_resolution: TOUCH,
-            ..Capabilities::default()
         }
     }
 }

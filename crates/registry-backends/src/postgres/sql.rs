@@ -178,10 +178,11 @@ pub(super) fn schema(t: &str) -> Vec<String> {
 /// `<t>_write(id, config, hash, status, metadata, now, condition, expected)`.
 ///
 /// With a config: a register (condition checked first, then an identical config, status and
-/// metadata is `UNCHANGED`; metadata is compared as text, which is exact because serde_json
-/// writes a map's keys in sorted order — and never fails, unlike a `jsonb` cast of text that
-/// holds `\u0000`). With a NULL config: a status change of an existing row that keeps
-/// its config, metadata and last access (`ABSENT` if there is no row).
+/// metadata is `UNCHANGED`; metadata is equal when its text is, or else when both parse as the
+/// same `jsonb` — the same keys in another order, as the other backends compare maps — except
+/// text holding the escape `\u0000`, which `jsonb` refuses and which is then compared as text).
+/// With a NULL config: a status change of an existing row that keeps its config, metadata and
+/// last access (`ABSENT` if there is no row).
 fn write_function(t: &str) -> String {
     format!(
         r#"CREATE OR REPLACE FUNCTION "{t}_write"(p_id text, p_config text, p_hash text, p_status text,
@@ -215,7 +216,10 @@ BEGIN
         v_accessed := cur.last_accessed_at;
     END IF;
     IF present AND cur.config_hash = v_hash AND cur.status = p_status
-       AND cur.metadata = v_metadata THEN
+       AND (CASE WHEN cur.metadata = v_metadata THEN true
+                 WHEN strpos(cur.metadata, '\u0000') > 0 OR strpos(v_metadata, '\u0000') > 0
+                     THEN false
+                 ELSE cur.metadata::jsonb = v_metadata::jsonb END) THEN
         o_outcome := {unchanged}; o_bot_id := cur.bot_id; o_config := cur.config;
         o_status := cur.status; o_metadata := cur.metadata; o_created_at := cur.created_at;
         o_updated_at := cur.updated_at; o_last_accessed_at := cur.last_accessed_at;

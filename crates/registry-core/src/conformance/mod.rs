@@ -39,17 +39,13 @@ pub struct Capabilities {
     /// The backend's touch resolution: `get` advances `last_accessed_at` only when the stored
     /// value is at least this old.
     pub touch_resolution: Duration,
-    /// Configs and metadata come back with their object keys in the order they were written
-    /// (PostgreSQL's `jsonb` stores them sorted; it keeps every number's value).
-    pub preserves_key_order: bool,
 }
 
 impl Default for Capabilities {
-    /// A touch resolution of one second (the backends' default); key order preserved.
+    /// A touch resolution of one second (the backends' default).
     fn default() -> Self {
         Self {
             touch_resolution: Duration::from_secs(1),
-            preserves_key_order: true,
         }
     }
 }

@@ -250,9 +250,9 @@ pub async fn unusual_text_round_trips_and_re_registers_as_a_no_op(h: &dyn Harnes
 }
 
 /// What a Python writer sends is what comes back: integers beyond 64 bits exact, floats with
-/// their value (`1.5e-300`, `1e-05`), and — where the backend stores it
-/// ([`super::Capabilities::preserves_key_order`]) — the order of object keys, in configs and
-/// in metadata. Re-registering the same text is a no-op.
+/// their value (`1.5e-300`, `1e-05`), and the order of object keys, in configs and in
+/// metadata. Re-registering the same values — also with keys in another order — is a no-op
+/// that keeps what was stored.
 pub async fn numbers_and_key_order_survive_storage(h: &dyn Harness) {
     let b = fresh(h, "fidelity").await;
     // The text Python's json.dumps writes for these values.
@@ -281,15 +281,12 @@ pub async fn numbers_and_key_order_survive_storage(h: &dyn Harness) {
     }
     assert_eq!(got["a"]["y"][1].as_f64(), Some(1e16));
     assert_eq!(stored.metadata["mid"].as_f64(), Some(2.5e-08));
-    if h.capabilities().preserves_key_order {
-        let keys = |v: &serde_json::Value| -> Vec<String> {
-            v.as_object().unwrap().keys().cloned().collect()
-        };
-        assert_eq!(keys(got), ["z", "neg", "tiny", "small", "third", "a", "m"]);
-        assert_eq!(keys(&got["a"]), ["y", "b"]);
-        let meta: Vec<&String> = stored.metadata.keys().collect();
-        assert_eq!(meta, ["zeta", "alpha", "mid"]);
-    }
+    let keys =
+        |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(got), ["z", "neg", "tiny", "small", "third", "a", "m"]);
+    assert_eq!(keys(&got["a"]), ["y", "b"]);
+    let meta: Vec<&String> = stored.metadata.keys().collect();
+    assert_eq!(meta, ["zeta", "alpha", "mid"]);
     let again = b
         .register_with("f", Arc::new(config.clone()), opts())
         .await
@@ -298,6 +295,38 @@ pub async fn numbers_and_key_order_survive_storage(h: &dyn Harness) {
         again.revision, first.revision,
         "the same text again is a no-op"
     );
+    // The same values with every object's keys reversed: still a no-op, the first order kept.
+    fn reversed(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => serde_json::Value::Object(
+                m.iter()
+                    .rev()
+                    .map(|(k, v)| (k.clone(), reversed(v)))
+                    .collect(),
+            ),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.iter().map(reversed).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let turned = reversed(&serde_json::Value::Object(metadata.clone()));
+    let turned = RegisterOptions::default().metadata(turned.as_object().unwrap().clone());
+    let again = b
+        .register_with("f", Arc::new(reversed(&config)), turned)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.revision, first.revision,
+        "another key order is a no-op"
+    );
+    let kept = b.peek("f").await.unwrap().unwrap();
+    assert_eq!(
+        keys(&kept.config),
+        ["z", "neg", "tiny", "small", "third", "a", "m"]
+    );
+    let meta: Vec<&String> = kept.metadata.keys().collect();
+    assert_eq!(meta, ["zeta", "alpha", "mid"]);
 }
 
 /// `register_reporting` and `deactivate_reporting` say exactly what each write did, with the
