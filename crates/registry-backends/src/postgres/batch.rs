@@ -11,6 +11,13 @@
 //! the batch statement fails as a whole, each of its writes is retried on its own, so one
 //! write's error never becomes another's. A lone write is sent as the single-write statement.
 //!
+//! A write that fails because its connection was dead (the server dropped it, restarted, or
+//! the network cut it) is tried once more on a live connection — after checking that it did
+//! not land: a connection can die after the server committed the statement and before the
+//! answer arrived, and a blind re-run would then report `Unchanged` (or a conflict) for a write
+//! that happened. A write has landed when its row carries its own `updated_at` (the write's
+//! microsecond timestamp), hash and status; its result is then rebuilt from the row.
+//!
 //! A write that finds the queue idle runs on its caller's task, so a lone writer pays for no
 //! spawn or hand-off. Everything queued behind it is owned by a drain task, so a caller that
 //! stops waiting (its future dropped) never leaves other writers stuck; a queued write whose
@@ -23,6 +30,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool, PgRow, Postgres};
 use tokio::sync::oneshot;
 
+use sqlx::Row;
+
+use super::sql::outcome;
 use super::{KIND, WriteRow, db_err, q};
 
 /// The most writes sent in one statement.
@@ -54,6 +64,8 @@ pub(super) struct Batcher {
     pool: PgPool,
     single: Arc<str>,
     batch: Arc<str>,
+    /// `SELECT COLUMNS ... WHERE bot_id = $1`: did a write on a dead connection land?
+    select_one: Arc<str>,
     queue: Mutex<Queue>,
     /// The connection writes run on, taken from the pool at the first write and kept: only one
     /// write statement runs at a time (the queue's head), so it is never contended, and a
@@ -66,12 +78,13 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(pool: PgPool, single: Arc<str>, batch: Arc<str>) -> Self {
+    pub fn new(pool: PgPool, single: Arc<str>, batch: Arc<str>, select_one: Arc<str>) -> Self {
         Batcher {
             keep: pool.options().get_max_connections() > 1,
             pool,
             single,
             batch,
+            select_one,
             queue: Mutex::default(),
             conn: tokio::sync::Mutex::new(None),
         }
@@ -170,6 +183,7 @@ impl Batcher {
     }
 
     async fn run(&self, work: Vec<(WriteArgs, Reply)>) {
+        let mut suspect = false;
         if work.len() > 1 {
             match self.run_batch(&work).await {
                 Ok(rows) if rows.len() == work.len() => {
@@ -180,20 +194,77 @@ impl Batcher {
                     }
                     return;
                 }
-                // Retry one by one below: one write's error must not become the others'.
-                Ok(_) | Err(_) => {}
+                // Retry one by one below: one write's error must not become the others'. If
+                // the connection died, the batch may have committed: check each write first.
+                Ok(_) => {}
+                Err(e) => suspect = dead_connection(&e),
             }
         }
         for (args, reply) in work {
-            let _ = reply.send(self.run_one(&args).await);
+            let result = if suspect {
+                self.recover(&args).await
+            } else {
+                self.run_one(&args).await
+            };
+            let _ = reply.send(result);
         }
     }
 
     async fn run_one(&self, a: &WriteArgs) -> Result<WriteRow> {
-        let mut conn = self
-            .connection()
+        match self.try_one(a).await {
+            Err(e) if dead_connection(&e) => {
+                tracing::debug!(bot_id = %a.bot_id, error = %e, "write on a dead connection: checking whether it landed");
+                self.recover(a).await
+            }
+            other => other.map_err(db_err("write", Some(&a.bot_id))),
+        }
+    }
+
+    /// After a write failed on a dead connection: its result if it landed, else the result of
+    /// running it once more (on a connection that answered a ping).
+    async fn recover(&self, a: &WriteArgs) -> Result<WriteRow> {
+        let landed = async {
+            let mut conn = self.live_connection().await?;
+            let row = sqlx::query(q(&self.select_one))
+                .bind(&a.bot_id)
+                .fetch_optional(conn.get())
+                .await;
+            conn.settle(row)
+        }
+        .await
+        .map_err(db_err("write", Some(&a.bot_id)))?;
+        if let Some(row) = landed
+            && let Some(found) = landed_write(&row, a).map_err(db_err("write", Some(&a.bot_id)))?
+        {
+            return Ok(found);
+        }
+        self.try_one(a)
             .await
-            .map_err(db_err("connect", Some(&a.bot_id)))?;
+            .map_err(db_err("write", Some(&a.bot_id)))
+    }
+
+    /// The write connection, pinged first when it was kept: after a dead connection the pool
+    /// may hold more dead ones (every connection of a restarted server is), so each is tried
+    /// and closed until one answers, at most one per pool slot.
+    async fn live_connection(&self) -> std::result::Result<WriteConnection<'_>, sqlx::Error> {
+        use sqlx::Connection;
+        let attempts = self.pool.options().get_max_connections() + 1;
+        let mut last = None;
+        for _ in 0..attempts {
+            let mut conn = self.connection().await?;
+            match conn.get().ping().await {
+                Ok(()) => return Ok(conn),
+                Err(e) => {
+                    let _ = conn.settle::<()>(Err(sqlx::Error::PoolClosed));
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(sqlx::Error::PoolTimedOut))
+    }
+
+    async fn try_one(&self, a: &WriteArgs) -> std::result::Result<WriteRow, sqlx::Error> {
+        let mut conn = self.connection().await?;
         let row = sqlx::query(q(&self.single))
             .bind(&a.bot_id)
             .bind(&a.config)
@@ -206,7 +277,6 @@ impl Batcher {
             .fetch_one(conn.get())
             .await;
         conn.settle(row.and_then(|row| WriteRow::decode(&row)))
-            .map_err(db_err("write", Some(&a.bot_id)))
     }
 
     async fn run_batch(
@@ -230,6 +300,38 @@ impl Batcher {
         let rows = query.fetch_all(conn.get()).await;
         conn.settle(rows)
     }
+}
+
+/// Whether `e` says the connection was unusable (closed by the server, reset, or the server
+/// shutting down), as opposed to an answer about the statement.
+fn dead_connection(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        // 57P01 admin_shutdown (pg_terminate_backend, a fast shutdown), 57P02 crash_shutdown,
+        // 57P03 cannot_connect_now, class 08: connection exceptions.
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| matches!(&*c, "57P01" | "57P02" | "57P03") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// The result of write `a` if `row` (the id's row now) shows that it landed: it carries the
+/// write's own timestamp as `updated_at`, its status and (for a register) its config hash.
+fn landed_write(row: &PgRow, a: &WriteArgs) -> std::result::Result<Option<WriteRow>, sqlx::Error> {
+    let status: &str = row.try_get(2)?;
+    let created_at: i64 = row.try_get(4)?;
+    let updated_at: i64 = row.try_get(5)?;
+    let revision: i64 = row.try_get(7)?;
+    let hash: &str = row.try_get(8)?;
+    let ours = updated_at == a.at && status == a.status && (a.config.is_none() || hash == a.hash);
+    Ok(ours.then_some(WriteRow {
+        outcome: outcome::WRITTEN,
+        revision: Some(revision),
+        created_at: Some(created_at),
+        existed: created_at != a.at,
+        stored: None,
+    }))
 }
 
 /// The write connection, locked for one statement.

@@ -257,6 +257,7 @@ impl PostgresBackend {
                 pool.clone(),
                 sql.write.clone(),
                 sql.write_batch.clone(),
+                sql.select_one.clone(),
             )),
             pool,
             sql,
