@@ -97,8 +97,9 @@ pub struct ConnectionOptions {
     /// listening connection, and on Redis of the publishing connection too (a Postgres
     /// publishing connection is watched through its driver task instead).
     pub probe_interval: Duration,
-    /// Connect timeout (key `connect_timeout_ms`; default 10 s, as the original); on Redis also
-    /// the response timeout of the publishing connection.
+    /// Connect timeout (key `connect_timeout_ms`; default 10 s, as the original); also the
+    /// deadline of a publish (on Redis the response timeout of the publishing connection; on
+    /// PostgreSQL a publish without an answer in time fails and its connection is replaced).
     pub connect_timeout: Duration,
     /// TLS (keys `ssl` and `ca_file`).
     pub tls: TlsOptions,

@@ -779,3 +779,66 @@ macro_rules! event_bus_conformance_tests {
         )*
     };
 }
+
+/// A TCP proxy on 127.0.0.1 to a test server that can stop forwarding: a frozen server, as
+/// SIGSTOP or a dead network path would make it (connections stay up, nothing comes back). For
+/// the deadline tests of network backends.
+#[derive(Debug)]
+pub struct FreezableProxy {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezableProxy {
+    /// Starts forwarding every connection to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> FreezableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let gate = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let mut gate = gate.subscribe();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            // Frozen: hold the bytes, forward nothing, until thawed.
+                            while *gate.borrow_and_update() {
+                                if gate.changed().await.is_err() {
+                                    return;
+                                }
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezableProxy { port, frozen }
+    }
+
+    /// Stops (`true`) or resumes (`false`) forwarding; held bytes are forwarded on resume.
+    pub fn freeze(&self, on: bool) {
+        self.frozen.send_replace(on);
+    }
+}

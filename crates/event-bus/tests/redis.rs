@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dynreg_event_bus::conformance::{
-    Capabilities, Harness, KillError, next_event, numbered, server_url, unique_prefix,
+    Capabilities, FreezableProxy, Harness, KillError, next_event, numbered, server_url,
+    unique_prefix,
 };
 use dynreg_event_bus::redis::{RedisEventBus, RedisEventBusConfig};
 use dynreg_event_bus::{EventBus, EventBusError, create_event_bus};
@@ -174,5 +175,72 @@ async fn concurrent_publishes_all_succeed() {
     for _ in 0..1000 {
         next_event(&mut sub, "concurrent").await;
     }
+    bus.close().await.unwrap();
+}
+
+/// A server that stops answering (frozen: the TCP connection stays up, nothing comes back)
+/// fails a publish within the response timeout instead of hanging it; the subscription notices
+/// within its probe interval, and once the server answers again it reconnects, tells its
+/// subscriber to resync, and delivers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_fails_publishes_within_the_deadline_and_subscriptions_recover() {
+    use dynreg_event_bus::Delivery;
+    use std::time::{Duration, Instant};
+    let Some(url) = url() else { return };
+    let hostport = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let target: std::net::SocketAddr = hostport.parse().unwrap();
+    assert!(target.ip().is_loopback());
+    let proxy = FreezableProxy::start(target).await;
+    let mut config = fast_config(&format!("redis://127.0.0.1:{}", proxy.port));
+    config.connection.connect_timeout = Duration::from_millis(700);
+    config.connection.probe_interval = Duration::from_millis(300);
+    let bus = RedisEventBus::connect(config).await.unwrap();
+    let topic = format!("{}:bots", unique_prefix("frozen"));
+    let mut sub = bus.subscribe(&topic).await.unwrap();
+    let first = numbered(1);
+    bus.publish(&topic, &first).await.unwrap();
+    assert_eq!(next_event(&mut sub, "before the freeze").await.1, first);
+
+    proxy.freeze(true);
+    let t = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(20), bus.publish(&topic, &numbered(2)))
+        .await
+        .expect("the publish returned instead of hanging")
+        .unwrap_err();
+    eprintln!(
+        "a publish to a frozen server failed after {:?}: {err}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.freeze(false);
+
+    // The subscription resyncs (it lost its connection), then delivers what is published now.
+    let t = Instant::now();
+    let mut resynced = false;
+    let mut delivered = false;
+    while t.elapsed() < Duration::from_secs(30) && !delivered {
+        if resynced {
+            let _ = bus.publish(&topic, &numbered(3)).await;
+        }
+        match tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+            Ok(Some(Delivery::Resync { .. })) => resynced = true,
+            // The publish that timed out may still arrive: its bytes were held, not lost.
+            Ok(Some(Delivery::Event { event, .. })) if resynced && event.payload["seq"] == 3 => {
+                delivered = true;
+            }
+            Ok(Some(Delivery::Event { .. })) | Err(_) => {}
+            Ok(None) => panic!("the subscription ended"),
+        }
+    }
+    assert!(resynced, "no resync after the server was frozen and thawed");
+    assert!(delivered, "no delivery after the server answered again");
     bus.close().await.unwrap();
 }

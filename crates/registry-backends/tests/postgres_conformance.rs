@@ -308,64 +308,6 @@ async fn a_registry_on_the_applications_own_pool() {
     assert!(PostgresBackend::with_pool(pool, "bad; name").is_err());
 }
 
-/// A TCP proxy to the test server that can stop forwarding (a frozen server, as SIGSTOP or a
-/// dead network path would make it), on 127.0.0.1.
-struct Proxy {
-    port: u16,
-    frozen: tokio::sync::watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(target: std::net::SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (frozen, _) = tokio::sync::watch::channel(false);
-        let gate = frozen.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                for (mut from, mut to) in [
-                    (
-                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-                    ),
-                    (Box::new(sr), Box::new(cw)),
-                ] {
-                    let mut gate = gate.subscribe();
-                    tokio::spawn(async move {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            let n = match from.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            // Frozen: hold the bytes, forward nothing, until thawed.
-                            while *gate.borrow_and_update() {
-                                if gate.changed().await.is_err() {
-                                    return;
-                                }
-                            }
-                            if to.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-            }
-        });
-        Proxy { port, frozen }
-    }
-
-    fn freeze(&self, on: bool) {
-        self.frozen.send_replace(on);
-    }
-}
-
 /// A server that stops answering fails each operation within `statement_timeout_ms` instead of
 /// hanging it, and the registry works again once the server answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +318,7 @@ async fn a_frozen_server_fails_operations_within_the_deadline_and_recovers() {
     let hostport = url.split('@').nth(1).unwrap().split('/').next().unwrap();
     let target: std::net::SocketAddr = hostport.parse().unwrap();
     assert!(target.ip().is_loopback());
-    let proxy = Proxy::start(target).await;
+    let proxy = dynreg_event_bus::conformance::FreezableProxy::start(target).await;
     let b = PostgresBackend::from_config(&json!({
         "url": url, "host": "127.0.0.1", "port": proxy.port, "table": "t_frozen",
         "statement_timeout_ms": 800, "pool_size": 2, "min_connections": 0

@@ -67,6 +67,8 @@ pub struct PostgresEventBus {
     oversize: OversizePolicy,
     claim_ttl: std::time::Duration,
     claims: AtomicU64,
+    /// The deadline of a publish (`connect_timeout`).
+    publish_timeout: std::time::Duration,
     listen_name: String,
     publish_name: String,
     target: String,
@@ -190,6 +192,7 @@ impl PostgresEventBus {
             oversize: config.oversize,
             claim_ttl: config.claim_ttl,
             claims: AtomicU64::new(0),
+            publish_timeout: config.connection.connect_timeout,
             listen_name,
             publish_name,
             target,
@@ -246,6 +249,32 @@ fn describe(config: &tokio_postgres::Config) -> String {
     }
 }
 
+impl PostgresEventBus {
+    /// A publish got no answer within the deadline: the server is frozen or the path to it is
+    /// dead (TCP keepalive cannot tell a stopped server from an idle one). The connection is
+    /// dropped — its driver aborted, so the reconnect supervisor replaces it — and the publish
+    /// fails.
+    fn stuck(&self, conn: &publisher::PubConn, topic: &str) -> EventBusError {
+        conn.driver.abort();
+        tracing::warn!(
+            target = %self.target,
+            topic,
+            timeout_ms = self.publish_timeout.as_millis() as u64,
+            "postgres event bus: no answer to a publish; reconnecting"
+        );
+        EventBusError::Publish {
+            backend: "postgres",
+            topic: topic.to_owned(),
+            source: format!(
+                "no answer from {} within {} ms (connect_timeout_ms)",
+                self.target,
+                self.publish_timeout.as_millis()
+            )
+            .into(),
+        }
+    }
+}
+
 #[async_trait]
 impl EventBus for PostgresEventBus {
     async fn publish(&self, topic: &str, event: &Event) -> Result<(), EventBusError> {
@@ -284,7 +313,10 @@ impl EventBus for PostgresEventBus {
             if conn.batches.send(pending).is_err() {
                 return Err(disconnected());
             }
-            return match outcome.await {
+            let Ok(outcome) = tokio::time::timeout(self.publish_timeout, outcome).await else {
+                return Err(self.stuck(&conn, topic));
+            };
+            return match outcome {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) | Err(_) if conn.client.is_closed() => Err(disconnected()),
                 Ok(Err(error)) => Err(failed(Box::new(error))),
@@ -302,20 +334,18 @@ impl EventBus for PostgresEventBus {
         let id = new_uuid_v4();
         let marker = format!("{CLAIM_PREFIX}{id}");
         let pattern_marker = format!("{topic}\n{marker}");
-        let result = conn
-            .client
-            .query(
-                claim,
-                &[
-                    &id,
-                    &body,
-                    &channel,
-                    &marker,
-                    &self.pattern_channel,
-                    &pattern_marker,
-                ],
-            )
-            .await;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &id,
+            &body,
+            &channel,
+            &marker,
+            &self.pattern_channel,
+            &pattern_marker,
+        ];
+        let query = conn.client.query(claim, &params);
+        let Ok(result) = tokio::time::timeout(self.publish_timeout, query).await else {
+            return Err(self.stuck(&conn, topic));
+        };
         if self
             .claims
             .fetch_add(1, Ordering::Relaxed)

@@ -24,6 +24,9 @@ pub(super) struct PubConn {
     pub(super) claim: Option<Statement>,
     /// Deletes expired claim rows.
     pub(super) cleanup: Option<Statement>,
+    /// Ends the task driving the connection (a publish that got no answer in time), which
+    /// ends the connection's link, so the supervisor reconnects.
+    pub(super) driver: tokio::task::AbortHandle,
 }
 
 /// The current publishing connection, if any.
@@ -66,7 +69,7 @@ pub(super) async fn open(
             tracing::debug!(%error, "postgres publish connection ended");
         }
     });
-    match prepare(client, settings).await {
+    match prepare(client, settings, driver.abort_handle()).await {
         Ok(conn) => Ok((conn, driver)),
         Err(error) => {
             driver.abort();
@@ -78,6 +81,7 @@ pub(super) async fn open(
 async fn prepare(
     client: Client,
     settings: &PublisherSettings,
+    driver: tokio::task::AbortHandle,
 ) -> Result<PubConn, tokio_postgres::Error> {
     let notify = client
         .prepare_typed(
@@ -131,6 +135,7 @@ async fn prepare(
         batches,
         claim,
         cleanup,
+        driver,
     })
 }
 
