@@ -31,6 +31,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
         &["s3", "pgvector", "http", "conformance"],
     ),
     ("dynreg-resource-resolver", &[]),
+    ("dynreg-wire", &[]),
     ("dynreg-server", &["knowledge"]),
     ("dynreg-cli", &[]),
     (

@@ -1,6 +1,6 @@
 //! `Event` and `EventType`: the original's event model and its JSON wire format.
 
-use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -280,53 +280,22 @@ fn optional_string(
 
 /// Now, truncated to microseconds (Python's datetime precision) so JSON round trips are exact.
 pub(crate) fn now_micros() -> DateTime<Utc> {
-    let now = Utc::now();
-    let micros = now.nanosecond() / 1_000 * 1_000;
-    now.with_nanosecond(micros).unwrap_or(now)
+    dynreg_wire::time::now()
 }
 
 /// Python's `datetime.isoformat()` for a UTC datetime: `2024-01-15T10:30:00.123456+00:00`, and —
 /// exactly like Python — no fractional part when the microseconds are zero.
 pub fn python_isoformat(ts: &DateTime<Utc>) -> String {
-    let micros = ts.nanosecond() / 1_000;
-    let base = ts.naive_utc().format("%Y-%m-%dT%H:%M:%S");
-    if micros == 0 {
-        format!("{base}+00:00")
-    } else {
-        format!("{base}.{micros:06}+00:00")
-    }
+    dynreg_wire::time::format(ts)
 }
 
 /// Parses an ISO-8601 timestamp as Python's `datetime.fromisoformat` produces or accepts it:
-/// `Z` or a numeric offset (converted to UTC), with or without fractional seconds, `T` or a
-/// space between date and time; a timestamp without offset is taken as UTC.
+/// `Z` or a numeric offset (converted to UTC), with or without fractional seconds (kept to the
+/// microsecond), `T` or a space between date and time; a timestamp without offset is taken as
+/// UTC.
 pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, EventBusError> {
-    let trimmed = s.trim();
-    if let Ok(ts) = DateTime::parse_from_rfc3339(trimmed) {
-        return Ok(ts.with_timezone(&Utc));
-    }
-    for format in [
-        "%Y-%m-%dT%H:%M:%S%.f%:z",
-        "%Y-%m-%d %H:%M:%S%.f%:z",
-        "%Y-%m-%dT%H:%M%:z",
-    ] {
-        if let Ok(ts) = DateTime::parse_from_str(trimmed, format) {
-            return Ok(ts.with_timezone(&Utc));
-        }
-    }
-    for format in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(trimmed, format) {
-            return Ok(naive.and_utc());
-        }
-    }
-    Err(invalid(
-        "timestamp",
-        &format!("not an ISO-8601 timestamp: {s:?}"),
-    ))
+    dynreg_wire::time::parse(s)
+        .ok_or_else(|| invalid("timestamp", &format!("not an ISO-8601 timestamp: {s:?}")))
 }
 
 /// A random (version 4) uuid in its canonical hyphenated form.

@@ -105,7 +105,8 @@ mod metadata_doc;
 mod model;
 mod names;
 pub mod paths;
-mod pytime;
+/// Timestamps in the original's `isoformat()` form (shared with the registry and the bus).
+use dynreg_wire::time as pytime;
 mod snapshots;
 mod stream;
 mod tenant;

@@ -96,7 +96,7 @@ pub struct KnowledgeFile {
     #[serde(default)]
     pub checksum: String,
     /// When the file was uploaded or last replaced.
-    #[serde(default = "default_now", with = "pytime::serde_py")]
+    #[serde(default = "default_now", with = "pytime::isoformat")]
     pub uploaded_at: DateTime<Utc>,
     /// Custom metadata given at upload.
     #[serde(default)]
@@ -115,7 +115,7 @@ pub struct KnowledgeBaseInfo {
     #[serde(default)]
     pub total_size_bytes: u64,
     /// When content or status last changed.
-    #[serde(default = "default_now", with = "pytime::serde_py")]
+    #[serde(default = "default_now", with = "pytime::isoformat")]
     pub last_updated: DateTime<Utc>,
     /// A counter, `"1"` at creation, incremented by every put and delete.
     #[serde(default = "default_version")]
