@@ -117,9 +117,27 @@ impl<T: Send + Sync + 'static> Inner<T> {
             Ok(None) => Outcome::NotFound,
             Ok(Some(reg)) if !reg.is_active() => Outcome::NotFound,
             Ok(Some(reg)) => {
-                let created = AssertUnwindSafe(self.factory.create(&reg))
-                    .catch_unwind()
-                    .await;
+                // A span per build (the factory's own spans nest in it) and the build metrics:
+                // `dynreg_cache_builds_total{outcome}`, `dynreg_cache_build_seconds`.
+                let span = tracing::debug_span!(
+                    "cache_build",
+                    bot_id = %reg.bot_id,
+                    revision = reg.revision
+                );
+                let start = std::time::Instant::now();
+                let created = tracing::Instrument::instrument(
+                    AssertUnwindSafe(self.factory.create(&reg)).catch_unwind(),
+                    span,
+                )
+                .await;
+                let outcome = match &created {
+                    Ok(Ok(_)) => "ok",
+                    Ok(Err(_)) => "error",
+                    Err(_) => "panic",
+                };
+                metrics::counter!("dynreg_cache_builds_total", "outcome" => outcome).increment(1);
+                metrics::histogram!("dynreg_cache_build_seconds")
+                    .record(start.elapsed().as_secs_f64());
                 match created {
                     Ok(Ok(instance)) => Outcome::Built(Arc::new(instance), reg),
                     Ok(Err(e)) => Outcome::Failed(reg.revision, e),

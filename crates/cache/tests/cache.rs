@@ -359,3 +359,51 @@ async fn invalid_options_name_the_option() {
         .unwrap_err();
     assert!(e.to_string().contains("sweep_interval"), "{e}");
 }
+
+/// Each build is counted by outcome and timed; hits are not sent to the recorder.
+#[test]
+fn builds_are_counted_by_outcome_and_timed() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (b, cache) = setup(TestFactory::new(), None, None).await;
+            b.register("good", json!({"m": 1})).await.unwrap();
+            b.register("bad", json!({"bad": true})).await.unwrap();
+            cache.get_or_create("good").await.unwrap();
+            cache.get_or_create("good").await.unwrap();
+            assert!(cache.get_or_create("bad").await.is_err());
+        });
+    });
+    let mut counts = std::collections::HashMap::new();
+    let mut timed = 0;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        match (key.key().name(), value) {
+            ("dynreg_cache_builds_total", DebugValue::Counter(n)) => {
+                counts.insert(labels.join(","), n);
+            }
+            ("dynreg_cache_build_seconds", DebugValue::Histogram(h)) => timed += h.len(),
+            _ => {}
+        }
+    }
+    assert_eq!(counts.get("outcome=ok"), Some(&1), "{counts:?}");
+    assert!(
+        counts.get("outcome=error").is_some_and(|n| *n >= 1),
+        "{counts:?}"
+    );
+    assert_eq!(
+        timed as u64,
+        counts.values().sum::<u64>(),
+        "one timing per build"
+    );
+}

@@ -22,11 +22,17 @@ pub fn available_backends() -> Vec<&'static str> {
 /// `./data/knowledge`) or `s3` (`{"bucket", "prefix", "region", "endpoint_url", ...}`).
 ///
 /// An unknown kind, or a kind whose cargo feature is not built, is an error naming the kind
-/// (and the feature to enable).
+/// (and the feature to enable). The backend comes wrapped in [`crate::Instrumented`] (tracing
+/// spans and metrics for every operation).
 pub async fn create_knowledge_backend(
     kind: &str,
     config: &serde_json::Value,
 ) -> Result<Arc<dyn KnowledgeBackend>> {
+    let backend = build(kind, config).await?;
+    Ok(Arc::new(crate::Instrumented::new(backend)))
+}
+
+async fn build(kind: &str, config: &serde_json::Value) -> Result<Arc<dyn KnowledgeBackend>> {
     match kind.trim().to_ascii_lowercase().as_str() {
         "memory" | "inmemory" | "in_memory" => {
             check_keys("memory", config, &["snapshot_retention"])?;

@@ -98,6 +98,7 @@ mod events;
 mod factory;
 pub mod identity;
 mod index;
+mod instrument;
 mod keys;
 mod memory;
 #[cfg(any(feature = "file", feature = "s3"))]
@@ -132,6 +133,7 @@ pub use events::{
     KnowledgeKeyKind, StateEvents, StateWrite, StateWriteCallback, StateWriteObserver,
 };
 pub use factory::{available_backends, create_knowledge_backend};
+pub use instrument::Instrumented;
 pub use keys::{KeyLayout, KeyStyle, ParsedKey};
 pub use memory::MemoryKnowledgeBackend;
 pub use model::{
