@@ -341,6 +341,18 @@ pub struct S3Config {
     /// 100,000.
     #[serde(deserialize_with = "lenient::u64")]
     pub log_retention: u64,
+    /// The deadline of one S3 request, from connecting to the end of its body; default 30,000.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub timeout_ms: u64,
+    /// The deadline of connecting; default 5,000.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub connect_timeout_ms: u64,
+    /// Retries of a failed request (with back-off); default 10.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub max_retries: u64,
+    /// No retry starts after this long since the first attempt; default 180,000.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub retry_timeout_ms: u64,
 }
 
 impl Default for S3Config {
@@ -356,6 +368,10 @@ impl Default for S3Config {
             allow_http: None,
             touch_resolution_ms: DEFAULT_TOUCH_RESOLUTION_MS,
             log_retention: DEFAULT_TOMBSTONE_RETENTION,
+            timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            max_retries: 10,
+            retry_timeout_ms: 180_000,
         }
     }
 }
@@ -379,6 +395,10 @@ impl fmt::Debug for S3Config {
             .field("allow_http", &self.allow_http)
             .field("touch_resolution_ms", &self.touch_resolution_ms)
             .field("log_retention", &self.log_retention)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_ms", &self.retry_timeout_ms)
             .finish()
     }
 }

@@ -209,3 +209,59 @@ async fn a_registry_on_the_applications_own_store() {
             .is_err()
     );
 }
+
+/// A server that stops answering (frozen: connections stay up, nothing comes back) fails an
+/// operation within `timeout_ms` per attempt and `retry_timeout_ms` in all instead of hanging
+/// it, and the registry works again once the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_fails_operations_within_the_deadline_and_recovers() {
+    let Some(h) = harness() else { return };
+    let hostport = h
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let target: std::net::SocketAddr = hostport.parse().unwrap();
+    assert!(target.ip().is_loopback());
+    let proxy = dynreg_event_bus::conformance::FreezableProxy::start(target).await;
+    let proxied = S3Harness {
+        endpoint: format!("http://127.0.0.1:{}", proxy.port),
+        bucket: h.bucket.clone(),
+    };
+    let b = proxied
+        .open_with(
+            &format!("conformance/{}/", unique_store("frozen")),
+            json!({"timeout_ms": 500, "max_retries": 1, "retry_timeout_ms": 3000}),
+        )
+        .await;
+    b.register("f", json!({"v": 1})).await.unwrap();
+    proxy.freeze(true);
+    let t = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), b.register("f", json!({"v": 2})))
+        .await
+        .expect("the write returned instead of hanging")
+        .unwrap_err();
+    eprintln!(
+        "a write to a frozen S3 failed after {:?}: {err}",
+        t.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(30), b.peek("f"))
+        .await
+        .expect("the read returned instead of hanging")
+        .unwrap_err();
+    proxy.freeze(false);
+    // The write that timed out may still have landed: its bytes were held, not lost. Either
+    // way the registry answers again and takes a new write.
+    let mut ok = false;
+    for _ in 0..5 {
+        if b.register("f", json!({"v": 3})).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(
+        ok,
+        "the registry did not recover after the server answered again"
+    );
+    assert_eq!(b.peek_config("f").await.unwrap().unwrap()["v"], 3);
+}

@@ -75,6 +75,16 @@ pub struct S3Config {
     pub snapshot_retention: usize,
     /// How versions handed out by `get_checksum` are resolved later.
     pub change_detection_mode: ChangeDetectionMode,
+    /// The deadline of one S3 request, from connecting to the end of its body, in ms (key
+    /// `timeout_ms`; default 30,000).
+    pub timeout_ms: Option<u64>,
+    /// The deadline of connecting, in ms (key `connect_timeout_ms`; default 5,000).
+    pub connect_timeout_ms: Option<u64>,
+    /// Retries of a failed request, with back-off (key `max_retries`; default 10).
+    pub max_retries: Option<u64>,
+    /// No retry starts after this long since the first attempt, in ms (key
+    /// `retry_timeout_ms`; default 180,000).
+    pub retry_timeout_ms: Option<u64>,
 }
 
 impl S3Config {
@@ -90,7 +100,8 @@ impl S3Config {
 
     /// Reads `{"bucket", "prefix", "region"|"region_name", "endpoint_url",
     /// "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "snapshot_retention",
-    /// "change_detection_mode"}`.
+    /// "change_detection_mode", "timeout_ms", "connect_timeout_ms", "max_retries",
+    /// "retry_timeout_ms"}`.
     pub fn from_json(v: &serde_json::Value) -> Result<Self> {
         crate::factory::check_keys(
             "s3",
@@ -110,6 +121,10 @@ impl S3Config {
                 "endpoint",
                 "snapshot_retention",
                 "change_detection_mode",
+                "timeout_ms",
+                "connect_timeout_ms",
+                "max_retries",
+                "retry_timeout_ms",
             ],
         )?;
         let s = |k: &str| {
@@ -145,6 +160,20 @@ impl S3Config {
                         reason: format!("expected a positive integer, got {n}"),
                     })? as usize;
         }
+        for (key, slot) in [
+            ("timeout_ms", &mut cfg.timeout_ms),
+            ("connect_timeout_ms", &mut cfg.connect_timeout_ms),
+            ("max_retries", &mut cfg.max_retries),
+            ("retry_timeout_ms", &mut cfg.retry_timeout_ms),
+        ] {
+            if let Some(n) = v.get(key) {
+                *slot = Some(n.as_u64().ok_or_else(|| KnowledgeError::Config {
+                    kind: "s3",
+                    field: key,
+                    reason: format!("expected a non-negative integer, got {n}"),
+                })?);
+            }
+        }
         if let Some(m) = v.get("change_detection_mode") {
             cfg.change_detection_mode = match m.as_str() {
                 Some(s) => s.parse()?,
@@ -177,6 +206,10 @@ impl fmt::Debug for S3Config {
             .field("aws_session_token", &redacted(&self.aws_session_token))
             .field("snapshot_retention", &self.snapshot_retention)
             .field("change_detection_mode", &self.change_detection_mode)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_ms", &self.retry_timeout_ms)
             .finish()
     }
 }
@@ -184,6 +217,30 @@ impl fmt::Debug for S3Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_are_read_from_config_and_checked() {
+        let cfg = S3Config::from_json(&serde_json::json!({"bucket": "b"})).unwrap();
+        assert_eq!((cfg.timeout_ms, cfg.max_retries), (None, None));
+        let cfg = S3Config::from_json(&serde_json::json!({
+            "bucket": "b", "timeout_ms": 500, "connect_timeout_ms": 200, "max_retries": 1,
+            "retry_timeout_ms": 3000
+        }))
+        .unwrap();
+        assert_eq!(
+            (
+                cfg.timeout_ms,
+                cfg.connect_timeout_ms,
+                cfg.max_retries,
+                cfg.retry_timeout_ms
+            ),
+            (Some(500), Some(200), Some(1), Some(3000))
+        );
+        let err = S3Config::from_json(&serde_json::json!({"bucket": "b", "timeout_ms": "soon"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeout_ms"), "{err}");
+    }
 
     #[test]
     fn the_mode_is_read_from_config_and_unknown_modes_are_refused() {

@@ -134,6 +134,28 @@ impl S3KnowledgeBackend {
         if let Some(k) = &config.aws_session_token {
             b = b.with_token(k);
         }
+        // Deadlines: a frozen or unreachable S3 fails a request within `timeout_ms` per
+        // attempt and `retry_timeout_ms` in all (set key by key: replacing the client options
+        // would drop `allow_http` and what the environment set).
+        use object_store::ClientConfigKey as Client;
+        use object_store::aws::AmazonS3ConfigKey as Key;
+        let ms = |v: Option<u64>, default: u64| v.unwrap_or(default).max(1);
+        b = b
+            .with_config(
+                Key::Client(Client::Timeout),
+                format!("{}ms", ms(config.timeout_ms, 30_000)),
+            )
+            .with_config(
+                Key::Client(Client::ConnectTimeout),
+                format!("{}ms", ms(config.connect_timeout_ms, 5_000)),
+            )
+            .with_retry(object_store::RetryConfig {
+                max_retries: config
+                    .max_retries
+                    .map_or(10, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                retry_timeout: Duration::from_millis(ms(config.retry_timeout_ms, 180_000)),
+                ..Default::default()
+            });
         let store = b.build().map_err(|e| KnowledgeError::Store {
             domain_id: String::new(),
             key: format!("s3://{}", config.bucket),

@@ -163,6 +163,25 @@ impl S3Backend {
         if config.log_retention == 0 {
             return Err(invalid(KIND, "log_retention", "must be at least 1"));
         }
+        // Deadlines: a frozen or unreachable S3 fails a request within `timeout_ms` per
+        // attempt and `retry_timeout_ms` in all (set key by key: replacing the client options
+        // would drop `allow_http` and what the environment set).
+        use object_store::ClientConfigKey as Client;
+        use object_store::aws::AmazonS3ConfigKey as Key;
+        builder = builder
+            .with_config(
+                Key::Client(Client::Timeout),
+                format!("{}ms", config.timeout_ms.max(1)),
+            )
+            .with_config(
+                Key::Client(Client::ConnectTimeout),
+                format!("{}ms", config.connect_timeout_ms.max(1)),
+            )
+            .with_retry(object_store::RetryConfig {
+                max_retries: usize::try_from(config.max_retries).unwrap_or(usize::MAX),
+                retry_timeout: Duration::from_millis(config.retry_timeout_ms),
+                ..Default::default()
+            });
         let store = builder.build().map_err(|e| {
             invalid(
                 KIND,
