@@ -326,3 +326,19 @@ async fn a_frozen_server_fails_publishes_within_the_deadline_and_subscriptions_r
     assert!(delivered, "no delivery after the server answered again");
     bus.close().await.unwrap();
 }
+
+/// A bus on the application's own `tokio_postgres::Config` works as one built from a URL.
+#[tokio::test]
+async fn a_bus_on_the_applications_own_config() {
+    let Some(url) = url() else { return };
+    let pg: tokio_postgres::Config = url.parse().unwrap();
+    let bus = PostgresEventBus::with_pg_config(pg, fast_config("postgres://ignored@nowhere/x"))
+        .await
+        .unwrap();
+    let topic = format!("{}:bots", unique_prefix("ownconfig"));
+    let mut sub = bus.subscribe(&topic).await.unwrap();
+    let event = numbered(1);
+    bus.publish(&topic, &event).await.unwrap();
+    assert_eq!(next_event(&mut sub, "own config").await.1, event);
+    bus.close().await.unwrap();
+}

@@ -244,3 +244,20 @@ async fn a_frozen_server_fails_publishes_within_the_deadline_and_subscriptions_r
     assert!(delivered, "no delivery after the server answered again");
     bus.close().await.unwrap();
 }
+
+/// A bus on the application's own `redis::Client` works as one built from a URL.
+#[tokio::test]
+async fn a_bus_on_the_applications_own_client() {
+    let Some(url) = url() else { return };
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let bus = RedisEventBus::with_client(client, fast_config("redis://ignored:1"))
+        .await
+        .unwrap();
+    let topic = format!("{}:bots", unique_prefix("ownclient"));
+    let mut sub = bus.subscribe(&topic).await.unwrap();
+    let event = numbered(1);
+    bus.publish(&topic, &event).await.unwrap();
+    assert_eq!(next_event(&mut sub, "own client").await.1, event);
+    assert!(format!("{bus:?}").contains("127.0.0.1"), "{bus:?}");
+    bus.close().await.unwrap();
+}

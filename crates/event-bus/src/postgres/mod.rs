@@ -90,8 +90,42 @@ impl PostgresEventBus {
     /// starts the tasks that keep them alive.
     pub async fn connect(config: PostgresEventBusConfig) -> Result<Self, EventBusError> {
         config.validate()?;
-        let prefix = sanitize_prefix(&config.channel_prefix)?;
         let (base, tls) = config.pg_config()?;
+        Self::start(config, base, tls).await
+    }
+
+    /// A bus on the application's own `tokio_postgres::Config` (host, port, user, password,
+    /// database, ...; `config.url` is ignored). The bus opens its own two connections from it —
+    /// a LISTEN connection cannot be shared, and both are re-opened after a failure — with
+    /// `config.connection`'s connect timeout, and TLS when the config's `sslmode` is `require`
+    /// or `ssl` is set (the certificate verified against `ca_file` or the platform roots;
+    /// `prefer` is not TLS, since a bus never falls back from TLS silently).
+    pub async fn with_pg_config(
+        pg: tokio_postgres::Config,
+        config: PostgresEventBusConfig,
+    ) -> Result<Self, EventBusError> {
+        config.validate()?;
+        let mut base = pg;
+        use tokio_postgres::config::SslMode;
+        let tls = config.connection.tls.ssl || base.get_ssl_mode() == SslMode::Require;
+        base.ssl_mode(if tls {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        });
+        if base.get_connect_timeout().is_none() {
+            base.connect_timeout(config.connection.connect_timeout);
+        }
+        base.keepalives(true);
+        Self::start(config, base, tls).await
+    }
+
+    async fn start(
+        config: PostgresEventBusConfig,
+        base: tokio_postgres::Config,
+        tls: bool,
+    ) -> Result<Self, EventBusError> {
+        let prefix = sanitize_prefix(&config.channel_prefix)?;
         let target = if tls {
             format!("{} (TLS)", describe(&base))
         } else {

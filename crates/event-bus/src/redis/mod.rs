@@ -239,6 +239,13 @@ impl Endpoint {
                 )
             })??;
         tcp.set_nodelay(true)?;
+        // TCP keepalive, as on the PostgreSQL bus: a peer that vanished (a crashed host, a
+        // dropped NAT entry) is noticed by the kernel too, not only by the probes.
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(30))
+                .with_interval(Duration::from_secs(10)),
+        )?;
         let local = tcp.local_addr()?.to_string();
         let Some((connector, name)) = &self.tls else {
             return Ok(Some((Box::new(tcp), local)));
@@ -345,12 +352,37 @@ impl RedisEventBus {
     /// and starts the tasks that keep them alive.
     pub async fn connect(config: RedisEventBusConfig) -> Result<Self, EventBusError> {
         let target = redact(&config.url);
+        let endpoint = Endpoint::new(&config, &target)?;
+        Self::start(endpoint, config, target).await
+    }
+
+    /// A bus on the application's own `redis::Client` (its address, credentials, database and
+    /// TLS settings; `config.url` and `config.connection.tls` are ignored). A `redis::Client`
+    /// holds no connection: the bus opens its own two from it (a subscriber connection cannot be
+    /// shared) and re-opens them from it after a failure.
+    pub async fn with_client(
+        client: redis::Client,
+        config: RedisEventBusConfig,
+    ) -> Result<Self, EventBusError> {
+        let info = client.get_connection_info();
+        let target = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}"),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{host}:{port}"),
+            other => format!("redis://{other}"),
+        };
+        Self::start(Endpoint { client, tls: None }, config, target).await
+    }
+
+    async fn start(
+        endpoint: Endpoint,
+        config: RedisEventBusConfig,
+        target: String,
+    ) -> Result<Self, EventBusError> {
         let connect_error = |source: redis::RedisError| EventBusError::Connect {
             backend: "redis",
             target: target.clone(),
             source: Box::new(source),
         };
-        let endpoint = Endpoint::new(&config, &target)?;
         let first_publisher = open_publisher(&endpoint, config.connection.connect_timeout)
             .await
             .map_err(connect_error)?;
