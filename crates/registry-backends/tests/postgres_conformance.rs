@@ -133,9 +133,10 @@ async fn an_abandoned_write_never_strands_the_queue() {
 
 /// A write whose connection the server killed is not lost: the queue sees the dead connection,
 /// checks that the write did not land, and runs it once more on a live connection — so every
-/// write after the kill succeeds, the first one included.
+/// write after the kill succeeds, the first one included. Reads on killed pooled connections
+/// are run again too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_write_connection_costs_no_write() {
+async fn killed_connections_cost_no_operation() {
     use sqlx::Connection;
     let Some(h) = harness() else { return };
     let store = dynreg_registry_core::conformance::unique_store("killed");
@@ -168,6 +169,25 @@ async fn a_killed_write_connection_costs_no_write() {
     assert_eq!(reg.config["v"], 23);
     // One revision per write: nothing ran twice, nothing was skipped.
     assert_eq!(reg.revision, 10);
+    // Every connection of this backend killed (the server dropping them all): reads and writes
+    // still succeed, each the first time.
+    for _ in 0..2 {
+        b.list_all().await.unwrap();
+    }
+    let killed: Vec<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid() AND query LIKE '%t_{store}%'"
+    )))
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed.len() >= 2, "{killed:?}");
+    assert_eq!(b.peek("bot").await.unwrap().unwrap().config["v"], 23);
+    assert_eq!(b.list_all().await.unwrap().len(), 1);
+    assert_eq!(b.count().await.unwrap(), 1);
+    assert_eq!(b.current_revision().await.unwrap(), 10);
+    b.register("bot", json!({"v": 24})).await.unwrap();
+    assert_eq!(b.get_config("bot").await.unwrap().unwrap()["v"], 24);
 }
 
 /// The test server's certificate file when the server has `ssl = on` and the file is a readable

@@ -1,8 +1,8 @@
 //! Timestamps in the original's form, at its precision.
 //!
-//! Invariants: [`now`] and [`parse`] give microsecond precision (Python's `datetime` has no
+//! Invariants: [`now()`] and [`parse()`] give microsecond precision (Python's `datetime` has no
 //! more), so a timestamp survives every round trip through the original and every backend
-//! unchanged; [`format`] of a parsed timestamp is the original's text for it; [`parse`] accepts
+//! unchanged; [`format()`] of a parsed timestamp is the original's text for it; [`parse()`] accepts
 //! what the original writes and what `fromisoformat` accepts in practice (`T` or a space, `Z` or
 //! a numeric offset, converted to UTC, any fraction, minutes-only times, and a time without an
 //! offset taken as UTC, as the original writes naive UTC times).
@@ -56,16 +56,16 @@ pub fn parse(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// serde `with` module for a `DateTime<Utc>` field in the original's form; a missing, null or
-/// empty value reads as [`now`] (the original fills such fields with the current time).
+/// empty value reads as [`now()`] (the original fills such fields with the current time).
 pub mod isoformat {
     use super::*;
 
-    /// Writes [`format`].
+    /// Writes [`format()`].
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(t))
     }
 
-    /// Reads [`parse`]; null or empty is [`now`].
+    /// Reads [`parse()`]; null or empty is [`now()`].
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(now()),

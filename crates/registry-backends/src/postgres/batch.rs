@@ -304,7 +304,7 @@ impl Batcher {
 
 /// Whether `e` says the connection was unusable (closed by the server, reset, or the server
 /// shutting down), as opposed to an answer about the statement.
-fn dead_connection(e: &sqlx::Error) -> bool {
+pub(super) fn dead_connection(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) => true,
         // 57P01 admin_shutdown (pg_terminate_backend, a fast shutdown), 57P02 crash_shutdown,

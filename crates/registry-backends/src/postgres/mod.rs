@@ -121,6 +121,16 @@ impl std::fmt::Debug for PostgresBackend {
     }
 }
 
+/// Whether `e` is a storage error whose cause is a dead connection.
+fn failed_on_dead_connection(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Storage { source, .. } => source
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(batch::dead_connection),
+        _ => false,
+    }
+}
+
 fn db_err(op: &'static str, bot_id: Option<&str>) -> impl FnOnce(sqlx::Error) -> RegistryError {
     move |e| RegistryError::storage(KIND, op, bot_id, e)
 }
@@ -300,6 +310,30 @@ impl PostgresBackend {
                 ),
             )),
         }
+    }
+
+    /// A read under the deadline, run again when it failed on a dead connection (the server
+    /// dropped it or restarted; an idle pooled connection is not pinged before use). A read
+    /// changes nothing, so running it again is always safe; each dead connection fails at once
+    /// and is closed, so this tries at most one more time than the pool has connections.
+    async fn read<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.deadline(operation, async {
+            let mut tries = self.pool.options().get_max_connections() + 1;
+            loop {
+                match op().await {
+                    Err(e) if tries > 1 && failed_on_dead_connection(&e) => {
+                        tries -= 1;
+                        tracing::debug!(operation, error = %e, "read on a dead connection: again");
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
     }
 
     /// The columns of a `COLUMNS` row, borrowing its text; a config whose hash was parsed
@@ -621,7 +655,7 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn get(&self, bot_id: &str) -> Result<Option<Registration>> {
-        self.deadline("get", async move {
+        self.read("get", || async move {
             validate_bot_id(bot_id)?;
             let Some(mut reg) = self.select(&self.pool, bot_id).await? else {
                 return Ok(None);
@@ -640,7 +674,7 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn peek(&self, bot_id: &str) -> Result<Option<Registration>> {
-        self.deadline("peek", async move {
+        self.read("peek", || async move {
             validate_bot_id(bot_id)?;
             let mut reg = self.select(&self.pool, bot_id).await?;
             if let (Some(r), Some(t)) = (reg.as_mut(), self.touches.pending(bot_id)) {
@@ -713,9 +747,9 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Arc<Registration>>> {
-        self.deadline(
+        self.read(
             "list",
-            async move { self.list_rows(query).await.map(shared) },
+            || async move { self.list_rows(query).await.map(shared) },
         )
         .await
     }
@@ -725,7 +759,7 @@ impl RegistryBackend for PostgresBackend {
         status: Option<&Status>,
         filter_metadata: Option<&Map<String, Value>>,
     ) -> Result<u64> {
-        self.deadline("count_where", async move {
+        self.read("count_where", || async move {
             if let Some(query) = ListQuery::counting(status, filter_metadata) {
                 return Ok(self.list(&query).await?.len() as u64);
             }
@@ -742,7 +776,7 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn changes_since(&self, revision: u64) -> Result<ChangeFeed> {
-        self.deadline("changes_since", async move {
+        self.read("changes_since", || async move {
             if let Some(feed) = self.feed_in_one_statement(revision).await? {
                 return Ok(feed);
             }
@@ -807,7 +841,7 @@ impl RegistryBackend for PostgresBackend {
     }
 
     async fn current_revision(&self) -> Result<u64> {
-        self.deadline("current_revision", async move {
+        self.read("current_revision", || async move {
             let (current, _): (i64, i64) = sqlx::query_as(q(&self.sql.state))
                 .fetch_one(&self.pool)
                 .await
