@@ -178,7 +178,17 @@ async fn steps(
         ),
     );
 
+    let failures = a.bots().stats().refresh_failures;
     a.registry().register(BOT, json!({"llm": {}})).await?;
+    // The rebuild of the bad config fails (the factory refuses it) ...
+    let started = Instant::now();
+    while a.bots().stats().refresh_failures == failures {
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("the bad config was not tried within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ... and the last good bot keeps serving.
     let served = a.bots().get_or_create(BOT).await?;
     ensure!(
         served.model == "claude-3-opus",
