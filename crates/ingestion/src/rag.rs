@@ -536,12 +536,16 @@ impl RagKnowledgeBase {
             bytes_total: stream.plan().files.iter().map(|f| f.size_bytes).sum(),
             ..Progress::default()
         };
-        let sizes: HashMap<String, u64> = stream
-            .plan()
-            .files
-            .iter()
-            .map(|f| (f.path.clone(), f.size_bytes))
-            .collect();
+        // Sizes by path, for the byte count of each report: only built when someone listens.
+        let sizes: HashMap<String, u64> = match &progress_fn {
+            Some(_) => stream
+                .plan()
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.size_bytes))
+                .collect(),
+            None => HashMap::new(),
+        };
         let report = |progress: &mut Progress, path: &str, failed: bool, chunks: u64| {
             if let Some(f) = &progress_fn {
                 progress.files_done += 1;
