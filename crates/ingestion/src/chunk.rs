@@ -191,9 +191,13 @@ impl Chunk {
     /// chunk's own fields, then the system and provenance keys (which win).
     pub fn metadata(&self) -> Map<String, Value> {
         let f = &*self.file;
-        let mut m = f.metadata.clone();
-        m.remove("source");
-        m.remove("filename");
+        let mut m = Map::with_capacity(f.metadata.len() + self.fields.len() + 18);
+        m.extend(
+            f.metadata
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "source" | "filename"))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         for (k, v) in &self.fields {
             m.insert(k.clone(), v.clone());
         }

@@ -501,11 +501,11 @@ impl KnowledgeIngestionManager {
         if self.source.get_info_in(&self.ctx, domain).await?.is_none() {
             return Ok(IfChanged::Missing);
         }
+        // The identity is a hash of every (path, checksum) pair: equal identities are equal
+        // contents, so this is the knowledge store's change test without loading and diffing
+        // the old version's file list.
         if let Some(v) = last_version
-            && !self
-                .source
-                .has_changes_since_in(&self.ctx, domain, v)
-                .await?
+            && self.source.get_checksum_in(&self.ctx, domain).await? == v
         {
             return Ok(IfChanged::Unchanged);
         }
@@ -677,6 +677,12 @@ impl KnowledgeIngestionManager {
         }
         let mut options = self.options.clone();
         options.tenant_id = self.ctx.tenant_id().map(str::to_owned);
+        // The config is read once, for this plan and the embedding run's.
+        options.config = Some(
+            self.destination
+                .resolve_config(&self.source, domain, &options)
+                .await?,
+        );
         let plan = Pipeline::with_options(self.source.clone(), options.clone())
             .plan(domain)
             .await?;

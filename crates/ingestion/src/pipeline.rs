@@ -293,7 +293,7 @@ impl Pipeline {
     /// everything else is an event.
     pub async fn stream(&self, domain_id: &str) -> Result<ChunkStream, IngestionError> {
         let plan = self.plan(domain_id).await?;
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(8);
         let backend = self.backend.clone();
         let options = self.options.clone();
         let worker_plan = plan.clone();

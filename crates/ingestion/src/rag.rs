@@ -12,7 +12,7 @@
 //!   query returns `k` visible rows whatever is hidden; a bound domain or tenant is added to
 //!   every read filter that does not name it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -53,6 +53,19 @@ pub enum RagError {
     /// The pipeline could not start (config file, listing).
     #[error(transparent)]
     Ingestion(#[from] IngestionError),
+}
+
+/// Pipeline events an ingest looks ahead by: the batches among them are being embedded while
+/// the first is stored.
+const EMBED_AHEAD: usize = 4;
+
+/// One event of an ingest in order, a batch with the task preparing its records.
+enum Step {
+    Batch {
+        file: Arc<crate::SourceFile>,
+        job: tokio::task::JoinHandle<Result<Vec<VectorRecord>, RagError>>,
+    },
+    Event(PipelineEvent),
 }
 
 /// One query result, the original's `{"text", "source", "heading_path", "similarity", "metadata"}`.
@@ -502,6 +515,32 @@ impl RagKnowledgeBase {
         f
     }
 
+    /// The config an ingest of `domain_id` from `backend` runs with: `options.config` if set;
+    /// else the knowledge base's config file; else the defaults with this knowledge base's
+    /// chunking (if it has its own). Resolving it once and passing it as `options.config`
+    /// spares every later plan the config file lookups.
+    pub async fn resolve_config(
+        &self,
+        backend: &Arc<dyn KnowledgeBackend>,
+        domain_id: &str,
+        options: &PipelineOptions,
+    ) -> Result<KnowledgeBaseConfig, RagError> {
+        if let Some(c) = &options.config {
+            return Ok(c.clone());
+        }
+        let cfg = Pipeline::with_options(backend.clone(), options.clone())
+            .config(domain_id)
+            .await?;
+        Ok(match (&self.chunking, cfg.file.is_none()) {
+            (Some(chunking), true) => {
+                let mut cfg = KnowledgeBaseConfig::defaults(domain_id);
+                cfg.chunking = chunking.clone();
+                cfg
+            }
+            _ => cfg,
+        })
+    }
+
     /// Chunks, embeds and stores a knowledge base from `backend`. Only the config file and the
     /// listing fail the call; every file failure is an entry of `report.errors`.
     pub async fn ingest_from_backend(
@@ -513,16 +552,8 @@ impl RagKnowledgeBase {
         if options.tenant_id.is_none() {
             options.tenant_id = self.tenant_id.clone();
         }
-        if options.config.is_none()
-            && let Some(chunking) = &self.chunking
-        {
-            let probe = Pipeline::with_options(backend.clone(), options.clone());
-            let cfg = probe.config(domain_id).await?;
-            if cfg.file.is_none() {
-                let mut cfg = KnowledgeBaseConfig::defaults(domain_id);
-                cfg.chunking = chunking.clone();
-                options.config = Some(cfg);
-            }
+        if options.config.is_none() && self.chunking.is_some() {
+            options.config = Some(self.resolve_config(&backend, domain_id, &options).await?);
         }
         let progress_fn = options.progress.clone();
         let pipeline = Pipeline::with_options(backend, options);
@@ -563,16 +594,50 @@ impl RagKnowledgeBase {
         // Ids written for the file in progress, and files that failed while being stored.
         let mut written: Vec<String> = Vec::new();
         let mut failed: BTreeSet<String> = BTreeSet::new();
-        while let Some(event) = stream.next().await {
-            match event {
-                PipelineEvent::Chunks(batch) => {
-                    let Some(first) = batch.first() else { continue };
-                    let file = first.file.clone();
+        // Embedding runs ahead of storing: each batch's vectors and records are prepared by a
+        // task of its own as soon as the batch arrives, up to `EMBED_AHEAD` events ahead, while
+        // events are applied to the store strictly in order (a file's `Done` after its batches).
+        let mut queue: VecDeque<Step> = VecDeque::new();
+        let mut exhausted = false;
+        loop {
+            while !exhausted && queue.len() < EMBED_AHEAD {
+                match stream.next().await {
+                    Some(PipelineEvent::Chunks(batch)) => {
+                        let Some(first) = batch.first() else { continue };
+                        let file = first.file.clone();
+                        let job = tokio::spawn(self.prepare(batch));
+                        queue.push_back(Step::Batch { file, job });
+                    }
+                    Some(event) => queue.push_back(Step::Event(event)),
+                    None => exhausted = true,
+                }
+            }
+            let Some(step) = queue.pop_front() else { break };
+            match step {
+                Step::Batch { file, job } => {
                     if failed.contains(&file.path) {
                         continue;
                     }
-                    match self.store_batch(&batch).await {
-                        Ok(()) => written.extend(batch.iter().map(|c| c.id.clone())),
+                    let prepared = match job.await {
+                        Ok(r) => r,
+                        Err(e) => Err(RagError::Config(format!(
+                            "embedding {} failed: {e}",
+                            file.path
+                        ))),
+                    };
+                    let stored = match prepared {
+                        Ok(records) => {
+                            let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+                            self.store
+                                .upsert(records)
+                                .await
+                                .map(|()| ids)
+                                .map_err(RagError::from)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match stored {
+                        Ok(ids) => written.extend(ids),
                         Err(e) => {
                             self.store.delete(&std::mem::take(&mut written)).await?;
                             failed.insert(file.path.clone());
@@ -588,7 +653,7 @@ impl RagKnowledgeBase {
                         }
                     }
                 }
-                PipelineEvent::Done { file, chunks } => {
+                Step::Event(PipelineEvent::Done { file, chunks }) => {
                     if failed.contains(&file.path) {
                         continue;
                     }
@@ -601,7 +666,7 @@ impl RagKnowledgeBase {
                     written.clear();
                     self.trim_file(&file, chunks).await?;
                 }
-                PipelineEvent::Error(e) => {
+                Step::Event(PipelineEvent::Error(e)) => {
                     if e.fatal {
                         self.store.delete(&std::mem::take(&mut written)).await?;
                         if !failed.contains(&e.path) {
@@ -610,39 +675,50 @@ impl RagKnowledgeBase {
                     }
                     stats.report.record(&PipelineEvent::Error(e));
                 }
+                Step::Event(PipelineEvent::Chunks(_)) => {
+                    unreachable!("batches are queued as Batch")
+                }
             }
         }
         self.store.flush().await?;
         Ok(stats)
     }
 
-    async fn store_batch(&self, batch: &[crate::Chunk]) -> Result<(), RagError> {
-        let texts: Vec<&str> = batch.iter().map(|c| c.embedding_text.as_str()).collect();
-        if let Some(limiter) = &self.limiter {
-            limiter
-                .acquire("embed", u32::try_from(texts.len()).unwrap_or(u32::MAX))
-                .await;
+    /// The vectors and store records of one batch, made without the store (so that batches can
+    /// be prepared ahead of the one being stored).
+    fn prepare(
+        &self,
+        batch: Vec<crate::Chunk>,
+    ) -> impl std::future::Future<Output = Result<Vec<VectorRecord>, RagError>> + Send + 'static
+    {
+        let embedder = self.embedder.clone();
+        let limiter = self.limiter.clone();
+        async move {
+            let texts: Vec<&str> = batch.iter().map(|c| c.embedding_text.as_str()).collect();
+            if let Some(limiter) = &limiter {
+                limiter
+                    .acquire("embed", u32::try_from(texts.len()).unwrap_or(u32::MAX))
+                    .await;
+            }
+            let vectors = embedder.embed(&texts).await?;
+            if vectors.len() != batch.len() {
+                return Err(RagError::Config(format!(
+                    "the {} embedder returned {} vectors for {} texts",
+                    embedder.provider(),
+                    vectors.len(),
+                    batch.len()
+                )));
+            }
+            Ok(batch
+                .iter()
+                .zip(vectors)
+                .map(|(c, vector)| VectorRecord {
+                    id: c.id.clone(),
+                    vector,
+                    metadata: c.metadata(),
+                })
+                .collect())
         }
-        let vectors = self.embedder.embed(&texts).await?;
-        if vectors.len() != batch.len() {
-            return Err(RagError::Config(format!(
-                "the {} embedder returned {} vectors for {} texts",
-                self.embedder.provider(),
-                vectors.len(),
-                batch.len()
-            )));
-        }
-        let records = batch
-            .iter()
-            .zip(vectors)
-            .map(|(c, vector)| VectorRecord {
-                id: c.id.clone(),
-                vector,
-                metadata: c.metadata(),
-            })
-            .collect();
-        self.store.upsert(records).await?;
-        Ok(())
     }
 
     /// Deletes chunks of `file` past its new chunk count (left from a longer earlier version).

@@ -20,6 +20,8 @@ mod http;
 #[cfg(feature = "http")]
 pub use http::{HttpApi, HttpEmbedder, HttpEmbedderConfig};
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
@@ -129,8 +131,13 @@ fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
             continue;
         }
         w.clear();
-        for c in raw.chars() {
-            w.extend(c.to_lowercase());
+        if raw.is_ascii() {
+            w.push_str(raw);
+            w.make_ascii_lowercase();
+        } else {
+            for c in raw.chars() {
+                w.extend(c.to_lowercase());
+            }
         }
         if STOPWORDS.contains(&w.as_str()) {
             continue;
@@ -140,6 +147,39 @@ fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
         }
         f(&w);
     }
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b) ^ (self.0 >> 56);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Buffers one text's vector is built in, reused across the texts of a batch.
+#[derive(Default)]
+struct Scratch {
+    /// The text's words in order, as indices into `counts`.
+    order: Vec<usize>,
+    /// Distinct words in order of first occurrence: hash, count, and range in `words`.
+    counts: Vec<(u64, u32, std::ops::Range<usize>)>,
+    /// Word hash → index into `counts` of the first word with that hash (the key is a hash
+    /// already: it is used as it is).
+    first: HashMap<u64, usize, std::hash::BuildHasherDefault<PassThrough>>,
+    /// The distinct words, end to end.
+    words: String,
+    chars: Vec<char>,
 }
 
 impl HashEmbedder {
@@ -161,32 +201,55 @@ impl HashEmbedder {
 
     /// The vector of one text.
     pub fn vector(&self, text: &str) -> Vec<f32> {
+        self.vector_in(text, &mut Scratch::default())
+    }
+
+    fn vector_in(&self, text: &str, s: &mut Scratch) -> Vec<f32> {
         let mut v = vec![0f32; self.dimensions];
-        // Distinct words with their hashes and counts, and the text's words in order (as
-        // indices into them) for the pairs.
-        let mut order: Vec<usize> = Vec::new();
-        let mut counts: Vec<(u64, u32, String)> = Vec::new();
+        s.order.clear();
+        s.counts.clear();
+        s.first.clear();
+        s.words.clear();
+        let Scratch {
+            order,
+            counts,
+            first,
+            words,
+            chars,
+        } = s;
         for_each_word(text, |w| {
             let h = fnv1a(&[b"w", w.as_bytes()]);
-            match counts.iter().position(|(k, _, s)| *k == h && s == w) {
+            // The first distinct word equal to `w` (by hash, then text; a hash shared by two
+            // different words falls back to a scan).
+            let found = match first.get(&h) {
+                Some(i) if &words[counts[*i].2.clone()] == w => Some(*i),
+                Some(_) => counts
+                    .iter()
+                    .position(|(k, _, r)| *k == h && &words[r.clone()] == w),
+                None => None,
+            };
+            match found {
                 Some(i) => {
                     counts[i].1 += 1;
                     order.push(i);
                 }
                 None => {
+                    first.entry(h).or_insert(counts.len());
                     order.push(counts.len());
-                    counts.push((h, 1, w.to_owned()));
+                    let start = words.len();
+                    words.push_str(w);
+                    counts.push((h, 1, start..words.len()));
                 }
             }
         });
         let mut tri = [0u8; 12];
-        for (h, n, w) in &counts {
+        for (h, n, range) in counts.iter() {
             let tf = 1.0 + (*n as f32).ln();
             self.add(&mut v, *h, tf);
-            let chars: Vec<char> = std::iter::once('^')
-                .chain(w.chars())
-                .chain(std::iter::once('$'))
-                .collect();
+            chars.clear();
+            chars.push('^');
+            chars.extend(words[range.clone()].chars());
+            chars.push('$');
             if chars.len() > 4 {
                 for t in chars.windows(3) {
                     let mut len = 0;
@@ -221,7 +284,11 @@ impl Embedder for HashEmbedder {
         self.dimensions
     }
     async fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        Ok(texts.iter().map(|t| self.vector(t)).collect())
+        let mut scratch = Scratch::default();
+        Ok(texts
+            .iter()
+            .map(|t| self.vector_in(t, &mut scratch))
+            .collect())
     }
 }
 
@@ -275,5 +342,39 @@ mod tests {
     fn unknown_provider_names_the_valid_ones() {
         let e = create_embedder("eho", None).unwrap_err().to_string();
         assert!(e.contains("\"echo\""), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// The `hash` embedder's vectors are part of every persisted index: a change of its
+    /// arithmetic (even of the order of its additions) would leave stored vectors that queries
+    /// no longer match. This pins the bits of a few texts, words repeated, non-ASCII and
+    /// stop words included.
+    #[tokio::test]
+    async fn hash_vectors_keep_their_bits() {
+        let texts = [
+            "How long do refunds take? Refunds take five business days; refunds are final.",
+            "Café prices rose 5% in Zürich — ÉCOLE, école, Straße and STRASSE.",
+            "the and of a an to",
+            "",
+            "x y z x y z x y z classes glass bus buses",
+        ];
+        let e = HashEmbedder::new(64);
+        let vectors = e.embed(&texts).await.unwrap();
+        let mut h = Sha256::new();
+        for (t, v) in texts.iter().zip(&vectors) {
+            assert_eq!(v, &e.vector(t));
+            for x in v {
+                h.update(x.to_bits().to_le_bytes());
+            }
+        }
+        let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            digest,
+            "df4e415907a7270a3ba5204ef23159466e046b354a2c9d9e4023795c948ff415"
+        );
     }
 }

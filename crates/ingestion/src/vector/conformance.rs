@@ -276,6 +276,130 @@ pub async fn distinct_groups_records(h: &dyn Harness) {
     assert!(none.is_empty());
 }
 
+/// Every metadata key behaves the same: a store may index some keys (the memory store keeps
+/// `source_path`, the swap flags and a few others as interned columns), so the same values
+/// under an indexed key and under a plain one (`mirror`) must give the same counts, searches,
+/// exclusions and groups — across strings, booleans, numbers, lists, objects, null and
+/// missing, after metadata patches, a few deletions and a bulk clear.
+pub async fn indexed_and_plain_keys_agree(h: &dyn Harness) {
+    let s = h.open().await;
+    let values = [
+        json!("a"),
+        json!("b"),
+        json!(["a", "c"]),
+        json!(1),
+        json!(1.5),
+        json!(true),
+        json!(false),
+        json!({"o": 1}),
+        Value::Null,
+    ];
+    let mut records = Vec::new();
+    for i in 0..40usize {
+        let mut meta = Map::new();
+        if i % 10 != 9 {
+            let v = values[i % values.len()].clone();
+            meta.insert("source_path".into(), v.clone());
+            meta.insert("_stale".into(), v.clone());
+            meta.insert("mirror".into(), v);
+        }
+        meta.insert("i".into(), json!(i));
+        let x = i as f32 / 40.0;
+        records.push(rec(
+            &format!("r{i:02}"),
+            [1.0, x, 1.0 - x, 0.5],
+            Value::Object(meta),
+        ));
+    }
+    s.upsert(records).await.unwrap();
+    let probes = [
+        json!("a"),
+        json!(["a", "b"]),
+        json!([]),
+        json!(1),
+        json!(1.0),
+        json!([1.5, "c"]),
+        json!(true),
+        json!([false, "b"]),
+        json!({"o": 1}),
+        json!("zzz"),
+    ];
+    let q = [1.0, 0.3, 0.2, 0.5];
+    let agree = |stage: &'static str| {
+        let s = s.clone();
+        let probes = probes.clone();
+        async move {
+            for p in &probes {
+                for key in ["source_path", "_stale"] {
+                    let indexed = Filter::all().with(key, p.clone());
+                    let plain = Filter::all().with("mirror", p.clone());
+                    assert_eq!(
+                        s.count(&indexed).await.unwrap(),
+                        s.count(&plain).await.unwrap(),
+                        "{stage}: count {key} = {p}"
+                    );
+                    let a = s.search(&q, 50, &indexed).await.unwrap();
+                    let b = s.search(&q, 50, &plain).await.unwrap();
+                    assert_eq!(ids(&a), ids(&b), "{stage}: search {key} = {p}");
+                    let a = Filter::all().without(key, p.clone());
+                    let b = Filter::all().without("mirror", p.clone());
+                    assert_eq!(
+                        s.count(&a).await.unwrap(),
+                        s.count(&b).await.unwrap(),
+                        "{stage}: exclusion {key} = {p}"
+                    );
+                }
+            }
+            let norm = |mut g: Vec<(Vec<Value>, u64)>| {
+                g.sort_by_key(|(k, _)| serde_json::to_string(k).unwrap());
+                g
+            };
+            assert_eq!(
+                norm(
+                    s.distinct(&Filter::all(), &["source_path", "_stale"])
+                        .await
+                        .unwrap()
+                ),
+                norm(
+                    s.distinct(&Filter::all(), &["mirror", "mirror"])
+                        .await
+                        .unwrap()
+                ),
+                "{stage}: distinct"
+            );
+        }
+    };
+    agree("seeded").await;
+    assert_eq!(
+        s.count(&Filter::all().with("source_path", "a"))
+            .await
+            .unwrap(),
+        8
+    );
+
+    let mut patch = Map::new();
+    for key in ["source_path", "_stale", "mirror"] {
+        patch.insert(key.into(), json!("b"));
+    }
+    let n = s
+        .update_metadata_where(&Filter::all().with("mirror", json!([1, true])), &patch)
+        .await
+        .unwrap();
+    assert_eq!(n, 8);
+    agree("patched").await;
+
+    s.delete(&["r00".into(), "r13".into(), "r27".into()])
+        .await
+        .unwrap();
+    agree("three deleted").await;
+    let cleared = s
+        .clear(&Filter::all().with("mirror", json!(["b", "a", false])))
+        .await
+        .unwrap();
+    assert!(cleared >= 10, "{cleared}");
+    agree("bulk cleared").await;
+}
+
 /// A vector of the wrong width is refused with the id, and nothing of the batch is written.
 pub async fn wrong_width_is_refused_whole(h: &dyn Harness) {
     let s = h.open().await;
@@ -311,7 +435,8 @@ macro_rules! vector_store_conformance_tests {
             search_orders_by_similarity, filters_have_the_original_semantics,
             upsert_replaces_and_deletes_remove, update_metadata_where_patches_matches,
             exclusions_leave_rows_out, atomic_updates_select_before_they_apply,
-            distinct_groups_records, wrong_width_is_refused_whole);
+            distinct_groups_records, wrong_width_is_refused_whole,
+            indexed_and_plain_keys_agree);
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
         $(

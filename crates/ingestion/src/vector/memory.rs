@@ -9,6 +9,13 @@
 //!   columns; a dense query reads everything once, as a row-major scan would. A delete moves
 //!   the last row into the hole in every column, so the arrays stay dense. For the cosine
 //!   metric rows are stored normalised and a search is a dot product.
+//! - The metadata keys the crate's own reads, records and swaps filter on ([`KEYED`]:
+//!   domain, tenant, source path, checksum, generation and the swap flags) are also kept as
+//!   **interned columns**: one `u32` symbol per row and key (0 for missing or null, 1 for a
+//!   value that is not a string or a boolean, which falls back to the metadata map). A filter
+//!   is compiled once per call; on those keys a row's test is an integer comparison instead of
+//!   a hashed map lookup, so a scan of the 14,000 rows of a corpus to find one file's rows costs
+//!   microseconds. Every write that changes a row's metadata updates its symbols.
 //! - The persisted file is written to a temporary file in the same folder, synced, then renamed
 //!   over the old one: a crash leaves the old file or the new one, never a torn one. It starts
 //!   with a magic and a format version and ends with a CRC-32 of everything before it, so a
@@ -95,9 +102,211 @@ struct Inner {
     /// Squared norms of the rows (for the euclidean metric).
     norms2: Vec<f32>,
     meta: Vec<Arc<Map<String, Value>>>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
+    /// `keyed[k][row]`: the symbol of the row's value of `KEYED[k]`.
+    keyed: Vec<Vec<u32>>,
+    symbols: Symbols,
     /// Counts writes; `saved` is the count the file holds.
     version: u64,
+}
+
+/// Maps keyed by strings the store already holds (ids, metadata values): foldhash, seeded per
+/// process, several times cheaper than SipHash on these short keys.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The metadata keys kept as interned columns (see the module docs).
+pub(crate) const KEYED: [&str; 7] = [
+    "domain_id",
+    "tenant_id",
+    "source_path",
+    "checksum",
+    "_generation",
+    "_pending",
+    "_stale",
+];
+
+/// The symbol of a missing or null value.
+const ABSENT: u32 = 0;
+/// The symbol of a value that is neither a string nor a boolean (tested on the map).
+const OTHER: u32 = 1;
+
+/// `false` and `true`.
+const FALSE: u32 = 2;
+const TRUE: u32 = 3;
+/// The first string symbol.
+const FIRST_STR: u32 = 4;
+
+/// Interned string values (booleans have fixed symbols).
+#[derive(Default)]
+struct Symbols {
+    of: FastMap<Box<str>, u32>,
+    values: Vec<Box<str>>,
+}
+
+impl Symbols {
+    fn intern(&mut self, v: Option<&Value>) -> u32 {
+        match v {
+            None | Some(Value::Null) => ABSENT,
+            Some(Value::Bool(b)) => [FALSE, TRUE][usize::from(*b)],
+            Some(Value::String(s)) => {
+                if let Some(n) = self.of.get(s.as_str()) {
+                    return *n;
+                }
+                let n = self.values.len() as u32 + FIRST_STR;
+                self.values.push(s.as_str().into());
+                self.of.insert(s.as_str().into(), n);
+                n
+            }
+            Some(_) => OTHER,
+        }
+    }
+
+    /// The symbol of `v` if it is interned (strings and booleans only).
+    fn lookup(&self, v: &Value) -> Option<u32> {
+        match v {
+            Value::String(s) => self.of.get(s.as_str()).copied(),
+            Value::Bool(b) => Some([FALSE, TRUE][usize::from(*b)]),
+            _ => None,
+        }
+    }
+
+    /// The value of a string or boolean symbol.
+    fn value(&self, sym: u32) -> Value {
+        match sym {
+            FALSE => Value::Bool(false),
+            TRUE => Value::Bool(true),
+            s if s >= FIRST_STR => Value::String(self.values[(s - FIRST_STR) as usize].to_string()),
+            _ => Value::Null,
+        }
+    }
+}
+
+impl Inner {
+    fn empty(dims: usize) -> Self {
+        Inner {
+            cols: vec![Vec::new(); dims],
+            keyed: vec![Vec::new(); KEYED.len()],
+            ..Inner::default()
+        }
+    }
+
+    fn push_keys(&mut self, meta: &Map<String, Value>) {
+        if self.keyed.len() != KEYED.len() {
+            self.keyed = vec![Vec::new(); KEYED.len()];
+        }
+        for (col, key) in self.keyed.iter_mut().zip(KEYED) {
+            col.push(self.symbols.intern(meta.get(key)));
+        }
+    }
+
+    /// Re-derives the symbols of `row` from its metadata (after a metadata change).
+    fn rekey(&mut self, row: usize) {
+        let meta = self.meta[row].clone();
+        for (col, key) in self.keyed.iter_mut().zip(KEYED) {
+            col[row] = self.symbols.intern(meta.get(key));
+        }
+    }
+
+    /// Rebuilds the symbol table from the live rows once most of its values are dead (each
+    /// ingest interns a new generation and the checksums of the files it changed).
+    fn compact_symbols(&mut self) {
+        if self.symbols.values.len() <= 1024 + 2 * self.ids.len() {
+            return;
+        }
+        self.symbols = Symbols::default();
+        self.keyed = vec![Vec::with_capacity(self.ids.len()); KEYED.len()];
+        for row in 0..self.ids.len() {
+            let meta = self.meta[row].clone();
+            for (col, key) in self.keyed.iter_mut().zip(KEYED) {
+                col.push(self.symbols.intern(meta.get(key)));
+            }
+        }
+    }
+
+    /// `filter` compiled against this store's symbols.
+    fn compile<'f>(&self, filter: &'f Filter) -> Compiled<'f> {
+        let check = |(key, value): (&'f String, &'f Value)| match KEYED
+            .iter()
+            .position(|k| *k == key.as_str())
+        {
+            Some(col) => {
+                let allowed = match value {
+                    Value::Array(vs) => vs.iter().filter_map(|v| self.symbols.lookup(v)).collect(),
+                    v => self.symbols.lookup(v).into_iter().collect(),
+                };
+                Check::Keyed {
+                    col,
+                    allowed,
+                    key,
+                    value,
+                }
+            }
+            None => Check::Meta { key, value },
+        };
+        Compiled {
+            all: filter.is_empty(),
+            conditions: filter.conditions().iter().map(check).collect(),
+            exclusions: filter.exclusions().iter().map(check).collect(),
+        }
+    }
+}
+
+/// A filter compiled for one store (see [`Inner::compile`]); the same semantics as
+/// [`Filter::matches`].
+struct Compiled<'f> {
+    all: bool,
+    conditions: Vec<Check<'f>>,
+    exclusions: Vec<Check<'f>>,
+}
+
+enum Check<'f> {
+    Keyed {
+        col: usize,
+        /// The symbols of the condition's string and boolean values.
+        allowed: Vec<u32>,
+        key: &'f str,
+        value: &'f Value,
+    },
+    Meta {
+        key: &'f str,
+        value: &'f Value,
+    },
+}
+
+impl Check<'_> {
+    fn holds(&self, inner: &Inner, row: usize) -> bool {
+        let on_map = |key: &str, value: &Value| match inner.meta[row].get(key) {
+            None | Some(Value::Null) => false,
+            Some(m) => super::value_matches(value, m),
+        };
+        match self {
+            Check::Keyed {
+                col,
+                allowed,
+                key,
+                value,
+            } => match inner.keyed[*col][row] {
+                ABSENT => false,
+                OTHER => on_map(key, value),
+                s => allowed.contains(&s),
+            },
+            Check::Meta { key, value } => on_map(key, value),
+        }
+    }
+}
+
+impl Compiled<'_> {
+    fn matches(&self, inner: &Inner, row: usize) -> bool {
+        self.all
+            || (self.conditions.iter().all(|c| c.holds(inner, row))
+                && !self.exclusions.iter().any(|c| c.holds(inner, row)))
+    }
+
+    fn rows(&self, inner: &Inner) -> Vec<usize> {
+        (0..inner.ids.len())
+            .filter(|r| self.matches(inner, *r))
+            .collect()
+    }
 }
 
 /// The in-process store.
@@ -206,8 +415,8 @@ impl MemoryVectorStore {
             return Err(VectorError::Config("dimensions must be positive".into()));
         }
         let store = MemoryVectorStore {
+            inner: RwLock::new(Inner::empty(config.dimensions)),
             config,
-            inner: RwLock::new(Inner::default()),
             saved: Default::default(),
         };
         if let Some(path) = &store.config.persist_path
@@ -245,27 +454,86 @@ impl MemoryVectorStore {
         super::check_width(id, v, self.config.dimensions)
     }
 
+    /// Removes `rows`: a few by moving the last row into each hole, many by compacting every
+    /// column in one sequential pass (a swap per row and column would touch every column's
+    /// cache lines once per removed row).
     fn remove_rows(inner: &mut Inner, mut rows: Vec<usize>) -> u64 {
         rows.sort_unstable();
         rows.dedup();
         let n = rows.len() as u64;
-        for row in rows.into_iter().rev() {
-            let last = inner.ids.len() - 1;
-            let id = inner.ids.swap_remove(row);
-            inner.meta.swap_remove(row);
-            inner.norms2.swap_remove(row);
+        if n == 0 {
+            return 0;
+        }
+        if rows.len() * 16 < inner.ids.len() {
+            for row in rows.into_iter().rev() {
+                let last = inner.ids.len() - 1;
+                let id = inner.ids.swap_remove(row);
+                inner.meta.swap_remove(row);
+                inner.norms2.swap_remove(row);
+                for col in &mut inner.cols {
+                    col.swap_remove(row);
+                }
+                for col in &mut inner.keyed {
+                    col.swap_remove(row);
+                }
+                inner.index.remove(&id);
+                if row != last {
+                    inner.index.insert(inner.ids[row].clone(), row);
+                }
+            }
+        } else {
+            let mut keep = vec![true; inner.ids.len()];
+            for row in &rows {
+                keep[*row] = false;
+                inner.index.remove(&inner.ids[*row]);
+            }
+            fn retain<T>(v: &mut Vec<T>, keep: &[bool]) {
+                let mut i = 0;
+                v.retain(|_| {
+                    i += 1;
+                    keep[i - 1]
+                });
+            }
+            retain(&mut inner.ids, &keep);
+            retain(&mut inner.meta, &keep);
+            retain(&mut inner.norms2, &keep);
             for col in &mut inner.cols {
-                col.swap_remove(row);
+                retain(col, &keep);
             }
-            inner.index.remove(&id);
-            if row != last {
-                inner.index.insert(inner.ids[row].clone(), row);
+            for col in &mut inner.keyed {
+                retain(col, &keep);
+            }
+            // Rows before the first hole kept their place.
+            for (row, id) in inner.ids.iter().enumerate().skip(rows[0]) {
+                if let Some(at) = inner.index.get_mut(id) {
+                    *at = row;
+                }
             }
         }
-        if n > 0 {
-            inner.version += 1;
-        }
+        inner.compact_symbols();
+        inner.version += 1;
         n
+    }
+
+    /// Merges `patch` into the metadata of `rows`, keeping their symbols in step (the patch
+    /// sets the same value on every row, so each patched column gets one symbol).
+    fn patch(inner: &mut Inner, rows: &[usize], patch: &Map<String, Value>) {
+        let keyed: Vec<(usize, u32)> = patch
+            .iter()
+            .filter_map(|(k, v)| {
+                let col = KEYED.iter().position(|c| c == k)?;
+                Some((col, inner.symbols.intern(Some(v))))
+            })
+            .collect();
+        for row in rows {
+            let m = Arc::make_mut(&mut inner.meta[*row]);
+            for (k, v) in patch {
+                m.insert(k.clone(), v.clone());
+            }
+            for (col, sym) in &keyed {
+                inner.keyed[*col][*row] = *sym;
+            }
+        }
     }
 
     /// Writes the store to `persist_path` atomically (nothing without one).
@@ -326,6 +594,7 @@ impl VectorStore for MemoryVectorStore {
                     }
                     inner.norms2[row] = norm2;
                     inner.meta[row] = meta;
+                    inner.rekey(row);
                 }
                 None => {
                     let row = inner.ids.len();
@@ -333,6 +602,7 @@ impl VectorStore for MemoryVectorStore {
                         col.push(*x);
                     }
                     inner.norms2.push(norm2);
+                    inner.push_keys(&meta);
                     inner.meta.push(meta);
                     inner.index.insert(r.id.clone(), row);
                     inner.ids.push(r.id);
@@ -359,14 +629,11 @@ impl VectorStore for MemoryVectorStore {
             let version = inner.version + 1;
             *inner = Inner {
                 version,
-                cols: vec![Vec::new(); self.config.dimensions],
-                ..Inner::default()
+                ..Inner::empty(self.config.dimensions)
             };
             return Ok(n);
         }
-        let rows: Vec<usize> = (0..inner.ids.len())
-            .filter(|r| filter.matches(&inner.meta[*r]))
-            .collect();
+        let rows = inner.compile(filter).rows(&inner);
         Ok(Self::remove_rows(&mut inner, rows))
     }
 
@@ -376,20 +643,12 @@ impl VectorStore for MemoryVectorStore {
         patch: &Map<String, Value>,
     ) -> Result<u64, VectorError> {
         let mut inner = self.write();
-        let mut n = 0;
-        for row in 0..inner.ids.len() {
-            if filter.matches(&inner.meta[row]) {
-                let m = Arc::make_mut(&mut inner.meta[row]);
-                for (k, v) in patch {
-                    m.insert(k.clone(), v.clone());
-                }
-                n += 1;
-            }
-        }
-        if n > 0 {
+        let rows = inner.compile(filter).rows(&inner);
+        Self::patch(&mut inner, &rows, patch);
+        if !rows.is_empty() {
             inner.version += 1;
         }
-        Ok(n)
+        Ok(rows.len() as u64)
     }
 
     async fn update_metadata_atomically(
@@ -400,20 +659,11 @@ impl VectorStore for MemoryVectorStore {
         // Decide every update's rows first, so that one update does not select another's.
         let selected: Vec<Vec<usize>> = updates
             .iter()
-            .map(|(f, _)| {
-                (0..inner.ids.len())
-                    .filter(|r| f.matches(&inner.meta[*r]))
-                    .collect()
-            })
+            .map(|(f, _)| inner.compile(f).rows(&inner))
             .collect();
         let mut counts = Vec::with_capacity(updates.len());
         for ((_, patch), rows) in updates.iter().zip(&selected) {
-            for row in rows {
-                let m = Arc::make_mut(&mut inner.meta[*row]);
-                for (k, v) in patch {
-                    m.insert(k.clone(), v.clone());
-                }
-            }
+            Self::patch(&mut inner, rows, patch);
             counts.push(rows.len() as u64);
         }
         if counts.iter().any(|n| *n > 0) {
@@ -428,13 +678,39 @@ impl VectorStore for MemoryVectorStore {
         keys: &[&str],
     ) -> Result<Vec<(Vec<Value>, u64)>, VectorError> {
         let inner = self.read();
+        let compiled = inner.compile(filter);
         let mut seen: Vec<(Vec<Value>, u64)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        // The grouping key, built in one reused buffer: each value tagged and length-prefixed
+        // Keys kept as columns group by their symbols; a row whose value of such a key is
+        // neither a string nor a boolean (and every row, if a key is not a column) groups by
+        // a text key instead. The two never share a tuple: only the second holds other values.
+        let cols: Option<Vec<usize>> = keys
+            .iter()
+            .map(|k| KEYED.iter().position(|c| c == k))
+            .collect();
+        let mut by_syms: FastMap<Vec<u32>, usize> = FastMap::default();
+        let mut by_text: FastMap<String, usize> = FastMap::default();
+        let mut syms: Vec<u32> = Vec::with_capacity(keys.len());
+        // The text key, built in one reused buffer: each value tagged and length-prefixed
         // (strings as they are, anything else as JSON), so no two tuples share a key; the
         // tuple itself is cloned only for a new group.
         let mut key = String::new();
-        for meta in inner.meta.iter().filter(|m| filter.matches(m)) {
+        for row in (0..inner.ids.len()).filter(|r| compiled.matches(&inner, *r)) {
+            if let Some(cols) = &cols {
+                syms.clear();
+                syms.extend(cols.iter().map(|c| inner.keyed[*c][row]));
+                if !syms.contains(&OTHER) {
+                    match by_syms.get(syms.as_slice()) {
+                        Some(i) => seen[*i].1 += 1,
+                        None => {
+                            by_syms.insert(syms.clone(), seen.len());
+                            let tuple = syms.iter().map(|s| inner.symbols.value(*s)).collect();
+                            seen.push((tuple, 1));
+                        }
+                    }
+                    continue;
+                }
+            }
+            let meta = &inner.meta[row];
             key.clear();
             for k in keys {
                 match meta.get(*k) {
@@ -454,10 +730,10 @@ impl VectorStore for MemoryVectorStore {
                     }
                 }
             }
-            match index.get(key.as_str()) {
+            match by_text.get(key.as_str()) {
                 Some(i) => seen[*i].1 += 1,
                 None => {
-                    index.insert(key.clone(), seen.len());
+                    by_text.insert(key.clone(), seen.len());
                     let tuple = keys
                         .iter()
                         .map(|k| meta.get(*k).cloned().unwrap_or(Value::Null))
@@ -474,7 +750,10 @@ impl VectorStore for MemoryVectorStore {
         if filter.is_empty() {
             return Ok(inner.ids.len() as u64);
         }
-        Ok(inner.meta.iter().filter(|m| filter.matches(m)).count() as u64)
+        let compiled = inner.compile(filter);
+        Ok((0..inner.ids.len())
+            .filter(|r| compiled.matches(&inner, *r))
+            .count() as u64)
     }
 
     async fn search(
@@ -503,9 +782,9 @@ impl VectorStore for MemoryVectorStore {
             }
         }
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
-        let all = filter.is_empty();
+        let compiled = inner.compile(filter);
         for (row, s) in scores.into_iter().enumerate() {
-            if !all && !filter.matches(&inner.meta[row]) {
+            if !compiled.matches(&inner, row) {
                 continue;
             }
             if heap.len() < k {
@@ -529,9 +808,7 @@ impl VectorStore for MemoryVectorStore {
 
     async fn snapshot(&self, filter: &Filter) -> Result<Option<Vec<u8>>, VectorError> {
         let inner = self.read();
-        let rows: Vec<usize> = (0..inner.ids.len())
-            .filter(|r| filter.matches(&inner.meta[*r]))
-            .collect();
+        let rows = inner.compile(filter).rows(&inner);
         let mut out = Vec::new();
         encode(
             &mut out,
@@ -556,9 +833,7 @@ impl VectorStore for MemoryVectorStore {
             Path::new("<snapshot>"),
         )?;
         let mut inner = self.write();
-        let old: Vec<usize> = (0..inner.ids.len())
-            .filter(|r| filter.matches(&inner.meta[*r]))
-            .collect();
+        let old = inner.compile(filter).rows(&inner);
         Self::remove_rows(&mut inner, old);
         if inner.cols.len() != self.config.dimensions {
             inner.cols = vec![Vec::new(); self.config.dimensions];
@@ -571,6 +846,7 @@ impl VectorStore for MemoryVectorStore {
                 }
                 inner.norms2[existing] = fresh.norms2[row];
                 inner.meta[existing] = fresh.meta[row].clone();
+                inner.rekey(existing);
                 continue;
             }
             let at = inner.ids.len();
@@ -578,6 +854,7 @@ impl VectorStore for MemoryVectorStore {
                 col.push(src[row]);
             }
             inner.norms2.push(fresh.norms2[row]);
+            inner.push_keys(&fresh.meta[row]);
             inner.meta.push(fresh.meta[row].clone());
             inner.index.insert(id.clone(), at);
             inner.ids.push(id);
@@ -752,7 +1029,7 @@ fn decode(bytes: &[u8], dims: usize, metric: Metric, path: &Path) -> Result<Inne
         ));
     }
     let n = usize::try_from(c.u64().ok_or_else(torn)?).map_err(|_| torn())?;
-    let mut inner = Inner::default();
+    let mut inner = Inner::empty(0);
     for row in 0..n {
         let len = c.u32().ok_or_else(torn)? as usize;
         let id = std::str::from_utf8(c.take(len).ok_or_else(torn)?)
@@ -763,6 +1040,7 @@ fn decode(bytes: &[u8], dims: usize, metric: Metric, path: &Path) -> Result<Inne
             .map_err(|e| persist_err(path, e))?;
         inner.index.insert(id.clone(), row);
         inner.ids.push(id);
+        inner.push_keys(&meta);
         inner.meta.push(Arc::new(meta));
     }
     for _ in 0..dims {

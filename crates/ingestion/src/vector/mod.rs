@@ -169,7 +169,7 @@ fn scalar_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn value_matches(filter: &Value, meta: &Value) -> bool {
+pub(crate) fn value_matches(filter: &Value, meta: &Value) -> bool {
     match (filter, meta) {
         (Value::Array(fs), Value::Array(ms)) => {
             fs.iter().any(|f| ms.iter().any(|m| scalar_eq(f, m)))
