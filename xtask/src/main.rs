@@ -28,7 +28,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("dynreg-hot-reload", &["s3"]),
     (
         "dynreg-ingestion",
-        &["s3", "pgvector", "http", "conformance"],
+        &["s3", "pgvector", "http", "local", "conformance"],
     ),
     ("dynreg-resource-resolver", &[]),
     ("dynreg-wire", &[]),
@@ -37,7 +37,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     (
         "dynreg",
         &[
-            "sqlite", "postgres", "redis", "file", "s3", "pgvector", "http", "server",
+            "sqlite", "postgres", "redis", "file", "s3", "pgvector", "http", "server", "local",
         ],
     ),
 ];

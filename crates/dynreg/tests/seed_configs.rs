@@ -360,3 +360,40 @@ async fn a_compiled_out_kind_names_its_feature() -> Result<()> {
     }
     Ok(())
 }
+
+/// The ingest lock follows the environment: in-process for development (one process, the
+/// in-process bus), a PostgreSQL advisory lock on the registry's server for production — and
+/// two processes' locks built from it exclude each other.
+#[tokio::test]
+async fn the_ingest_lock_follows_the_environment() -> Result<()> {
+    use dynreg::config::ComponentPaths;
+    let dev = resolve("development", VarMap::new())?;
+    let lock = dynreg::build::ingest_lock(&dev, &ComponentPaths::default())?;
+    ensure!(format!("{lock:?}").starts_with("InProcessLock"), "{lock:?}");
+    #[cfg(all(feature = "postgres", feature = "redis", feature = "s3"))]
+    {
+        let Some(vars) = production_vars() else {
+            println!("skipped: the advisory-lock half (DYNREG_TEST_* service variables unset)");
+            return Ok(());
+        };
+        let prod = resolve("production", vars)?;
+        let a = dynreg::build::ingest_lock(&prod, &ComponentPaths::default())?;
+        let b = dynreg::build::ingest_lock(&prod, &ComponentPaths::default())?;
+        ensure!(
+            format!("{a:?}").starts_with("PgAdvisoryLock")
+                && format!("{a:?}").contains("127.0.0.1"),
+            "{a:?}"
+        );
+        let key = format!("ingest:-:lock-{}", suffix());
+        let held = a.acquire(&key).await.map_err(anyhow::Error::msg)?;
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), b.acquire(&key));
+        ensure!(waiting.await.is_err(), "a second process got a held lock");
+        drop(held);
+        let again = tokio::time::timeout(std::time::Duration::from_secs(10), b.acquire(&key))
+            .await
+            .context("the released lock was not granted")?
+            .map_err(anyhow::Error::msg)?;
+        drop(again);
+    }
+    Ok(())
+}

@@ -277,4 +277,103 @@ async fn run() {
         "ms p50",
         json!({"rounds": published}),
     );
+    #[cfg(feature = "local")]
+    local_model(&source).await;
+}
+
+/// 5. With the `local` feature and the model present (`scripts/fetch-minilm.sh`): a full
+/// ingest of the first `DYNREG_BENCH_LOCAL_FILES` files (default 100) with all-MiniLM-L6-v2,
+/// beside the model's own bound (the same chunk texts embedded alone, no pipeline or store),
+/// then `query` k=5 over what was ingested.
+#[cfg(feature = "local")]
+async fn local_model(source: &Arc<dyn KnowledgeBackend>) {
+    use dynreg_ingestion::embed::{LocalEmbedder, LocalEmbedderConfig};
+    use dynreg_ingestion::{Embedder, Pipeline, PipelineEvent, PipelineOptions};
+    use futures::StreamExt;
+    let dir = std::env::var_os("DYNREG_MINILM_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/models/all-minilm-l6-v2")
+        });
+    if !dir.join("model.safetensors").is_file() {
+        println!("skipped: local model rows (no model in {})", dir.display());
+        return;
+    }
+    let files: usize = std::env::var("DYNREG_BENCH_LOCAL_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let embedder = Arc::new(LocalEmbedder::new(LocalEmbedderConfig::new(&dir)).expect("model"));
+    let only: std::collections::BTreeSet<String> =
+        (0..files).map(|i| format!("guide/doc-{i:04}.md")).collect();
+    let options = PipelineOptions {
+        only_paths: Some(only),
+        ..PipelineOptions::default()
+    };
+
+    // The model alone, on the chunk texts of the same files.
+    let mut texts = Vec::new();
+    let mut stream = Pipeline::with_options(source.clone(), options.clone())
+        .stream("docs")
+        .await
+        .expect("stream");
+    while let Some(event) = stream.next().await {
+        if let PipelineEvent::Chunks(batch) = event {
+            texts.extend(batch.into_iter().map(|c| c.embedding_text));
+        }
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    for block in refs.chunks(256) {
+        embedder.embed(block).await.expect("embed");
+    }
+    let bound = texts.len() as f64 / t.elapsed().as_secs_f64();
+
+    let kb = RagKnowledgeBase::new(
+        embedder.clone(),
+        Arc::new(MemoryVectorStore::new(384).expect("store")),
+    )
+    .expect("kb");
+    let t = Instant::now();
+    let stats = kb
+        .ingest_from_backend(source.clone(), "docs", options)
+        .await
+        .expect("ingest");
+    let secs = t.elapsed().as_secs_f64();
+    let chunks_s = stats.chunks_stored as f64 / secs;
+    emit(
+        "manager",
+        &format!("full ingest {files} × 4 KiB markdown (local all-MiniLM-L6-v2, memory store)"),
+        files as f64 / secs,
+        "files/s",
+        json!({
+            "chunks": stats.chunks_stored,
+            "chunks_per_s": chunks_s,
+            "model_bound_chunks_per_s": bound,
+            "share_of_model_bound": chunks_s / bound,
+        }),
+    );
+    let mut lat = Vec::new();
+    for i in 0..50 {
+        let q = format!(
+            "{} {} section",
+            WORDS[i % WORDS.len()],
+            WORDS[(i * 7) % WORDS.len()]
+        );
+        let t = Instant::now();
+        let hits = kb.query(&q, 5, None, 0.0).await.expect("query");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(hits.len(), 5);
+    }
+    emit(
+        "manager",
+        &format!(
+            "query k=5 over {} chunks (local all-MiniLM-L6-v2, memory store)",
+            stats.chunks_stored
+        ),
+        percentile(lat.clone(), 0.5),
+        "ms p50",
+        json!({"p99_ms": percentile(lat, 0.99), "queries": 50}),
+    );
 }

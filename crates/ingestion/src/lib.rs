@@ -76,7 +76,8 @@ pub use error::{FileError, IngestionError};
 pub use limit::{RateLimiter, TokenBucket};
 pub use manager::{IfChanged, IngestionResult, KnowledgeIngestionManager, ManagerError, SwapMode};
 pub use orchestrator::{
-    InProcessLock, IngestLock, IngestOrchestrator, OrchestratorOptions, TriggerOutcome,
+    InProcessLock, IngestLock, IngestOrchestrator, ManagerResolver, OrchestratorOptions,
+    TriggerOutcome,
 };
 pub use pipeline::{
     ChunkStream, ChunkingReport, DocumentReport, Pipeline, PipelineEvent, PipelineOptions, Plan,

@@ -387,6 +387,11 @@ impl KnowledgeIngestionManager {
         Ok(Some(format!("{kb}/{file}")))
     }
 
+    /// The tenant the manager ingests for (`None`: single tenant).
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.ctx.tenant_id()
+    }
+
     /// The source.
     pub fn source(&self) -> &Arc<dyn KnowledgeBackend> {
         &self.source

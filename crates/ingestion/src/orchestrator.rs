@@ -10,6 +10,11 @@
 //!   `ingest:{tenant or -}:{domain}`: [`InProcessLock`] within a process, [`PgAdvisoryLock`]
 //!   (feature `postgres`) across processes sharing a PostgreSQL server. Different knowledge
 //!   bases run in parallel.
+//! - The manager of a trigger is the orchestrator's one manager, or — for a platform with a
+//!   manager per tenant — the one its [`ManagerResolver`] returns for the trigger's tenant and
+//!   knowledge base, resolved once per trigger (`None`: skipped). A trigger naming another
+//!   tenant than the one manager's is skipped: that manager's store would index the wrong
+//!   tenant's files.
 //! - Each trigger is handled on its own task: publishing a trigger never waits for the ingest.
 //! - An ingest that fails as a whole is retried with exponential back-off up to
 //!   `max_attempts`, then published as a failure event on `knowledge:ingestion:failed`
@@ -34,6 +39,24 @@ use crate::manager::{
 pub const TRIGGER_TOPIC: &str = "knowledge:trigger";
 /// The topic a trigger whose ingest failed after every retry is reported on.
 pub const FAILED_TOPIC: &str = "knowledge:ingestion:failed";
+
+/// Finds the manager of a trigger: called with the trigger's tenant (if any) and knowledge
+/// base; `None` when no manager serves them.
+pub type ManagerResolver = Arc<
+    dyn Fn(
+            Option<String>,
+            String,
+        ) -> futures::future::BoxFuture<'static, Option<Arc<KnowledgeIngestionManager>>>
+        + Send
+        + Sync,
+>;
+
+/// Where the orchestrator's managers come from.
+#[derive(Clone)]
+enum Managers {
+    One(Arc<KnowledgeIngestionManager>),
+    Resolved(ManagerResolver),
+}
 
 /// A held lock; dropping it releases the lock.
 pub type LockGuard = Box<dyn Send>;
@@ -77,24 +100,61 @@ mod pg_lock {
     /// A lock across processes: a PostgreSQL session advisory lock on a connection of its own,
     /// held as long as the guard (dropping the guard closes the connection, which releases
     /// the lock — also when the process dies).
-    #[derive(Debug, Clone)]
+    #[derive(Clone)]
     pub struct PgAdvisoryLock {
-        url: String,
+        server: Server,
+    }
+
+    /// Shows the server without its credentials.
+    impl std::fmt::Debug for PgAdvisoryLock {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let server = match &self.server {
+                Server::Url(url) => match url.split_once("://") {
+                    Some((scheme, rest)) => match rest.rsplit_once('@') {
+                        Some((_, host)) => format!("{scheme}://***@{host}"),
+                        None => url.clone(),
+                    },
+                    None => "<connection string>".to_owned(),
+                },
+                Server::Options(o) => format!("{}:{}", o.get_host(), o.get_port()),
+            };
+            f.debug_struct("PgAdvisoryLock")
+                .field("server", &server)
+                .finish()
+        }
+    }
+
+    #[derive(Clone)]
+    enum Server {
+        Url(String),
+        Options(Box<sqlx::postgres::PgConnectOptions>),
     }
 
     impl PgAdvisoryLock {
         /// Locks on the server at `url`.
         pub fn new(url: impl Into<String>) -> Self {
-            PgAdvisoryLock { url: url.into() }
+            PgAdvisoryLock {
+                server: Server::Url(url.into()),
+            }
+        }
+
+        /// Locks on the server of `options` (e.g. the registry's, from
+        /// `PostgresConfig::connect_options`).
+        pub fn with_options(options: sqlx::postgres::PgConnectOptions) -> Self {
+            PgAdvisoryLock {
+                server: Server::Options(Box::new(options)),
+            }
         }
     }
 
     #[async_trait]
     impl IngestLock for PgAdvisoryLock {
         async fn acquire(&self, key: &str) -> Result<LockGuard, String> {
-            let mut conn = sqlx::PgConnection::connect(&self.url)
-                .await
-                .map_err(|e| format!("advisory lock connection: {e}"))?;
+            let conn = match &self.server {
+                Server::Url(url) => sqlx::PgConnection::connect(url).await,
+                Server::Options(o) => sqlx::PgConnection::connect_with(o).await,
+            };
+            let mut conn = conn.map_err(|e| format!("advisory lock connection: {e}"))?;
             sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
                 .bind(key)
                 .execute(&mut conn)
@@ -149,7 +209,7 @@ impl Default for OrchestratorOptions {
 
 /// The orchestrator.
 pub struct IngestOrchestrator {
-    manager: Arc<KnowledgeIngestionManager>,
+    managers: Managers,
     bus: Arc<dyn EventBus>,
     lock: Arc<dyn IngestLock>,
     options: OrchestratorOptions,
@@ -170,8 +230,18 @@ impl std::fmt::Debug for IngestOrchestrator {
 impl IngestOrchestrator {
     /// An orchestrator of `manager` on `bus`, with an in-process lock.
     pub fn new(manager: Arc<KnowledgeIngestionManager>, bus: Arc<dyn EventBus>) -> Self {
+        Self::with_managers(Managers::One(manager), bus)
+    }
+
+    /// An orchestrator whose managers `resolver` finds per trigger (a manager per tenant, or
+    /// per knowledge base), on `bus`, with an in-process lock.
+    pub fn with_resolver(resolver: ManagerResolver, bus: Arc<dyn EventBus>) -> Self {
+        Self::with_managers(Managers::Resolved(resolver), bus)
+    }
+
+    fn with_managers(managers: Managers, bus: Arc<dyn EventBus>) -> Self {
         IngestOrchestrator {
-            manager,
+            managers,
             bus,
             lock: Arc::new(InProcessLock::default()),
             options: OrchestratorOptions::default(),
@@ -270,8 +340,33 @@ impl IngestOrchestrator {
                 return outcome;
             }
         };
+        let manager = match &self.managers {
+            Managers::One(m) => match (m.tenant_id(), tenant) {
+                (Some(mine), Some(theirs)) if mine != theirs => {
+                    let outcome = TriggerOutcome::Skipped(format!(
+                        "tenant {theirs:?}: this orchestrator's manager serves tenant {mine:?}"
+                    ));
+                    self.report(domain, &outcome);
+                    return outcome;
+                }
+                _ => m.clone(),
+            },
+            Managers::Resolved(resolve) => {
+                match resolve(tenant.map(str::to_owned), domain.to_owned()).await {
+                    Some(m) => m,
+                    None => {
+                        let outcome = TriggerOutcome::Skipped(format!(
+                            "no manager for tenant {} and knowledge base {domain:?}",
+                            tenant.map_or("-".to_owned(), |t| format!("{t:?}"))
+                        ));
+                        self.report(domain, &outcome);
+                        return outcome;
+                    }
+                }
+            }
+        };
         if let Some(key) = p.get("key").and_then(Value::as_str) {
-            let kind = self.manager.source().classify_key(key);
+            let kind = manager.source().classify_key(key);
             if kind != KnowledgeKeyKind::Content {
                 let outcome =
                     TriggerOutcome::Skipped(format!("key {key:?} is not content ({kind:?})"));
@@ -291,7 +386,7 @@ impl IngestOrchestrator {
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            match self.dispatch(domain, p).await {
+            match self.dispatch(&manager, domain, p).await {
                 Ok(outcome) => break outcome,
                 Err(e) if attempt < self.options.max_attempts => {
                     tracing::warn!(domain, attempt, error = %e, "ingest failed; retrying");
@@ -326,6 +421,7 @@ impl IngestOrchestrator {
 
     async fn dispatch(
         &self,
+        manager: &KnowledgeIngestionManager,
         domain: &str,
         p: &Map<String, Value>,
     ) -> Result<TriggerOutcome, ManagerError> {
@@ -341,19 +437,19 @@ impl IngestOrchestrator {
                 .map(str::to_owned)
                 .unwrap_or_else(|| p["since_version"].to_string());
             return Ok(TriggerOutcome::Changes(
-                self.manager
+                manager
                     .ingest_changes(domain, &since, mode, Map::new())
                     .await?,
             ));
         }
         if truthy(p.get("force_full")) {
             return Ok(TriggerOutcome::Full(
-                self.manager.reingest_all(domain, mode).await?,
+                manager.reingest_all(domain, mode).await?,
             ));
         }
         let last = p.get("last_version").and_then(Value::as_str);
         Ok(TriggerOutcome::IfChanged(
-            self.manager.ingest_if_changed(domain, last, mode).await?,
+            manager.ingest_if_changed(domain, last, mode).await?,
         ))
     }
 }

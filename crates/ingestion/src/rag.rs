@@ -179,7 +179,16 @@ const BACKENDS: &[&str] = &[
     #[cfg(feature = "pgvector")]
     "pgvector",
 ];
-const EMBEDDING_KEYS: &[&str] = &["provider", "model", "dimensions", "api_base", "api_key"];
+const EMBEDDING_KEYS: &[&str] = &[
+    "provider",
+    "model",
+    "dimensions",
+    "api_base",
+    "api_key",
+    "model_dir",
+    "max_seq_length",
+    "batch_size",
+];
 
 fn obj<'a>(v: &'a Value, key: &str) -> Result<Option<&'a Map<String, Value>>, RagError> {
     match v {
@@ -361,6 +370,38 @@ impl RagKnowledgeBase {
                 c.api_key = api_key.map(str::to_owned);
                 Arc::new(HttpEmbedder::new(c)?)
             }
+            #[cfg(feature = "local")]
+            "local" => {
+                use crate::embed::{LocalEmbedder, LocalEmbedderConfig};
+                if let Some(base) = api_base {
+                    return Err(RagError::Config(format!(
+                        "api_base {base:?}: the local embedder runs in process and takes no endpoint"
+                    )));
+                }
+                let dir = string(embedding.get("model_dir"), "embedding.model_dir")?.ok_or_else(
+                    || {
+                        RagError::Config(
+                            "embedding.model_dir: the local embedder needs the model's directory \
+                             (config.json, tokenizer.json, model.safetensors)"
+                                .into(),
+                        )
+                    },
+                )?;
+                let mut c = LocalEmbedderConfig::new(dir);
+                c.dimensions = embed_dims.or(store_dims);
+                if let Some(n) = dims(embedding.get("max_seq_length"), "embedding.max_seq_length")?
+                {
+                    c.max_seq_length = n;
+                }
+                if let Some(n) = dims(embedding.get("batch_size"), "embedding.batch_size")? {
+                    c.batch_size = n;
+                }
+                // Loading reads the weights (~90 MB): off the async threads.
+                let embedder = tokio::task::spawn_blocking(move || LocalEmbedder::new(c))
+                    .await
+                    .map_err(|e| RagError::Config(format!("loading the local model: {e}")))??;
+                Arc::new(embedder)
+            }
             other => {
                 let providers: &[&str] = &[
                     "echo",
@@ -369,9 +410,13 @@ impl RagKnowledgeBase {
                     "openai",
                     #[cfg(feature = "http")]
                     "ollama",
+                    #[cfg(feature = "local")]
+                    "local",
                 ];
                 let hint = if matches!(other, "openai" | "ollama") {
                     " (built without the http feature)"
+                } else if other == "local" {
+                    " (built without the local feature)"
                 } else {
                     ""
                 };

@@ -7,6 +7,7 @@
 
 #![allow(clippy::print_stdout)] // the skip notice the test policy asks for
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -349,4 +350,113 @@ async fn the_advisory_lock_excludes_across_connections() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// A platform with a manager per tenant: the resolver picks the trigger's tenant's manager
+/// (resolved once per trigger), each ingest lands in that tenant's rows only, and a tenant
+/// without a manager is skipped. A single manager bound to a tenant skips another tenant's
+/// trigger instead of re-indexing its own files for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_gives_each_tenant_its_manager() {
+    use dynreg_ingestion::ManagerResolver;
+    let source: Arc<dyn KnowledgeBackend> = Arc::new(MemoryKnowledgeBackend::new());
+    source.create_kb("docs", Metadata::new()).await.unwrap();
+    source
+        .put_file(
+            "docs",
+            "a.md",
+            "# A\n\nshared text\n".into(),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let store: Arc<dyn VectorStore> = Arc::new(MemoryVectorStore::new(32).unwrap());
+    let kb = RagKnowledgeBase::new(Arc::new(HashEmbedder::new(32)), store.clone()).unwrap();
+    let managers: HashMap<String, Arc<KnowledgeIngestionManager>> = ["acme", "globex"]
+        .into_iter()
+        .map(|t| {
+            let m = KnowledgeIngestionManager::new(source.clone(), kb.clone().with_tenant(t))
+                .with_tenant(t);
+            (t.to_owned(), Arc::new(m))
+        })
+        .collect();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let resolver: ManagerResolver = Arc::new(move |tenant, _domain| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let m = tenant.and_then(|t| managers.get(&t).cloned());
+        Box::pin(async move { m })
+    });
+    let bus = Arc::new(InMemoryEventBus::new());
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let seen = outcomes.clone();
+    let orchestrator = Arc::new(
+        IngestOrchestrator::with_resolver(resolver, bus.clone()).with_observer(Arc::new(
+            move |d, o| seen.lock().unwrap().push((d.to_owned(), o.clone())),
+        )),
+    );
+    let outcome = |payload: Value| {
+        let orchestrator = orchestrator.clone();
+        async move {
+            let event = Event::new(
+                EventType::Custom,
+                "knowledge:trigger",
+                payload.as_object().unwrap().clone(),
+            );
+            orchestrator.handle(&event).await
+        }
+    };
+    let content_key = source
+        .key_pattern(
+            dynreg_knowledge_store::KnowledgeKeyKind::Content,
+            Some("docs"),
+            &Default::default(),
+        )
+        .unwrap()
+        .replace('*', "a.md");
+    let o = outcome(json!({"domain_id": "docs", "tenant_id": "acme", "key": content_key})).await;
+    assert!(
+        matches!(&o, TriggerOutcome::IfChanged(IfChanged::Ingested(r)) if r.files_processed == 1),
+        "{o:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "resolved once per trigger");
+    let tenant_rows = |t: &str| {
+        let store = store.clone();
+        let f = Filter::all().with("tenant_id", t.to_owned());
+        async move { store.count(&f).await.unwrap() }
+    };
+    assert!(tenant_rows("acme").await > 0);
+    assert_eq!(tenant_rows("globex").await, 0);
+    let o = outcome(json!({"domain_id": "docs", "tenant_id": "globex"})).await;
+    assert!(
+        matches!(&o, TriggerOutcome::IfChanged(IfChanged::Ingested(_))),
+        "{o:?}"
+    );
+    assert!(tenant_rows("globex").await > 0);
+    let o = outcome(json!({"domain_id": "docs", "tenant_id": "initech"})).await;
+    assert!(
+        matches!(&o, TriggerOutcome::Skipped(why) if why.contains("no manager") && why.contains("initech")),
+        "{o:?}"
+    );
+    let o = outcome(json!({"domain_id": "docs"})).await;
+    assert!(matches!(&o, TriggerOutcome::Skipped(_)), "{o:?}");
+
+    let bound = Arc::new(
+        KnowledgeIngestionManager::new(source.clone(), kb.clone().with_tenant("acme"))
+            .with_tenant("acme"),
+    );
+    let single = IngestOrchestrator::new(bound, bus.clone());
+    let event = Event::new(
+        EventType::Custom,
+        "knowledge:trigger",
+        json!({"domain_id": "docs", "tenant_id": "globex"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let o = single.handle(&event).await;
+    assert!(
+        matches!(&o, TriggerOutcome::Skipped(why) if why.contains("acme")),
+        "{o:?}"
+    );
 }

@@ -83,3 +83,49 @@ async fn echo_embedder_is_chance() {
         "echo cannot be meaningful: recall@5 {recall:.3}"
     );
 }
+
+/// The committed baseline of the `local` embedder (all-MiniLM-L6-v2): its vectors are
+/// deterministic, so this is the measured figure rounded down.
+#[cfg(feature = "local")]
+const LOCAL_RECALL_AT_5_BASELINE: f64 = 0.98;
+#[cfg(feature = "local")]
+const LOCAL_MRR_BASELINE: f64 = 0.91;
+
+#[cfg(feature = "local")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_model_meets_its_baseline() {
+    let dir = std::env::var_os("DYNREG_MINILM_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/models/all-minilm-l6-v2")
+        });
+    if !dir.join("model.safetensors").is_file() {
+        assert!(
+            std::env::var("DYNREG_REQUIRE_ALL_BACKENDS").as_deref() != Ok("1"),
+            "no model in {} (scripts/fetch-minilm.sh)",
+            dir.display()
+        );
+        println!(
+            "skipped: no model in {} (scripts/fetch-minilm.sh)",
+            dir.display()
+        );
+        return;
+    }
+    let (recall, mrr, n) = measure(json!({
+        "embedding": {"provider": "local", "model_dir": dir.display().to_string()},
+        "vector_store": {"backend": "memory", "dimensions": 384},
+    }))
+    .await;
+    println!(
+        "retrieval local (all-MiniLM-L6-v2): recall@5 {recall:.3}, MRR {mrr:.3} over {n} questions"
+    );
+    assert!(
+        recall >= LOCAL_RECALL_AT_5_BASELINE,
+        "recall@5 {recall:.3} fell below {LOCAL_RECALL_AT_5_BASELINE}"
+    );
+    assert!(
+        mrr >= LOCAL_MRR_BASELINE,
+        "MRR {mrr:.3} fell below {LOCAL_MRR_BASELINE}"
+    );
+}

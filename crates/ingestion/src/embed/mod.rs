@@ -16,9 +16,13 @@
 
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "local")]
+mod local;
 
 #[cfg(feature = "http")]
 pub use http::{HttpApi, HttpEmbedder, HttpEmbedderConfig};
+#[cfg(feature = "local")]
+pub use local::{LocalEmbedder, LocalEmbedderConfig, MODEL_FILES};
 
 use std::collections::HashMap;
 

@@ -135,21 +135,14 @@ fn db_err(op: &'static str, bot_id: Option<&str>) -> impl FnOnce(sqlx::Error) ->
     move |e| RegistryError::storage(KIND, op, bot_id, e)
 }
 
-impl PostgresBackend {
-    /// Builds a backend from its JSON config, read as [`PostgresConfig`] (keys `url` or
-    /// `connection_string` or `dsn`; `host`, `port`, `database`, `user` or `username`,
-    /// `password`, which override the URL's parts; `ssl`, `table`, `pool_size`,
-    /// `min_connections`, `touch_resolution_ms`, `tombstone_retention`, `synchronous_commit`;
-    /// see there for defaults and [`crate::config`] for the rules). Connects lazily:
-    /// `initialize` opens the first connection and creates the schema.
-    pub fn from_config(config: &Value) -> Result<Self> {
-        build_from_json(config, Self::with_config)
-    }
-
-    /// Builds a backend from its typed config. Connects lazily, as
-    /// [`PostgresBackend::from_config`].
-    pub fn with_config(config: PostgresConfig) -> Result<Self> {
-        let mut opts = match &config.url {
+impl PostgresConfig {
+    /// The server, database, credentials and TLS of this config as connection options: the
+    /// URL (key `url`, `connection_string` or `dsn`) with `host`, `port`, `database`, `user`
+    /// and `password` overriding its parts, then `ssl` and `ca_file`. Session settings
+    /// (`statement_timeout_ms`, `synchronous_commit`) are the backend's and not included, so
+    /// another user of the same server (such as an ingest lock) connects to it the same way.
+    pub fn connect_options(&self) -> Result<PgConnectOptions> {
+        let mut opts = match &self.url {
             Some(u) => {
                 PgConnectOptions::from_str(u).map_err(|e| invalid(KIND, "url", e.to_string()))?
             }
@@ -157,36 +150,26 @@ impl PostgresBackend {
                 .host("localhost")
                 .port(5432),
         };
-        if let Some(h) = &config.host {
+        if let Some(h) = &self.host {
             opts = opts.host(h);
         }
-        if let Some(p) = config.port {
+        if let Some(p) = self.port {
             opts = opts.port(p);
         }
-        if let Some(d) = &config.database {
+        if let Some(d) = &self.database {
             opts = opts.database(d);
         }
-        if let Some(u) = &config.user {
+        if let Some(u) = &self.user {
             opts = opts.username(u);
         }
-        if let Some(p) = &config.password {
+        if let Some(p) = &self.password {
             opts = opts.password(p);
         }
-        if config.statement_timeout_ms > 0 {
-            // The server cancels a statement that runs longer (the client-side deadline covers a
-            // server that does not answer at all).
-            let ms = config.statement_timeout_ms.to_string();
-            opts = opts.options([("statement_timeout", ms.as_str())]);
-        }
-        if !config.synchronous_commit {
-            // Commits return before the WAL is flushed: a server crash may lose the last
-            // fraction of a second of writes (never corrupts). Off by default.
-            opts = opts.options([("synchronous_commit", "off")]);
-        }
-        let mode = ssl_mode(config.ssl, config.url.as_deref(), opts.get_host());
+        let mode = ssl_mode(self.ssl, self.url.as_deref(), opts.get_host());
         opts = opts.ssl_mode(mode);
-        let ca_file = config
+        let ca_file = self
             .ca_file
+            .clone()
             .filter(|p| !p.as_os_str().is_empty())
             .or_else(|| std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from));
         if let Some(ca) = ca_file.filter(|_| !matches!(mode, PgSslMode::Disable)) {
@@ -205,6 +188,36 @@ impl PostgresBackend {
                 ));
             }
             opts = opts.ssl_root_cert(ca);
+        }
+        Ok(opts)
+    }
+}
+
+impl PostgresBackend {
+    /// Builds a backend from its JSON config, read as [`PostgresConfig`] (keys `url` or
+    /// `connection_string` or `dsn`; `host`, `port`, `database`, `user` or `username`,
+    /// `password`, which override the URL's parts; `ssl`, `table`, `pool_size`,
+    /// `min_connections`, `touch_resolution_ms`, `tombstone_retention`, `synchronous_commit`;
+    /// see there for defaults and [`crate::config`] for the rules). Connects lazily:
+    /// `initialize` opens the first connection and creates the schema.
+    pub fn from_config(config: &Value) -> Result<Self> {
+        build_from_json(config, Self::with_config)
+    }
+
+    /// Builds a backend from its typed config. Connects lazily, as
+    /// [`PostgresBackend::from_config`].
+    pub fn with_config(config: PostgresConfig) -> Result<Self> {
+        let mut opts = config.connect_options()?;
+        if config.statement_timeout_ms > 0 {
+            // The server cancels a statement that runs longer (the client-side deadline covers a
+            // server that does not answer at all).
+            let ms = config.statement_timeout_ms.to_string();
+            opts = opts.options([("statement_timeout", ms.as_str())]);
+        }
+        if !config.synchronous_commit {
+            // Commits return before the WAL is flushed: a server crash may lose the last
+            // fraction of a second of writes (never corrupts). Off by default.
+            opts = opts.options([("synchronous_commit", "off")]);
         }
         let pool_size = config.pool_size.clamp(1, 1000) as u32;
         let min_connections = config.min_connections.min(u64::from(pool_size)) as u32;
