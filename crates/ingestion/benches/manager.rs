@@ -10,6 +10,8 @@
 //! 4. a replica seeing the new index: from the start of the ingest that changed one file to
 //!    the moment a following replica's query returns the new text (snapshot written through the
 //!    knowledge backend, end event on the in-memory bus, snapshot loaded), p50 over rounds.
+//! 5. with the `local` feature and the model present: a full ingest of 100 of the files with
+//!    all-MiniLM-L6-v2 beside the model's own bound, and `query` k=5 over them.
 
 #![allow(clippy::print_stdout, missing_docs)]
 
@@ -281,7 +283,7 @@ async fn run() {
     local_model(&source).await;
 }
 
-/// 5. With the `local` feature and the model present (`scripts/fetch-minilm.sh`): a full
+/// Part 5, with the `local` feature and the model present (`scripts/fetch-minilm.sh`): a full
 /// ingest of the first `DYNREG_BENCH_LOCAL_FILES` files (default 100) with all-MiniLM-L6-v2,
 /// beside the model's own bound (the same chunk texts embedded alone, no pipeline or store),
 /// then `query` k=5 over what was ingested.

@@ -137,6 +137,27 @@ pub async fn upsert_replaces_and_deletes_remove(h: &dyn Harness) {
         (hits[0].id.as_str(), &hits[0].metadata["kind"]),
         ("a", &json!("moved"))
     );
+    // An id twice in one batch (new or known): the last one wins, one row each.
+    s.upsert(vec![
+        rec("e", [0.0, 1.0, 0.0, 0.0], json!({"kind": "first"})),
+        rec("b", [0.0, 1.0, 1.0, 0.0], json!({"kind": "doc", "v": 1})),
+        rec("e", [0.0, 0.0, 0.0, 1.0], json!({"kind": "last"})),
+        rec("b", [0.9, 0.1, 0.0, 0.0], json!({"kind": "doc", "n": 2})),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.count(&Filter::all()).await.unwrap(), 5);
+    assert_eq!(s.count(&filter(json!({"kind": "last"}))).await.unwrap(), 1);
+    assert_eq!(s.count(&filter(json!({"kind": "first"}))).await.unwrap(), 0);
+    assert_eq!(s.count(&filter(json!({"v": 1}))).await.unwrap(), 0);
+    let hits = s
+        .search(&[0.0, 0.0, 0.0, 1.0], 2, &Filter::all())
+        .await
+        .unwrap();
+    let mut nearest = ids(&hits);
+    nearest.sort_unstable();
+    assert_eq!(nearest, vec!["a", "e"]);
+    assert_eq!(s.delete(&["e".into()]).await.unwrap(), 1);
     assert_eq!(s.delete(&["a".into(), "zz".into()]).await.unwrap(), 1);
     assert_eq!(s.count(&Filter::all()).await.unwrap(), 3);
     // The rows that moved into the hole are still found by id and vector.

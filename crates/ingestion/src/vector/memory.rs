@@ -384,6 +384,14 @@ fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// `v / |v|` in place (a zero vector stays zero).
+fn normalise(v: &mut [f32]) {
+    let n = dot(v, v).sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
 fn normalised(v: &[f32]) -> Vec<f32> {
     let n = dot(v, v).sqrt();
     if n > 0.0 {
@@ -575,21 +583,31 @@ impl VectorStore for MemoryVectorStore {
         }
         let dims = self.config.dimensions;
         let cosine = self.config.metric == Metric::Cosine;
+        // Normalised and measured before the lock is taken.
+        let prepared: Vec<(VectorRecord, f32)> = records
+            .into_iter()
+            .map(|mut r| {
+                if cosine {
+                    normalise(&mut r.vector);
+                }
+                let norm2 = dot(&r.vector, &r.vector);
+                (r, norm2)
+            })
+            .collect();
         let mut inner = self.write();
         if inner.cols.len() != dims {
             inner.cols = vec![Vec::new(); dims];
         }
-        for r in records {
-            let v = if cosine {
-                normalised(&r.vector)
-            } else {
-                r.vector
-            };
-            let norm2 = dot(&v, &v);
+        // Known ids are replaced in place; new ones get their rows (and index entries) now and
+        // are appended below, column by column. An id twice in the batch: the last one wins.
+        let base = inner.ids.len();
+        let mut fresh: Vec<(Vec<f32>, f32, Arc<Map<String, Value>>)> = Vec::new();
+        for (r, norm2) in prepared {
             let meta = Arc::new(r.metadata);
             match inner.index.get(&r.id).copied() {
+                Some(row) if row >= base => fresh[row - base] = (r.vector, norm2, meta),
                 Some(row) => {
-                    for (col, x) in inner.cols.iter_mut().zip(&v) {
+                    for (col, x) in inner.cols.iter_mut().zip(&r.vector) {
                         col[row] = *x;
                     }
                     inner.norms2[row] = norm2;
@@ -597,17 +615,20 @@ impl VectorStore for MemoryVectorStore {
                     inner.rekey(row);
                 }
                 None => {
-                    let row = inner.ids.len();
-                    for (col, x) in inner.cols.iter_mut().zip(&v) {
-                        col.push(*x);
-                    }
-                    inner.norms2.push(norm2);
-                    inner.push_keys(&meta);
-                    inner.meta.push(meta);
-                    inner.index.insert(r.id.clone(), row);
+                    inner.index.insert(r.id.clone(), base + fresh.len());
                     inner.ids.push(r.id);
+                    fresh.push((r.vector, norm2, meta));
                 }
             }
+        }
+        // One sequential pass per column rather than one push into every column per row.
+        for (d, col) in inner.cols.iter_mut().enumerate() {
+            col.extend(fresh.iter().map(|(v, _, _)| v[d]));
+        }
+        for (_, norm2, meta) in fresh {
+            inner.norms2.push(norm2);
+            inner.push_keys(&meta);
+            inner.meta.push(meta);
         }
         inner.version += 1;
         Ok(())

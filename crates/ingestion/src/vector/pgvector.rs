@@ -287,6 +287,18 @@ impl VectorStore for PgVectorStore {
             "INSERT INTO {t} (id, embedding, metadata) SELECT u.id, u.v::vector, u.m::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, v, m) ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata",
             t = self.table
         );
+        // An id twice in the batch: the last one wins, as in every store (one statement may
+        // not update a row twice).
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            last.insert(r.id.as_str(), i);
+        }
+        let records: Vec<&VectorRecord> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| last.get(r.id.as_str()) == Some(i))
+            .map(|(_, r)| r)
+            .collect();
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         for batch in records.chunks(500) {
             let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
