@@ -68,6 +68,20 @@ enum Step {
     Event(PipelineEvent),
 }
 
+/// The steps of an ingest not applied yet. Dropped early (an ingest that stops on an error),
+/// it cancels the embedding tasks still running: their work would never be stored.
+struct Queue(VecDeque<Step>);
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        for step in &self.0 {
+            if let Step::Batch { job, .. } = step {
+                job.abort();
+            }
+        }
+    }
+}
+
 /// One query result, the original's `{"text", "source", "heading_path", "similarity", "metadata"}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueryHit {
@@ -642,22 +656,24 @@ impl RagKnowledgeBase {
         // Embedding runs ahead of storing: each batch's vectors and records are prepared by a
         // task of its own as soon as the batch arrives, up to `EMBED_AHEAD` events ahead, while
         // events are applied to the store strictly in order (a file's `Done` after its batches).
-        let mut queue: VecDeque<Step> = VecDeque::new();
+        let mut queue = Queue(VecDeque::new());
         let mut exhausted = false;
         loop {
-            while !exhausted && queue.len() < EMBED_AHEAD {
+            while !exhausted && queue.0.len() < EMBED_AHEAD {
                 match stream.next().await {
                     Some(PipelineEvent::Chunks(batch)) => {
                         let Some(first) = batch.first() else { continue };
                         let file = first.file.clone();
                         let job = tokio::spawn(self.prepare(batch));
-                        queue.push_back(Step::Batch { file, job });
+                        queue.0.push_back(Step::Batch { file, job });
                     }
-                    Some(event) => queue.push_back(Step::Event(event)),
+                    Some(event) => queue.0.push_back(Step::Event(event)),
                     None => exhausted = true,
                 }
             }
-            let Some(step) = queue.pop_front() else { break };
+            let Some(step) = queue.0.pop_front() else {
+                break;
+            };
             match step {
                 Step::Batch { file, job } => {
                     if failed.contains(&file.path) {
