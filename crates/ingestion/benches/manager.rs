@@ -18,6 +18,10 @@
 #[path = "../tests/support/synth.rs"]
 mod synth;
 
+#[cfg(feature = "local")]
+#[path = "../tests/support/minilm.rs"]
+mod minilm;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -292,16 +296,9 @@ async fn local_model(source: &Arc<dyn KnowledgeBackend>) {
     use dynreg_ingestion::embed::{LocalEmbedder, LocalEmbedderConfig};
     use dynreg_ingestion::{Embedder, Pipeline, PipelineEvent, PipelineOptions};
     use futures::StreamExt;
-    let dir = std::env::var_os("DYNREG_MINILM_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/models/all-minilm-l6-v2")
-        });
-    if !dir.join("model.safetensors").is_file() {
-        println!("skipped: local model rows (no model in {})", dir.display());
+    let Some(dir) = minilm::model_dir("the local model rows") else {
         return;
-    }
+    };
     let files: usize = std::env::var("DYNREG_BENCH_LOCAL_FILES")
         .ok()
         .and_then(|v| v.parse().ok())

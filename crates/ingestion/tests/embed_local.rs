@@ -8,6 +8,9 @@
 //! `DYNREG_REQUIRE_ALL_BACKENDS=1` (CI), where a missing model fails.
 #![cfg(feature = "local")]
 
+#[allow(dead_code)] // each test file uses part of the support module
+mod support;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -16,25 +19,7 @@ use dynreg_ingestion::Embedder;
 use dynreg_ingestion::embed::{LocalEmbedder, LocalEmbedderConfig};
 
 fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("DYNREG_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/models/all-minilm-l6-v2")
-        });
-    if dir.join("model.safetensors").is_file() {
-        Some(dir)
-    } else if std::env::var("DYNREG_REQUIRE_ALL_BACKENDS").is_ok_and(|v| v == "1") {
-        panic!(
-            "no model in {} (run scripts/fetch-minilm.sh)",
-            dir.display()
-        );
-    } else {
-        eprintln!(
-            "skipped: no model in {} (run scripts/fetch-minilm.sh)",
-            dir.display()
-        );
-        None
-    }
+    support::minilm::model_dir("the local embedder's tests")
 }
 
 fn fixture() -> Value {

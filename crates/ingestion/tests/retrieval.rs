@@ -94,24 +94,9 @@ const LOCAL_MRR_BASELINE: f64 = 0.91;
 #[cfg(feature = "local")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_model_meets_its_baseline() {
-    let dir = std::env::var_os("DYNREG_MINILM_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/models/all-minilm-l6-v2")
-        });
-    if !dir.join("model.safetensors").is_file() {
-        assert!(
-            std::env::var("DYNREG_REQUIRE_ALL_BACKENDS").as_deref() != Ok("1"),
-            "no model in {} (scripts/fetch-minilm.sh)",
-            dir.display()
-        );
-        println!(
-            "skipped: no model in {} (scripts/fetch-minilm.sh)",
-            dir.display()
-        );
+    let Some(dir) = support::minilm::model_dir("retrieval with the local model") else {
         return;
-    }
+    };
     let (recall, mrr, n) = measure(json!({
         "embedding": {"provider": "local", "model_dir": dir.display().to_string()},
         "vector_store": {"backend": "memory", "dimensions": 384},

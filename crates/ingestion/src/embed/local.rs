@@ -232,7 +232,13 @@ impl Model {
         let pooled = self
             .mean_pool(ids, mask, n, len)
             .map_err(|e| fail("forward pass", &e))?;
-        Ok(pooled.into_iter().map(normalize).collect())
+        Ok(pooled
+            .into_iter()
+            .map(|mut v| {
+                super::l2_normalise(&mut v);
+                v
+            })
+            .collect())
     }
 
     /// The mean of the last hidden states over the real tokens of each row of a padded
@@ -255,15 +261,6 @@ impl Model {
         let count = mask.sum(1)?.maximum(1f32)?; // (n, 1)
         sum.broadcast_div(&count)?.to_vec2::<f32>()
     }
-}
-
-/// `v / |v|` (a zero vector stays zero).
-fn normalize(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
 }
 
 #[async_trait]
@@ -318,12 +315,5 @@ mod tests {
             .to_string();
         assert!(e.contains("tokenizer.json is missing"), "{e}");
         assert!(e.contains(&dir.path().display().to_string()), "{e}");
-    }
-
-    #[test]
-    fn normalize_gives_unit_vectors_and_keeps_zero() {
-        let v = normalize(vec![3.0, 4.0]);
-        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
-        assert_eq!(normalize(vec![0.0; 3]), vec![0.0; 3]);
     }
 }

@@ -153,6 +153,15 @@ fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
     }
 }
 
+/// `v / |v|` in place (a zero vector stays zero): the unit vectors the embedders return. The
+/// norm is summed in order, so the `hash` embedder's vectors keep their bits.
+pub(crate) fn l2_normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
 /// A hasher for keys that are hashes already.
 #[derive(Default)]
 struct PassThrough(u64);
@@ -271,10 +280,7 @@ impl HashEmbedder {
                 0.5,
             );
         }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
+        l2_normalise(&mut v);
         v
     }
 }
@@ -352,6 +358,16 @@ mod tests {
 #[cfg(test)]
 mod golden {
     use super::*;
+
+    #[test]
+    fn l2_normalise_gives_unit_vectors_and_keeps_zero() {
+        let mut v = vec![3.0, 4.0];
+        l2_normalise(&mut v);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        let mut zero = vec![0.0; 3];
+        l2_normalise(&mut zero);
+        assert_eq!(zero, vec![0.0; 3]);
+    }
 
     /// The `hash` embedder's vectors are part of every persisted index: a change of its
     /// arithmetic (even of the order of its additions) would leave stored vectors that queries

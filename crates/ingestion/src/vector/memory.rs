@@ -393,12 +393,9 @@ fn normalise(v: &mut [f32]) {
 }
 
 fn normalised(v: &[f32]) -> Vec<f32> {
-    let n = dot(v, v).sqrt();
-    if n > 0.0 {
-        v.iter().map(|x| x / n).collect()
-    } else {
-        v.to_vec()
-    }
+    let mut v = v.to_vec();
+    normalise(&mut v);
+    v
 }
 
 /// A score and a row, ordered by score reversed (so a `BinaryHeap` keeps the worst on top).
