@@ -506,11 +506,11 @@ impl KnowledgeIngestionManager {
         if self.source.get_info_in(&self.ctx, domain).await?.is_none() {
             return Ok(IfChanged::Missing);
         }
-        // The identity is a hash of every (path, checksum) pair: equal identities are equal
-        // contents, so this is the knowledge store's change test without loading and diffing
-        // the old version's file list.
         if let Some(v) = last_version
-            && self.source.get_checksum_in(&self.ctx, domain).await? == v
+            && !self
+                .source
+                .has_changes_since_in(&self.ctx, domain, v)
+                .await?
         {
             return Ok(IfChanged::Unchanged);
         }

@@ -407,19 +407,19 @@ pub trait KnowledgeBackendExt: KnowledgeBackend {
             .await
     }
 
-    /// True if anything changed since `version` in `ctx`'s lineage (through
-    /// [`KnowledgeBackend::list_changes_since_in`]); an unretained version counts as changed.
+    /// True if anything changed since `version` in `ctx`'s lineage; an unretained version
+    /// counts as changed. The identity is a hash of every (path, checksum) pair, so equal
+    /// identities are equal contents: this compares `version` with the current identity
+    /// ([`KnowledgeBackend::get_checksum_in`]) and never loads or diffs the old version's file
+    /// list (what [`KnowledgeBackend::list_changes_since_in`] does to say *what* changed).
     async fn has_changes_since_in(
         &self,
         ctx: &TenantContext,
         domain_id: &str,
         version: &str,
     ) -> Result<bool> {
-        match self.list_changes_since_in(ctx, domain_id, version).await {
-            Ok(cs) => Ok(!cs.is_empty()),
-            Err(KnowledgeError::InvalidVersion { .. }) => Ok(true),
-            Err(e) => Err(e),
-        }
+        paths::validate_version(domain_id, version)?;
+        Ok(self.get_checksum_in(ctx, domain_id).await? != version)
     }
 
     /// True if anything changed since `version` in the shared lineage; an unretained version
