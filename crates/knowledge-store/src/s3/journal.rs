@@ -20,8 +20,10 @@
 //! `max(64, files / 16)` records have piled up — amortised, each write carries the cost of 16
 //! index entries, whatever the size of the knowledge base — and on
 //! [`S3KnowledgeBackend::compact`] and `close`. In `s3_versioning` mode it runs after every
-//! write, since the bucket's object versions of the base are that mode's history. A failed or
-//! lost compaction loses nothing: the records are still there.
+//! write, since the bucket's object versions of the base are that mode's history: a
+//! compaction that lost the race to another instance's re-reads and retries until a base
+//! covers the write, so every state a writer leaves behind is an object version. A failed
+//! compaction loses nothing: the records are still there.
 //!
 //! **Deleting records** that a base covers is delayed: a record is deleted only once a base
 //! covering it was written [`JOURNAL_RETENTION`] ago (the head's `compactions` history, with
@@ -472,9 +474,11 @@ impl S3KnowledgeBackend {
 
     /// Folds the records of `st` into a new base, if there are any. A base that changed
     /// meanwhile (another instance compacted) is left as it is: the records stay valid.
-    pub(super) async fn compact_state(&self, d: &str, st: &mut KbState) -> Result<()> {
+    /// Returns whether the base now covers every record of `st` (`false`: the compaction lost
+    /// that race).
+    pub(super) async fn compact_state(&self, d: &str, st: &mut KbState) -> Result<bool> {
         if st.head.as_ref().is_none_or(|h| h.seq == st.applied) {
-            return Ok(());
+            return Ok(true);
         }
         match self.write_base(d, st).await? {
             Some(size) => {
@@ -487,15 +491,48 @@ impl S3KnowledgeBackend {
                         tenant_id: None,
                     })
                     .await;
+                Ok(true)
             }
             None => {
                 tracing::debug!(
                     domain_id = d,
                     "compaction skipped: the base changed meanwhile"
                 );
+                Ok(false)
             }
         }
-        Ok(())
+    }
+
+    /// `s3_versioning`: makes sure a base covers record `seq`. The bucket's object versions of
+    /// the base are that mode's history, so the state after a write must become a base, or a
+    /// version handed out for it could never be diffed from. A compaction that loses the race
+    /// to another instance's re-reads and tries again until a base covers `seq` (the other
+    /// instance's base may already do so). A failure only leaves the write in the journal.
+    pub(super) async fn cover_in_base(&self, d: &str, slot: &mut Option<KbState>, seq: u64) {
+        for _ in 0..8 {
+            let Some(st) = slot.as_mut() else {
+                return;
+            };
+            if st.head.as_ref().is_none_or(|h| h.seq >= seq) {
+                return;
+            }
+            match self.compact_state(d, st).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(domain_id = d, error = %e, "index compaction failed; the journal keeps the writes");
+                    return;
+                }
+            }
+            if let Err(e) = self.refresh(d, slot, true).await {
+                tracing::warn!(domain_id = d, error = %e, "re-reading the index after a lost compaction failed; the journal keeps the writes");
+                return;
+            }
+        }
+        tracing::warn!(
+            domain_id = d,
+            "the index base kept changing under compaction; the journal keeps the writes"
+        );
     }
 
     /// Deletes the records that a base has covered for [`JOURNAL_RETENTION`], and the history
@@ -549,7 +586,7 @@ impl S3KnowledgeBackend {
         let mut guard = slot.lock().await;
         self.refresh(domain_id, &mut guard, true).await?;
         match guard.as_mut() {
-            Some(st) => self.compact_state(domain_id, st).await,
+            Some(st) => self.compact_state(domain_id, st).await.map(drop),
             None => Err(KnowledgeError::KbNotFound {
                 domain_id: domain_id.to_owned(),
             }),
