@@ -441,9 +441,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// The hit path: the shard's read lock, the coarse clock (the precise one only near the
     /// TTL), the reference bit set if clear, and a hit counted on this thread's stripe.
     fn try_hit(&self, key: &str) -> Option<Arc<T>> {
-        let shard = self.store.shard(key);
-        let map = self.store.read(shard);
-        let slot = map.get(key)?;
+        let hash = self.store.hash(key);
+        let map = self.store.read(self.store.shard_of(hash));
+        let (_, slot) = map.raw_entry().from_key_hashed_nocheck(hash, key)?;
         let ready = slot.ready.as_ref()?;
         if slot.stale {
             return None;

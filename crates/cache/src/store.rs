@@ -3,8 +3,9 @@
 //!
 //! The hit path makes no shared write besides the shard's read lock and the instance's `Arc`
 //! count: it reads a coarse clock (no syscall), sets the slot's `referenced` bit only if it is
-//! clear, and counts the hit on a counter stripe of its own thread. Keys are hashed once per
-//! lookup with a seeded fast hash (foldhash) that also picks the shard.
+//! clear, and counts the hit on a counter stripe of its own thread (with no read-modify-write
+//! when the thread owns its stripe: only it ever writes there). A hit hashes its key once, with
+//! a seeded fast hash (foldhash): the hash picks the shard and probes the shard's map.
 //!
 //! Recency: the index is a queue of `(sequence, key)` in install order, touched only when an
 //! instance is installed, removed or evicted. Eviction pops the front: an instance used since
@@ -14,7 +15,7 @@
 //! pass of the hand, without a clock read or a shared write on hits.
 
 use std::cell::Cell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -26,8 +27,12 @@ use tokio::sync::watch;
 use crate::error::CacheError;
 
 const SHARDS: usize = 64;
-/// Hit-counter stripes: each thread counts on its own (padded) stripe.
-const STRIPES: usize = 32;
+/// Hit-counter stripes owned by one thread each (the first threads to count a hit, in any
+/// cache): only the owner writes one, so it counts with a plain load and store.
+const OWNED_STRIPES: usize = 32;
+/// Stripes shared by every later thread, round-robin (counted with `fetch_add`).
+const SHARED_STRIPES: usize = 8;
+const STRIPES: usize = OWNED_STRIPES + SHARED_STRIPES;
 
 /// A built instance and what it was built from.
 pub(crate) struct Ready<T> {
@@ -93,7 +98,9 @@ impl<T> Slot<T> {
 }
 
 pub(crate) type Hasher = foldhash::fast::RandomState;
-pub(crate) type Map<T> = HashMap<Arc<str>, Slot<T>, Hasher>;
+/// A shard's slots. hashbrown rather than std's map for its raw entries: a hit probes with the
+/// hash that already picked the shard instead of hashing the key again.
+pub(crate) type Map<T> = hashbrown::HashMap<Arc<str>, Slot<T>, Hasher>;
 
 /// One shard, on its own cache lines so that hits on different shards do not contend.
 #[repr(align(128))]
@@ -117,7 +124,12 @@ fn my_stripe() -> usize {
     STRIPE.with(|s| {
         let mut i = s.get();
         if i == usize::MAX {
-            i = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            let n = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed);
+            i = if n < OWNED_STRIPES {
+                n
+            } else {
+                OWNED_STRIPES + n % SHARED_STRIPES
+            };
             s.set(i);
         }
         i
@@ -145,7 +157,7 @@ impl<T> Store<T> {
         Store {
             shards: (0..SHARDS)
                 .map(|_| Shard {
-                    map: RwLock::new(HashMap::with_hasher(hasher.clone())),
+                    map: RwLock::new(Map::with_hasher(hasher.clone())),
                 })
                 .collect(),
             hasher,
@@ -158,14 +170,30 @@ impl<T> Store<T> {
     }
 
     pub(crate) fn shard(&self, key: &str) -> &Shard<T> {
-        // The top bits of the maps' own (seeded) hash pick the shard; the maps use the low bits.
-        let h = self.hasher.hash_one(key);
-        &self.shards[(h >> 58) as usize % SHARDS]
+        self.shard_of(self.hash(key))
     }
 
-    /// Counts one hit on this thread's stripe.
+    /// The maps' own (seeded) hash of `key`: what [`Store::shard_of`] and a raw-entry probe of
+    /// the shard's map take.
+    pub(crate) fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard of a key of hash `hash`: its top bits (the maps use the low bits).
+    pub(crate) fn shard_of(&self, hash: u64) -> &Shard<T> {
+        &self.shards[(hash >> 58) as usize % SHARDS]
+    }
+
+    /// Counts one hit on this thread's stripe: a plain load and store on a stripe this thread
+    /// owns (no other thread writes it, so no count is lost), `fetch_add` on a shared one.
     pub(crate) fn count_hit(&self) {
-        self.hits[my_stripe()].0.fetch_add(1, Ordering::Relaxed);
+        let i = my_stripe();
+        let stripe = &self.hits[i].0;
+        if i < OWNED_STRIPES {
+            stripe.store(stripe.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        } else {
+            stripe.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Marks `slot` used (a write only when its reference bit is clear).

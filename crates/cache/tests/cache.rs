@@ -39,6 +39,28 @@ async fn get_or_create_builds_once_and_hits_return_the_same_instance() {
     assert_eq!(cache.cached_revision("a"), Some(x.revision));
 }
 
+/// Hits from many threads at once are all counted: more threads than there are per-thread
+/// counter stripes, so both the owned stripes (counted without a read-modify-write) and the
+/// shared ones are written concurrently.
+#[tokio::test]
+async fn hits_from_many_threads_are_all_counted() {
+    let (b, cache) = setup(TestFactory::new(), None, None).await;
+    b.register("a", json!({"m": 1})).await.unwrap();
+    cache.get_or_create("a").await.unwrap();
+    let before = cache.stats().hits;
+    let (threads, per_thread) = (64u64, 20_000u64);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..per_thread {
+                    futures::executor::block_on(cache.get_or_create("a")).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(cache.stats().hits - before, threads * per_thread);
+}
+
 #[tokio::test]
 async fn absent_and_inactive_bots_are_not_found() {
     let (b, cache) = setup(TestFactory::new(), None, None).await;
