@@ -205,12 +205,25 @@ impl S3KnowledgeBackend {
                 return Err(e);
             }
         };
-        if self.mode == ChangeDetectionMode::S3Versioning {
-            self.cover_in_base(d, &mut guard, rec.seq).await;
-        } else if st.compaction_due()
-            && let Err(e) = self.compact_state(d, st).await
-        {
-            tracing::warn!(domain_id = d, error = %e, "index compaction failed; the journal keeps the writes");
+        // The record is the commit: a compaction that fails or gives up only leaves the write
+        // in the journal.
+        let compacted = if self.mode == ChangeDetectionMode::S3Versioning {
+            self.cover_in_base(d, &mut guard, rec.seq).await
+        } else if st.compaction_due() {
+            // Lost to another instance's compaction: its base will do (the next one folds the rest).
+            self.compact_state(d, st).await.map(|_| true)
+        } else {
+            Ok(true)
+        };
+        match compacted {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                domain_id = d,
+                "the index base kept changing under compaction; the journal keeps the writes"
+            ),
+            Err(e) => {
+                tracing::warn!(domain_id = d, error = %e, "index compaction failed; the journal keeps the writes");
+            }
         }
         Ok((results, written))
     }

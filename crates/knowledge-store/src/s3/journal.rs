@@ -20,10 +20,10 @@
 //! `max(64, files / 16)` records have piled up — amortised, each write carries the cost of 16
 //! index entries, whatever the size of the knowledge base — and on
 //! [`S3KnowledgeBackend::compact`] and `close`. In `s3_versioning` mode it runs after every
-//! write, since the bucket's object versions of the base are that mode's history: a
-//! compaction that lost the race to another instance's re-reads and retries until a base
-//! covers the write, so every state a writer leaves behind is an object version. A failed
-//! compaction loses nothing: the records are still there.
+//! write, since the bucket's object versions of the base are that mode's history. A
+//! compaction that lost the race to another instance's (in that mode, or on `compact`) re-reads
+//! and retries until a base covers the write, so every state a writer leaves behind is an
+//! object version. A failed compaction loses nothing: the records are still there.
 //!
 //! **Deleting records** that a base covers is delayed: a record is deleted only once a base
 //! covering it was written [`JOURNAL_RETENTION`] ago (the head's `compactions` history, with
@@ -503,36 +503,33 @@ impl S3KnowledgeBackend {
         }
     }
 
-    /// `s3_versioning`: makes sure a base covers record `seq`. The bucket's object versions of
-    /// the base are that mode's history, so the state after a write must become a base, or a
-    /// version handed out for it could never be diffed from. A compaction that loses the race
-    /// to another instance's re-reads and tries again until a base covers `seq` (the other
-    /// instance's base may already do so). A failure only leaves the write in the journal.
-    pub(super) async fn cover_in_base(&self, d: &str, slot: &mut Option<KbState>, seq: u64) {
+    /// Makes sure a base covers record `seq`: compacts, and after a compaction that lost the
+    /// race to another instance's, re-reads and tries again (the other instance's base may
+    /// already cover `seq`). `Ok(false)`: the base kept changing, and `seq` is still only in
+    /// the journal. In `s3_versioning` mode every write ends here, since the bucket's object
+    /// versions of the base are that mode's history: a state that never became a base could
+    /// not be diffed from. A cached state this cannot vouch for after an error is dropped.
+    pub(super) async fn cover_in_base(
+        &self,
+        d: &str,
+        slot: &mut Option<KbState>,
+        seq: u64,
+    ) -> Result<bool> {
         for _ in 0..8 {
             let Some(st) = slot.as_mut() else {
-                return;
+                return Err(KnowledgeError::KbNotFound {
+                    domain_id: d.to_owned(),
+                });
             };
-            if st.head.as_ref().is_none_or(|h| h.seq >= seq) {
-                return;
-            }
-            match self.compact_state(d, st).await {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(domain_id = d, error = %e, "index compaction failed; the journal keeps the writes");
-                    return;
-                }
+            if st.head.as_ref().is_none_or(|h| h.seq >= seq) || self.compact_state(d, st).await? {
+                return Ok(true);
             }
             if let Err(e) = self.refresh(d, slot, true).await {
-                tracing::warn!(domain_id = d, error = %e, "re-reading the index after a lost compaction failed; the journal keeps the writes");
-                return;
+                *slot = None;
+                return Err(e);
             }
         }
-        tracing::warn!(
-            domain_id = d,
-            "the index base kept changing under compaction; the journal keeps the writes"
-        );
+        Ok(false)
     }
 
     /// Deletes the records that a base has covered for [`JOURNAL_RETENTION`], and the history
@@ -585,11 +582,17 @@ impl S3KnowledgeBackend {
         let slot = self.slot(domain_id);
         let mut guard = slot.lock().await;
         self.refresh(domain_id, &mut guard, true).await?;
-        match guard.as_mut() {
-            Some(st) => self.compact_state(domain_id, st).await.map(drop),
-            None => Err(KnowledgeError::KbNotFound {
+        let Some(applied) = guard.as_ref().map(|st| st.applied) else {
+            return Err(KnowledgeError::KbNotFound {
                 domain_id: domain_id.to_owned(),
-            }),
+            });
+        };
+        if !self.cover_in_base(domain_id, &mut guard, applied).await? {
+            tracing::warn!(
+                domain_id,
+                "the index base kept changing under compaction; the journal keeps the writes"
+            );
         }
+        Ok(())
     }
 }
