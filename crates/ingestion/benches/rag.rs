@@ -174,11 +174,7 @@ async fn run() {
             let records = batch
                 .iter()
                 .zip(vectors)
-                .map(|(c, vector)| VectorRecord {
-                    id: c.id.clone(),
-                    vector,
-                    metadata: c.metadata(),
-                })
+                .map(|(c, vector)| VectorRecord::from_chunk(c, vector))
                 .collect();
             store2.upsert(records).await.expect("upsert");
         }

@@ -773,11 +773,7 @@ impl RagKnowledgeBase {
             Ok(batch
                 .iter()
                 .zip(vectors)
-                .map(|(c, vector)| VectorRecord {
-                    id: c.id.clone(),
-                    vector,
-                    metadata: c.metadata(),
-                })
+                .map(|(c, vector)| VectorRecord::from_chunk(c, vector))
                 .collect())
         }
     }

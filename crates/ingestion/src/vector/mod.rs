@@ -78,6 +78,18 @@ pub struct VectorRecord {
     pub metadata: Map<String, Value>,
 }
 
+impl VectorRecord {
+    /// The record of `chunk` with its `vector`: the chunk's id and its full metadata
+    /// ([`crate::Chunk::metadata`]), as an ingest stores it.
+    pub fn from_chunk(chunk: &crate::Chunk, vector: Vec<f32>) -> Self {
+        VectorRecord {
+            id: chunk.id.clone(),
+            vector,
+            metadata: chunk.metadata(),
+        }
+    }
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
