@@ -314,16 +314,11 @@ impl Services {
             (python.is_file() || python.components().count() == 1)
                 && run_quiet(&python.to_string_lossy(), &["-c", "import moto.server"])
         };
-        // DYNREG_MOTO_SERVER names a `moto_server` script: its venv's interpreter sits beside it.
-        let beside = std::env::var("DYNREG_MOTO_SERVER")
-            .ok()
-            .and_then(|s| Some(PathBuf::from(s).parent()?.join("python")));
         let candidates = [
-            beside,
-            Some(root.join("target/moto-venv/bin/python")),
-            Some(PathBuf::from("python3")),
+            root.join("target/moto-venv/bin/python"),
+            PathBuf::from("python3"),
         ];
-        if let Some(found) = candidates.into_iter().flatten().find(|p| imports_moto(p)) {
+        if let Some(found) = candidates.into_iter().find(|p| imports_moto(p)) {
             return Some(found);
         }
         // Install it once into target/ (PyPI), as .ci/run does.
